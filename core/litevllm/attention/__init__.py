@@ -1,0 +1,3 @@
+from litevllm.attention.backend import AttentionBackend, AttentionMetadata, AttentionSpec
+
+__all__ = ["AttentionBackend", "AttentionMetadata", "AttentionSpec"]

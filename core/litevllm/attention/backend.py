@@ -1,0 +1,66 @@
+"""The attention-backend contract.
+
+A backend owns the KV-cache layout and runs attention for a flattened batch over the paged cache.
+One batch may mix prefill chunks and decodes: sequence ``b`` owns query rows
+``query_start_loc[b]:query_start_loc[b+1]``; its last query row sits at absolute position
+``seq_lens[b] - 1``. A query at position p sees cached keys at positions ``k <= p`` and, with a
+sliding window ``w``, ``p - k < w``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Static per-layer attention settings."""
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scale: float
+    sliding_window: int | None = None   # keys with p - k >= window are masked
+    logit_softcap: float | None = None  # scores = cap * tanh(scores / cap)
+
+
+@dataclass
+class AttentionMetadata:
+    """Per-step batch description; all tensors live on the model's device."""
+    slot_mapping: torch.Tensor      # [T] int64: flat cache slot per new token, -1 = skip
+    query_start_loc: torch.Tensor   # [B+1] int32
+    seq_lens: torch.Tensor          # [B] int32: context length including this step's tokens
+    block_tables: torch.Tensor      # [B, max_blocks] int32
+    max_query_len: int
+    max_seq_len: int
+    num_seqs: int
+    is_decode: bool                 # every sequence has exactly one query token
+    query_lens_cpu: list[int] = field(default_factory=list)
+    seq_lens_cpu: list[int] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # backend-private buffers
+
+
+class AttentionBackend:
+    """Base class for attention backends. Subclasses set ``name`` and implement ``forward``."""
+
+    name = "base"
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int):
+        self.device, self.dtype, self.block_size = device, dtype, block_size
+
+    def kv_cache_shape(self, num_blocks: int, num_kv_heads: int, head_dim: int) -> tuple:
+        """Shape of one layer's cache. Default: [2, num_blocks, block_size, Hkv, D]."""
+        return (2, num_blocks, self.block_size, num_kv_heads, head_dim)
+
+    def allocate_kv_cache(self, num_blocks: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
+        return torch.zeros(self.kv_cache_shape(num_blocks, num_kv_heads, head_dim),
+                           dtype=self.dtype, device=self.device)
+
+    def prepare(self, meta: AttentionMetadata) -> AttentionMetadata:
+        """Hook to add backend-private buffers to ``meta.extra`` once per step."""
+        return meta
+
+    def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Store k/v [T, Hkv, D] in ``kv_cache``, attend q [T, H, D]; return [T, H*D]."""
+        raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Reference attention over the paged KV cache in plain torch. Runs on any device."""
+from __future__ import annotations
+
+import torch
+
+from litevllm.attention.backend import AttentionBackend, AttentionMetadata, AttentionSpec
+from litevllm.ops.torch_ops import reshape_and_cache
+
+
+def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        block_tables: torch.Tensor, query_lens: list[int], seq_lens: list[int],
+                        spec: AttentionSpec) -> torch.Tensor:
+    """q [T, H, D]; caches [num_blocks, block_size, Hkv, D]. Returns [T, H, D]."""
+    bs = k_cache.shape[1]
+    group = spec.num_heads // spec.num_kv_heads
+    out = torch.empty_like(q)
+    start = 0
+    for b, (ql, sl) in enumerate(zip(query_lens, seq_lens)):
+        nblk = (sl + bs - 1) // bs
+        blocks = block_tables[b, :nblk].long()
+        k = k_cache.index_select(0, blocks).flatten(0, 1)[:sl]  # [S, Hkv, D]
+        v = v_cache.index_select(0, blocks).flatten(0, 1)[:sl]
+        qb = q[start:start + ql].float().transpose(0, 1)             # [H, ql, D]
+        k = k.float().transpose(0, 1).repeat_interleave(group, 0)    # [H, S, D]
+        v = v.float().transpose(0, 1).repeat_interleave(group, 0)
+        scores = (qb @ k.transpose(1, 2)) * spec.scale
+        if spec.logit_softcap:
+            scores = spec.logit_softcap * torch.tanh(scores / spec.logit_softcap)
+        qpos = torch.arange(sl - ql, sl, device=q.device)[:, None]
+        kpos = torch.arange(sl, device=q.device)[None, :]
+        mask = kpos <= qpos
+        if spec.sliding_window:
+            mask &= (qpos - kpos) < spec.sliding_window
+        scores = scores.masked_fill(~mask, float("-inf"))
+        out[start:start + ql] = (torch.softmax(scores, -1) @ v).transpose(0, 1).to(q.dtype)
+        start += ql
+    return out
+
+
+class TorchAttentionBackend(AttentionBackend):
+    """Reference backend: gathers each sequence's blocks and runs masked softmax attention."""
+
+    name = "torch"
+
+    def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata):
+        reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
+        out = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
+                                  meta.query_lens_cpu, meta.seq_lens_cpu, spec)
+        return out.flatten(1)

@@ -1,0 +1,103 @@
+"""Engine configuration: attrs classes validated at construction, defaults from ``lite.toml``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import attrs
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_DTYPES = {"auto": None, "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
+           "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def _positive(inst, att, value):
+    if value is not None and value <= 0:
+        raise ValueError(f"{att.name} must be > 0, got {value!r}")
+
+
+def _fraction(inst, att, value):
+    if not 0 < value <= 1:
+        raise ValueError(f"{att.name} must be in (0, 1], got {value!r}")
+
+
+def _one_of(*choices):
+    def check(inst, att, value):
+        if value not in choices:
+            raise ValueError(f"{att.name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return check
+
+
+def _dtype_name(inst, att, value):
+    if isinstance(value, torch.dtype):
+        return
+    if value not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {value!r}")
+
+
+def resolve_dtype(dtype, config_dtype, device: torch.device) -> torch.dtype:
+    """float32 on CPU; the checkpoint's 16-bit dtype on GPU unless asked otherwise."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if _DTYPES[dtype] is not None:
+        return _DTYPES[dtype]
+    if device.type == "cpu":
+        return torch.float32
+    if isinstance(config_dtype, str):
+        config_dtype = _DTYPES.get(config_dtype.replace("torch.", ""), None)
+    return config_dtype if config_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+@attrs.define
+class CacheConfig:
+    block_size: int = attrs.field(default=16, validator=_one_of(8, 16, 32, 64, 128))
+    gpu_memory_utilization: float = attrs.field(default=0.9, validator=_fraction)
+    cpu_kv_cache_gib: float = attrs.field(default=2.0, validator=_positive)
+    enable_prefix_caching: bool = True
+    num_gpu_blocks_override: int | None = attrs.field(default=None, validator=_positive)
+
+
+@attrs.define
+class SchedulerConfig:
+    max_num_seqs: int = attrs.field(default=256, validator=_positive)
+    max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
+    enable_chunked_prefill: bool = True
+
+
+@attrs.define
+class EngineConfig:
+    model: str
+    dtype: object = attrs.field(default="auto", validator=_dtype_name)
+    kernels: str = "auto"
+    device: str | None = None
+    max_model_len: int | None = attrs.field(default=None, validator=_positive)
+    enforce_eager: bool = False
+    load_format: str = attrs.field(default="auto", validator=_one_of("auto", "dummy"))
+    seed: int = 0
+    tokenizer: str | None = None
+    quantization: str | None = None
+    cache: CacheConfig = attrs.field(factory=CacheConfig)
+    scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
+
+    def torch_device(self) -> torch.device:
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_toml_defaults(path: str | Path | None = None) -> dict:
+    """Options from ``lite.toml`` (cwd, or ``path``): top-level keys, plus per-command tables."""
+    path = Path(path) if path else Path("lite.toml")
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from e

@@ -1,0 +1,321 @@
+"""The engine: requests in, one scheduled model step at a time, outputs out."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from litevllm.config import EngineConfig, resolve_dtype
+from litevllm.engine.block_manager import BlockManager
+from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stream_delta
+from litevllm.engine.model_runner import ModelRunner
+from litevllm.engine.sampler import Sampler, prompt_logprobs
+from litevllm.engine.scheduler import Scheduler
+from litevllm.engine.sequence import Sequence
+from litevllm.model.context import ModelContext
+from litevllm.model.loader import init_dummy_weights, load_weights
+from litevllm.ops import Ops
+from litevllm.outputs import CompletionOutput, RequestOutput
+from litevllm.plugins import PluginError, get_plugin_manager
+from litevllm.sampling_params import SamplingParams
+
+log = logging.getLogger("litevllm")
+
+
+def resolve_model_path(model: str) -> Path:
+    """A local path, or a short name registered by a plugin (``register_model_aliases``)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    manager = get_plugin_manager()
+    resolved = manager.resolve_alias(str(model))
+    if resolved is not None:
+        return Path(resolved)
+    aliases = ", ".join(manager.names("model_aliases")) or "none installed"
+    raise FileNotFoundError(f"model path '{model}' does not exist and is not a known model "
+                            f"alias (aliases: {aliases})")
+
+
+def _pick_attention_backend(manager, kernels: str, device: torch.device):
+    entries = [e for e in manager.entries["attention_backends"] if manager._ok(e.plugin)]
+    if kernels == "auto":
+        entries = [e for e in entries if {"*", device.type} & set(e.options.get("devices", ("*",)))]
+    else:
+        named = [e for e in entries if e.name == kernels]
+        entries = named or [e for e in entries if e.name == "torch"]
+    return max(entries, key=lambda e: e.priority).load()
+
+
+class Request:
+    def __init__(self, request_id, prompt, prompt_token_ids, params: SamplingParams):
+        self.request_id, self.prompt, self.params = request_id, prompt, params
+        self.prompt_token_ids = prompt_token_ids
+        self.seqs: list[Sequence] = []
+        self.forked = params.n == 1
+        self.prompt_logprobs: list | None = [None] if params.prompt_logprobs is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self.forked and all(s.is_finished for s in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        manager = get_plugin_manager()
+        self.path = resolve_model_path(config.model)
+        fmt = manager.checkpoint_format(self.path)(self.path)
+        self.hf_config = fmt.load_config()
+        archs = getattr(self.hf_config, "architectures", None) or []
+        if not archs:
+            raise PluginError(f"{self.path}: config names no architecture ('architectures' is empty)")
+        model_cls = manager.model_class(archs[0])
+        self.device = config.torch_device()
+        self.dtype = resolve_dtype(config.dtype, getattr(self.hf_config, "dtype", None)
+                                   or getattr(self.hf_config, "torch_dtype", None), self.device)
+        limit = getattr(self.hf_config, "max_position_embeddings", None) or 4096
+        self.max_model_len = min(config.max_model_len or limit, limit) \
+            if not config.max_model_len or config.max_model_len <= limit else config.max_model_len
+        ops = Ops(config.kernels, self.device.type, manager)
+        attn = _pick_attention_backend(manager, config.kernels, self.device)(
+            self.device, self.dtype, config.cache.block_size)
+        quant = self._quant_config(manager)
+        ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
+        torch.manual_seed(config.seed)
+        with torch.device(self.device):
+            self.model = model_cls(self.hf_config, ctx).eval()
+        if config.load_format == "dummy":
+            init_dummy_weights(self.model, config.seed)
+        else:
+            load_weights(self.model, fmt.iter_tensors(self.dtype))
+        self.tokenizer = self._load_tokenizer(fmt)
+        self.detokenizer = Detokenizer(self.tokenizer) if self.tokenizer is not None else None
+        sched = config.scheduler
+        self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
+                                  self.max_model_len, sched.max_num_seqs, not config.enforce_eager)
+        self.num_blocks = self._num_blocks()
+        self.runner.allocate_kv_cache(self.num_blocks)
+        self.block_manager = BlockManager(self.num_blocks, config.cache.block_size,
+                                          config.cache.enable_prefix_caching)
+        self.scheduler = Scheduler(sched, self.block_manager, self.max_model_len)
+        self.sampler = Sampler(self._eos_ids())
+        self.runner.capture_cuda_graphs()
+        self.requests: dict[str, Request] = {}
+        self.rng = random.Random(config.seed)
+        self._next_seq_id = 0
+        log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
+                 "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
+                 self.num_blocks * config.cache.block_size / self.max_model_len,
+                 self.max_model_len, config.kernels, attn.name)
+
+    # set-up helpers --------------------------------------------------------------------------
+    def _quant_config(self, manager):
+        hf_quant = getattr(self.hf_config, "quantization_config", None)
+        name = self.config.quantization or (hf_quant or {}).get("quant_method") or "none"
+        entry = manager.pick("quant_methods", name)
+        if entry is None:
+            raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
+                              f"(available: {', '.join(manager.names('quant_methods'))})")
+        return entry.load().from_hf(hf_quant or {})
+
+    def _load_tokenizer(self, fmt):
+        if self.config.tokenizer:
+            from transformers import AutoTokenizer
+            return AutoTokenizer.from_pretrained(self.config.tokenizer)
+        return fmt.load_tokenizer()
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        for source in (self.hf_config, getattr(self.tokenizer, "generation_config", None)):
+            eos = getattr(source, "eos_token_id", None)
+            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        try:
+            from transformers import GenerationConfig
+            eos = GenerationConfig.from_pretrained(self.path).eos_token_id
+            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        except Exception:
+            pass
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def _num_blocks(self) -> int:
+        cache = self.config.cache
+        per_block = self.runner.bytes_per_block()
+        useful = self.config.scheduler.max_num_seqs * self.runner.max_blocks_per_seq + 1
+        if cache.num_gpu_blocks_override:
+            return cache.num_gpu_blocks_override
+        if self.device.type == "cuda":
+            peak = self.runner.profile_peak_memory(self.config.scheduler.max_num_batched_tokens)
+            free, total = torch.cuda.mem_get_info(self.device)
+            used_elsewhere = total - free - torch.cuda.memory_reserved(self.device)
+            budget = total * cache.gpu_memory_utilization - peak - max(0, used_elsewhere)
+            blocks = int(budget // per_block)
+        else:
+            blocks = int(cache.cpu_kv_cache_gib * 2**30 // per_block)
+        blocks = min(blocks, useful)
+        if blocks < 1:
+            raise RuntimeError("no memory left for the KV cache after loading the model; "
+                               "raise gpu_memory_utilization or use a smaller max_model_len")
+        return blocks
+
+    # requests --------------------------------------------------------------------------------
+    def encode(self, prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" in prompt:
+                return prompt.get("prompt"), list(prompt["prompt_token_ids"])
+            prompt = prompt.get("prompt")
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string or {{'prompt_token_ids': [...]}}, "
+                             f"got {type(prompt).__name__}")
+        if self.tokenizer is None:
+            raise ValueError(f"{self.path} has no tokenizer; pass {{'prompt_token_ids': [...]}} "
+                             f"or tokenizer=...")
+        return prompt, self.tokenizer.encode(prompt)
+
+    def add_request(self, request_id: str, prompt, params: SamplingParams | None = None) -> None:
+        """Queue a request; raises ValueError (naming the cause) for bad input."""
+        params = params or SamplingParams()
+        if request_id in self.requests:
+            raise ValueError(f"request id '{request_id}' is already in use")
+        text, ids = self.encode(prompt)
+        if not ids:
+            raise ValueError("prompt is empty")
+        vocab = self.hf_config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"prompt has {len(ids)} tokens, but max_model_len is "
+                             f"{self.max_model_len} (room is needed for at least one output token)")
+        need = self.block_manager.blocks_needed(len(ids) + 1)
+        if need > self.num_blocks:
+            raise ValueError(f"prompt needs {need} KV-cache blocks but the cache holds only "
+                             f"{self.num_blocks}; raise the KV-cache memory or shorten the prompt")
+        request = Request(request_id, text, ids, params)
+        request.seqs.append(self._new_seq(request, 0))
+        self.requests[request_id] = request
+        self.scheduler.add(request.seqs[0])
+
+    def _new_seq(self, request: Request, index: int) -> Sequence:
+        p = request.params
+        seed = (p.seed * 1_000_003 + index) if p.seed is not None else self.rng.getrandbits(62)
+        seq = Sequence(self._next_seq_id, request.request_id, request.prompt_token_ids, p, index, seed)
+        self._next_seq_id += 1
+        seq.detok = DetokState(len(request.prompt_token_ids))
+        return seq
+
+    def abort_request(self, request_id: str) -> None:
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            raise ValueError(f"unknown request id '{request_id}'")
+        for seq in request.seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # the step --------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        self.runner.copy_blocks(self.block_manager.take_copies())
+        inputs = self.runner.prepare(batch)
+        logits = self.runner.execute(inputs)
+        touched: dict[str, dict[int, tuple[list[int], str]]] = {}
+        rows, sample_seqs = [], []
+        for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
+                                     inputs.prompt_index):
+            start = seq.num_computed_tokens
+            seq.num_computed_tokens += n
+            self.block_manager.commit(seq)
+            request = self.requests[seq.request_id]
+            if request.prompt_logprobs is not None and start < seq.num_prompt_tokens:
+                self._prompt_logprobs(request, seq, start, n, logits[pidx:])
+            if idx < 0:
+                continue
+            rows.append(idx)
+            sample_seqs.append(seq)
+            if not request.forked:
+                request.forked = True
+                for i in range(1, request.params.n):
+                    child = self._new_seq(request, i)
+                    self.block_manager.fork(seq, child)
+                    child.status = seq.status
+                    self.scheduler.running.append(child)
+                    request.seqs.append(child)
+                    rows.append(idx)
+                    sample_seqs.append(child)
+        if sample_seqs:
+            result = self.sampler(logits[rows], sample_seqs)
+            for seq, token, lp in zip(sample_seqs, result.token_ids, result.logprobs):
+                self._append(seq, token, lp, touched)
+        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()]
+        for out in outputs:
+            if out.finished:
+                del self.requests[out.request_id]
+        return outputs
+
+    def _prompt_logprobs(self, request, seq, start, n, logits):
+        """Logprobs of prompt tokens start+1 .. from this chunk's rows (first sample only)."""
+        if seq.index != 0 or len(request.prompt_logprobs) != start + 1:
+            return  # a recomputation after preemption: already recorded
+        stop = min(start + n, seq.num_prompt_tokens - 1)
+        next_tokens = seq.token_ids[start + 1:stop + 1]
+        if next_tokens:
+            request.prompt_logprobs += prompt_logprobs(logits[:len(next_tokens)], next_tokens,
+                                                       request.params.prompt_logprobs)
+
+    def _append(self, seq: Sequence, token: int, logprob, touched) -> None:
+        p = seq.params
+        seq.append_token(token)
+        if seq.metrics.first_token_time is None:
+            seq.metrics.first_token_time = time.monotonic()
+        if logprob is not None:
+            seq.logprobs.append(logprob)
+        delta_ids = [token]
+        reason, stop_reason = None, None
+        is_stop_token = token in p.stop_token_ids or (not p.ignore_eos and token in self.sampler.eos_token_ids)
+        if is_stop_token and seq.num_output_tokens > p.min_tokens - 1:
+            reason, stop_reason = "stop", token if token in p.stop_token_ids else None
+        elif self.detokenizer is not None:
+            new = self.detokenizer.step(seq.detok, seq.token_ids, p.skip_special_tokens)
+            if new and p.stop and seq.num_output_tokens >= p.min_tokens:
+                hit = find_stop(seq.detok.text, len(new), p.stop)
+                if hit is not None:
+                    i, stop = hit
+                    seq.detok.text = seq.detok.text[:i + (len(stop) if p.include_stop_str_in_output else 0)]
+                    reason, stop_reason = "stop", stop
+        if reason is None and ((p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens)
+                               or seq.num_tokens >= self.max_model_len):
+            reason = "length"
+        if reason is not None:
+            seq.stop_reason = stop_reason
+            self.scheduler.finish(seq, reason)
+        touched.setdefault(seq.request_id, {})[seq.index] = delta_ids
+
+    def _output(self, request: Request, deltas: dict[int, list[int]]) -> RequestOutput:
+        outs = []
+        for seq in request.seqs:
+            state = seq.detok
+            text = state.text if state else ""
+            delta_text = stream_delta(state, seq.params.stop, seq.is_finished) if state else ""
+            outs.append(CompletionOutput(seq.index, text, seq.output_token_ids, seq.finish_reason,
+                                         seq.stop_reason, seq.logprobs if seq.params.logprobs is not None else None,
+                                         delta_text, deltas.get(seq.index, [])))
+        head = request.seqs[0]
+        return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids, outs,
+                             request.finished, head.metrics, request.prompt_logprobs,
+                             head.metrics.num_cached_tokens)
+
+    # stats -----------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        bm = self.block_manager
+        return {"num_running": len(self.scheduler.running), "num_waiting": len(self.scheduler.waiting),
+                "num_blocks": self.num_blocks, "num_free_blocks": bm.num_free_blocks,
+                "prefix_cache_hit_rate": bm.hit_rate(), "prefix_cache_hits": bm.hits,
+                "prefix_cache_queries": bm.queries}

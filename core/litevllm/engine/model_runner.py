@@ -1,0 +1,208 @@
+"""Turns a scheduled batch into tensors, runs the model, returns logits.
+
+Decode-only batches replay CUDA graphs captured per batch-size bucket when the attention
+backend supports it; everything else runs eagerly.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from litevllm.attention.backend import AttentionMetadata
+from litevllm.engine.scheduler import ScheduledBatch
+
+log = logging.getLogger("litevllm")
+
+
+@dataclass
+class StepInputs:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    meta: AttentionMetadata
+    logit_rows: list[int]          # flat token rows whose logits are needed
+    sample_index: list[int]        # for each scheduled seq: its row in logit_rows, or -1
+    prompt_index: list[int]        # for each scheduled seq: first prompt-logprob row, or -1
+
+
+def graph_buckets(max_num_seqs: int) -> list[int]:
+    sizes, b = [], 1
+    while b < max_num_seqs:
+        sizes.append(b)
+        b *= 2
+    return sizes + [max_num_seqs]
+
+
+class ModelRunner:
+    def __init__(self, model, attn_backend, device: torch.device, block_size: int,
+                 max_model_len: int, max_num_seqs: int, use_cuda_graphs: bool):
+        self.model, self.attn, self.device = model, attn_backend, device
+        self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
+        self.max_blocks_per_seq = -(-max_model_len // block_size)
+        self.kv_caches: list[torch.Tensor] = []
+        self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
+            getattr(attn_backend, "supports_cuda_graphs", False)
+        self.graphs: dict[int, tuple] = {}
+        self.capture_seconds = 0.0
+
+    # KV cache --------------------------------------------------------------------------------
+    def bytes_per_block(self) -> int:
+        heads, dim = self.model.kv_shape()
+        itemsize = torch.empty((), dtype=self.attn.dtype).element_size()
+        return 2 * self.block_size * heads * dim * itemsize * self.model.num_kv_layers()
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        heads, dim = self.model.kv_shape()
+        self.kv_caches = [self.attn.allocate_kv_cache(num_blocks, heads, dim)
+                          for _ in range(self.model.num_kv_layers())]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        if not copies:
+            return
+        src = torch.tensor([c[0] for c in copies], device=self.device)
+        dst = torch.tensor([c[1] for c in copies], device=self.device)
+        for cache in self.kv_caches:
+            cache[:, dst] = cache[:, src]
+
+    # inputs ----------------------------------------------------------------------------------
+    def prepare(self, batch: ScheduledBatch) -> StepInputs:
+        ids, pos, slots, qsl, seq_lens, tables = [], [], [], [0], [], []
+        logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
+        bs = self.block_size
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start = seq.num_computed_tokens
+            end = start + n
+            ids.extend(seq.token_ids[start:end])
+            pos.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            prompt_index.append(-1)
+            if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
+                prompt_index[-1] = len(logit_rows)
+                logit_rows.extend(range(qsl[-1], qsl[-1] + n - (end == seq.num_tokens)))
+            if end == seq.num_tokens:
+                sample_index.append(len(logit_rows))
+                logit_rows.append(qsl[-1] + n - 1)
+            else:
+                sample_index.append(-1)
+            qsl.append(qsl[-1] + n)
+            seq_lens.append(end)
+            query_lens.append(n)
+            tables.append(table)
+        width = max(len(t) for t in tables)
+        block_tables = torch.zeros(len(tables), width, dtype=torch.int32)
+        for i, t in enumerate(tables):
+            block_tables[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),
+            query_start_loc=torch.tensor(qsl, dtype=torch.int32).to(dev, non_blocking=True),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32).to(dev, non_blocking=True),
+            block_tables=block_tables.to(dev, non_blocking=True),
+            max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
+            is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
+        return StepInputs(torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True),
+                          torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True),
+                          meta, logit_rows, sample_index, prompt_index)
+
+    # execution -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, inputs: StepInputs) -> torch.Tensor:
+        """Logits [len(logit_rows), V] float32."""
+        n = inputs.meta.num_seqs
+        if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
+            return self._replay(inputs)[inputs.logit_rows]
+        meta = self.attn.prepare(inputs.meta)
+        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+        rows = torch.tensor(inputs.logit_rows, device=self.device)
+        return self.model.compute_logits(hidden.index_select(0, rows))
+
+    # CUDA graphs -----------------------------------------------------------------------------
+    def _graph_meta(self, bs: int) -> AttentionMetadata:
+        buf = self.graph_buffers
+        return AttentionMetadata(
+            slot_mapping=buf["slots"][:bs], query_start_loc=buf["qsl"][:bs + 1],
+            seq_lens=buf["seq_lens"][:bs], block_tables=buf["tables"][:bs],
+            max_query_len=1, max_seq_len=self.max_model_len, num_seqs=bs, is_decode=True,
+            query_lens_cpu=[1] * bs, seq_lens_cpu=[1] * bs)
+
+    @torch.inference_mode()
+    def capture_cuda_graphs(self) -> None:
+        if not self.use_cuda_graphs:
+            return
+        t0 = time.perf_counter()
+        m, dev = self.max_num_seqs, self.device
+        self.graph_buffers = {
+            "ids": torch.zeros(m, dtype=torch.int64, device=dev),
+            "pos": torch.zeros(m, dtype=torch.int64, device=dev),
+            "slots": torch.full((m,), -1, dtype=torch.int64, device=dev),
+            "qsl": torch.arange(m + 1, dtype=torch.int32, device=dev),
+            "seq_lens": torch.ones(m, dtype=torch.int32, device=dev),
+            "tables": torch.zeros(m, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
+        }
+        pool = None
+        buf = self.graph_buffers
+        for bs in reversed(graph_buckets(m)):
+            meta = self.attn.prepare(self._graph_meta(bs))
+            for _ in range(2):  # warm up: compile kernels, settle allocator
+                self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
+                                                     self.kv_caches, meta))
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self.model.compute_logits(
+                    self.model(buf["ids"][:bs], buf["pos"][:bs], self.kv_caches, meta))
+            pool = graph.pool()
+            self.graphs[bs] = (graph, logits)
+        torch.cuda.synchronize()
+        self.capture_seconds = time.perf_counter() - t0
+        log.info("captured %d CUDA graphs in %.1f s", len(self.graphs), self.capture_seconds)
+
+    def _replay(self, inputs: StepInputs) -> torch.Tensor:
+        n = inputs.meta.num_seqs
+        bs = next(b for b in sorted(self.graphs) if b >= n)
+        buf, meta = self.graph_buffers, inputs.meta
+        buf["ids"][:n].copy_(inputs.input_ids)
+        buf["pos"][:n].copy_(inputs.positions)
+        buf["slots"][:n].copy_(meta.slot_mapping)
+        buf["slots"][n:bs].fill_(-1)
+        buf["seq_lens"][:n].copy_(meta.seq_lens)
+        buf["seq_lens"][n:bs].fill_(1)
+        width = meta.block_tables.shape[1]
+        buf["tables"][:n, :width].copy_(meta.block_tables)
+        graph, logits = self.graphs[bs]
+        graph.replay()
+        return logits[:n]
+
+    # memory profiling ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def profile_peak_memory(self, max_num_batched_tokens: int) -> int:
+        """Run a maximal prefill batch and return peak allocated bytes (CUDA only)."""
+        tokens = min(max_num_batched_tokens, self.max_model_len * self.max_num_seqs)
+        seq_len = min(tokens, self.max_model_len)
+        num_seqs = -(-tokens // seq_len)
+        blocks_per_seq = -(-seq_len // self.block_size)
+        self.allocate_kv_cache(blocks_per_seq * num_seqs)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        lens = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
+        qsl = [0]
+        for n in lens:
+            qsl.append(qsl[-1] + n)
+        tables = torch.arange(len(lens) * blocks_per_seq, dtype=torch.int32).view(len(lens), -1)
+        pos = torch.cat([torch.arange(n) for n in lens])
+        slots = torch.cat([tables[i].long().repeat_interleave(self.block_size)[:n] * self.block_size
+                           + torch.arange(n) % self.block_size for i, n in enumerate(lens)])
+        dev = self.device
+        meta = AttentionMetadata(slots.to(dev), torch.tensor(qsl, dtype=torch.int32, device=dev),
+                                 torch.tensor(lens, dtype=torch.int32, device=dev), tables.to(dev),
+                                 max(lens), max(lens), len(lens), False, lens, lens)
+        hidden = self.model(torch.zeros(tokens, dtype=torch.int64, device=dev), pos.to(dev),
+                            self.kv_caches, self.attn.prepare(meta))
+        self.model.compute_logits(hidden[-self.max_num_seqs:])
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(self.device)
+        self.kv_caches = []
+        torch.cuda.empty_cache()
+        return peak

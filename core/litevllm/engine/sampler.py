@@ -1,0 +1,167 @@
+"""Batched sampling: penalties, temperature, top-k / top-p / min-p, seeded noise, logprobs.
+
+One pass over the batch's [B, V] logits. Randomness comes from a counter-based hash of
+(sequence seed, output position, token id), so a seeded request samples the same tokens
+whatever else shares its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from litevllm.engine.sequence import Sequence
+
+_M32 = 0xFFFFFFFF
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's finalizer on int64 tensors holding 32-bit values (products wrap mod 2**64)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B, V] uniforms in (0, 1) from per-row seeds and steps."""
+    row = _fmix32((_fmix32(seeds & _M32) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & _M32)
+    cols = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    x = _fmix32((cols[None, :] * 0x27D4EB2F + row[:, None]) & _M32)
+    x = _fmix32(x ^ row[:, None])
+    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+@dataclass
+class SampleResult:
+    token_ids: list[int]
+    logprobs: list[dict[int, float] | None]   # per row: {token: logprob}, sampled token first
+
+
+def _padded(rows: list[list[int]], pad: int, device) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), pad, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, :len(r)] = torch.tensor(r, dtype=torch.int64)
+    return out.to(device)
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Repetition (HF-style, over prompt and output), presence and frequency (over output)."""
+    b, v = logits.shape
+    dev = logits.device
+    rep = torch.tensor([s.params.repetition_penalty for s in seqs], device=dev)
+    pres = torch.tensor([s.params.presence_penalty for s in seqs], device=dev)
+    freq = torch.tensor([s.params.frequency_penalty for s in seqs], device=dev)
+    out_tokens = _padded([s.output_token_ids for s in seqs], v, dev)
+    counts = torch.zeros(b, v + 1, device=dev).scatter_add_(
+        1, out_tokens, torch.ones_like(out_tokens, dtype=torch.float32))[:, :v]
+    if bool((rep != 1).any()):
+        seen = counts > 0
+        prompt_tokens = _padded([s.token_ids[:s.num_prompt_tokens] for s in seqs], v, dev)
+        seen |= torch.zeros(b, v + 1, dtype=torch.bool, device=dev).scatter_(
+            1, prompt_tokens, True)[:, :v]
+        r = rep[:, None].expand_as(logits)
+        logits = torch.where(seen, torch.where(logits > 0, logits / r, logits * r), logits)
+    logits = logits - freq[:, None] * counts - pres[:, None] * (counts > 0).float()
+    return logits
+
+
+def _ban_stop_tokens(logits: torch.Tensor, seqs: list[Sequence], eos_ids: list[int]) -> torch.Tensor:
+    """Before ``min_tokens`` outputs, EOS and stop tokens cannot be sampled."""
+    rows, cols = [], []
+    for i, s in enumerate(seqs):
+        if s.num_output_tokens < s.params.min_tokens:
+            banned = set(s.params.stop_token_ids) | (set() if s.params.ignore_eos else set(eos_ids))
+            rows += [i] * len(banned)
+            cols += list(banned)
+    if rows:
+        logits = logits.index_put((torch.tensor(rows, device=logits.device),
+                                   torch.tensor(cols, device=logits.device)),
+                                  torch.tensor(float("-inf"), device=logits.device))
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                  min_p: torch.Tensor) -> torch.Tensor:
+    """Mask tokens outside top-k, the top-p nucleus, or below min_p * max prob with -inf."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    rank = torch.arange(logits.shape[-1], device=logits.device)[None, :]
+    drop = rank >= top_k[:, None]
+    drop |= (probs.cumsum(-1) - probs) > top_p[:, None]
+    drop |= probs < min_p[:, None] * probs[:, :1]
+    drop[:, 0] = False
+    mask = torch.empty_like(drop).scatter_(1, order, drop)
+    return logits.masked_fill(mask, float("-inf"))
+
+
+class Sampler:
+    def __init__(self, eos_token_ids: list[int]):
+        self.eos_token_ids = eos_token_ids
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
+        dev = logits.device
+        v = logits.shape[-1]
+        want_logprobs = [s.params.logprobs for s in seqs]
+        raw_logprobs = logits.log_softmax(-1) if any(k is not None for k in want_logprobs) else None
+        if any(s.params.repetition_penalty != 1 or s.params.presence_penalty
+               or s.params.frequency_penalty for s in seqs):
+            logits = apply_penalties(logits, seqs)
+        logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
+        greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
+        sampled = logits.argmax(-1)
+        if not bool(greedy.all()):
+            temp = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=dev)
+            top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else v for s in seqs], device=dev)
+            top_p = torch.tensor([s.params.top_p for s in seqs], device=dev)
+            min_p = torch.tensor([s.params.min_p for s in seqs], device=dev)
+            scaled = logits / temp[:, None]
+            if bool((top_k < v).any() or (top_p < 1).any() or (min_p > 0).any()):
+                scaled = filter_logits(scaled, top_k, top_p, min_p)
+            probs = scaled.softmax(-1)
+            seeds = torch.tensor([s.seed for s in seqs], device=dev, dtype=torch.int64)
+            steps = torch.tensor([s.num_output_tokens for s in seqs], device=dev, dtype=torch.int64)
+            noise = -torch.log(uniform_noise(seeds, steps, v))  # Exp(1): argmax p/E samples p
+            random_pick = (probs / noise).argmax(-1)
+            sampled = torch.where(greedy, sampled, random_pick)
+        token_ids = sampled.tolist()
+        return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs))
+
+    @staticmethod
+    def _logprobs(raw, sampled, token_ids, want):
+        if raw is None:
+            return [None] * len(want)
+        k = max(k or 0 for k in want)
+        chosen = raw.gather(1, sampled[:, None]).squeeze(1).tolist()
+        top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
+        top_vals = top_vals.tolist() if k else None
+        top_ids = top_ids.tolist() if k else None
+        out = []
+        for i, n in enumerate(want):
+            if n is None:
+                out.append(None)
+                continue
+            entry = {token_ids[i]: chosen[i]}
+            for j in range(n):
+                entry.setdefault(top_ids[i][j], top_vals[i][j])
+            out.append(entry)
+        return out
+
+
+def prompt_logprobs(logits: torch.Tensor, next_tokens: list[int | None], k: int) -> list[dict | None]:
+    """Logprob of each next prompt token (plus top-k) from the rows' logits."""
+    raw = logits.log_softmax(-1)
+    out = []
+    top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
+    for i, tok in enumerate(next_tokens):
+        if tok is None:
+            out.append(None)
+            continue
+        entry = {tok: raw[i, tok].item()}
+        for j in range(k):
+            entry.setdefault(top_ids[i, j].item(), top_vals[i, j].item())
+        out.append(entry)
+    return out

@@ -1,0 +1,107 @@
+"""Continuous batching with chunked prefill and recompute preemption.
+
+Each step spends one token budget: running sequences first (decodes, unfinished prefill
+chunks), oldest first, then waiting ones. When blocks run out, the newest running sequences
+are preempted: their blocks are freed and they return to the front of the queue.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from litevllm.config import SchedulerConfig
+from litevllm.engine.block_manager import BlockManager
+from litevllm.engine.sequence import Sequence, SeqStatus
+
+
+@dataclass
+class ScheduledBatch:
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+    def __bool__(self):
+        return bool(self.seqs)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_model_len: int):
+        self.config, self.bm, self.max_model_len = config, block_manager, max_model_len
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
+        self.running.remove(seq)
+        self.bm.free_seq(seq)
+        seq.status = SeqStatus.WAITING
+        seq.metrics.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        batch.preempted.append(seq)
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.config.max_num_batched_tokens
+        for seq in list(self.running):
+            if budget == 0:
+                break
+            if seq not in self.running:  # preempted below by an older sequence
+                continue
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while not self.bm.can_allocate(seq, n):
+                victim = self.running[-1]
+                self._preempt(victim, batch)
+                if victim is seq:
+                    break
+            if seq.status is not SeqStatus.RUNNING:
+                continue
+            self.bm.allocate(seq, n)
+            batch.seqs.append(seq)
+            batch.num_new_tokens.append(n)
+            budget -= n
+        while self.waiting and budget > 0 and not batch.preempted \
+                and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            cached = self.bm.cached_prefix(seq) if not seq.block_table else []
+            remaining = seq.num_tokens - len(cached) * self.bm.block_size
+            n = min(remaining, budget)
+            if n < remaining and not self.config.enable_chunked_prefill:
+                break
+            if not self.bm.can_allocate(seq, n, cached):
+                break
+            self.waiting.popleft()
+            if cached:
+                self.bm.use_cached_prefix(seq, cached)
+            elif seq.num_computed_tokens == 0:
+                self.bm.queries += seq.num_tokens
+            if seq.metrics.first_scheduled_time is None:
+                seq.metrics.first_scheduled_time = time.monotonic()
+                seq.metrics.num_cached_tokens = seq.num_computed_tokens
+            self.bm.allocate(seq, n)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            batch.seqs.append(seq)
+            batch.num_new_tokens.append(n)
+            budget -= n
+        return batch
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Finish a running or waiting sequence and release its blocks at once."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.bm.free_seq(seq)
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = seq.finish_reason or reason
+        seq.metrics.finished_time = time.monotonic()

@@ -1,0 +1,74 @@
+"""A sequence: one sample stream of one request, with its tokens, blocks and progress."""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from litevllm.sampling_params import SamplingParams
+
+
+class SeqStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class RequestMetrics:
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_output_tokens: int = 0
+    num_preemptions: int = 0
+
+
+class Sequence:
+    def __init__(self, seq_id: int, request_id: str, prompt_token_ids: list[int],
+                 params: SamplingParams, index: int = 0, seed: int = 0):
+        self.seq_id, self.request_id, self.index = seq_id, request_id, index
+        self.token_ids = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.params = params
+        self.seed = seed                      # per-sample noise stream (see sampler)
+        self.status = SeqStatus.WAITING
+        self.num_computed_tokens = 0          # tokens whose KV is in the cache
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []     # chained hashes of this sequence's full blocks
+        self.finish_reason: str | None = None
+        self.stop_reason: object = None
+        self.logprobs: list[dict] = []        # one {token: logprob} per output token
+        self.prompt_logprobs: list[dict | None] = []
+        self.metrics = RequestMetrics(num_prompt_tokens=len(prompt_token_ids))
+        self.detok = None                     # detokenizer state, owned by the engine
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.num_tokens - self.num_prompt_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SeqStatus.FINISHED
+
+    @property
+    def is_prefill(self) -> bool:
+        return self.num_computed_tokens < self.num_tokens - 1
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+        self.metrics.num_output_tokens = self.num_output_tokens
+
+    def __repr__(self):
+        return (f"Sequence({self.request_id}#{self.index}, tokens={self.num_tokens}, "
+                f"computed={self.num_computed_tokens}, {self.status.value})")

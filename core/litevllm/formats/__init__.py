@@ -1,0 +1,3 @@
+from litevllm.formats.base import CheckpointFormat
+
+__all__ = ["CheckpointFormat"]

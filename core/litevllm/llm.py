@@ -1,0 +1,122 @@
+"""The offline API, shaped like vLLM's: ``LLM(model=...).generate(prompts, params)``."""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+from litevllm.config import CacheConfig, EngineConfig, SchedulerConfig
+from litevllm.engine.engine import LLMEngine
+from litevllm.outputs import CompletionOutput, RequestOutput
+from litevllm.sampling_params import SamplingParams
+
+_CACHE_KEYS = {f.name for f in CacheConfig.__attrs_attrs__}
+_SCHED_KEYS = {f.name for f in SchedulerConfig.__attrs_attrs__}
+
+
+class LLM:
+    def __init__(self, model: str, *, dtype="auto", kernels: str = "auto",
+                 max_model_len: int | None = None, enforce_eager: bool = False,
+                 load_format: str = "auto", seed: int = 0, device: str | None = None,
+                 tokenizer: str | None = None, quantization: str | None = None, **kwargs):
+        cache = CacheConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _CACHE_KEYS})
+        sched = SchedulerConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SCHED_KEYS})
+        if kwargs:
+            raise TypeError(f"LLM() got unknown options: {', '.join(sorted(kwargs))}")
+        self.config = EngineConfig(model=str(model), dtype=dtype, kernels=kernels,
+                                   max_model_len=max_model_len, enforce_eager=enforce_eager,
+                                   load_format=load_format, seed=seed, device=device,
+                                   tokenizer=tokenizer, quantization=quantization,
+                                   cache=cache, scheduler=sched)
+        self.engine = LLMEngine(self.config)
+        self._ids = itertools.count()
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def _submit(self, prompts, sampling_params) -> tuple[list[str], dict[str, RequestOutput]]:
+        if isinstance(prompts, (str, dict)):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            sampling_params = [sampling_params] * len(prompts)
+        if len(sampling_params) != len(prompts):
+            raise ValueError(f"got {len(sampling_params)} SamplingParams for {len(prompts)} prompts")
+        ids, failed = [], {}
+        for prompt, params in zip(prompts, sampling_params):
+            rid = str(next(self._ids))
+            ids.append(rid)
+            try:
+                self.engine.add_request(rid, prompt, params)
+            except ValueError as e:  # this request fails; the others still run
+                failed[rid] = _error_output(rid, prompt, str(e))
+        return ids, failed
+
+    def generate(self, prompts, sampling_params=None, *, stream: bool = False,
+                 use_tqdm: bool = False):
+        """Outputs in input order; with ``stream=True`` an iterator of incremental outputs."""
+        ids, failed = self._submit(prompts, sampling_params)
+        if stream:
+            return self._stream(ids, failed)
+        done = dict(failed)
+        bar = _progress(len(ids)) if use_tqdm else None
+        try:
+            while self.engine.has_unfinished_requests():
+                for out in self.engine.step():
+                    if out.finished:
+                        done[out.request_id] = out
+                        if bar:
+                            bar.update(1)
+        except BaseException:
+            for rid in ids:
+                if rid in self.engine.requests:
+                    self.engine.abort_request(rid)
+            raise
+        finally:
+            if bar:
+                bar.close()
+        return [done[rid] for rid in ids]
+
+    def _stream(self, ids, failed) -> Iterator[RequestOutput]:
+        yield from failed.values()
+        try:
+            while self.engine.has_unfinished_requests():
+                yield from self.engine.step()
+        finally:
+            for rid in ids:
+                if rid in self.engine.requests:
+                    self.engine.abort_request(rid)
+
+    def chat(self, messages, sampling_params=None, *, chat_template: str | None = None,
+             stream: bool = False, **kwargs):
+        """Apply the chat template (``add_generation_prompt``) to one conversation or a list."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        prompts = [{"prompt_token_ids": self.apply_chat_template(c, chat_template)}
+                   for c in conversations]
+        return self.generate(prompts, sampling_params, stream=stream, **kwargs)
+
+    def apply_chat_template(self, conversation: list[dict], chat_template: str | None = None) -> list[int]:
+        tok = self.tokenizer
+        if tok is None:
+            raise ValueError("this model has no tokenizer, so chat() cannot format messages")
+        if chat_template is None and not getattr(tok, "chat_template", None):
+            raise ValueError("this model's tokenizer has no chat template; pass chat_template=...")
+        out = tok.apply_chat_template(conversation, chat_template=chat_template,
+                                      add_generation_prompt=True, tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def _error_output(rid: str, prompt, error: str) -> RequestOutput:
+    text = prompt if isinstance(prompt, str) else None
+    ids = list(prompt.get("prompt_token_ids", [])) if isinstance(prompt, dict) else []
+    return RequestOutput(rid, text, ids, [CompletionOutput(0, "", [], "error")], True, error=error)
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="requests", unit="req")

@@ -1,0 +1,178 @@
+"""The generic Llama-like decoder. Architectures configure or subclass it.
+
+Parameter names follow HF (``model.layers.N.self_attn.o_proj.weight``) so checkpoints load by
+name; q/k/v and gate/up are fused through ``packed_modules``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from litevllm.attention.backend import AttentionMetadata, AttentionSpec
+from litevllm.model.context import ModelContext
+from litevllm.model.layers import RMSNorm, RotaryEmbedding, act_and_mul_op
+from litevllm.model.linear import LiteLinear
+
+
+class LiteAttention(nn.Module):
+    def __init__(self, config, layer_idx: int, ctx: ModelContext, prefix: str):
+        super().__init__()
+        self.layer_idx = layer_idx
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        bias = getattr(config, "attention_bias", False)
+        self.qkv_proj = LiteLinear(hidden, [self.q_size, self.kv_size, self.kv_size], ctx,
+                                   bias=bias, prefix=f"{prefix}.qkv_proj")
+        self.o_proj = LiteLinear(self.q_size, hidden, ctx, bias=self.o_bias(config),
+                                 prefix=f"{prefix}.o_proj")
+        self.rotary_emb = RotaryEmbedding(self.head_dim, config, ctx)
+        self.spec = AttentionSpec(self.num_heads, self.num_kv_heads, self.head_dim,
+                                  scale=self.scale(config),
+                                  sliding_window=self.sliding_window(config, layer_idx),
+                                  logit_softcap=getattr(config, "attn_logit_softcapping", None))
+        self.attn = ctx.attn
+
+    # hooks for subclasses -------------------------------------------------------------------
+    def o_bias(self, config) -> bool:
+        return getattr(config, "attention_bias", False)
+
+    def scale(self, config) -> float:
+        return self.head_dim ** -0.5
+
+    def sliding_window(self, config, layer_idx: int) -> int | None:
+        return None
+
+    def qk_norm(self, q: torch.Tensor, k: torch.Tensor):
+        return q, k
+
+    # ---------------------------------------------------------------------------------------
+    def forward(self, positions, x, kv_cache, meta: AttentionMetadata):
+        t = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.qk_norm(q, k)
+        q, k = self.rotary_emb(positions, q, k)
+        out = self.attn.forward(self.spec, q.reshape(t, self.num_heads, self.head_dim),
+                                k.reshape(t, self.num_kv_heads, self.head_dim),
+                                v.reshape(t, self.num_kv_heads, self.head_dim), kv_cache, meta)
+        return self.o_proj(out)
+
+
+class LiteMLP(nn.Module):
+    def __init__(self, config, ctx: ModelContext, prefix: str, intermediate_size: int | None = None):
+        super().__init__()
+        inter = intermediate_size or config.intermediate_size
+        self.gate_up_proj = LiteLinear(config.hidden_size, [inter, inter], ctx,
+                                       bias=getattr(config, "mlp_bias", False),
+                                       prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = LiteLinear(inter, config.hidden_size, ctx,
+                                    bias=getattr(config, "mlp_bias", False),
+                                    prefix=f"{prefix}.down_proj")
+        self.act_and_mul = act_and_mul_op(ctx, self.activation(config))
+
+    def activation(self, config) -> str:
+        return getattr(config, "hidden_act", "silu")
+
+    def forward(self, x):
+        return self.down_proj(self.act_and_mul(self.gate_up_proj(x)))
+
+
+class LiteDecoderLayer(nn.Module):
+    attention_cls = LiteAttention
+    mlp_cls = LiteMLP
+    norm_offset = 0.0
+
+    def __init__(self, config, layer_idx: int, ctx: ModelContext, prefix: str):
+        super().__init__()
+        eps = getattr(config, "rms_norm_eps", 1e-6)
+        self.self_attn = self.attention_cls(config, layer_idx, ctx, f"{prefix}.self_attn")
+        self.mlp = self.make_mlp(config, layer_idx, ctx, f"{prefix}.mlp")
+        self.input_layernorm = RMSNorm(config.hidden_size, eps, ctx, self.norm_offset)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, ctx, self.norm_offset)
+
+    def make_mlp(self, config, layer_idx: int, ctx: ModelContext, prefix: str) -> nn.Module:
+        return self.mlp_cls(config, ctx, prefix)
+
+    def forward(self, positions, hidden, residual, kv_cache, meta):
+        if residual is None:
+            residual, hidden = hidden, self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(positions, hidden, kv_cache, meta)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LiteModel(nn.Module):
+    layer_cls = LiteDecoderLayer
+    norm_offset = 0.0
+
+    def __init__(self, config, ctx: ModelContext, prefix: str = "model"):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=ctx.dtype)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(self.layer_cls(config, i, ctx, f"{prefix}.layers.{i}")
+                                    for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, getattr(config, "rms_norm_eps", 1e-6), ctx,
+                            self.norm_offset)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def forward(self, input_ids, positions, kv_caches, meta):
+        hidden, residual = self.embed(input_ids), None
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            hidden, residual = layer(positions, hidden, residual, kv_cache, meta)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+class LiteForCausalLM(nn.Module):
+    """Generic causal LM: ``model`` + ``lm_head``. Subclasses swap ``model_cls`` and hooks."""
+
+    model_cls = LiteModel
+    # fused parameter -> the checkpoint modules stacked into it, in shard order
+    packed_modules = {"qkv_proj": ["q_proj", "k_proj", "v_proj"],
+                      "gate_up_proj": ["gate_proj", "up_proj"]}
+    # checkpoint tensors to skip (substring match)
+    ignored_tensors = ("rotary_emb.inv_freq",)
+
+    def __init__(self, config, ctx: ModelContext):
+        super().__init__()
+        self.config, self.ctx = config, ctx
+        self.model = self.model_cls(config, ctx)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        if self.tie_word_embeddings:
+            self.lm_head = self.model.embed_tokens
+        else:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False,
+                                     dtype=ctx.dtype)
+            self.lm_head.weight.requires_grad_(False)
+        self.final_logit_softcap = getattr(config, "final_logit_softcapping", None)
+
+    def num_kv_layers(self) -> int:
+        return len(self.model.layers)
+
+    def kv_shape(self) -> tuple[int, int]:
+        """(num_kv_heads, head_dim) of the KV cache."""
+        attn = self.model.layers[0].self_attn
+        return attn.num_kv_heads, attn.head_dim
+
+    def forward(self, input_ids, positions, kv_caches, meta):
+        return self.model(input_ids, positions, kv_caches, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = torch.nn.functional.linear(hidden, self.lm_head.weight).float()
+        if self.final_logit_softcap:
+            logits = self.final_logit_softcap * torch.tanh(logits / self.final_logit_softcap)
+        return logits
+
+    def map_checkpoint_name(self, name: str) -> str | None:
+        """Rename a checkpoint tensor before packing; None skips it."""
+        if any(s in name for s in self.ignored_tensors):
+            return None
+        if self.tie_word_embeddings and name.startswith("lm_head."):
+            return None
+        return name

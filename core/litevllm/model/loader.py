@@ -1,0 +1,114 @@
+"""Weight loading: HF-named tensors from a checkpoint format into the model's parameters.
+
+Tensors arrive one at a time (mmap-backed for safetensors) and are copied straight into the
+already-allocated parameters, so the checkpoint is never held twice in memory.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from litevllm.formats.base import CheckpointError
+
+
+def _owner(model: nn.Module, param_name: str):
+    module_name, _, attr = param_name.rpartition(".")
+    return model.get_submodule(module_name) if module_name else model, attr
+
+
+def expected_tensors(model: nn.Module) -> dict[tuple[str, object], str]:
+    """Every (parameter, shard) the checkpoint must fill, with the checkpoint name it expects."""
+    packed = getattr(model, "packed_modules", {})
+    expected = {}
+    for name, _ in model.named_parameters():  # ties are listed once
+        owner, attr = _owner(model, name)
+        module_name = name.rpartition(".")[0]
+        leaf = module_name.rpartition(".")[2]
+        if hasattr(owner, "expected_shards"):
+            for shard, ckpt_name in owner.expected_shards(attr, module_name):
+                expected[(name, shard)] = ckpt_name
+        elif leaf in packed:
+            parent = module_name.rpartition(".")[0]
+            for i, sub in enumerate(packed[leaf]):
+                expected[(name, i)] = f"{parent}.{sub}.{attr}"
+        else:
+            expected[(name, None)] = name
+    return expected
+
+
+def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Load every tensor; raise CheckpointError naming the first missing one."""
+    params = dict(model.named_parameters())
+    expected = expected_tensors(model)
+    packed = getattr(model, "packed_modules", {})
+    reverse = {sub: (fused, i) for fused, subs in packed.items() for i, sub in enumerate(subs)}
+    filled = set()
+    for ckpt_name, tensor in tensors:
+        name = model.map_checkpoint_name(ckpt_name)
+        if name is None:
+            continue
+        module_name, _, attr = name.rpartition(".")
+        parent, _, leaf = module_name.rpartition(".")
+        shard = None
+        if leaf in reverse:
+            fused, shard = reverse[leaf]
+            module_name = f"{parent}.{fused}"
+        if hasattr(model, "route_checkpoint_tensor"):
+            routed = model.route_checkpoint_tensor(module_name, attr)
+            if routed is not None:
+                module_name, attr, shard = routed
+        target = f"{module_name}.{attr}"
+        try:
+            owner = model.get_submodule(module_name)
+        except AttributeError:
+            owner = None
+        if owner is None or (target not in params and not hasattr(owner, "load_shard")):
+            continue  # tensors the model does not use (e.g. extra heads) are ignored
+        try:
+            if hasattr(owner, "load_shard"):
+                owner.load_shard(attr, tensor, shard)
+            else:
+                _copy(params[target], tensor, ckpt_name)
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"cannot load '{ckpt_name}': {e}") from e
+        filled.add((target, shard))
+        if shard is None:
+            filled.update(k for k in expected if k[0] == target)
+    missing = [ckpt for key, ckpt in expected.items() if key not in filled]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"checkpoint is missing tensor '{missing[0]}'{more}")
+    for module in model.modules():
+        if hasattr(module, "process_after_loading"):
+            module.process_after_loading()
+
+
+def _copy(param: torch.Tensor, tensor: torch.Tensor, name: str):
+    if param.shape != tensor.shape:
+        raise ValueError(f"shape {tuple(tensor.shape)} does not match the model's "
+                         f"{tuple(param.shape)}")
+    param.data.copy_(tensor)
+
+
+@torch.no_grad()
+def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
+    """Random weights of the right shapes, like vLLM's ``--load-format dummy``."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "norm" in name and param.dim() == 1:
+            param.fill_(1.0 if getattr(model, "norm_offset", 0.0) == 0 else 0.0)
+            continue
+        if param.is_floating_point():
+            cpu = torch.empty(param.shape, dtype=torch.float32).uniform_(-0.02, 0.02, generator=gen) \
+                if param.device.type == "cpu" else None
+            if cpu is not None:
+                param.copy_(cpu)
+            else:
+                param.uniform_(-0.02, 0.02)
+        else:
+            param.zero_()
+    for module in model.modules():
+        if hasattr(module, "process_after_loading"):
+            module.process_after_loading()

@@ -1,0 +1,117 @@
+"""Reference implementations of the named ops in plain torch.
+
+These define the semantics every kernel plugin must match. They run on any device.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
+             residual: torch.Tensor | None = None, offset: float = 0.0):
+    """RMSNorm over the last dim, scaled by ``offset + weight``.
+
+    With ``residual``: ``x = x + residual`` first, and returns ``(normed, x)`` where the second
+    item is the new residual stream. Without: returns ``normed``. Math runs in float32.
+    """
+    if residual is not None:
+        x = x + residual
+        residual = x
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    out = (xf * (offset + weight.float())).to(x.dtype)
+    return out if residual is None else (out, residual)
+
+
+def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
+                     cos_sin_cache: torch.Tensor, is_neox: bool = True):
+    """Rotate q [T, Hq*D] and k [T, Hk*D] by position.
+
+    ``cos_sin_cache`` is [max_pos, rot_dim] float32: cos in the first half, sin in the second.
+    ``rot_dim <= head_dim``; the rest of each head passes through. Returns new (q, k).
+    """
+    rot = cos_sin_cache.shape[1]
+    cs = cos_sin_cache.index_select(0, positions)
+    cos, sin = cs.chunk(2, dim=-1)  # [T, rot/2]
+
+    def apply(x):
+        t = x.shape[0]
+        x = x.view(t, -1, head_dim)
+        xr = x[..., :rot].float()
+        c, s = cos[:, None, :], sin[:, None, :]
+        if is_neox:
+            x1, x2 = xr.chunk(2, dim=-1)
+            o = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+        else:
+            x1, x2 = xr[..., 0::2], xr[..., 1::2]
+            o = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
+        out = torch.cat((o.to(x.dtype), x[..., rot:]), dim=-1) if rot < head_dim else o.to(x.dtype)
+        return out.reshape(t, -1)
+
+    return apply(q), apply(k)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x [..., 2I] -> silu(x[..., :I]) * x[..., I:]."""
+    a, b = x.chunk(2, dim=-1)
+    return F.silu(a) * b
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x [..., 2I] -> gelu_tanh(x[..., :I]) * x[..., I:]."""
+    a, b = x.chunk(2, dim=-1)
+    return F.gelu(a, approximate="tanh") * b
+
+
+def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots.
+
+    Slots < 0 are skipped (padding).
+    """
+    keep = slot_mapping >= 0
+    if not bool(keep.all()):
+        key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+
+
+def moe_route(router_logits: torch.Tensor, top_k: int, renormalize: bool,
+              scoring: str = "softmax"):
+    """Softmax router: returns (weights [T, k] float32, expert ids [T, k] int64)."""
+    probs = torch.softmax(router_logits.float(), dim=-1) if scoring == "softmax" \
+        else torch.sigmoid(router_logits.float())
+    w, ids = torch.topk(probs, top_k, dim=-1)
+    if renormalize:
+        w = w / w.sum(-1, keepdim=True)
+    return w, ids
+
+
+def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+              router_logits: torch.Tensor, top_k: int, renormalize: bool,
+              activation: str = "silu") -> torch.Tensor:
+    """Sparse MoE: hidden [T, H], w13 [E, 2I, H], w2 [E, H, I], router_logits [T, E] -> [T, H].
+
+    Tokens are grouped by expert with one sort; each expert runs one matmul on its rows.
+    """
+    t, h = hidden.shape
+    weights, ids = moe_route(router_logits, top_k, renormalize)
+    flat_ids = ids.flatten()
+    order = torch.argsort(flat_ids, stable=True)
+    token_of = order // top_k
+    counts = torch.bincount(flat_ids, minlength=w13.shape[0]).tolist()
+    x = hidden.index_select(0, token_of)
+    out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
+    act = silu_and_mul if activation == "silu" else gelu_tanh_and_mul
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        xe = x[start:start + n]
+        out[start:start + n] = act(xe @ w13[e].t()) @ w2[e].t()
+        start += n
+    scaled = out.float() * weights.flatten()[order, None]
+    result = torch.zeros(t, h, dtype=torch.float32, device=hidden.device)
+    result.index_add_(0, token_of, scaled)
+    return result.to(hidden.dtype)

@@ -1,0 +1,3 @@
+from litevllm.quant.base import QuantConfig, QuantMethod
+
+__all__ = ["QuantConfig", "QuantMethod"]

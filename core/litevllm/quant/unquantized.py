@@ -1,0 +1,66 @@
+"""The built-in unquantized method: dense weights in the model's dtype."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from litevllm.quant.base import QuantConfig, QuantMethod
+
+
+def copy_shard(param: torch.Tensor, loaded: torch.Tensor, sizes: list[int], shard: int | None,
+               name: str, dim: int = 0) -> None:
+    """Copy ``loaded`` into shard ``shard`` of ``param`` along ``dim`` (None: the whole tensor)."""
+    if shard is None:
+        target = param.data
+    else:
+        start = sum(sizes[:shard])
+        target = param.data.narrow(dim, start, sizes[shard])
+    if target.shape != loaded.shape:
+        raise ValueError(f"tensor for '{name}'{'' if shard is None else f' shard {shard}'} has shape "
+                         f"{tuple(loaded.shape)}, expected {tuple(target.shape)}")
+    target.copy_(loaded)
+
+
+class UnquantizedMethod(QuantMethod):
+    def create_weights(self, layer, input_size, output_sizes, dtype):
+        layer.weight = nn.Parameter(torch.empty(sum(output_sizes), input_size, dtype=dtype),
+                                    requires_grad=False)
+
+    def load_shard(self, layer, param_name, loaded, shard):
+        copy_shard(getattr(layer, param_name), loaded, layer.output_sizes, shard, param_name)
+
+    def apply(self, layer, x, bias):
+        return F.linear(x, layer.weight, bias)
+
+
+class UnquantizedMoEMethod:
+    """Stacked expert weights w13 [E, 2I, H] and w2 [E, H, I] in the model's dtype."""
+
+    def create_weights(self, layer, num_experts, hidden, intermediate, dtype):
+        layer.w13 = nn.Parameter(torch.empty(num_experts, 2 * intermediate, hidden, dtype=dtype),
+                                 requires_grad=False)
+        layer.w2 = nn.Parameter(torch.empty(num_experts, hidden, intermediate, dtype=dtype),
+                                requires_grad=False)
+
+    def load_expert(self, layer, param_name, loaded, expert, shard):
+        param = getattr(layer, param_name)[expert]
+        sizes = [layer.intermediate, layer.intermediate] if param_name == "w13" else [param.shape[0]]
+        copy_shard(param, loaded, sizes, shard, f"{param_name}[{expert}]")
+
+    def process_after_loading(self, layer):
+        pass
+
+    def apply(self, layer, x, router_logits):
+        return layer.ops.fused_moe(x, layer.w13, layer.w2, router_logits, layer.top_k,
+                                   layer.renormalize, layer.activation)
+
+
+class UnquantizedConfig(QuantConfig):
+    name = "none"
+
+    def method_for(self, prefix):
+        return UnquantizedMethod()
+
+    def moe_method_for(self, prefix):
+        return UnquantizedMoEMethod()
