@@ -5,16 +5,15 @@ import sys
 from pathlib import Path
 
 import attrs
-import torch
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-_DTYPES = {"auto": None, "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
-           "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {"auto": None, "float32": "float32", "float": "float32", "fp32": "float32",
+           "float16": "float16", "half": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
 def _positive(inst, att, value):
@@ -35,22 +34,24 @@ def _one_of(*choices):
 
 
 def _dtype_name(inst, att, value):
-    if isinstance(value, torch.dtype):
-        return
+    if not isinstance(value, str):
+        return  # a torch.dtype
     if value not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}; got {value!r}")
 
 
-def resolve_dtype(dtype, config_dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype, config_dtype, device):
     """float32 on CPU; the checkpoint's 16-bit dtype on GPU unless asked otherwise."""
+    import torch
     if isinstance(dtype, torch.dtype):
         return dtype
     if _DTYPES[dtype] is not None:
-        return _DTYPES[dtype]
+        return getattr(torch, _DTYPES[dtype])
     if device.type == "cpu":
         return torch.float32
     if isinstance(config_dtype, str):
-        config_dtype = _DTYPES.get(config_dtype.replace("torch.", ""), None)
+        name = _DTYPES.get(config_dtype.replace("torch.", ""))
+        config_dtype = getattr(torch, name) if name else None
     return config_dtype if config_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
 
 
@@ -85,7 +86,8 @@ class EngineConfig:
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
 
-    def torch_device(self) -> torch.device:
+    def torch_device(self):
+        import torch
         if self.device:
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

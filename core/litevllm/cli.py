@@ -1,0 +1,191 @@
+"""The ``lite`` command. Plugins add commands through ``register_commands``; nothing heavy is
+imported until a command runs."""
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from litevllm.config import load_toml_defaults
+from litevllm.version import __version__
+
+
+def engine_options(f):
+    """Options shared by every command that builds an engine."""
+    opts = [
+        click.option("--model", "-m", required=True, help="Checkpoint dir, .gguf file or alias."),
+        click.option("--dtype", default="auto", show_default=True),
+        click.option("--kernels", default="auto", show_default=True,
+                     help="auto | torch | a kernel provider (e.g. triton)."),
+        click.option("--max-model-len", type=int, default=None),
+        click.option("--max-num-seqs", type=int, default=256, show_default=True),
+        click.option("--max-num-batched-tokens", type=int, default=8192, show_default=True),
+        click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
+        click.option("--cpu-kv-cache-gib", type=float, default=2.0, show_default=True),
+        click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
+        click.option("--no-prefix-caching", is_flag=True),
+        click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
+        click.option("--device", default=None),
+        click.option("--seed", type=int, default=0),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_llm(o: dict):
+    from litevllm import LLM
+    return LLM(o["model"], dtype=o["dtype"], kernels=o["kernels"], max_model_len=o["max_model_len"],
+               enforce_eager=o["enforce_eager"], load_format=o["load_format"], seed=o["seed"],
+               device=o["device"], max_num_seqs=o["max_num_seqs"],
+               max_num_batched_tokens=o["max_num_batched_tokens"],
+               gpu_memory_utilization=o["gpu_memory_utilization"],
+               cpu_kv_cache_gib=o["cpu_kv_cache_gib"],
+               enable_prefix_caching=not o["no_prefix_caching"])
+
+
+def fail(e: BaseException):
+    """One line naming the cause, no stack trace, exit status 1."""
+    raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+class LiteGroup(click.Group):
+    """Adds plugin commands on first lookup, so ``lite --help`` stays cheap."""
+
+    def _plugin_commands(self, builtin_only: bool = False):
+        if getattr(self, "_loaded", False):
+            return
+        from litevllm.plugins import PluginManager, get_plugin_manager
+        manager = PluginManager(load_entrypoints=False) if builtin_only else get_plugin_manager()
+        self._loaded = not builtin_only
+        for entry in manager.entries["commands"]:
+            if manager._ok(entry.plugin) and entry.name not in self.commands:
+                try:
+                    self.add_command(entry.load())
+                except Exception as e:  # a broken plugin command must not break the CLI
+                    logging.getLogger("litevllm").warning("%s", e)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            self._plugin_commands()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx):
+        self._plugin_commands(builtin_only=getattr(self, "_formatting_help", False))
+        return super().list_commands(ctx)
+
+    def format_help(self, ctx, formatter):
+        # help lists built-in commands only, importing no plugin module
+        self._formatting_help = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._formatting_help = False
+
+
+@click.group(cls=LiteGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lite")
+@click.option("--config", "config_path", default=None, help="Options file (default ./lite.toml).")
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def cli(ctx, config_path, verbose):
+    """LitevLLM: fast LLM inference in Python and Triton."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        defaults = load_toml_defaults(config_path)
+    except ValueError as e:
+        fail(e)
+    # top-level keys apply to every command; [run] / [bench.latency] tables to one
+    common = {k: v for k, v in defaults.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in defaults.items() if isinstance(v, dict)}
+    ctx.default_map = {name: {**common, **tables.get(name, {})} for name in ("run", "plugins")}
+    bench = tables.get("bench", {})
+    ctx.default_map["bench"] = {sub: {**common, **{k: v for k, v in bench.items() if not isinstance(v, dict)},
+                                      **bench.get(sub, {})} for sub in ("latency", "throughput")}
+
+
+@cli.command()
+@engine_options
+@click.option("--prompt", "-p", default=None, help="One prompt; omit for an interactive chat.")
+@click.option("--max-tokens", type=int, default=256, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=1.0)
+@click.option("--top-k", type=int, default=-1)
+@click.option("--system", default=None, help="System prompt for chat models.")
+@click.option("--no-chat-template", is_flag=True, help="Send the prompt as raw text.")
+def run(prompt, max_tokens, temperature, top_p, top_k, system, no_chat_template, **o):
+    """Generate from a prompt, streaming tokens to the terminal."""
+    from litevllm import SamplingParams
+    try:
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
+        llm = build_llm(o)
+    except Exception as e:
+        fail(e)
+    use_chat = not no_chat_template and getattr(llm.tokenizer, "chat_template", None)
+    history = [{"role": "system", "content": system}] if system else []
+
+    def answer(text: str) -> str:
+        if use_chat:
+            request = {"prompt_token_ids": llm.apply_chat_template(history + [{"role": "user", "content": text}])}
+        else:
+            request = text
+        pieces = []
+        for out in llm.generate([request], params, stream=True):
+            if out.error:
+                fail(ValueError(out.error))
+            piece = out.outputs[0].delta_text
+            pieces.append(piece)
+            click.echo(piece, nl=False)
+        click.echo()
+        return "".join(pieces)
+
+    if prompt is not None:
+        answer(prompt)
+        return
+    click.echo("Interactive chat. Ctrl-D or /exit to quit.", err=True)
+    while True:
+        try:
+            text = click.prompt(">", prompt_suffix=" ")
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        if text.strip() in ("/exit", "/quit"):
+            return
+        reply = answer(text)
+        history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins(ctx, as_json):
+    """List installed plugins and what they register."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from litevllm.plugins import KINDS, get_plugin_manager
+    manager = get_plugin_manager()
+    report = []
+    for info in manager.info.values():
+        regs = {k: sorted(e.name for e in manager.entries[k] if e.plugin == info.name) for k in KINDS}
+        report.append({"name": info.name, "distribution": info.distribution, "version": info.version,
+                       "status": info.status, "error": info.error,
+                       "registers": {k: v for k, v in regs.items() if v}})
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for p in report:
+        click.echo(f"{p['name']} ({p['distribution']} {p['version']}) [{p['status']}]")
+        if p["error"]:
+            click.echo(f"  error: {p['error']}")
+        for kind, names in p["registers"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+def main():
+    cli(prog_name="lite")
+
+
+if __name__ == "__main__":
+    main()
