@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny random HF checkpoints (safetensors) and a small byte-level BPE tokenizer,
+built once per session in a temporary directory."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+VOCAB_HINT = 384
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Hello world! How are you today? I am fine, thank you.",
+    "Café crème brûlée, naïve résumé, Zürich, São Paulo.",
+    "日本語のテキスト、中文文本, 한국어 텍스트.",
+    "emoji: 🙂🚀🎉 and math: ∑ ∫ ≈ ≠ ∞",
+    "def main():\n    print('hi')\n    return 0\n",
+    "stop STOP stopping. End of story. The end.",
+]
+
+SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
+             rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+
+
+def build_tokenizer(path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_HINT, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def save_model(path, arch: str, vocab_size: int, seed: int = 0, **overrides):
+    """A tiny random checkpoint saved as safetensors (float32)."""
+    import transformers
+    cfg_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[arch]
+    cfg = cfg_cls(vocab_size=vocab_size, **{**SMALL, **overrides})
+    torch.manual_seed(seed)
+    model_cls = {"llama": transformers.LlamaForCausalLM,
+                 "mistral": transformers.MistralForCausalLM}[arch]
+    model = model_cls(cfg).float()
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(models_dir):
+    return build_tokenizer(models_dir / "tokenizer")
+
+
+@pytest.fixture(scope="session")
+def vocab_size(tokenizer):
+    return len(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(models_dir, tokenizer, vocab_size):
+    """Llama with a tokenizer (and chat template)."""
+    path = save_model(models_dir / "llama", "llama", vocab_size)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_notok_dir(models_dir, llama_dir):
+    """The same weights without any tokenizer files."""
+    path = models_dir / "llama-notok"
+    path.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(llama_dir / f, path / f)
+    return path
+
+
+@pytest.fixture(scope="session")
+def notemplate_dir(models_dir, llama_dir, tokenizer):
+    """The same weights with a tokenizer that has no chat template."""
+    path = models_dir / "llama-notemplate"
+    path.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(llama_dir / f, path / f)
+    tok = tokenizer.__class__.from_pretrained(llama_dir)
+    tok.chat_template = None
+    tok.save_pretrained(path)
+    cfg = path / "tokenizer_config.json"
+    import json
+    data = json.loads(cfg.read_text())
+    data.pop("chat_template", None)
+    cfg.write_text(json.dumps(data))
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_model(models_dir, vocab_size):
+    """Factory for extra tiny checkpoints (no tokenizer), cached by name."""
+    made = {}
+
+    def make(name: str, arch: str = "llama", **overrides):
+        if name not in made:
+            made[name] = save_model(models_dir / name, arch, vocab_size, **overrides)
+        return made[name]
+    return make
+
+
+@pytest.fixture(scope="session")
+def hf_model():
+    """Load a checkpoint with transformers (float32, eager attention), cached by path."""
+    cache = {}
+
+    def load(path):
+        if path not in cache:
+            from transformers import AutoModelForCausalLM
+            cache[path] = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.float32, attn_implementation="eager").eval()
+        return cache[path]
+    return load
+
+
+def hf_logits(model, token_ids: list[int]) -> torch.Tensor:
+    """[len(token_ids), V] float32 logits of a HF model (teacher forced)."""
+    with torch.no_grad():
+        return model(torch.tensor([token_ids])).logits[0].float()
+
+
+@pytest.fixture(scope="session")
+def llm(llama_dir):
+    """A shared engine on the tokenized Llama (small block size so prefixes span blocks)."""
+    from litevllm import LLM
+    return LLM(str(llama_dir), block_size=8, max_num_seqs=16, seed=0)
