@@ -21,6 +21,7 @@ _EXPORTS = {
                                "LiteModel"],
     "litevllm.model.layers": ["RMSNorm", "RotaryEmbedding", "act_and_mul_op", "rope_parameters"],
     "litevllm.model.linear": ["LiteLinear"],
+    "litevllm.model.moe": ["FusedMoE", "route_expert_tensor"],
     "litevllm.ops": ["torch_ops"],
     "litevllm.quant.base": ["QuantConfig", "QuantMethod"],
 }

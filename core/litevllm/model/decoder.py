@@ -23,7 +23,7 @@ class LiteAttention(nn.Module):
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or hidden // self.num_heads
         self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        bias = getattr(config, "attention_bias", False)
+        bias = self.qkv_bias(config)
         self.qkv_proj = LiteLinear(hidden, [self.q_size, self.kv_size, self.kv_size], ctx,
                                    bias=bias, prefix=f"{prefix}.qkv_proj")
         self.o_proj = LiteLinear(self.q_size, hidden, ctx, bias=self.o_bias(config),
@@ -36,6 +36,9 @@ class LiteAttention(nn.Module):
         self.attn = ctx.attn
 
     # hooks for subclasses -------------------------------------------------------------------
+    def qkv_bias(self, config) -> bool:
+        return getattr(config, "attention_bias", False)
+
     def o_bias(self, config) -> bool:
         return getattr(config, "attention_bias", False)
 

@@ -52,13 +52,15 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
         module_name, _, attr = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
         shard = None
-        if leaf in reverse:
+        # the model may route a tensor itself (e.g. one expert's weight into a stacked param),
+        # seeing the checkpoint's own module name, before gate/up or q/k/v packing applies
+        routed = model.route_checkpoint_tensor(module_name, attr) \
+            if hasattr(model, "route_checkpoint_tensor") else None
+        if routed is not None:
+            module_name, attr, shard = routed
+        elif leaf in reverse:
             fused, shard = reverse[leaf]
             module_name = f"{parent}.{fused}"
-        if hasattr(model, "route_checkpoint_tensor"):
-            routed = model.route_checkpoint_tensor(module_name, attr)
-            if routed is not None:
-                module_name, attr, shard = routed
         target = f"{module_name}.{attr}"
         try:
             owner = model.get_submodule(module_name)

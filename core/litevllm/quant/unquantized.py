@@ -44,7 +44,10 @@ class UnquantizedMoEMethod:
                                 requires_grad=False)
 
     def load_expert(self, layer, param_name, loaded, expert, shard):
-        param = getattr(layer, param_name)[expert]
+        """Copy one expert's shard (gate 0 / up 1 of w13, or w2); expert None: all experts."""
+        param = getattr(layer, param_name)
+        if expert is not None:
+            param = param[expert]
         sizes = [layer.intermediate, layer.intermediate] if param_name == "w13" else [param.shape[0]]
         copy_shard(param, loaded, sizes, shard, f"{param_name}[{expert}]")
 

@@ -1,0 +1,86 @@
+"""FusedMoE: a layer of experts stored stacked, run through the ``fused_moe`` op.
+
+The quant config's MoE method owns the weights (``w13 [E, 2I, H]``: gate then up, and
+``w2 [E, H, I]`` when unquantized). Checkpoints name one tensor per expert
+(``mlp.experts.3.up_proj.weight``); ``route_expert_tensor`` sends each into its expert's slice
+of the stacked parameters, so the weights are never held twice.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from litevllm.model.context import ModelContext
+
+# checkpoint module name of one expert's projection -> (stacked param, shard within it)
+_EXPERT_TENSOR = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)$")
+_SHARD = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", 0),
+          "w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", 0)}  # HF Qwen/DeepSeek and Mixtral names
+# tensors already stacked over experts (transformers 5's in-memory layout)
+_STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}
+
+
+def route_expert_tensor(module_name: str, attr: str):
+    """Loader hook: ``(module, attr)`` of a checkpoint tensor -> ``(module, param, shard)``.
+
+    ``model.layers.1.mlp.experts.3.up_proj``, ``weight`` -> ``(model.layers.1.mlp.experts, w13,
+    (3, 1))``; a tensor stacked over all experts gets shard None. Anything else: None.
+    """
+    m = _EXPERT_TENSOR.match(module_name)
+    if m and attr == "weight":
+        param, shard = _SHARD[m.group(3)]
+        return m.group(1), param, (int(m.group(2)), shard)
+    if module_name.endswith(".experts") and attr in _STACKED:
+        return module_name, _STACKED[attr], None
+    return None
+
+
+class FusedMoE(nn.Module):
+    """Top-k routed experts: ``(hidden [T, H], router_logits [T, E]) -> [T, H]``."""
+
+    # stacked parameter -> the per-expert checkpoint projections in it, in shard order
+    expert_tensors = {"w13": ("gate_proj", "up_proj"), "w2": ("down_proj",)}
+
+    def __init__(self, num_experts: int, top_k: int, hidden_size: int, intermediate_size: int,
+                 ctx: ModelContext, renormalize: bool = True, activation: str = "silu",
+                 prefix: str = ""):
+        super().__init__()
+        if not 0 < top_k <= num_experts:
+            raise ValueError(f"{prefix}: top_k must be in [1, {num_experts}], got {top_k}")
+        self.num_experts, self.top_k = num_experts, top_k
+        self.hidden, self.intermediate = hidden_size, intermediate_size
+        self.renormalize, self.activation, self.prefix = renormalize, activation, prefix
+        self.ops = ctx.ops
+        self.method = ctx.quant.moe_method_for(prefix)
+        if self.method is None:
+            raise ValueError(f"quantization '{ctx.quant.name}' does not support MoE layers "
+                             f"({prefix})")
+        self.method.create_weights(self, num_experts, hidden_size, intermediate_size, ctx.dtype)
+
+    # loading ---------------------------------------------------------------------------------
+    def expected_shards(self, attr: str, module_name: str):
+        """Every (shard, checkpoint name) the loader must see for parameter ``attr``."""
+        subs = self.expert_tensors.get(attr)
+        if subs is None:
+            yield None, f"{module_name}.{attr}"
+            return
+        for e in range(self.num_experts):
+            for s, sub in enumerate(subs):
+                yield (e, s), f"{module_name}.{e}.{sub}.weight"
+
+    def load_shard(self, attr: str, loaded: torch.Tensor, shard) -> None:
+        expert, s = shard if shard is not None else (None, None)
+        self.method.load_expert(self, attr, loaded, expert, s)
+
+    def process_after_loading(self) -> None:
+        self.method.process_after_loading(self)
+
+    # -----------------------------------------------------------------------------------------
+    def forward(self, hidden: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        return self.method.apply(self, hidden, router_logits)
+
+    def extra_repr(self) -> str:
+        return (f"experts={self.num_experts}, top_k={self.top_k}, hidden={self.hidden}, "
+                f"intermediate={self.intermediate}, renormalize={self.renormalize}")

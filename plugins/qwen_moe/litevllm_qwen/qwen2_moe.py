@@ -1,0 +1,66 @@
+"""Qwen2-MoE (Qwen1.5-MoE): Qwen2 attention, sparse MoE blocks with a gated shared expert."""
+import torch
+from torch import nn
+
+from litevllm.plugin_api import (FusedMoE, LiteDecoderLayer, LiteForCausalLM, LiteLinear, LiteMLP,
+                                 LiteModel, route_expert_tensor)
+
+from litevllm_qwen.qwen2 import Qwen2Attention
+
+
+def is_moe_layer(config, layer_idx: int) -> bool:
+    """HF's rule: every ``decoder_sparse_step``-th layer is sparse, except ``mlp_only_layers``."""
+    return (layer_idx not in (getattr(config, "mlp_only_layers", None) or [])
+            and config.num_experts > 0 and (layer_idx + 1) % config.decoder_sparse_step == 0)
+
+
+class QwenMoeBlock(nn.Module):
+    """Softmax top-k router over fused experts, plus (Qwen2-MoE) a sigmoid-gated shared expert."""
+
+    def __init__(self, config, ctx, prefix):
+        super().__init__()
+        hidden, experts = config.hidden_size, config.num_experts
+        self.gate = LiteLinear(hidden, experts, ctx, prefix=f"{prefix}.gate")
+        self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden,
+                                config.moe_intermediate_size, ctx,
+                                renormalize=bool(getattr(config, "norm_topk_prob", False)),
+                                activation=getattr(config, "hidden_act", "silu"),
+                                prefix=f"{prefix}.experts")
+        shared = getattr(config, "shared_expert_intermediate_size", 0) or 0
+        self.shared_expert = LiteMLP(config, ctx, f"{prefix}.shared_expert", shared) \
+            if shared else None
+        self.shared_expert_gate = LiteLinear(hidden, 1, ctx, prefix=f"{prefix}.shared_expert_gate") \
+            if shared else None
+
+    def forward(self, x):
+        out = self.experts(x, self.gate(x))
+        if self.shared_expert is not None:
+            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        return out
+
+
+class Qwen2MoeAttention(Qwen2Attention):
+    def qkv_bias(self, config):
+        return getattr(config, "qkv_bias", True)  # differs: configurable (transformers 5)
+
+
+class Qwen2MoeDecoderLayer(LiteDecoderLayer):
+    attention_cls = Qwen2MoeAttention
+
+    def make_mlp(self, config, layer_idx, ctx, prefix):
+        # differs: sparse MoE on every decoder_sparse_step-th layer except mlp_only_layers
+        if is_moe_layer(config, layer_idx):
+            return QwenMoeBlock(config, ctx, prefix)
+        return LiteMLP(config, ctx, prefix)
+
+
+class Qwen2MoeModel(LiteModel):
+    layer_cls = Qwen2MoeDecoderLayer
+
+
+class Qwen2MoeForCausalLM(LiteForCausalLM):
+    model_cls = Qwen2MoeModel
+
+    def route_checkpoint_tensor(self, module_name, attr):
+        # differs: per-expert checkpoint tensors load into slices of the stacked expert weights
+        return route_expert_tensor(module_name, attr)

@@ -1,0 +1,33 @@
+"""Qwen3: the generic decoder with RMSNorm on each q/k head before rope (no q/k/v bias)."""
+from litevllm.plugin_api import LiteAttention, LiteDecoderLayer, LiteForCausalLM, LiteModel, RMSNorm
+
+from litevllm_qwen.qwen2 import qwen_sliding_window
+
+
+class Qwen3Attention(LiteAttention):
+    def __init__(self, config, layer_idx, ctx, prefix):
+        super().__init__(config, layer_idx, ctx, prefix)
+        eps = getattr(config, "rms_norm_eps", 1e-6)
+        self.q_norm = RMSNorm(self.head_dim, eps, ctx)
+        self.k_norm = RMSNorm(self.head_dim, eps, ctx)
+
+    def qk_norm(self, q, k):
+        # differs: q and k are RMS-normalised per head (over head_dim) before rope
+        t, d = q.shape[0], self.head_dim
+        return (self.q_norm(q.reshape(-1, d)).reshape(t, -1),
+                self.k_norm(k.reshape(-1, d)).reshape(t, -1))
+
+    def sliding_window(self, config, layer_idx):
+        return qwen_sliding_window(config, layer_idx)  # differs: only with use_sliding_window
+
+
+class Qwen3DecoderLayer(LiteDecoderLayer):
+    attention_cls = Qwen3Attention
+
+
+class Qwen3Model(LiteModel):
+    layer_cls = Qwen3DecoderLayer
+
+
+class Qwen3ForCausalLM(LiteForCausalLM):
+    model_cls = Qwen3Model

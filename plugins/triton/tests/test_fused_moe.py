@@ -1,0 +1,98 @@
+"""The Triton fused-MoE kernel against the torch reference (TRITON_INTERPRET=1 on the CPU)."""
+import pytest
+import torch
+
+from litevllm.ops import torch_ops as ref
+from litevllm_triton.kernels.fused_moe import (default_config, fused_moe, fused_moe_with_config,
+                                               get_config, moe_align)
+
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=3e-3, atol=3e-3)}
+SMALL = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)  # several tiles, ragged edges
+
+
+def make(t, h, inter, e, dtype, dead=()):
+    """Random inputs; experts in ``dead`` get a very low router logit, so no token picks them."""
+    hidden = torch.randn(t, h).to(dtype)
+    w13 = (torch.randn(e, 2 * inter, h) / h ** 0.5).to(dtype)
+    w2 = (torch.randn(e, h, inter) / inter ** 0.5).to(dtype)
+    logits = torch.randn(t, e)
+    logits[:, list(dead)] = -1e4
+    return hidden, w13, w2, logits.to(dtype)
+
+
+def check(got, hidden, w13, w2, logits, top_k, renormalize, activation="silu"):
+    """Against the reference run in float32 on the same (rounded) inputs."""
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits.float(), top_k,
+                         renormalize, activation)
+    assert got.dtype == hidden.dtype and got.shape == hidden.shape
+    assert torch.isfinite(got).all(), "unwritten or overflowed output"
+    torch.testing.assert_close(got.float(), want, **TOL[hidden.dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("t,e,top_k,dead,renormalize", [
+    (1, 4, 1, (), False),              # decode, one token
+    (5, 8, 2, (1, 6, 7), True),        # experts that receive no tokens
+    (37, 6, 3, (2,), False),           # several BLOCK_M blocks per expert
+])
+def test_matches_reference(dtype, t, e, top_k, dead, renormalize):
+    hidden, w13, w2, logits = make(t, 40, 24, e, dtype, dead)  # H, I not multiples of the tiles
+    got = fused_moe_with_config(hidden, w13, w2, logits, top_k, renormalize, config=SMALL)
+    check(got, hidden, w13, w2, logits, top_k, renormalize)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_default_config_and_gelu(dtype):
+    hidden, w13, w2, logits = make(9, 64, 32, 4, dtype, dead=(0,))
+    check(fused_moe(hidden, w13, w2, logits, 2, True), hidden, w13, w2, logits, 2, True)
+    got = fused_moe(hidden, w13, w2, logits, 2, False, "gelu_pytorch_tanh")
+    check(got, hidden, w13, w2, logits, 2, False, "gelu_pytorch_tanh")
+
+
+def test_strided_weights_and_empty_batch():
+    hidden, w13, w2, logits = make(6, 32, 16, 4, torch.float32)
+    padded = torch.randn(4, 40, 32)
+    padded[:, :32] = w13  # expert stride 40*32, not 32*32
+    got = fused_moe_with_config(hidden, padded[:, :32], w2, logits, 2, True, config=SMALL)
+    check(got, hidden, w13, w2, logits, 2, True)
+    assert fused_moe(hidden[:0], w13, w2, logits[:0], 2, True).shape == (0, 32)
+
+
+def test_align_groups_rows_by_expert():
+    ids = torch.tensor([[0, 2], [2, 1], [2, 0], [2, 3], [0, 2]])
+    rows, block_expert = moe_align(ids, num_experts=5, block_m=2)
+    n = ids.numel()
+    assert rows.shape == (min(n, 5 + 5) * 2,) and block_expert.shape == (10,)
+    real = rows[rows < n]
+    assert sorted(real.tolist()) == list(range(n))  # every (token, slot) row exactly once
+    for b, e in enumerate(block_expert.tolist()):
+        block = rows[2 * b:2 * b + 2]
+        block = block[block < n]
+        if e == 5:
+            assert block.numel() == 0  # past the end
+        else:
+            assert block.numel() > 0 and (ids.flatten()[block.long()] == e).all()
+    # experts 0 (3 rows), 1 (1), 2 (5), 3 (1) and 4 (0 rows) take 2 + 1 + 3 + 1 blocks
+    assert block_expert.tolist() == [0, 0, 1, 2, 2, 2, 3, 5, 5, 5]
+
+
+def test_configs():
+    cpu = torch.device("cpu")
+    assert get_config(4, 60, 1408, 2048, torch.float16, cpu) == default_config(4, torch.float16)
+    assert default_config(512, torch.bfloat16)["BLOCK_M"] == 64
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(w2=torch.zeros(4, 32, 8)), "w2 must be"),
+    (dict(logits=torch.zeros(6, 5)), "router_logits must be"),
+    (dict(top_k=5), "top_k must be"),
+    (dict(activation="relu"), "activation must be"),
+    (dict(hidden=torch.zeros(6, 32, dtype=torch.float16)), "dtype"),
+])
+def test_bad_input(bad, match):
+    hidden, w13, w2, logits = make(6, 32, 16, 4, torch.float32)
+    args = dict(hidden=hidden, w13=w13, w2=w2, logits=logits, top_k=2, activation="silu")
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        fused_moe(args["hidden"], args["w13"], args["w2"], args["logits"], args["top_k"], True,
+                  args["activation"])
