@@ -183,6 +183,10 @@ def plugins(ctx, as_json):
             click.echo(f"  {kind}: {', '.join(names)}")
 
 
+from litevllm.plugin_check import check as _plugins_check  # noqa: E402  (only imports click)
+plugins.add_command(_plugins_check)
+
+
 def main():
     cli(prog_name="lite")
 

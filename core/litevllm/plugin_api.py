@@ -2,7 +2,16 @@
 
 Compatibility promise (``PLUGIN_API_VERSION`` = MAJOR.MINOR): a minor release only adds names
 and optional arguments here; removing or changing the meaning of anything exported below needs a
-new major version. Modules not re-exported here are private and may change at any time.
+new major version. The promise also covers the hook specs (``litevllm.hookspecs``), the
+attributes and methods the core looks up on plugin classes (``packed_modules``,
+``map_checkpoint_name``, ``route_checkpoint_tensor``, ``load_shard``, ``process_after_loading``,
+``tiny_test_config``, ...), the conformance kit ``litevllm.testing``, and the top-level
+``litevllm.LLM`` / ``SamplingParams``. Modules not re-exported here are private and may change
+at any time; ``tests/test_plugin_boundary.py`` keeps in-repo plugins to this API.
+
+A plugin states the version it was written for as a literal, ``PLUGIN_API_VERSION = "1.0"`` in
+its hook module; litevllm refuses it, with a clear message, when the major versions differ or
+the plugin needs a newer minor version.
 
 Names load on first use, so a plugin's hook module can import ``hookimpl`` from here without
 pulling in torch or model code.
@@ -24,6 +33,10 @@ _EXPORTS = {
     "litevllm.model.moe": ["FusedMoE", "route_expert_tensor"],
     "litevllm.ops": ["torch_ops"],
     "litevllm.quant.base": ["QuantConfig", "QuantMethod"],
+    "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",
+                                   "UnquantizedMoEMethod", "copy_shard"],
+    "litevllm.plugins": ["PluginError"],
+    "litevllm.cli": ["engine_options", "build_llm"],  # for register_commands plugins
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,0 +1,22 @@
+"""Llama and Mistral against transformers, through the public conformance kit."""
+import pytest
+
+from litevllm.testing import assert_architecture, assert_plugin, tiny_config
+
+CASES = {
+    "llama": ("LlamaForCausalLM", {}),
+    "llama3-rope-tied": ("LlamaForCausalLM", dict(tie_word_embeddings=True, rope_parameters=dict(
+        rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
+        high_freq_factor=4.0, original_max_position_embeddings=16))),
+    "mistral-sliding-window": ("MistralForCausalLM", dict(sliding_window=8)),
+}
+
+
+def test_plugin_registers_valid_models():
+    assert_plugin("llama")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_transformers(case, tmp_path):
+    arch, overrides = CASES[case]
+    assert_architecture(arch, tiny_config(arch, **overrides), tmp_path)

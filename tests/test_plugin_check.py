@@ -1,0 +1,62 @@
+"""The conformance kit (litevllm.testing) and `lite plugins check`."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from litevllm import testing
+from litevllm.cli import cli
+from litevllm.plugin_api import TorchAttentionBackend, torch_ops
+
+BROKEN = Path(__file__).parent / "fixtures" / "broken_plugin"
+
+
+def test_unknown_plugin_fails_with_reason():
+    report = testing.check_plugin("no-such-plugin")
+    assert not report.ok
+    assert report.failure_lines() == [
+        f"FAIL plugin no-such-plugin: installed: {report.get('installed').reason}"]
+    assert "no 'litevllm' entry point or distribution named 'no-such-plugin'" in \
+        report.get("installed").reason
+
+
+def test_validate_kinds():
+    assert testing._validate("attention_backends", "torch", TorchAttentionBackend) is None
+    assert testing._validate("ops", "rms_norm", torch_ops.rms_norm) is None
+    assert "reference signature" in testing._validate("ops", "rms_norm", lambda x, w: x)
+    assert "not a torch.nn.Module" in testing._validate("models", "X", object)
+    assert "not a subclass of CheckpointFormat" in testing._validate("checkpoint_formats", "x", int)
+    assert "not a click.Command" in testing._validate("commands", "x", print)
+
+
+def test_cli_registrations_only_and_exit_status():
+    result = CliRunner().invoke(cli, ["plugins", "check", "--registrations-only", "llama"])
+    assert result.exit_code == 0, result.output
+    assert "PASS  model LlamaForCausalLM" in result.output
+    result = CliRunner().invoke(cli, ["plugins", "check", "--registrations-only", "llama", "nope"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("FAIL plugin nope: installed: ")
+
+
+def test_broken_plugin_is_reported(tmp_path):
+    """Install the fixture into a private directory; only the subprocess sees it."""
+    src, site = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(BROKEN, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--no-compile", "--target", str(site), str(src)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-m", "litevllm.cli", "plugins", "check",
+                          "broken_fixture"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    failures = [line for line in out.stdout.splitlines() if line.startswith("FAIL ")]
+    # one line per failed check, naming the check and why; loading and consistency still pass
+    assert [line.split(": ")[1] for line in failures] == ["greedy", "logits"], out.stdout
+    assert failures[0].startswith("FAIL BrokenLlamaForCausalLM: greedy: prompt ")
+    assert "HF argmax" in failures[0] and "max |logit - HF|" in failures[1]
+    for check in ("installed", "imports", "api_version", "registers", "load", "batched"):
+        assert any(line.split()[:2] == ["PASS", check] for line in out.stdout.splitlines()), check
