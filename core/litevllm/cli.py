@@ -27,6 +27,7 @@ def engine_options(f):
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),
+        click.option("--quantization", "-q", default=None, help="A registered quantization method."),
         click.option("--seed", type=int, default=0),
     ]
     for opt in reversed(opts):
@@ -38,7 +39,7 @@ def build_llm(o: dict):
     from litevllm import LLM
     return LLM(o["model"], dtype=o["dtype"], kernels=o["kernels"], max_model_len=o["max_model_len"],
                enforce_eager=o["enforce_eager"], load_format=o["load_format"], seed=o["seed"],
-               device=o["device"], max_num_seqs=o["max_num_seqs"],
+               device=o["device"], quantization=o["quantization"], max_num_seqs=o["max_num_seqs"],
                max_num_batched_tokens=o["max_num_batched_tokens"],
                gpu_memory_utilization=o["gpu_memory_utilization"],
                cpu_kv_cache_gib=o["cpu_kv_cache_gib"],

@@ -21,7 +21,7 @@ class Ops:
         self.manager = manager or get_plugin_manager()
         self.chosen: dict[str, str] = {}
         providers = {e.options.get("provider", e.plugin) for e in self.manager.entries["ops"]
-                     if self.manager._ok(e.plugin)}
+                     if self.manager._ok(e.plugin)} | set(self.manager.names("attention_backends"))
         if kernels not in ("auto", "torch") and kernels not in providers:
             raise PluginError(f"unknown kernels '{kernels}' (available: auto, "
                               f"{', '.join(sorted(providers))})")

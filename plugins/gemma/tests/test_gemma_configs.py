@@ -6,12 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from litevllm.attention.torch_backend import TorchAttentionBackend
-from litevllm.model.loader import expected_tensors
-from litevllm.ops import Ops
-from litevllm.plugin_api import ModelContext
-from litevllm.plugins import get_plugin_manager
-from litevllm.quant.unquantized import UnquantizedConfig
+from litevllm.testing import expected_tensors, model_class, model_context
 from litevllm_gemma.gemma2 import is_sliding
 
 CONFIGS = Path(__file__).resolve().parents[3] / "benchmarks" / "configs"
@@ -21,12 +16,9 @@ EXPECTED = {"gemma-2b": ("GemmaForCausalLM", 2.506), "gemma-2-2b": ("Gemma2ForCa
 
 
 def meta_model(config):
-    meta = torch.device("meta")
-    ctx = ModelContext(Ops("torch", "cpu"), TorchAttentionBackend(meta, torch.bfloat16, 16),
-                       UnquantizedConfig(), torch.bfloat16, meta, 64)
-    cls = get_plugin_manager().model_class(config.architectures[0])
-    with meta:
-        return cls(config, ctx)
+    ctx = model_context("meta", torch.bfloat16, max_model_len=64)
+    with torch.device("meta"):
+        return model_class(config.architectures[0])(config, ctx)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

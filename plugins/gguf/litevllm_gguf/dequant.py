@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
-from litevllm.formats.base import CheckpointError
+from litevllm.plugin_api import CheckpointError
 
 
 def _f16(blocks: torch.Tensor, at: int) -> torch.Tensor:

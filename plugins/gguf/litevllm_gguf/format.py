@@ -6,7 +6,7 @@ from typing import Iterator
 
 import torch
 
-from litevllm.formats.base import CheckpointError, CheckpointFormat
+from litevllm.plugin_api import CheckpointError, CheckpointFormat
 
 from .arch import (ARCHITECTURES, CONFIG_KEYS, CONFIG_TENSORS, EXPERT_TENSORS, TOKEN_ID_KEYS,
                    hf_tensor_name, llama3_rope_scaling, split_name, unpermute_rows)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
-from litevllm.formats.base import CheckpointError
+from litevllm.plugin_api import CheckpointError
 
 # fixed-size metadata value types → struct format
 _SCALAR_FORMATS = {

@@ -6,7 +6,7 @@ from gguf.constants import GGMLQuantizationType as T
 
 from gguf_synth import (TINY_LLAMA, random_blocks, tiny_llama_state_dict, write_gguf,
                         write_tiny_llama)
-from litevllm.formats.base import CheckpointError
+from litevllm.plugin_api import CheckpointError
 from litevllm_gguf.arch import unpermute_rows
 from litevllm_gguf.format import GGUFFormat
 
@@ -118,8 +118,8 @@ def test_unknown_architecture_end_to_end(tmp_path):
         from litevllm import LLM
     except ImportError as exc:
         pytest.skip(f"litevllm.LLM is not importable yet: {exc}")
-    from litevllm.plugins import get_plugin_manager
-    if "gguf" not in get_plugin_manager().names("checkpoint_formats"):
+    from importlib.metadata import entry_points
+    if not any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")):
         pytest.skip("litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)")
     tensors = {"token_embd.weight": (np.zeros((10, 8), np.float32), None)}
     path = write_gguf(tmp_path / "alien.gguf", "alienlm", tensors, {"alienlm.block_count": 1})

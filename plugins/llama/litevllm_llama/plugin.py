@@ -1,4 +1,6 @@
-from litevllm.plugin_api import PLUGIN_API_VERSION, hookimpl  # noqa: F401  (declares the API used)
+from litevllm.plugin_api import hookimpl
+
+PLUGIN_API_VERSION = "1.0"  # the contract this plugin was written against
 
 
 @hookimpl
