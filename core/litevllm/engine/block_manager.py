@@ -61,15 +61,16 @@ class BlockManager:
             blocks.append(block)
         return blocks
 
-    def can_allocate(self, seq: Sequence, num_new_tokens: int, cached: list[int] = ()) -> bool:
-        """Whether ``num_new_tokens`` more tokens fit; ``cached`` is the prefix a sequence
-        without blocks would attach first."""
+    def can_allocate(self, seq: Sequence, num_new_tokens: int, cached: list[int] = (),
+                     reserve: int = 0) -> bool:
+        """Whether ``num_new_tokens`` more tokens fit while keeping ``reserve`` blocks free;
+        ``cached`` is the prefix a sequence without blocks would attach first."""
         if seq.block_table:
             need = self.blocks_needed(seq.num_computed_tokens + num_new_tokens) - len(seq.block_table)
-            return need <= self.num_free_blocks
+            return need + reserve <= self.num_free_blocks
         revive = sum(1 for b in cached if self.ref_count[b] == 0)
         need = self.blocks_needed(len(cached) * self.block_size + num_new_tokens) - len(cached)
-        return need + revive <= self.num_free_blocks
+        return need + revive + reserve <= self.num_free_blocks
 
     # mutations -------------------------------------------------------------------------------
     def _take_free(self) -> int:

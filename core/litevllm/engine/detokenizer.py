@@ -35,6 +35,16 @@ class Detokenizer:
             return new
         return ""
 
+    def flush(self, state: DetokState, token_ids: list[int], skip_special: bool = True) -> str:
+        """At the end of a sequence: add whatever text is still held back (an incomplete
+        character decodes to U+FFFD, as a whole decode would give)."""
+        prefix = self._decode(token_ids[state.prefix_offset:state.read_offset], skip_special)
+        full = self._decode(token_ids[state.prefix_offset:], skip_special)
+        new = full[len(prefix):] if len(full) > len(prefix) else ""
+        state.prefix_offset = state.read_offset = len(token_ids)
+        state.text += new
+        return new
+
 
 def find_stop(text: str, new_len: int, stops: list[str]) -> tuple[int, str] | None:
     """Earliest stop string overlapping the last ``new_len`` characters: (index, stop)."""

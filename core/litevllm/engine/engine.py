@@ -101,6 +101,11 @@ class LLMEngine:
         self.block_manager = BlockManager(self.num_blocks, config.cache.block_size,
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(sched, self.block_manager, self.max_model_len)
+        # the longest sequence the KV cache can hold alone; longer ones finish with "length"
+        self.max_seq_len = min(self.max_model_len, self.num_blocks * config.cache.block_size)
+        if self.max_seq_len < self.max_model_len:
+            log.warning("the KV cache holds only %d tokens, fewer than max_model_len=%d; "
+                        "longer sequences stop early", self.max_seq_len, self.max_model_len)
         self.sampler = Sampler(self._eos_ids())
         self.runner.capture_cuda_graphs()
         self.requests: dict[str, Request] = {}
@@ -166,7 +171,11 @@ class LLMEngine:
     def encode(self, prompt) -> tuple[str | None, list[int]]:
         if isinstance(prompt, dict):
             if "prompt_token_ids" in prompt:
-                return prompt.get("prompt"), list(prompt["prompt_token_ids"])
+                ids = prompt["prompt_token_ids"]
+                if not isinstance(ids, (list, tuple)) or not all(
+                        isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                    raise ValueError("prompt_token_ids must be a list of integers")
+                return prompt.get("prompt"), list(ids)
             prompt = prompt.get("prompt")
         if not isinstance(prompt, str):
             raise ValueError(f"a prompt must be a string or {{'prompt_token_ids': [...]}}, "
@@ -179,41 +188,67 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt, params: SamplingParams | None = None) -> None:
         """Queue a request; raises ValueError (naming the cause) for bad input."""
         params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self.requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         text, ids = self.encode(prompt)
         if not ids:
             raise ValueError("prompt is empty")
-        vocab = self.hf_config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(f"prompt has {len(ids)} tokens, but max_model_len is "
-                             f"{self.max_model_len} (room is needed for at least one output token)")
-        need = self.block_manager.blocks_needed(len(ids) + 1)
-        if need > self.num_blocks:
-            raise ValueError(f"prompt needs {need} KV-cache blocks but the cache holds only "
-                             f"{self.num_blocks}; raise the KV-cache memory or shorten the prompt")
+        self._check_request(ids, params)
         request = Request(request_id, text, ids, params)
         request.seqs.append(self._new_seq(request, 0))
         self.requests[request_id] = request
         self.scheduler.add(request.seqs[0])
 
+    def _check_request(self, ids: list[int], p: SamplingParams) -> None:
+        """Checks that need the model or the cache; each raises ValueError naming the cause."""
+        vocab = self.hf_config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        if any(not 0 <= t < vocab for t in p.stop_token_ids):
+            raise ValueError(f"SamplingParams.stop_token_ids must be in [0, {vocab}), "
+                             f"got {p.stop_token_ids!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            if (getattr(p, name) or 0) > vocab:
+                raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
+                                 f"{vocab}, got {getattr(p, name)}")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"prompt has {len(ids)} tokens, but max_model_len is "
+                             f"{self.max_model_len} (room is needed for at least one output token)")
+        bs = self.block_manager.block_size
+        fork = (p.n - 1) if len(ids) % bs else 0  # n > 1: each sample copies the last block
+        need = self.block_manager.blocks_needed(len(ids) + 1) + fork
+        if need > self.num_blocks:
+            raise ValueError(f"prompt needs {need} KV-cache blocks but the cache holds only "
+                             f"{self.num_blocks}; raise the KV-cache memory or shorten the prompt")
+        sched = self.config.scheduler
+        if p.n > sched.max_num_seqs:
+            raise ValueError(f"SamplingParams.n ({p.n}) exceeds max_num_seqs "
+                             f"({sched.max_num_seqs})")
+        if not sched.enable_chunked_prefill and len(ids) > sched.max_num_batched_tokens:
+            raise ValueError(f"prompt has {len(ids)} tokens, more than max_num_batched_tokens "
+                             f"({sched.max_num_batched_tokens}) with chunked prefill disabled")
+
     def _new_seq(self, request: Request, index: int) -> Sequence:
         p = request.params
-        seed = (p.seed * 1_000_003 + index) if p.seed is not None else self.rng.getrandbits(62)
+        seed = ((p.seed * 1_000_003 + index) & (2**62 - 1)) if p.seed is not None \
+            else self.rng.getrandbits(62)
         seq = Sequence(self._next_seq_id, request.request_id, request.prompt_token_ids, p, index, seed)
         self._next_seq_id += 1
         seq.detok = DetokState(len(request.prompt_token_ids))
         return seq
 
-    def abort_request(self, request_id: str) -> None:
+    def abort_request(self, request_id: str) -> RequestOutput:
+        """Stop a request and free its blocks at once; returns its final output."""
         request = self.requests.pop(request_id, None)
         if request is None:
             raise ValueError(f"unknown request id '{request_id}'")
         for seq in request.seqs:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
+        request.forked = True  # an unforked n > 1 request ends with the samples it has
+        return self._output(request, {})
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
@@ -222,6 +257,8 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
         if not batch:
+            if self.scheduler.waiting and not self.scheduler.running:
+                raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
             return []
         self.runner.copy_blocks(self.block_manager.take_copies())
         inputs = self.runner.prepare(batch)
@@ -261,14 +298,15 @@ class LLMEngine:
         return outputs
 
     def _prompt_logprobs(self, request, seq, start, n, logits):
-        """Logprobs of prompt tokens start+1 .. from this chunk's rows (first sample only)."""
-        if seq.index != 0 or len(request.prompt_logprobs) != start + 1:
-            return  # a recomputation after preemption: already recorded
+        """Logprobs of the prompt tokens this chunk predicts (first sample only). Row ``i`` of
+        ``logits`` is position ``start + i``, which predicts token ``start + i + 1``."""
+        first = len(request.prompt_logprobs) - 1   # first position not yet recorded
         stop = min(start + n, seq.num_prompt_tokens - 1)
-        next_tokens = seq.token_ids[start + 1:stop + 1]
-        if next_tokens:
-            request.prompt_logprobs += prompt_logprobs(logits[:len(next_tokens)], next_tokens,
-                                                       request.params.prompt_logprobs)
+        if seq.index != 0 or not start <= first < stop:
+            return  # recorded before (recomputation after preemption), or nothing to record
+        next_tokens = seq.token_ids[first + 1:stop + 1]
+        rows = logits[first - start:first - start + len(next_tokens)]
+        request.prompt_logprobs += prompt_logprobs(rows, next_tokens, request.params.prompt_logprobs)
 
     def _append(self, seq: Sequence, token: int, logprob, touched) -> None:
         p = seq.params
@@ -280,7 +318,7 @@ class LLMEngine:
         delta_ids = [token]
         reason, stop_reason = None, None
         is_stop_token = token in p.stop_token_ids or (not p.ignore_eos and token in self.sampler.eos_token_ids)
-        if is_stop_token and seq.num_output_tokens > p.min_tokens - 1:
+        if is_stop_token and seq.num_output_tokens > p.min_tokens:
             reason, stop_reason = "stop", token if token in p.stop_token_ids else None
         elif self.detokenizer is not None:
             new = self.detokenizer.step(seq.detok, seq.token_ids, p.skip_special_tokens)
@@ -291,9 +329,14 @@ class LLMEngine:
                     seq.detok.text = seq.detok.text[:i + (len(stop) if p.include_stop_str_in_output else 0)]
                     reason, stop_reason = "stop", stop
         if reason is None and ((p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens)
-                               or seq.num_tokens >= self.max_model_len):
+                               or seq.num_tokens >= self.max_seq_len):
             reason = "length"
         if reason is not None:
+            if self.detokenizer is not None and not isinstance(stop_reason, str):
+                # text still held back (an incomplete character) is final now; a stop token's
+                # own text is left out
+                ids = seq.token_ids[:-1] if reason == "stop" else seq.token_ids
+                self.detokenizer.flush(seq.detok, ids, p.skip_special_tokens)
             seq.stop_reason = stop_reason
             self.scheduler.finish(seq, reason)
         touched.setdefault(seq.request_id, {})[seq.index] = delta_ids

@@ -116,7 +116,7 @@ class ModelRunner:
             return self._replay(inputs)[inputs.logit_rows]
         meta = self.attn.prepare(inputs.meta)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
-        rows = torch.tensor(inputs.logit_rows, device=self.device)
+        rows = torch.tensor(inputs.logit_rows, dtype=torch.int64, device=self.device)
         return self.model.compute_logits(hidden.index_select(0, rows))
 
     # CUDA graphs -----------------------------------------------------------------------------

@@ -86,11 +86,12 @@ def _ban_stop_tokens(logits: torch.Tensor, seqs: list[Sequence], eos_ids: list[i
 
 def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                   min_p: torch.Tensor) -> torch.Tensor:
-    """Mask tokens outside top-k, the top-p nucleus, or below min_p * max prob with -inf."""
+    """Mask with -inf the tokens outside the top k, then those outside the top-p nucleus of
+    what is left, and those below ``min_p`` times the most likely token's probability."""
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
     rank = torch.arange(logits.shape[-1], device=logits.device)[None, :]
     drop = rank >= top_k[:, None]
+    probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
     drop |= (probs.cumsum(-1) - probs) > top_p[:, None]
     drop |= probs < min_p[:, None] * probs[:, :1]
     drop[:, 0] = False

@@ -49,16 +49,30 @@ class Scheduler:
         self.waiting.appendleft(seq)
         batch.preempted.append(seq)
 
+    @staticmethod
+    def will_fork(seq: Sequence) -> int:
+        """How many more samples ``seq`` forks into once its prompt is computed (n > 1)."""
+        return seq.params.n - 1 if seq.index == 0 and seq.num_output_tokens == 0 else 0
+
+    def _fork_blocks(self, seq: Sequence, end: int) -> int:
+        """Blocks the fork after a chunk ending at ``end`` needs: each child copies the
+        partial last block."""
+        if end < seq.num_tokens or end % self.bm.block_size == 0:
+            return 0
+        return self.will_fork(seq)
+
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.config.max_num_batched_tokens
+        reserved = 0  # free blocks promised to forks that happen after this step's forward
         for seq in list(self.running):
             if budget == 0:
                 break
             if seq not in self.running:  # preempted below by an older sequence
                 continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            while not self.bm.can_allocate(seq, n):
+            fork = self._fork_blocks(seq, seq.num_computed_tokens + n)
+            while not self.bm.can_allocate(seq, n, reserve=reserved + fork):
                 victim = self.running[-1]
                 self._preempt(victim, batch)
                 if victim is seq:
@@ -66,28 +80,36 @@ class Scheduler:
             if seq.status is not SeqStatus.RUNNING:
                 continue
             self.bm.allocate(seq, n)
+            reserved += fork
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
             budget -= n
-        while self.waiting and budget > 0 and not batch.preempted \
-                and len(self.running) < self.config.max_num_seqs:
+        num_seqs = len(self.running) + sum(self.will_fork(s) for s in self.running)
+        while self.waiting and budget > 0 and not batch.preempted:
             seq = self.waiting[0]
-            cached = self.bm.cached_prefix(seq) if not seq.block_table else []
+            if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs:
+                break
+            # prompt logprobs need every prompt position computed, so no cached prefix
+            cached = self.bm.cached_prefix(seq) if seq.params.prompt_logprobs is None else []
             remaining = seq.num_tokens - len(cached) * self.bm.block_size
             n = min(remaining, budget)
-            if n < remaining and not self.config.enable_chunked_prefill:
+            if n < remaining and not self.config.enable_chunked_prefill \
+                    and seq.num_output_tokens == 0:
                 break
-            if not self.bm.can_allocate(seq, n, cached):
+            fork = self._fork_blocks(seq, len(cached) * self.bm.block_size + n)
+            if not self.bm.can_allocate(seq, n, cached, reserve=reserved + fork):
                 break
             self.waiting.popleft()
             if cached:
                 self.bm.use_cached_prefix(seq, cached)
-            elif seq.num_computed_tokens == 0:
+            else:
                 self.bm.queries += seq.num_tokens
             if seq.metrics.first_scheduled_time is None:
                 seq.metrics.first_scheduled_time = time.monotonic()
                 seq.metrics.num_cached_tokens = seq.num_computed_tokens
             self.bm.allocate(seq, n)
+            reserved += fork
+            num_seqs += 1 + self.will_fork(seq)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             batch.seqs.append(seq)
