@@ -102,7 +102,7 @@ class LLMEngine:
                                           config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(sched, self.block_manager, self.max_model_len)
         # the longest sequence the KV cache can hold alone; longer ones finish with "length"
-        self.max_seq_len = min(self.max_model_len, self.num_blocks * config.cache.block_size)
+        self.max_seq_len = self.scheduler.max_seq_len
         if self.max_seq_len < self.max_model_len:
             log.warning("the KV cache holds only %d tokens, fewer than max_model_len=%d; "
                         "longer sequences stop early", self.max_seq_len, self.max_model_len)
@@ -213,22 +213,7 @@ class LLMEngine:
             if (getattr(p, name) or 0) > vocab:
                 raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
                                  f"{vocab}, got {getattr(p, name)}")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(f"prompt has {len(ids)} tokens, but max_model_len is "
-                             f"{self.max_model_len} (room is needed for at least one output token)")
-        bs = self.block_manager.block_size
-        fork = (p.n - 1) if len(ids) % bs else 0  # n > 1: each sample copies the last block
-        need = self.block_manager.blocks_needed(len(ids) + 1) + fork
-        if need > self.num_blocks:
-            raise ValueError(f"prompt needs {need} KV-cache blocks but the cache holds only "
-                             f"{self.num_blocks}; raise the KV-cache memory or shorten the prompt")
-        sched = self.config.scheduler
-        if p.n > sched.max_num_seqs:
-            raise ValueError(f"SamplingParams.n ({p.n}) exceeds max_num_seqs "
-                             f"({sched.max_num_seqs})")
-        if not sched.enable_chunked_prefill and len(ids) > sched.max_num_batched_tokens:
-            raise ValueError(f"prompt has {len(ids)} tokens, more than max_num_batched_tokens "
-                             f"({sched.max_num_batched_tokens}) with chunked prefill disabled")
+        self.scheduler.check_admissible(len(ids), p.n)
 
     def _new_seq(self, request: Request, index: int) -> Sequence:
         p = request.params
@@ -281,9 +266,7 @@ class LLMEngine:
                 request.forked = True
                 for i in range(1, request.params.n):
                     child = self._new_seq(request, i)
-                    self.block_manager.fork(seq, child)
-                    child.status = seq.status
-                    self.scheduler.running.append(child)
+                    self.scheduler.fork(seq, child)
                     request.seqs.append(child)
                     rows.append(idx)
                     sample_seqs.append(child)

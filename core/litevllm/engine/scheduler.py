@@ -35,19 +35,54 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 
+    @property
+    def max_seq_len(self) -> int:
+        """The longest sequence that fits: max_model_len, or the whole KV cache if smaller."""
+        return min(self.max_model_len, self.bm.num_blocks * self.bm.block_size)
+
+    def check_admissible(self, num_prompt_tokens: int, n: int = 1) -> None:
+        """Raise ValueError if a request could never be scheduled (it would wait forever)."""
+        if num_prompt_tokens >= self.max_model_len:
+            raise ValueError(f"prompt has {num_prompt_tokens} tokens, but max_model_len is "
+                             f"{self.max_model_len} (room is needed for at least one output token)")
+        fork = (n - 1) if num_prompt_tokens % self.bm.block_size else 0  # copies of the last block
+        need = self.bm.blocks_needed(num_prompt_tokens + 1) + fork
+        if need > self.bm.num_blocks:
+            raise ValueError(f"prompt needs {need} KV-cache blocks but the cache holds only "
+                             f"{self.bm.num_blocks}; raise the KV-cache memory or shorten the prompt")
+        if n > self.config.max_num_seqs:
+            raise ValueError(f"SamplingParams.n ({n}) exceeds max_num_seqs "
+                             f"({self.config.max_num_seqs})")
+        if not self.config.enable_chunked_prefill and \
+                num_prompt_tokens > self.config.max_num_batched_tokens:
+            raise ValueError(f"prompt has {num_prompt_tokens} tokens, more than "
+                             f"max_num_batched_tokens ({self.config.max_num_batched_tokens}) "
+                             f"with chunked prefill disabled")
+
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
+    def preempt(self, seq: Sequence) -> None:
+        """Free a running sequence's blocks; it goes back to the front of the queue and is
+        recomputed (prompt and outputs so far) when scheduled again."""
         self.running.remove(seq)
         self.bm.free_seq(seq)
         seq.status = SeqStatus.WAITING
         seq.metrics.num_preemptions += 1
         self.waiting.appendleft(seq)
+
+    def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
+        self.preempt(seq)
         batch.preempted.append(seq)
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Start ``child`` as a running copy of ``parent`` (n > 1), sharing its full blocks."""
+        self.bm.fork(parent, child)
+        child.status = SeqStatus.RUNNING
+        self.running.append(child)
 
     @staticmethod
     def will_fork(seq: Sequence) -> int:
