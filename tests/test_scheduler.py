@@ -195,3 +195,69 @@ def test_preemption_order_and_requeue():
     assert batch.preempted == [new] and batch.seqs == [old]
     assert eng.sched.waiting[0] is new and new.metrics.num_preemptions == 1
     assert not new.block_table and new.num_computed_tokens == 0
+
+
+# the real engine around a fake model: random logits ------------------------------------------
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 30), st.integers(1, 3), st.integers(1, 10),
+              st.sampled_from([0.0, 1.0]), st.booleans()),
+    st.tuples(st.just("step")), st.tuples(st.just("step")), st.tuples(st.just("step")),
+    st.tuples(st.just("abort"), st.integers(0, 20))), max_size=40)
+
+
+@settings(max_examples=int(__import__("os").environ.get("FAKE_EXAMPLES", 25)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, seed=st.integers(0, 2**16))
+def test_engine_with_fake_model(llama_dir, ops, seed):
+    import torch
+    from litevllm import LLM
+    eng = LLM(str(llama_dir), block_size=8, num_gpu_blocks_override=6,
+              max_num_seqs=4, max_num_batched_tokens=16).engine
+    gen = torch.Generator().manual_seed(seed)
+    vocab = eng.hf_config.vocab_size
+    prepare = eng.runner.prepare
+
+    def checked_prepare(batch):
+        inputs = prepare(batch)
+        for slot in inputs.meta.slot_mapping.tolist():  # writes only into unshared blocks
+            assert eng.block_manager.ref_count[slot // 8] == 1
+        return inputs
+    eng.runner.prepare = checked_prepare
+    eng.runner.execute = lambda inputs: torch.randn(len(inputs.logit_rows), vocab, generator=gen)
+
+    added, finals = {}, Counter()
+
+    def collect(outs):
+        for out in outs:
+            assert out.request_id in added and not finals[out.request_id]
+            if out.finished:
+                finals[out.request_id] += 1
+                n, max_tokens, plp = added[out.request_id]
+                assert len(out.outputs) == n
+                assert all(c.finish_reason in ("stop", "length", "abort") for c in out.outputs)
+                assert all(len(c.token_ids) <= max_tokens for c in out.outputs)
+                if plp and out.outputs[0].finish_reason != "abort":
+                    assert len(out.prompt_logprobs) == len(out.prompt_token_ids)
+
+    for op in ops:
+        if op[0] == "add":
+            _, length, n, max_tokens, temp, plp = op
+            rid = str(len(added))
+            params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temp, seed=1,
+                                    prompt_logprobs=1 if plp else None)
+            try:
+                eng.add_request(rid, {"prompt_token_ids": list(range(3, 3 + length))}, params)
+            except ValueError:
+                continue
+            added[rid] = (n, max_tokens, plp)
+        elif op[0] == "step":
+            collect(eng.step())
+        elif str(op[1]) in eng.requests:
+            collect([eng.abort_request(str(op[1]))])
+    for _ in range(2000):
+        if not eng.has_unfinished_requests():
+            break
+        collect(eng.step())
+    assert set(finals) == set(added) and set(finals.values()) <= {1}
+    assert sum(eng.block_manager.ref_count) == 0
+    assert eng.block_manager.num_free_blocks == eng.num_blocks

@@ -14,7 +14,7 @@ from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stre
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.sampler import Sampler, prompt_logprobs
 from litevllm.engine.scheduler import Scheduler
-from litevllm.engine.sequence import Sequence
+from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops
@@ -232,7 +232,12 @@ class LLMEngine:
         for seq in request.seqs:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
-        request.forked = True  # an unforked n > 1 request ends with the samples it has
+        if not request.forked:  # n > 1 before the fork: the other samples end empty
+            request.forked = True
+            for i in range(1, request.params.n):
+                seq = self._new_seq(request, i)
+                seq.status, seq.finish_reason = SeqStatus.FINISHED, "abort"
+                request.seqs.append(seq)
         return self._output(request, {})
 
     def has_unfinished_requests(self) -> bool:
