@@ -95,6 +95,8 @@ def test_text_prompt_without_tokenizer(llama_notok_dir):
     (dict(repetition_penalty=0), "repetition_penalty"), (dict(presence_penalty=3), "presence_penalty"),
     (dict(frequency_penalty=-2.5), "frequency_penalty"), (dict(logprobs=-1), "logprobs"),
     (dict(prompt_logprobs=-1), "prompt_logprobs"), (dict(seed=1.5), "seed"),
+    (dict(temperature="hot"), "temperature"), (dict(top_p=float("nan")), "top_p"),
+    (dict(n=True), "n"),
 ])
 def test_invalid_sampling_params_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"SamplingParams\.{field}\b"):

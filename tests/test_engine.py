@@ -144,10 +144,14 @@ def stream_finals(llm, prompts, params):
 @pytest.mark.parametrize("chunk", [100_000, 16])
 def test_preemption_same_greedy_output(llama_dir, chunk):
     prompts = [{"prompt_token_ids": p} for p in PRE_PROMPTS]
-    ref = tokens(make(llama_dir).generate(prompts, greedy(30)))
+    ref = make(llama_dir).generate(prompts, greedy(30, prompt_logprobs=1))
     llm = make(llama_dir, num_gpu_blocks_override=10, max_num_batched_tokens=chunk)
-    outs = stream_finals(llm, prompts, greedy(30))
-    assert tokens(outs) == ref
+    outs = stream_finals(llm, prompts, greedy(30, prompt_logprobs=1))
+    assert tokens(outs) == tokens(ref)
+    for o, r in zip(outs, ref):  # prompt logprobs recorded once, despite recomputation
+        assert len(o.prompt_logprobs) == len(r.prompt_logprobs) == len(r.prompt_token_ids)
+        for a, b in zip(o.prompt_logprobs[1:], r.prompt_logprobs[1:]):
+            assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
     assert sum(o.metrics.num_preemptions for o in outs) > 0
     assert sum(llm.engine.block_manager.ref_count) == 0
     assert llm.engine.block_manager.num_free_blocks == 10

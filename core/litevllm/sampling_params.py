@@ -40,6 +40,14 @@ class SamplingParams:
         def bad(name, why):
             raise ValueError(f"SamplingParams.{name} {why}, got {getattr(self, name)!r}")
 
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty",
+                     "frequency_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                bad(name, "must be a number")
+        for name in ("n", "top_k", "min_tokens"):
+            if isinstance(getattr(self, name), bool):
+                bad(name, "must be an integer")
         if not isinstance(self.n, int) or self.n < 1:
             bad("n", "must be an integer >= 1")
         if self.temperature < 0:
