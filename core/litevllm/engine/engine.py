@@ -336,7 +336,7 @@ class LLMEngine:
             text = state.text if state else ""
             delta_text = stream_delta(state, seq.params.stop, seq.is_finished) if state else ""
             outs.append(CompletionOutput(seq.index, text, seq.output_token_ids, seq.finish_reason,
-                                         seq.stop_reason, seq.logprobs if seq.params.logprobs is not None else None,
+                                         seq.stop_reason, list(seq.logprobs) if seq.params.logprobs is not None else None,
                                          delta_text, deltas.get(seq.index, [])))
         head = request.seqs[0]
         return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids, outs,

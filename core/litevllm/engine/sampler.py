@@ -152,17 +152,18 @@ class Sampler:
         return out
 
 
-def prompt_logprobs(logits: torch.Tensor, next_tokens: list[int | None], k: int) -> list[dict | None]:
-    """Logprob of each next prompt token (plus top-k) from the rows' logits."""
+def prompt_logprobs(logits: torch.Tensor, next_tokens: list[int], k: int) -> list[dict]:
+    """Logprob of each next prompt token (plus the top k) from the rows' logits."""
     raw = logits.log_softmax(-1)
-    out = []
+    index = torch.tensor(next_tokens, dtype=torch.int64, device=raw.device)[:, None]
+    chosen = raw.gather(1, index).squeeze(1).tolist()
     top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
+    top_vals = top_vals.tolist() if k else None
+    top_ids = top_ids.tolist() if k else None
+    out = []
     for i, tok in enumerate(next_tokens):
-        if tok is None:
-            out.append(None)
-            continue
-        entry = {tok: raw[i, tok].item()}
+        entry = {tok: chosen[i]}
         for j in range(k):
-            entry.setdefault(top_ids[i, j].item(), top_vals[i, j].item())
+            entry.setdefault(top_ids[i][j], top_vals[i][j])
         out.append(entry)
     return out

@@ -3,6 +3,10 @@
 Each step spends one token budget: running sequences first (decodes, unfinished prefill
 chunks), oldest first, then waiting ones. When blocks run out, the newest running sequences
 are preempted: their blocks are freed and they return to the front of the queue.
+
+A request with n > 1 runs as one sequence until its prompt is computed, then forks into n
+(``fork``): it counts as n sequences against ``max_num_seqs`` from admission, and the step that
+completes its prompt keeps free the blocks its children copy their partial last block into.
 """
 from __future__ import annotations
 
