@@ -112,8 +112,10 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         hashes = self._hashes(seq, seq.num_computed_tokens)
-        for i, h in enumerate(hashes):
-            block = seq.block_table[i]
+        start = seq.num_committed_blocks
+        seq.num_committed_blocks = len(hashes)
+        for i in range(start, len(hashes)):
+            h, block = hashes[i], seq.block_table[i]
             if self.hash_of[block] is None and h not in self.cached:
                 self.hash_of[block] = h
                 self.cached[h] = block
@@ -128,6 +130,7 @@ class BlockManager:
                 self.free[block] = None
         seq.block_table = []
         seq.num_computed_tokens = 0
+        seq.num_committed_blocks = 0
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Share ``parent``'s full blocks with ``child``; copy its partial last block."""

@@ -75,7 +75,7 @@ class LLMEngine:
         model_cls = manager.model_class(archs[0])
         self.device = config.torch_device()
         self.dtype = resolve_dtype(config.dtype, getattr(self.hf_config, "dtype", None)
-                                   or getattr(self.hf_config, "torch_dtype", None), self.device)
+                                   or vars(self.hf_config).get("torch_dtype"), self.device)
         limit = getattr(self.hf_config, "max_position_embeddings", None) or 4096
         self.max_model_len = min(config.max_model_len or limit, limit) \
             if not config.max_model_len or config.max_model_len <= limit else config.max_model_len

@@ -112,15 +112,15 @@ class Sampler:
                or s.params.frequency_penalty for s in seqs):
             logits = apply_penalties(logits, seqs)
         logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
-        greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
         sampled = logits.argmax(-1)
-        if not bool(greedy.all()):
+        if not all(s.params.greedy for s in seqs):
+            greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
             temp = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=dev)
             top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else v for s in seqs], device=dev)
             top_p = torch.tensor([s.params.top_p for s in seqs], device=dev)
             min_p = torch.tensor([s.params.min_p for s in seqs], device=dev)
             scaled = logits / temp[:, None]
-            if bool((top_k < v).any() or (top_p < 1).any() or (min_p > 0).any()):
+            if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0 for s in seqs):
                 scaled = filter_logits(scaled, top_k, top_p, min_p)
             probs = scaled.softmax(-1)
             seeds = torch.tensor([s.seed for s in seqs], device=dev, dtype=torch.int64)

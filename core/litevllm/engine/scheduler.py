@@ -107,7 +107,7 @@ class Scheduler:
         for seq in list(self.running):
             if budget == 0:
                 break
-            if seq not in self.running:  # preempted below by an older sequence
+            if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
                 continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             fork = self._fork_blocks(seq, seq.num_computed_tokens + n)
@@ -158,9 +158,9 @@ class Scheduler:
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """Finish a running or waiting sequence and release its blocks at once."""
-        if seq in self.running:
+        if seq.status is SeqStatus.RUNNING:
             self.running.remove(seq)
-        elif seq in self.waiting:
+        elif seq.status is SeqStatus.WAITING and seq in self.waiting:
             self.waiting.remove(seq)
         self.bm.free_seq(seq)
         seq.status = SeqStatus.FINISHED

@@ -38,6 +38,7 @@ class Sequence:
         self.num_computed_tokens = 0          # tokens whose KV is in the cache
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []     # chained hashes of this sequence's full blocks
+        self.num_committed_blocks = 0         # leading blocks already published to the cache
         self.finish_reason: str | None = None
         self.stop_reason: object = None
         self.logprobs: list[dict] = []        # one {token: logprob} per output token
