@@ -1,0 +1,39 @@
+"""The ``triton`` attention backend: paged KV cache, chunked prefill and split-KV decoding."""
+from __future__ import annotations
+
+import torch
+
+from litevllm.plugin_api import AttentionBackend, AttentionMetadata, AttentionSpec
+from litevllm_triton.kernels.decode_attention import decode_attention
+from litevllm_triton.kernels.prefill_attention import prefill_attention
+from litevllm_triton.kernels.reshape_and_cache import reshape_and_cache
+
+
+class TritonAttentionBackend(AttentionBackend):
+    """Cache layout [2, num_blocks, block_size, Hkv, D] (the default).
+
+    Decode steps (one query per sequence) run the split-KV decode kernel, which has a
+    shape-only launch configuration and never synchronises with the host, so it can be captured
+    in a CUDA graph; its scratch partials are plain ``torch.empty`` (the graph's private pool
+    serves them during capture). Every other batch runs the varlen prefill kernel.
+    """
+
+    name = "triton"
+    supports_cuda_graphs = True
+
+    def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        if q.dim() != 3 or q.shape[1] != spec.num_heads or q.shape[2] != spec.head_dim:
+            raise ValueError(f"q must be [T, {spec.num_heads}, {spec.head_dim}], "
+                             f"got {tuple(q.shape)}")
+        k_cache, v_cache = kv_cache[0], kv_cache[1]
+        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
+            decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, spec.scale,
+                             spec.sliding_window, spec.logit_softcap, out=out)
+        else:
+            prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
+                              meta.seq_lens, meta.max_query_len, spec.scale,
+                              spec.sliding_window, spec.logit_softcap, out=out)
+        return out.view(q.shape[0], -1)

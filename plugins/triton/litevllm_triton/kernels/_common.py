@@ -1,0 +1,54 @@
+"""Input checks and small device helpers shared by the kernel wrappers."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
+                 dtypes: tuple = FLOAT_DTYPES, device: torch.device | None = None,
+                 contiguous_last: bool = True) -> None:
+    """Type, rank, dtype and device check; ``contiguous_last`` wants stride 1 on the last dim."""
+    require(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        require(t.dim() == ndim, f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    require(t.dtype in dtypes, f"{name} has dtype {t.dtype}, expected one of {dtypes}")
+    if device is not None:
+        require(t.device == device, f"{name} is on {t.device}, expected {device}")
+    if contiguous_last and t.dim() > 0 and t.shape[-1] > 1:
+        require(t.stride(-1) == 1, f"{name} must be contiguous in its last dim, "
+                                   f"got strides {t.stride()}")
+
+
+def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    """Caches are [num_blocks, block_size, num_kv_heads, head_dim] with identical layouts."""
+    check_tensor("k_cache", k_cache, 4)
+    check_tensor("v_cache", v_cache, 4)
+    require(k_cache.shape == v_cache.shape and k_cache.stride() == v_cache.stride(),
+            f"k_cache {tuple(k_cache.shape)}/{k_cache.stride()} and v_cache "
+            f"{tuple(v_cache.shape)}/{v_cache.stride()} must have the same shape and strides")
+    require(k_cache.dtype == v_cache.dtype, "k_cache and v_cache must share a dtype")
+    require(k_cache.device == v_cache.device, "k_cache and v_cache must share a device")
+    bs = k_cache.shape[1]
+    require(bs > 0 and bs & (bs - 1) == 0, f"block_size must be a power of 2, got {bs}")
+
+
+def is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@triton.jit
+def tanh(x):
+    """tanh through exp2 (portable, no libdevice); never overflows."""
+    e = tl.exp2(-2.8853900817779268 * tl.abs(x))  # exp(-2|x|)
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)

@@ -1,0 +1,200 @@
+"""Variable-length causal flash attention over the paged KV cache (prefill, chunked prefill,
+prefix-cache hits and decode rows in a mixed batch).
+
+Sequence b owns query rows ``query_start_loc[b]:query_start_loc[b+1]`` at absolute positions
+``seq_len - query_len .. seq_len - 1``; its keys (all already in the cache) are gathered through
+its block table. One program handles one tile of BLOCK_Q query rows of one sequence for all
+GROUP query heads that share a KV head: the M dimension of the tile is (query row, head in group),
+so GQA/MQA reads each KV tile once and short (decode) rows still fill the matrix units.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litevllm_triton.kernels._common import (check_paged_cache, check_tensor, is_pow2, require,
+                                             tanh)
+
+
+@triton.jit
+def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
+                 stride_cb, stride_cs, kv_end, qk_scale, softcap, window,
+                 PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+    """One online-softmax step over keys start_n .. start_n + BLOCK_N (log2 domain)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    if MASKED:
+        n_ok = offs_n < kv_end
+        page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
+    else:
+        page = tl.load(bt_row + offs_n // PAGE).to(tl.int64)
+    kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
+    if MASKED:
+        k = tl.load(k_base + kv_off, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_base + kv_off, mask=n_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_base + kv_off)
+        v = tl.load(v_base + kv_off)
+
+    s = tl.dot(q, tl.trans(k))
+    if USE_SOFTCAP:
+        s = softcap * tanh(s * (qk_scale / softcap)) * 1.4426950408889634
+    else:
+        s = s * (qk_scale * 1.4426950408889634)
+    if MASKED:
+        ok = offs_n[None, :] <= q_pos[:, None]
+        if USE_WINDOW:
+            ok = ok & (q_pos[:, None] - offs_n[None, :] < window)
+        s = tl.where(ok, s, float("-inf"))
+
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
+                    block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, num_seqs,
+                    stride_qt, stride_qh, stride_ot, stride_oh,
+                    stride_cb, stride_cs, stride_ch, stride_bt,
+                    scale, softcap, window,
+                    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+    tile = tl.num_programs(0) - 1 - tl.program_id(0)  # launch the longest (last) tiles first
+    kv_head = tl.program_id(1)
+
+    # Sequence b's query tiles are numbered from query_start_loc[b] // BLOCK_Q + b on; find the
+    # last b whose first tile is <= this one (binary search, no host-side tile map needed).
+    lo = tl.full([], 0, tl.int32)
+    hi = lo + num_seqs
+    while lo < hi:
+        mid = (lo + hi) // 2
+        go_right = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid <= tile
+        lo = tl.where(go_right, mid + 1, lo)
+        hi = tl.where(go_right, hi, mid)
+    b = lo - 1
+    q_start = tl.load(query_start_loc_ptr + b)
+    q_len = tl.load(query_start_loc_ptr + b + 1) - q_start
+    q_tile = tile - (q_start // BLOCK_Q + b)
+    if q_tile * BLOCK_Q >= q_len:
+        return
+    seq_len = tl.load(seq_lens_ptr + b)
+    ctx_len = seq_len - q_len
+
+    # rows of the tile: m -> (query row q_idx, head kv_head * GROUP + m % GROUP)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_idx = q_tile * BLOCK_Q + offs_m // GROUP
+    head = kv_head * GROUP + offs_m % GROUP
+    row_ok = (offs_m < BLOCK_Q * GROUP) & (q_idx < q_len)
+    q_pos = ctx_len + tl.minimum(q_idx, q_len - 1)  # padding rows copy the last real row
+    q_rows = (q_start + q_idx).to(tl.int64)
+    q = tl.load(q_ptr + (q_rows * stride_qt + head * stride_qh)[:, None] + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+
+    # key range [kv_lo, kv_end) and its part [full_lo, full_hi) that needs no mask
+    first_pos = ctx_len + q_tile * BLOCK_Q
+    last_pos = ctx_len + tl.minimum(q_tile * BLOCK_Q + BLOCK_Q, q_len) - 1
+    kv_end = last_pos + 1
+    full_hi = (first_pos + 1) // BLOCK_N * BLOCK_N
+    if USE_WINDOW:
+        kv_lo = tl.maximum(first_pos - window + 1, 0) // BLOCK_N * BLOCK_N
+        full_lo = tl.cdiv(tl.maximum(last_pos - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_hi = tl.maximum(full_hi, kv_lo)
+        full_lo = tl.minimum(tl.maximum(full_lo, kv_lo), full_hi)
+    else:
+        kv_lo = full_hi * 0
+        full_lo = kv_lo
+
+    bt_row = block_tables_ptr + b.to(tl.int64) * stride_bt
+    k_base = k_cache_ptr + kv_head * stride_ch
+    v_base = v_cache_ptr + kv_head * stride_ch
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: fully masked tiles stay NaN-free
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for start_n in range(kv_lo, full_lo, BLOCK_N):  # left edge of the sliding window
+        acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
+                                     stride_cb, stride_cs, kv_end, scale, softcap, window,
+                                     PAGE, HEAD_DIM, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP)
+    for start_n in range(full_lo, full_hi, BLOCK_N):  # visible to every row
+        acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
+                                     stride_cb, stride_cs, kv_end, scale, softcap, window,
+                                     PAGE, HEAD_DIM, BLOCK_N, False, USE_WINDOW, USE_SOFTCAP)
+    for start_n in range(full_hi, kv_end, BLOCK_N):  # causal diagonal
+        acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
+                                     stride_cb, stride_cs, kv_end, scale, softcap, window,
+                                     PAGE, HEAD_DIM, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP)
+
+    out = acc / l_i[:, None]
+    o_ptrs = out_ptr + (q_rows * stride_ot + head * stride_oh)[:, None] + offs_d[None, :]
+    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+def _config(head_dim: int, group: int, max_query_len: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages); measured best on an H100 (bf16, T=4096)."""
+    block_n = 128 if head_dim == 128 else 64
+    # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
+    block_m = min(128, max(16, triton.next_power_of_2(max_query_len * group)))
+    block_m = max(block_m, triton.next_power_of_2(group))
+    return block_m, block_n, 8 if block_m >= 64 else 4, 3
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                      block_tables: torch.Tensor, query_start_loc: torch.Tensor,
+                      seq_lens: torch.Tensor, max_query_len: int, scale: float,
+                      sliding_window: int | None = None, logit_softcap: float | None = None,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention of q [T, H, D] over caches [num_blocks, block_size, Hkv, D].
+
+    block_tables [B, max_blocks] int32, query_start_loc [B+1] int32, seq_lens [B] int32
+    (context length including this step's tokens). ``max_query_len`` only sizes the tiles.
+    Writes and returns ``out`` [T, H, D] (allocated if None).
+    """
+    check_paged_cache(k_cache, v_cache)
+    dev = k_cache.device
+    check_tensor("q", q, 3, device=dev)
+    check_tensor("block_tables", block_tables, 2, dtypes=(torch.int32,), device=dev)
+    check_tensor("query_start_loc", query_start_loc, 1, dtypes=(torch.int32,), device=dev)
+    check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
+    t, h, d = q.shape
+    _, page, hkv, dc = k_cache.shape
+    num_seqs = seq_lens.shape[0]
+    require(q.dtype == k_cache.dtype, f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
+    require(dc == d, f"q head_dim {d} != cache head_dim {dc}")
+    require(is_pow2(d) and d >= 16, f"head_dim must be a power of 2 >= 16, got {d}")
+    require(h % hkv == 0, f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
+    require(query_start_loc.shape[0] == num_seqs + 1,
+            f"query_start_loc has {query_start_loc.shape[0]} entries, expected {num_seqs + 1}")
+    require(block_tables.shape[0] >= num_seqs,
+            f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
+    require(block_tables.stride(1) == 1 or block_tables.shape[1] <= 1,
+            "block_tables rows must be contiguous")
+    require(sliding_window is None or sliding_window > 0, "sliding_window must be positive")
+    require(logit_softcap is None or logit_softcap > 0, "logit_softcap must be positive")
+    if out is None:
+        out = torch.empty((t, h, d), dtype=q.dtype, device=dev)
+    else:
+        check_tensor("out", out, 3, device=dev)
+        require(out.shape == q.shape, f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
+    if t == 0 or num_seqs == 0:
+        return out
+
+    group = h // hkv
+    block_m, block_n, warps, stages = _config(d, group, max(1, int(max_query_len)))
+    block_q = block_m // group
+    grid = (t // block_q + num_seqs, hkv)  # upper bound on sum_b cdiv(query_len_b, BLOCK_Q)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, out, block_tables, query_start_loc, seq_lens, num_seqs,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        float(scale), float(logit_softcap or 1.0), int(sliding_window or 0),
+        GROUP=group, HEAD_DIM=d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n,
+        USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),
+        num_warps=warps, num_stages=stages)
+    return out

@@ -1,0 +1,57 @@
+"""Scatter new keys/values into the paged cache: one program per token."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from litevllm_triton.kernels._common import check_paged_cache, check_tensor, require
+
+
+@triton.jit
+def _reshape_and_cache_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
+                              stride_kt, stride_kh, stride_vt, stride_vh,
+                              stride_cb, stride_cs, stride_ch,
+                              num_kv_heads, head_dim,
+                              PAGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_ptr + t).to(tl.int64)
+    if slot < 0:  # padding token
+        return
+    heads = tl.arange(0, BLOCK_H)[:, None]
+    dims = tl.arange(0, BLOCK_D)[None, :]
+    ok = (heads < num_kv_heads) & (dims < head_dim)
+    dst = (slot // PAGE) * stride_cb + (slot % PAGE) * stride_cs + heads * stride_ch + dims
+    k = tl.load(key_ptr + t * stride_kt + heads * stride_kh + dims, mask=ok)
+    v = tl.load(value_ptr + t * stride_vt + heads * stride_vh + dims, mask=ok)
+    tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=ok)
+    tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=ok)
+
+
+def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots.
+
+    ``slot_mapping`` [T] (int64 or int32): slot = block * block_size + offset; slots < 0 are
+    skipped. key/value may be strided views; their last dim must be contiguous.
+    """
+    check_paged_cache(k_cache, v_cache)
+    check_tensor("key", key, 3, device=k_cache.device)
+    check_tensor("value", value, 3, device=k_cache.device)
+    check_tensor("slot_mapping", slot_mapping, 1, dtypes=(torch.int32, torch.int64),
+                 device=k_cache.device)
+    t, hkv, d = key.shape
+    require(value.shape == key.shape, f"value shape {tuple(value.shape)} != key shape "
+                                      f"{tuple(key.shape)}")
+    require(tuple(k_cache.shape[2:]) == (hkv, d),
+            f"cache heads/dim {tuple(k_cache.shape[2:])} != key heads/dim {(hkv, d)}")
+    require(slot_mapping.shape[0] == t, f"slot_mapping has {slot_mapping.shape[0]} entries, "
+                                        f"key has {t} tokens")
+    if t == 0:
+        return
+    _reshape_and_cache_kernel[(t,)](
+        key, value, k_cache, v_cache, slot_mapping,
+        key.stride(0), key.stride(1), value.stride(0), value.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), hkv, d,
+        PAGE=k_cache.shape[1], BLOCK_H=triton.next_power_of_2(hkv),
+        BLOCK_D=triton.next_power_of_2(d), num_warps=4)

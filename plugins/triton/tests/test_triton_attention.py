@@ -1,0 +1,145 @@
+"""Prefill/decode attention kernels and the backend against the torch reference."""
+import pytest
+import torch
+from triton_test_utils import TOL, make_paged_batch
+
+from litevllm.attention.backend import AttentionMetadata, AttentionSpec
+from litevllm.attention.torch_backend import TorchAttentionBackend, paged_attention_ref
+from litevllm_triton import kernels
+from litevllm_triton.backend import TritonAttentionBackend
+
+DTYPES = [torch.float32, torch.float16]
+
+# (num_heads, num_kv_heads, head_dim, block_size, sliding_window, softcap)
+ATTN_CASES = {
+    "mha": (2, 2, 32, 16, None, None),
+    "gqa": (4, 2, 32, 16, None, None),
+    "mqa": (4, 1, 16, 8, None, None),
+    "group3": (6, 2, 16, 16, None, None),
+    "window": (4, 2, 32, 16, 24, None),
+    "softcap": (4, 2, 64, 16, None, 20.0),
+    "wide-window": (2, 1, 16, 16, 90, None),
+    "window+softcap": (2, 1, 16, 4, 10, 5.0),
+}
+
+# mixed batch: a fresh prompt, decodes, prefix hits + chunks, lengths off the block grid
+MIXED_QUERY_LENS = [37, 1, 20, 1, 5, 70]
+MIXED_SEQ_LENS = [37, 50, 90, 9, 133, 70]
+
+
+def _spec(h, hkv, d, window, cap):
+    return AttentionSpec(h, hkv, d, scale=d ** -0.5 * 1.3, sliding_window=window,
+                         logit_softcap=cap)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(ATTN_CASES))
+def test_prefill_mixed_batch(case, dtype):
+    h, hkv, d, bs, window, cap = ATTN_CASES[case]
+    spec = _spec(h, hkv, d, window, cap)
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch(MIXED_QUERY_LENS, MIXED_SEQ_LENS, hkv, d,
+                                                     bs, dtype)
+    q = torch.randn(sum(MIXED_QUERY_LENS), h, d, dtype=dtype)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, MIXED_QUERY_LENS, MIXED_SEQ_LENS, spec)
+    got = kernels.prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(MIXED_QUERY_LENS),
+                                    spec.scale, window, cap)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_prefill_strided_q_and_single_decode_row():
+    h, hkv, d = 4, 2, 32
+    spec = _spec(h, hkv, d, None, None)
+    qlens, slens = [1], [45]
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch(qlens, slens, hkv, d, 16, torch.float32)
+    q = torch.randn(1, 3 * h * d)[:, :h * d].view(1, h, d)  # a slice of a fused qkv row
+    want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, slens, spec)
+    got = kernels.prefill_attention(q, k_cache, v_cache, bt, qsl, sl, 1, spec.scale)
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+DECODE_SEQ_LENS = [1, 17, 64, 100, 250]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(ATTN_CASES))
+@pytest.mark.parametrize("num_splits", [None, 1, 8])
+def test_decode(case, dtype, num_splits):
+    h, hkv, d, bs, window, cap = ATTN_CASES[case]
+    spec = _spec(h, hkv, d, window, cap)
+    qlens = [1] * len(DECODE_SEQ_LENS)
+    k_cache, v_cache, bt, _, sl = make_paged_batch(qlens, DECODE_SEQ_LENS, hkv, d, bs, dtype)
+    q = torch.randn(len(qlens), h, d, dtype=dtype)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, DECODE_SEQ_LENS, spec)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, window, cap,
+                                   num_splits=num_splits)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_decode_empty_sequence_gives_zeros():
+    k_cache, v_cache, bt, _, sl = make_paged_batch([1, 1], [30, 1], 1, 16, 16, torch.float32)
+    sl[1] = 0  # a padding row of a captured batch
+    q = torch.randn(2, 2, 16)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=4)
+    assert torch.equal(got[1], torch.zeros_like(got[1]))
+    assert torch.isfinite(got).all()
+
+
+def test_decode_splits_depend_on_shapes_only():
+    assert kernels.decode_attention.__module__  # imported
+    from litevllm_triton.kernels.decode_attention import num_decode_splits
+    assert num_decode_splits(64, 8, 4096) == num_decode_splits(64, 8, 4096)
+    assert num_decode_splits(1, 8, 32768) == 64 and num_decode_splits(1, 8, 256) == 1
+    assert num_decode_splits(64, 8, 4096) == 1 and num_decode_splits(8, 8, 8192) == 8
+    assert all(s & (s - 1) == 0 for s in (num_decode_splits(b, 4, 8192) for b in range(1, 300)))
+
+
+def test_attention_input_errors():
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch([3], [3], 2, 32, 16, torch.float32)
+    q = torch.randn(3, 4, 32)
+    with pytest.raises(ValueError, match="int32"):
+        kernels.prefill_attention(q, k_cache, v_cache, bt.long(), qsl, sl, 3, 1.0)
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        kernels.prefill_attention(torch.randn(3, 3, 32), k_cache, v_cache, bt, qsl, sl, 3, 1.0)
+    with pytest.raises(ValueError, match="one query row per sequence"):
+        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        kernels.decode_attention(q[:1].half(), k_cache, v_cache, bt, sl, 1.0)
+
+
+def _meta(qlens, slens, block_tables, qsl, sl, slots):
+    return AttentionMetadata(slot_mapping=slots, query_start_loc=qsl, seq_lens=sl,
+                             block_tables=block_tables, max_query_len=max(qlens),
+                             max_seq_len=max(slens), num_seqs=len(qlens),
+                             is_decode=all(n == 1 for n in qlens), query_lens_cpu=list(qlens),
+                             seq_lens_cpu=list(slens))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("qlens,slens", [(MIXED_QUERY_LENS, MIXED_SEQ_LENS),
+                                         ([1] * 4, [5, 16, 33, 80])])
+def test_backend_matches_torch_backend(dtype, qlens, slens):
+    h, hkv, d, bs = 4, 2, 32, 16
+    spec = _spec(h, hkv, d, 40, 30.0)
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch(qlens, slens, hkv, d, bs, dtype)
+    # slots of this step's tokens: the last query_len positions of each sequence
+    slots = []
+    for b, (ql, s) in enumerate(zip(qlens, slens)):
+        pos = torch.arange(s - ql, s)
+        slots.append(bt[b, pos // bs].long() * bs + pos % bs)
+    slots = torch.cat(slots)
+    slots[0] = -1  # one padding token: its k/v must not land anywhere
+    meta = _meta(qlens, slens, bt, qsl, sl, slots)
+    t = sum(qlens)
+    q = torch.randn(t, h, d, dtype=dtype)
+    k, v = torch.randn(t, hkv, d, dtype=dtype), torch.randn(t, hkv, d, dtype=dtype)
+    cache = torch.stack((k_cache, v_cache))
+    ref_cache = cache.clone()
+
+    triton_backend = TritonAttentionBackend(torch.device("cpu"), dtype, bs)
+    assert triton_backend.kv_cache_shape(10, hkv, d) == (2, 10, bs, hkv, d)
+    got = triton_backend.forward(spec, q, k, v, cache, meta)
+    want = TorchAttentionBackend(torch.device("cpu"), dtype, bs).forward(spec, q, k, v,
+                                                                          ref_cache, meta)
+    assert got.shape == (t, h * d)
+    torch.testing.assert_close(cache, ref_cache, rtol=0, atol=0)
+    torch.testing.assert_close(got, want, **TOL[dtype])

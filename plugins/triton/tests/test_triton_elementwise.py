@@ -1,0 +1,99 @@
+"""rms_norm, rotary_embedding, silu/gelu_tanh_and_mul against the torch references."""
+import pytest
+import torch
+from triton_test_utils import TOL
+
+from litevllm.ops import torch_ops as ref
+from litevllm_triton import kernels, ops
+
+DTYPES = [torch.float32, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 96), (2, 3, 64), (1, 1000)])
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_rms_norm(dtype, shape, with_residual, offset):
+    x = torch.randn(shape, dtype=dtype)
+    w = torch.randn(shape[-1], dtype=dtype)
+    res = torch.randn(shape, dtype=dtype) if with_residual else None
+    x0, res0 = x.clone(), None if res is None else res.clone()
+    got = ops.rms_norm(x, w, 1e-5, res, offset)
+    want = ref.rms_norm(x, w, 1e-5, res, offset)
+    if with_residual:
+        torch.testing.assert_close(got[0], want[0], **TOL[dtype])
+        torch.testing.assert_close(got[1], want[1], **TOL[dtype])
+        torch.testing.assert_close(res, res0, rtol=0, atol=0)  # inputs untouched
+    else:
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
+
+
+def test_rms_norm_strided_rows_and_fp32_weight():
+    x = torch.randn(6, 160, dtype=torch.float16)[:, :80]  # row stride 160
+    w = torch.randn(80)
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-6), ref.rms_norm(x, w, 1e-6),
+                               **TOL[torch.float16])
+
+
+def test_rms_norm_rejects_bad_inputs():
+    x = torch.randn(4, 32)
+    with pytest.raises(ValueError, match="weight"):
+        kernels.rms_norm(x, torch.randn(31), 1e-6)
+    with pytest.raises(ValueError, match="residual"):
+        kernels.rms_norm(x, torch.randn(32), 1e-6, residual=torch.randn(4, 32).half())
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.rms_norm(torch.randn(32, 4).t(), torch.randn(32), 1e-6)
+
+
+def _cos_sin(max_pos, rot):
+    inv = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+    f = torch.outer(torch.arange(max_pos).float(), inv)
+    return torch.cat((f.cos(), f.sin()), -1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_dim,rot", [(32, 32), (64, 32), (16, 8)])
+def test_rotary(dtype, is_neox, head_dim, rot):
+    t, hq, hk = 7, 4, 2
+    qkv = torch.randn(t, (hq + 2 * hk) * head_dim, dtype=dtype)
+    q, k, _ = qkv.split([hq * head_dim, hk * head_dim, hk * head_dim], dim=-1)  # strided views
+    positions = torch.randint(0, 100, (t,))
+    cache = _cos_sin(100, rot)
+    want_q, want_k = ref.rotary_embedding(positions, q, k, head_dim, cache, is_neox)
+    got_q, got_k = ops.rotary_embedding(positions, q, k, head_dim, cache, is_neox)
+    assert got_q.data_ptr() == q.data_ptr()  # in place
+    torch.testing.assert_close(got_q, want_q, **TOL[dtype])
+    torch.testing.assert_close(got_k, want_k, **TOL[dtype])
+
+
+def test_rotary_3d_and_errors():
+    t, h, d = 5, 3, 32
+    q, k = torch.randn(t, h, d), torch.randn(t, 1, d)
+    positions = torch.arange(t)
+    cache = _cos_sin(16, d)
+    want_q, want_k = ref.rotary_embedding(positions, q.flatten(1), k.flatten(1), d, cache)
+    kernels.rotary_embedding(positions, q, k, d, cache)
+    torch.testing.assert_close(q.flatten(1), want_q, **TOL[torch.float32])
+    torch.testing.assert_close(k.flatten(1), want_k, **TOL[torch.float32])
+    with pytest.raises(ValueError, match="positions"):
+        kernels.rotary_embedding(positions.float(), q, k, d, cache)
+    with pytest.raises(ValueError, match="rot_dim"):
+        kernels.rotary_embedding(positions, q, k, d, _cos_sin(16, 2 * d))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["silu_and_mul", "gelu_tanh_and_mul"])
+@pytest.mark.parametrize("shape", [(7, 200), (2, 3, 64), (3, 2 * 1500)])
+def test_act_and_mul(dtype, name, shape):
+    x = torch.randn(shape, dtype=dtype) * 3
+    got = getattr(ops, name)(x)
+    want = getattr(ref, name)(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_act_and_mul_rejects_odd_width():
+    with pytest.raises(ValueError, match="even"):
+        kernels.silu_and_mul(torch.randn(3, 7))

@@ -1,0 +1,151 @@
+"""Triton kernels at real sizes on a CUDA GPU, bf16 and fp16, against the torch references."""
+import pytest
+import torch
+
+from litevllm.attention.backend import AttentionSpec
+from litevllm.attention.torch_backend import paged_attention_ref
+from litevllm.ops import torch_ops as ref
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+DTYPES = [torch.bfloat16, torch.float16]
+REL_TOL = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def assert_rel_close(got, want, dtype):
+    assert torch.isfinite(got).all(), "non-finite output (unwritten or overflowed elements)"
+    err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+    assert err < REL_TOL[dtype], f"relative error {err:.2e} >= {REL_TOL[dtype]:.0e}"
+
+
+def nan_like(x):
+    return torch.full_like(x, float("nan"))
+
+
+def paged_batch(query_lens, seq_lens, hkv, d, block_size, dtype, device="cuda"):
+    """Random caches, shuffled block tables; returns caches, tables, query_start_loc, seq_lens."""
+    need = [-(-s // block_size) for s in seq_lens]
+    num_blocks = sum(need) + 8
+    k_cache = torch.randn(num_blocks, block_size, hkv, d, dtype=dtype, device=device)
+    v_cache = torch.randn_like(k_cache)
+    ids = torch.randperm(num_blocks, device=device).to(torch.int32)
+    bt = torch.zeros(len(seq_lens), max(need), dtype=torch.int32, device=device)
+    pos = 0
+    for b, n in enumerate(need):
+        bt[b, :n] = ids[pos:pos + n]
+        pos += n
+    qsl = torch.zeros(len(query_lens) + 1, dtype=torch.int32, device=device)
+    qsl[1:] = torch.tensor(query_lens, device=device).cumsum(0)
+    sl = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    return k_cache, v_cache, bt, qsl, sl
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_batch64_ctx4096(dtype):
+    from litevllm_triton.kernels import decode_attention
+    b, h, hkv, d, ctx = 64, 32, 8, 128, 4096
+    seq_lens = [ctx - 37 * i for i in range(b)]  # ragged, mostly off the block grid
+    k_cache, v_cache, bt, _, sl = paged_batch([1] * b, seq_lens, hkv, d, 16, dtype)
+    q = torch.randn(b, h, d, dtype=dtype, device="cuda")
+    spec = AttentionSpec(h, hkv, d, d ** -0.5)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * b, seq_lens, spec)
+    got = decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(q))
+    assert_rel_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefill_4096_causal_head128(dtype):
+    from litevllm_triton.kernels import prefill_attention
+    t, h, d = 4096, 32, 128
+    k_cache, v_cache, bt, qsl, sl = paged_batch([t], [t], h, d, 16, dtype)
+    q = torch.randn(t, h, d, dtype=dtype, device="cuda")
+    spec = AttentionSpec(h, h, d, d ** -0.5)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, [t], [t], spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, t, spec.scale, out=nan_like(q))
+    assert_rel_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_head256_softcap_window_mixed_batch(dtype):
+    """Gemma-2-like layer: chunked prefill after a prefix, a fresh prompt and decodes."""
+    from litevllm_triton.kernels import decode_attention, prefill_attention
+    h, hkv, d, window, cap = 16, 8, 256, 1024, 50.0
+    query_lens, seq_lens = [512, 1, 1500, 1, 1], [3000, 2049, 1500, 700, 4096]
+    k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, d, 16, dtype)
+    spec = AttentionSpec(h, hkv, d, 224 ** -0.5, sliding_window=window, logit_softcap=cap)
+    q = torch.randn(sum(query_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
+                            window, cap, out=nan_like(q))
+    assert_rel_close(got, want, dtype)
+    # the same layer in a pure decode step
+    dq = torch.randn(len(seq_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
+    got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, window, cap,
+                           out=nan_like(dq))
+    assert_rel_close(got, want, dtype)
+
+
+def test_decode_cuda_graph_replay():
+    """Capture once, then change seq_lens / block tables in place and replay."""
+    from litevllm_triton.kernels import decode_attention
+    dtype, b, h, hkv, d, max_ctx = torch.bfloat16, 8, 16, 4, 128, 2048
+    k_cache, v_cache, bt, _, sl = paged_batch([1] * b, [max_ctx] * b, hkv, d, 16, dtype)
+    q = torch.randn(b, h, d, dtype=dtype, device="cuda")
+    spec = AttentionSpec(h, hkv, d, d ** -0.5)
+    decode_attention(q, k_cache, v_cache, bt, sl, spec.scale)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = decode_attention(q, k_cache, v_cache, bt, sl, spec.scale)
+    for step in range(3):
+        seq_lens = torch.randint(1, max_ctx + 1, (b,)).tolist()
+        sl.copy_(torch.tensor(seq_lens, dtype=torch.int32))
+        bt.copy_(bt[torch.randperm(b, device="cuda")])
+        q.copy_(torch.randn_like(q))
+        graph.replay()
+        want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * b, seq_lens, spec)
+        assert_rel_close(out, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_ops(dtype):
+    from litevllm_triton import ops
+    t, hidden, inter = 4096, 4096, 14336
+    x = torch.randn(t, hidden, dtype=dtype, device="cuda")
+    res = torch.randn_like(x)
+    w = torch.randn(hidden, dtype=dtype, device="cuda")
+    for got, want in zip(ops.rms_norm(x, w, 1e-6, res, 1.0), ref.rms_norm(x, w, 1e-6, res, 1.0)):
+        assert_rel_close(got, want, dtype)
+    assert_rel_close(ops.rms_norm(x, w, 1e-6), ref.rms_norm(x, w, 1e-6), dtype)
+    g = torch.randn(t, 2 * inter, dtype=dtype, device="cuda")
+    assert_rel_close(ops.silu_and_mul(g), ref.silu_and_mul(g), dtype)
+    assert_rel_close(ops.gelu_tanh_and_mul(g), ref.gelu_tanh_and_mul(g), dtype)
+
+    hq, hk, d = 32, 8, 128
+    qkv = torch.randn(t, (hq + 2 * hk) * d, dtype=dtype, device="cuda")
+    q, k, _ = qkv.split([hq * d, hk * d, hk * d], dim=-1)
+    positions = torch.randint(0, 8192, (t,), device="cuda")
+    inv = 1.0 / (500000 ** (torch.arange(0, d, 2, device="cuda").float() / d))
+    freqs = torch.outer(torch.arange(8192, device="cuda").float(), inv)
+    cache = torch.cat((freqs.cos(), freqs.sin()), -1)
+    for neox in (True, False):
+        want_q, want_k = ref.rotary_embedding(positions, q, k, d, cache, neox)
+        q2, k2, _ = qkv.clone().split([hq * d, hk * d, hk * d], dim=-1)  # strided views
+        got_q, got_k = ops.rotary_embedding(positions, q2, k2, d, cache, neox)
+        assert_rel_close(got_q, want_q, dtype)
+        assert_rel_close(got_k, want_k, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_and_cache(dtype):
+    from litevllm_triton import ops
+    t, hkv, d, bs, nblocks = 4096, 8, 128, 16, 600
+    key = torch.randn(t, hkv, d, dtype=dtype, device="cuda")
+    value = torch.randn_like(key)
+    slots = torch.randperm(nblocks * bs, device="cuda")[:t]
+    slots[::7] = -1
+    cache = torch.randn(2, nblocks, bs, hkv, d, dtype=dtype, device="cuda")
+    want = cache.clone()
+    ref.reshape_and_cache(key, value, want[0], want[1], slots)
+    ops.reshape_and_cache(key, value, cache[0], cache[1], slots)
+    assert torch.equal(cache, want)
