@@ -3,11 +3,13 @@ import pytest
 import torch
 
 from litevllm.ops import torch_ops as ref
+from litevllm_triton.kernels import fused_moe as fm
 from litevllm_triton.kernels.fused_moe import (default_config, fused_moe, fused_moe_with_config,
-                                               get_config, moe_align)
+                                               get_config, moe_align, route_and_align)
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=3e-3, atol=3e-3)}
-SMALL = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)  # several tiles, ragged edges
+TILE = dict(BLOCK_N=16, BLOCK_K=16, GROUP_M=2)
+SMALL = dict(BLOCK_M=16, up=TILE, down=TILE)  # several tiles, ragged edges
 
 
 def make(t, h, inter, e, dtype, dead=()):
@@ -30,12 +32,15 @@ def check(got, hidden, w13, w2, logits, top_k, renormalize, activation="silu"):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("t,e,top_k,dead,renormalize", [
-    (1, 4, 1, (), False),              # decode, one token
-    (5, 8, 2, (1, 6, 7), True),        # experts that receive no tokens
-    (37, 6, 3, (2,), False),           # several BLOCK_M blocks per expert
+@pytest.mark.parametrize("t,e,top_k,dead,renormalize,small", [
+    (1, 4, 1, (), False, True),          # decode, one token
+    (5, 8, 2, (1, 6, 7), True, True),    # experts that receive no tokens
+    (37, 6, 3, (2,), False, True),       # several BLOCK_M blocks per expert
+    (37, 6, 3, (2,), True, False),       # the same through torch routing + alignment
 ])
-def test_matches_reference(dtype, t, e, top_k, dead, renormalize):
+def test_matches_reference(dtype, t, e, top_k, dead, renormalize, small, monkeypatch):
+    if not small:
+        monkeypatch.setattr(fm, "SMALL_ROWS", 0)
     hidden, w13, w2, logits = make(t, 40, 24, e, dtype, dead)  # H, I not multiples of the tiles
     got = fused_moe_with_config(hidden, w13, w2, logits, top_k, renormalize, config=SMALL)
     check(got, hidden, w13, w2, logits, top_k, renormalize)
@@ -74,6 +79,19 @@ def test_align_groups_rows_by_expert():
             assert block.numel() > 0 and (ids.flatten()[block.long()] == e).all()
     # experts 0 (3 rows), 1 (1), 2 (5), 3 (1) and 4 (0 rows) take 2 + 1 + 3 + 1 blocks
     assert block_expert.tolist() == [0, 0, 1, 2, 2, 2, 3, 5, 5, 5]
+
+
+@pytest.mark.parametrize("t,e,top_k,renormalize", [(1, 4, 2, True), (13, 60, 4, False),
+                                                   (32, 128, 8, True)])
+def test_one_program_route_align_equals_torch_path(t, e, top_k, renormalize, monkeypatch):
+    logits = torch.randn(t, e)
+    logits[:, :e // 2] -= 5  # most rows go to the upper half
+    w, rows, block_expert = route_and_align(logits, top_k, renormalize, 16)
+    monkeypatch.setattr(fm, "SMALL_ROWS", 0)
+    w_ref, rows_ref, block_expert_ref = route_and_align(logits, top_k, renormalize, 16)
+    torch.testing.assert_close(w, w_ref)
+    assert rows.tolist() == rows_ref.tolist()
+    assert (block_expert.clamp(max=e) == block_expert_ref).all()  # past the end: any id >= E
 
 
 def test_configs():

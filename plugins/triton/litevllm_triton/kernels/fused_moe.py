@@ -1,6 +1,7 @@
-"""Fused MoE: top-k routing, rows sorted by expert into BLOCK_M-aligned blocks, then two grouped
-GEMMs: gate_up with the gated activation fused, and down with the routing weights applied; the
-top-k partial outputs are summed in torch.
+"""Fused MoE: softmax top-k routing and the (token, slot) rows grouped by expert into
+BLOCK_M-aligned blocks (one Triton program for decode-sized batches, torch ops beyond), then two
+grouped GEMMs: gate_up with the gated activation fused, and down with the routing weights
+applied; the top-k partial outputs are summed in torch.
 
 No host synchronisation (no .item() / .tolist(), no data-dependent shapes): the block list is
 padded to a static worst case and padding blocks exit at once, so the op can be captured in a
@@ -85,12 +86,88 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
 
 
+@triton.jit
+def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert_ptr,
+                        T, E, stride_l, num_blocks, TOP_K: tl.constexpr, RENORM: tl.constexpr,
+                        BLOCK_M: tl.constexpr, T_P: tl.constexpr, E_P: tl.constexpr,
+                        K_P: tl.constexpr, N_P: tl.constexpr, R_P: tl.constexpr,
+                        B_P: tl.constexpr):
+    """Small batches in one program: softmax top-k routing, then ``moe_align``'s layout."""
+    t = tl.arange(0, T_P)
+    ex = tl.arange(0, E_P)
+    e_ok = ex < E
+    x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
+                mask=(t < T)[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
+    x = tl.where(e_ok[None, :], x, float("-inf"))
+    p = tl.exp(x - tl.max(x, axis=1)[:, None])
+    p = p / tl.sum(p, axis=1)[:, None]
+    kk = tl.arange(0, K_P)
+    w = tl.zeros((T_P, K_P), dtype=tl.float32)
+    ids = tl.zeros((T_P, K_P), dtype=tl.int32)
+    for s in tl.static_range(TOP_K):  # k rounds of argmax (lowest index on ties)
+        m = tl.max(p, axis=1)
+        idx = tl.min(tl.where(p == m[:, None], ex[None, :], E_P), axis=1)
+        w = tl.where(kk[None, :] == s, m[:, None], w)
+        ids = tl.where(kk[None, :] == s, idx[:, None], ids)
+        p = tl.where(ex[None, :] == idx[:, None], -1.0, p)
+    if RENORM:
+        w = w / tl.sum(w, axis=1)[:, None]
+    flat = t[:, None] * TOP_K + kk[None, :]
+    ok = (t < T)[:, None] & (kk < TOP_K)[None, :]
+    tl.store(weights_ptr + flat, w, mask=ok)
+    tl.store(ids_ptr + flat, ids, mask=ok)
+    tl.debug_barrier()  # the ids, written by other threads, are read back flat below
+
+    n = T * TOP_K
+    i = tl.arange(0, N_P)
+    e = tl.load(ids_ptr + i, mask=i < n, other=E_P)  # padding matches no expert
+    match = e[None, :] == ex[:, None]  # [E_P, N_P]
+    blocks = (tl.sum(match.to(tl.int32), axis=1) + BLOCK_M - 1) // BLOCK_M
+    block_end = tl.cumsum(blocks, axis=0)
+    start = tl.sum(tl.where(match, ((block_end - blocks) * BLOCK_M)[:, None], 0), axis=0)
+    rank = tl.sum(((e[:, None] == e[None, :]) & (i[None, :] < i[:, None])).to(tl.int32), axis=1)
+    r = tl.arange(0, R_P)
+    tl.store(rows_ptr + r, n, mask=r < num_blocks * BLOCK_M)
+    tl.debug_barrier()
+    tl.store(rows_ptr + start + rank, i, mask=i < n)
+    b = tl.arange(0, B_P)
+    expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
+    tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
+
+
+SMALL_ROWS, SMALL_EXPERTS = 256, 256  # limits of the one-program route + align
+
+
+def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int):
+    """(weights [T, k] float32, rows, block_expert): ``moe_route`` then ``moe_align``; one
+    Triton program for decode-sized batches, torch ops otherwise."""
+    t, e = router_logits.shape
+    n = t * top_k
+    if n > SMALL_ROWS or e > SMALL_EXPERTS:
+        from litevllm.plugin_api import torch_ops  # the reference routing rule
+        weights, ids = torch_ops.moe_route(router_logits, top_k, renormalize)
+        return (weights, *moe_align(ids, e, block_m))
+    dev = router_logits.device
+    num_blocks = min(n, triton.cdiv(n, block_m) + e)
+    weights = torch.empty(t, top_k, dtype=torch.float32, device=dev)
+    ids = torch.empty(t, top_k, dtype=torch.int32, device=dev)
+    rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
+    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
+    p2 = triton.next_power_of_2
+    _route_align_kernel[(1,)](
+        router_logits, weights, ids, rows, block_expert, t, e, router_logits.stride(0),
+        num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, T_P=p2(t),
+        E_P=p2(e), K_P=p2(top_k), N_P=p2(n), R_P=p2(num_blocks * block_m), B_P=p2(num_blocks),
+        num_warps=8)
+    return weights, rows, block_expert
+
+
 def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
     """Group the T*k (token, slot) rows of ``ids [T, k]`` by expert, each expert's rows padded to
     a multiple of ``block_m``; torch ops only, no host sync.
 
     Returns ``rows [B*block_m]`` int32 (flat row ``t*k + slot``; ``T*k`` marks padding) and
-    ``block_expert [B]`` int32 (``num_experts`` for blocks past the end), where B is the static
+    ``block_expert [B]`` int32 (``>= num_experts`` for blocks past the end), where B is the static
     worst case ``min(T*k, cdiv(T*k, block_m) + num_experts)``.
     """
     dev, n = ids.device, ids.numel()
@@ -128,12 +205,17 @@ def _load_configs(path: Path) -> dict[int, dict] | None:
 
 
 def default_config(m: int, dtype: torch.dtype) -> dict:
-    cfg = dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=1, num_warps=4, num_stages=3) \
-        if m <= 32 else dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4,
-                             num_stages=3)
+    """``BLOCK_M`` (shared: it sets the row layout) and a tile config per GEMM; near the tuned
+    H100 choices for Qwen1.5-MoE."""
     if dtype == torch.float32:
-        cfg["BLOCK_K"] = 32
-    return cfg
+        return dict(BLOCK_M=16 if m <= 32 else 64, up=_tile(32, 32, 1, 3), down=_tile(32, 32, 1, 3))
+    if m <= 128:  # decode: many small tiles, deep pipelines (weight bandwidth bound)
+        return dict(BLOCK_M=16, up=_tile(32, 128, 1, 4), down=_tile(64, 128, 1, 4))
+    return dict(BLOCK_M=64, up=_tile(64, 64, 8, 3), down=_tile(128, 64, 8, 3))
+
+
+def _tile(n, k, group_m, stages, warps=4) -> dict:
+    return dict(BLOCK_N=n, BLOCK_K=k, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
 def get_config(m: int, num_experts: int, inter: int, hidden: int, dtype: torch.dtype,
@@ -164,39 +246,36 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
             f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
 
 
+def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gated: bool,
+             act: int = 0, a_div: int = 1) -> None:
+    """One grouped GEMM: gate_up (``gated``: act(gate) * up) or down (scaled by ``weights``)."""
+    num_blocks, n_out = block_expert.shape[0], c.shape[1]
+    _moe_gemm_kernel[(num_blocks * triton.cdiv(n_out, tile["BLOCK_N"]),)](
+        a, w, c, rows, block_expert, weights, c.shape[0], num_blocks, w.shape[0], n_out,
+        a.shape[1], a_div, a.stride(0), w.stride(0), w.stride(1), c.stride(0),
+        GATED=gated, ACT=act, WEIGHTED=not gated, IEEE=a.dtype == torch.float32,
+        BLOCK_M=block_m, **tile)
+
+
 def fused_moe_with_config(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
                           router_logits: torch.Tensor, top_k: int, renormalize: bool,
                           activation: str = "silu", config: dict | None = None) -> torch.Tensor:
     """``fused_moe`` with explicit block sizes (``config``; None: tuned or default)."""
-    from litevllm.plugin_api import torch_ops  # the routing rule is the reference's
-
     _check(hidden, w13, w2, router_logits, top_k, activation)
     t, h = hidden.shape
-    e, inter = w13.shape[0], w2.shape[2]
+    inter = w2.shape[2]
     if t == 0:
         return torch.empty_like(hidden)
-    cfg = dict(config or get_config(t, e, inter, h, hidden.dtype, hidden.device))
-    bm, bn, bk = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N"), cfg.pop("BLOCK_K")
-    group_m = cfg.pop("GROUP_M", 1)
-    weights, ids = torch_ops.moe_route(router_logits, top_k, renormalize)
-    rows, block_expert = moe_align(ids, e, bm)
-    num_blocks, n = block_expert.shape[0], t * top_k
-    ieee = hidden.dtype == torch.float32
-    common = dict(ACT=ACTIVATIONS[activation], IEEE=ieee, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                  GROUP_M=group_m, **cfg)
-    # gate_up + activation: [T*k, I] in sorted-row order of its flat index
-    act = torch.empty(n, inter, dtype=hidden.dtype, device=hidden.device)
-    _moe_gemm_kernel[(num_blocks * triton.cdiv(inter, bn),)](
-        hidden, w13, act, rows, block_expert, weights, n, num_blocks, e, inter, h, top_k,
-        hidden.stride(0), w13.stride(0), w13.stride(1), act.stride(0),
-        GATED=True, WEIGHTED=False, **common)
-    # down, scaled by the routing weight of each (token, slot)
-    out = torch.empty(n, h, dtype=hidden.dtype, device=hidden.device)
-    _moe_gemm_kernel[(num_blocks * triton.cdiv(h, bn),)](
-        act, w2, out, rows, block_expert, weights, n, num_blocks, e, h, inter, 1,
-        act.stride(0), w2.stride(0), w2.stride(1), out.stride(0),
-        GATED=False, WEIGHTED=True, **common)
-    return out.view(t, top_k, h).sum(1, dtype=torch.float32).to(hidden.dtype)
+    cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
+    bm = cfg["BLOCK_M"]
+    weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm)
+    # gate_up + activation into [T*k, I], row t*k + slot; then down, scaled by routing weight
+    act = torch.empty(t * top_k, inter, dtype=hidden.dtype, device=hidden.device)
+    moe_gemm(hidden, w13, act, rows, block_expert, weights, bm, cfg["up"], True,
+             ACTIVATIONS[activation], top_k)
+    out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
+    moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
+    return out.view(t, top_k, h).sum(1)  # accumulates in float32 for 16-bit dtypes
 
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
