@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from litevllm.ops import torch_ops as ref
+from litevllm.plugin_api import torch_ops as ref
 from litevllm_triton.kernels import fused_moe as fm
 from litevllm_triton.kernels.fused_moe import (default_config, fused_moe, fused_moe_with_config,
                                                get_config, moe_align, route_and_align)
