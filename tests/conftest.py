@@ -133,12 +133,6 @@ def hf_model():
     return load
 
 
-def hf_logits(model, token_ids: list[int]) -> torch.Tensor:
-    """[len(token_ids), V] float32 logits of a HF model (teacher forced)."""
-    with torch.no_grad():
-        return model(torch.tensor([token_ids])).logits[0].float()
-
-
 @pytest.fixture(scope="session")
 def llm(llama_dir):
     """A shared engine on the tokenized Llama (small block size so prefixes span blocks)."""

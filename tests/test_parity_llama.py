@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from conftest import hf_logits
 from litevllm import LLM, SamplingParams
 
 PROMPTS = [[5, 17, 99, 3, 250, 42, 7, 8, 9, 10, 11, 120, 130, 140, 150, 160, 170, 180, 190, 200],
@@ -23,6 +22,12 @@ VARIANTS = {
                                                             rope_theta=10000.0, factor=2.0)),
     "mistral-sliding": dict(arch="mistral", sliding_window=8),
 }
+
+
+def hf_logits(model, token_ids: list[int]) -> torch.Tensor:
+    """[len(token_ids), V] float32 logits of a HF model (teacher forced)."""
+    with torch.no_grad():
+        return model(torch.tensor([token_ids])).logits[0].float()
 
 
 def log_softmax_rows(entries, vocab):
