@@ -47,6 +47,65 @@ def bench():
     """Benchmarks: latency of one batch, throughput of a synthetic workload."""
 
 
+def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_iters: int = 5,
+                    num_iters_warmup: int = 2, seed: int = 0, progress: bool = False) -> dict:
+    """Median prefill time and decode step time of one batch of random prompts."""
+    from litevllm import SamplingParams
+    engine = llm.engine
+    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
+    rng = random.Random(seed)
+    prefill, decode = [], []
+    iters = range(num_iters_warmup + num_iters)
+    with click.progressbar(iters, label="iterations", file=click.get_text_stream("stderr")) \
+            if progress else _nullbar(iters) as bar:
+        for it in bar:
+            prompts = _random_prompts(rng, engine.hf_config.vocab_size, [input_len] * batch_size)
+            for i, p in enumerate(prompts):
+                engine.add_request(f"lat-{it}-{i}", p, params)
+            _sync(llm)
+            start = time.perf_counter()
+            first, steps = None, 0
+            while engine.has_unfinished_requests():
+                outs = engine.step()
+                if first is None and not engine.scheduler.waiting and all(
+                        s.num_output_tokens for r in engine.requests.values() for s in r.seqs):
+                    _sync(llm)
+                    first = time.perf_counter()
+                elif first is not None and outs:
+                    steps += 1
+            _sync(llm)
+            end = time.perf_counter()
+            if it >= num_iters_warmup:
+                first = first or end
+                prefill.append(first - start)
+                decode.append((end - first) / max(1, steps))
+    step_ms = statistics.median(decode) * 1e3
+    prefill_ms = statistics.median(prefill) * 1e3
+    return {
+        "device": _device_name(llm), "dtype": str(engine.dtype).replace("torch.", ""),
+        "kernels": engine.config.kernels, "attention": engine.runner.attn.name,
+        "cuda_graphs": bool(engine.runner.graphs),
+        "batch_size": batch_size, "input_len": input_len, "output_len": output_len,
+        "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
+        "decode_tok_per_s": batch_size / (step_ms / 1e3),
+        "end_to_end_tok_per_s": batch_size * output_len / ((prefill_ms + step_ms * (output_len - 1)) / 1e3),
+        "weights_gb_per_s": _weight_bytes(llm) / (step_ms / 1e3) / 1e9,
+        "peak_memory_gib": _peak_memory_gib(llm),
+        "graph_capture_s": engine.runner.capture_seconds,
+    }
+
+
+def _nullbar(it):
+    import contextlib
+    return contextlib.nullcontext(it)
+
+
+def _device_name(llm) -> str:
+    import torch
+    dev = llm.engine.device
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 @bench.command()
 @engine_options
 @click.option("--input-len", type=int, default=128, show_default=True)
@@ -57,53 +116,15 @@ def bench():
 @click.option("--json-out", default=None, help="Also write the results as JSON.")
 def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json_out, **o):
     """Prefill time, decode ms/step, tok/s, GB/s and peak memory for one batch."""
-    from litevllm import SamplingParams
     try:
         t0 = time.perf_counter()
         llm = build_llm(o)
         startup = time.perf_counter() - t0
+        result = measure_latency(llm, batch_size, input_len, output_len, num_iters,
+                                 num_iters_warmup, o["seed"], progress=True)
     except Exception as e:
         fail(e)
-    engine = llm.engine
-    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
-    rng = random.Random(o["seed"])
-    prefill, decode = [], []
-    with click.progressbar(range(num_iters_warmup + num_iters), label="iterations",
-                           file=click.get_text_stream("stderr")) as bar:
-        for it in bar:
-            for i, p in enumerate(_random_prompts(rng, engine.hf_config.vocab_size, [input_len] * batch_size)):
-                engine.add_request(f"lat-{it}-{i}", p, params)
-            _sync(llm)
-            start = time.perf_counter()
-            first = None
-            steps_after_first = 0
-            while engine.has_unfinished_requests():
-                outs = engine.step()
-                if first is None and all(len(s.token_ids) > s.num_prompt_tokens for r in engine.requests.values() for s in r.seqs) \
-                        and not engine.scheduler.waiting:
-                    _sync(llm)
-                    first = time.perf_counter()
-                elif first is not None and outs:
-                    steps_after_first += 1
-            _sync(llm)
-            end = time.perf_counter()
-            if it >= num_iters_warmup:
-                first = first or end
-                prefill.append(first - start)
-                decode.append((end - first) / max(1, steps_after_first))
-    step_ms = statistics.median(decode) * 1e3
-    result = {
-        "model": o["model"], "device": str(engine.device), "dtype": str(engine.dtype).replace("torch.", ""),
-        "kernels": o["kernels"], "cuda_graphs": bool(engine.runner.graphs),
-        "batch_size": batch_size, "input_len": input_len, "output_len": output_len,
-        "prefill_ms": statistics.median(prefill) * 1e3, "decode_ms_per_step": step_ms,
-        "decode_tok_per_s": batch_size / (step_ms / 1e3),
-        "end_to_end_tok_per_s": batch_size * output_len / (statistics.median(prefill) + statistics.median(decode) * (output_len - 1)),
-        "weights_gb_per_s": _weight_bytes(llm) / (step_ms / 1e3) / 1e9,
-        "peak_memory_gib": _peak_memory_gib(llm), "startup_s": startup,
-        "graph_capture_s": engine.runner.capture_seconds,
-    }
-    _emit(result, json_out)
+    _emit({"model": o["model"], **result, "startup_s": startup}, json_out)
 
 
 @bench.command()
@@ -116,13 +137,21 @@ def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json
 @click.option("--json-out", default=None)
 def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
-    from litevllm import SamplingParams
     try:
         llm = build_llm(o)
+        result = measure_throughput(llm, num_prompts, input_len, output_len, min_len, max_len,
+                                    o["seed"], progress=True)
     except Exception as e:
         fail(e)
+    _emit({"model": o["model"], **result}, json_out)
+
+
+def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len: int | None,
+                       min_len: int, max_len: int, seed: int = 0, progress: bool = False) -> dict:
+    """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]."""
+    from litevllm import SamplingParams
     engine = llm.engine
-    rng = random.Random(o["seed"])
+    rng = random.Random(seed)
     in_lens = [input_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
     out_lens = [output_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
@@ -131,19 +160,18 @@ def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, *
     llm.generate(prompts[:2], [SamplingParams(max_tokens=4, ignore_eos=True)] * 2)
     _sync(llm)
     start = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=True)
+    outputs = llm.generate(prompts, params, use_tqdm=progress)
     _sync(llm)
     elapsed = time.perf_counter() - start
-    n_out = sum(len(o_.outputs[0].token_ids) for o_ in outputs)
-    ttft = [o_.metrics.first_token_time - o_.metrics.arrival_time for o_ in outputs]
-    itl = [(o_.metrics.finished_time - o_.metrics.first_token_time) / max(1, len(o_.outputs[0].token_ids) - 1)
-           for o_ in outputs]
-    result = {
-        "model": o["model"], "device": str(engine.device), "num_prompts": num_prompts,
+    n_out = sum(len(r.outputs[0].token_ids) for r in outputs)
+    ttft = [r.metrics.first_token_time - r.metrics.arrival_time for r in outputs]
+    itl = [(r.metrics.finished_time - r.metrics.first_token_time) / max(1, len(r.outputs[0].token_ids) - 1)
+           for r in outputs]
+    return {
+        "device": _device_name(llm), "num_prompts": num_prompts,
         "elapsed_s": elapsed, "requests_per_s": num_prompts / elapsed,
         "output_tok_per_s": n_out / elapsed, "total_tok_per_s": (n_out + sum(in_lens)) / elapsed,
         "ttft_ms_median": statistics.median(ttft) * 1e3, "itl_ms_mean": statistics.mean(itl) * 1e3,
         "prefix_cache_hit_rate": engine.stats()["prefix_cache_hit_rate"],
         "peak_memory_gib": _peak_memory_gib(llm),
     }
-    _emit(result, json_out)
