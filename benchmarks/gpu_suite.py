@@ -19,7 +19,7 @@ from litevllm.bench import measure_latency, measure_throughput
 CONFIGS = Path(__file__).parent / "configs"
 
 SUITE = {
-    "tinyllama": ("tinyllama-1.1b", dict(max_num_seqs=256), [
+    "tinyllama": ("tinyllama-1.1b", dict(max_num_seqs=256, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
         ("latency", dict(batch_size=32, input_len=128, output_len=128)),
         ("latency", dict(batch_size=1, input_len=2048, output_len=2, num_iters=5)),

@@ -4,18 +4,18 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
-pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
-    -e plugins/qwen_moe -e plugins/gemma -e plugins/gguf > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
+    -e plugins/qwen_moe -e plugins/gemma > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout 200 python -m pytest -q -x tests/gpu 2>&1 | tail -15 ;;
-    suite) python benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
-    kernels) python benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
-             python benchmarks/bench_moe.py 2>&1 | tail -12 ;;
+    tests) timeout 200 python3 -m pytest -q -x tests/gpu 2>&1 | tail -15 ;;
+    suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
+    kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
+             python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;
     baselines) C=benchmarks/configs
-      python benchmarks/hf_baseline.py $C/tinyllama-1.1b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_tinyllama.json" 2>&1 | grep baseline
-      python benchmarks/hf_baseline.py $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json" 2>&1 | grep baseline
-      python benchmarks/hf_baseline.py $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 --output-len 16 --json-out "$OUT/hf_qwen_moe.json" 2>&1 | grep baseline ;;
+      python3 benchmarks/hf_baseline.py $C/tinyllama-1.1b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_tinyllama.json" 2>&1 | grep baseline
+      python3 benchmarks/hf_baseline.py $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json" 2>&1 | grep baseline
+      python3 benchmarks/hf_baseline.py $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 --output-len 16 --json-out "$OUT/hf_qwen_moe.json" 2>&1 | grep baseline ;;
   esac
 done

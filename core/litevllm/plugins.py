@@ -170,7 +170,11 @@ class PluginManager:
         entries = sorted((e for e in self.entries["checkpoint_formats"] if self._ok(e.plugin)),
                          key=lambda e: -e.priority)
         for entry in entries:
-            cls = entry.load()
+            try:
+                cls = entry.load()
+            except PluginError as e:  # one broken format must not block the others
+                log.warning("%s", e)
+                continue
             if cls.detect(path):
                 return cls
         names = ", ".join(e.name for e in entries)
