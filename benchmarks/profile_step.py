@@ -11,7 +11,7 @@ from litevllm import LLM, SamplingParams
 
 cfg = Path(__file__).parent / "configs" / (sys.argv[1] if len(sys.argv) > 1 else "tinyllama-1.1b")
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-llm = LLM(str(cfg), load_format="dummy", max_num_seqs=64)
+llm = LLM(str(cfg), load_format="dummy", max_num_seqs=256)
 engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)
 
@@ -25,6 +25,19 @@ def run():
 
 
 run()
+for i in range(batch):
+    engine.add_request(f"p{i}", {"prompt_token_ids": list(range(1, 129))}, params)
+torch.cuda.synchronize()
+prof = cProfile.Profile()
+t = time.perf_counter()
+prof.enable()
+engine.step()
+torch.cuda.synchronize()
+prof.disable()
+print(f"prefill step {((time.perf_counter() - t) * 1e3):.1f} ms")
+pstats.Stats(prof).sort_stats("cumtime").print_stats(18)
+while engine.has_unfinished_requests():
+    engine.step()
 t = time.perf_counter()
 run()
 print(f"end-to-end {((time.perf_counter() - t) * 1e3):.1f} ms for 128 tokens, batch {batch}")
