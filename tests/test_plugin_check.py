@@ -55,7 +55,9 @@ def test_broken_plugin_is_reported(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     failures = [line for line in out.stdout.splitlines() if line.startswith("FAIL ")]
     # one line per failed check, naming the check and why; loading and consistency still pass
-    assert [line.split(": ")[1] for line in failures] == ["greedy", "logits"], out.stdout
+    # kernels=<name> checks fail too where a kernel backend can run (GPU or TRITON_INTERPRET)
+    checks = [line.split(": ")[1] for line in failures]
+    assert [c for c in checks if not c.startswith("kernels=")] == ["greedy", "logits"], out.stdout
     assert failures[0].startswith("FAIL BrokenLlamaForCausalLM: greedy: prompt ")
     assert "HF argmax" in failures[0] and "max |logit - HF|" in failures[1]
     for check in ("installed", "imports", "api_version", "registers", "load", "batched"):

@@ -64,7 +64,7 @@ class LLM:
         bar = _progress(len(ids)) if use_tqdm else None
         try:
             while self.engine.has_unfinished_requests():
-                for out in self.engine.step():
+                for out in self.engine.step(unfinished_outputs=False):
                     if out.finished:
                         done[out.request_id] = out
                         if bar:

@@ -109,7 +109,8 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """Publish the hashes of blocks that became full and computed."""
-        if not self.enable_prefix_caching:
+        if not self.enable_prefix_caching or \
+                seq.num_computed_tokens // self.block_size <= seq.num_committed_blocks:
             return
         hashes = self._hashes(seq, seq.num_computed_tokens)
         start = seq.num_committed_blocks

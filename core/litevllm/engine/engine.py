@@ -244,7 +244,9 @@ class LLMEngine:
         return bool(self.requests)
 
     # the step --------------------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
+    def step(self, unfinished_outputs: bool = True) -> list[RequestOutput]:
+        """Run one scheduled step. Returns outputs of the requests it advanced; with
+        ``unfinished_outputs=False`` only those that finished (cheaper when not streaming)."""
         batch = self.scheduler.schedule()
         if not batch:
             if self.scheduler.waiting and not self.scheduler.running:
@@ -276,10 +278,13 @@ class LLMEngine:
                     rows.append(idx)
                     sample_seqs.append(child)
         if sample_seqs:
-            result = self.sampler(logits[rows], sample_seqs)
+            if rows != list(range(len(rows))):
+                logits = logits[rows]
+            result = self.sampler(logits[:len(rows)], sample_seqs)
             for seq, token, lp in zip(sample_seqs, result.token_ids, result.logprobs):
                 self._append(seq, token, lp, touched)
-        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()]
+        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
+                   if unfinished_outputs or self.requests[rid].finished]
         for out in outputs:
             if out.finished:
                 del self.requests[out.request_id]

@@ -67,7 +67,33 @@ class ModelRunner:
             cache[:, dst] = cache[:, src]
 
     # inputs ----------------------------------------------------------------------------------
+    def _prepare_decode(self, batch: ScheduledBatch) -> StepInputs:
+        """Fast path: one new token per sequence, no prompt logprobs."""
+        bs = self.block_size
+        seqs = batch.seqs
+        n = len(seqs)
+        pos = [s.num_computed_tokens for s in seqs]
+        ids = [s.token_ids[p] for s, p in zip(seqs, pos)]
+        tables = [s.block_table for s in seqs]
+        slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, pos)]
+        seq_lens = [p + 1 for p in pos]
+        width = max(map(len, tables))
+        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+        dev = self.device
+        ints = torch.tensor([ids, pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
+        lens = torch.tensor([list(range(n + 1)), seq_lens + [0]], dtype=torch.int32).to(dev, non_blocking=True)
+        rows = list(range(n))
+        meta = AttentionMetadata(
+            slot_mapping=ints[2], query_start_loc=lens[0], seq_lens=lens[1, :n],
+            block_tables=block_tables.to(dev, non_blocking=True), max_query_len=1,
+            max_seq_len=max(seq_lens), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
+            seq_lens_cpu=seq_lens)
+        return StepInputs(ints[0], ints[1], meta, rows, rows, [-1] * n)
+
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
+        if all(n == 1 and s.num_computed_tokens + 1 == s.num_tokens and s.params.prompt_logprobs is None
+               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+            return self._prepare_decode(batch)
         ids, pos, slots, qsl, seq_lens, tables = [], [], [], [0], [], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         bs = self.block_size
@@ -111,7 +137,7 @@ class ModelRunner:
         """Logits [len(logit_rows), V] float32."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
-            return self._replay(inputs)[inputs.logit_rows]
+            return self._replay(inputs)[:n]
         meta = self.attn.prepare(inputs.meta)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
         rows = torch.tensor(inputs.logit_rows, dtype=torch.int64, device=self.device)

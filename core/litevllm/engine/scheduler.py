@@ -109,6 +109,12 @@ class Scheduler:
                 break
             if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
                 continue
+            if seq.num_computed_tokens + 1 == seq.num_tokens and seq.num_output_tokens \
+                    and seq.num_tokens <= len(seq.block_table) * self.bm.block_size:
+                batch.seqs.append(seq)  # a decode that fits its blocks: nothing to allocate
+                batch.num_new_tokens.append(1)
+                budget -= 1
+                continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             fork = self._fork_blocks(seq, seq.num_computed_tokens + n)
             while not self.bm.can_allocate(seq, n, reserve=reserved + fork):
@@ -123,7 +129,8 @@ class Scheduler:
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
             budget -= n
-        num_seqs = len(self.running) + sum(self.will_fork(s) for s in self.running)
+        num_seqs = len(self.running) + sum(self.will_fork(s) for s in self.running) \
+            if self.waiting else 0
         while self.waiting and budget > 0 and not batch.preempted:
             seq = self.waiting[0]
             if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs:

@@ -29,7 +29,8 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     """Rotate q [T, Hq*D] and k [T, Hk*D] by position.
 
     ``cos_sin_cache`` is [max_pos, rot_dim] float32: cos in the first half, sin in the second.
-    ``rot_dim <= head_dim``; the rest of each head passes through. Returns new (q, k).
+    ``rot_dim <= head_dim``; the rest of each head passes through. Returns (q, k); kernel
+    implementations may rotate in place, so callers must use the returned tensors.
     """
     rot = cos_sin_cache.shape[1]
     cs = cos_sin_cache.index_select(0, positions)

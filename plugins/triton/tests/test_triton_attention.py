@@ -3,8 +3,8 @@ import pytest
 import torch
 from triton_test_utils import TOL, make_paged_batch
 
-from litevllm.attention.backend import AttentionMetadata, AttentionSpec
-from litevllm.attention.torch_backend import TorchAttentionBackend, paged_attention_ref
+from litevllm.plugin_api import AttentionMetadata, AttentionSpec
+from litevllm.plugin_api import TorchAttentionBackend, paged_attention_ref
 from litevllm_triton import kernels
 from litevllm_triton.backend import TritonAttentionBackend
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from triton_test_utils import TOL
 
-from litevllm.ops import torch_ops as ref
+from litevllm.plugin_api import torch_ops as ref
 from litevllm_triton import kernels, ops
 
 DTYPES = [torch.float32, torch.float16]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from litevllm.ops import torch_ops as ref
+from litevllm.plugin_api import torch_ops as ref
 from litevllm_triton import kernels
 
 

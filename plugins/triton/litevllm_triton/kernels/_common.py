@@ -17,29 +17,33 @@ def require(cond: bool, msg: str) -> None:
 def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
                  dtypes: tuple = FLOAT_DTYPES, device: torch.device | None = None,
                  contiguous_last: bool = True) -> None:
-    """Type, rank, dtype and device check; ``contiguous_last`` wants stride 1 on the last dim."""
-    require(isinstance(t, torch.Tensor), f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if ndim is not None:
-        require(t.dim() == ndim, f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
-    require(t.dtype in dtypes, f"{name} has dtype {t.dtype}, expected one of {dtypes}")
-    if device is not None:
-        require(t.device == device, f"{name} is on {t.device}, expected {device}")
-    if contiguous_last and t.dim() > 0 and t.shape[-1] > 1:
-        require(t.stride(-1) == 1, f"{name} must be contiguous in its last dim, "
-                                   f"got strides {t.stride()}")
+    """Type, rank, dtype and device check; ``contiguous_last`` wants stride 1 on the last dim.
+    Messages are only formatted on failure: this runs on every kernel launch."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{name} has dtype {t.dtype}, expected one of {dtypes}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device}")
+    if contiguous_last and t.dim() > 0 and t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous in its last dim, got strides {t.stride()}")
 
 
 def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
     """Caches are [num_blocks, block_size, num_kv_heads, head_dim] with identical layouts."""
     check_tensor("k_cache", k_cache, 4)
     check_tensor("v_cache", v_cache, 4)
-    require(k_cache.shape == v_cache.shape and k_cache.stride() == v_cache.stride(),
-            f"k_cache {tuple(k_cache.shape)}/{k_cache.stride()} and v_cache "
-            f"{tuple(v_cache.shape)}/{v_cache.stride()} must have the same shape and strides")
-    require(k_cache.dtype == v_cache.dtype, "k_cache and v_cache must share a dtype")
-    require(k_cache.device == v_cache.device, "k_cache and v_cache must share a device")
+    if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
+        raise ValueError(f"k_cache {tuple(k_cache.shape)}/{k_cache.stride()} and v_cache "
+                         f"{tuple(v_cache.shape)}/{v_cache.stride()} must have the same shape "
+                         f"and strides")
+    if k_cache.dtype != v_cache.dtype or k_cache.device != v_cache.device:
+        raise ValueError("k_cache and v_cache must share a dtype and a device")
     bs = k_cache.shape[1]
-    require(bs > 0 and bs & (bs - 1) == 0, f"block_size must be a power of 2, got {bs}")
+    if not is_pow2(bs):
+        raise ValueError(f"block_size must be a power of 2, got {bs}")
 
 
 def is_pow2(n: int) -> bool:

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, require, tanh
+from litevllm_triton.kernels._common import check_tensor, tanh
 
 SILU, GELU_TANH = 0, 1
 
@@ -27,8 +27,8 @@ def _act_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, inter,
 
 def _act_and_mul(x: torch.Tensor, act: int) -> torch.Tensor:
     check_tensor("x", x)
-    require(x.dim() >= 1 and x.shape[-1] % 2 == 0,
-            f"x last dim must be even (gate and up halves), got shape {tuple(x.shape)}")
+    if not (x.dim() >= 1 and x.shape[-1] % 2 == 0):
+        raise ValueError(f"x last dim must be even (gate and up halves), got shape {tuple(x.shape)}")
     inter = x.shape[-1] // 2
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     out = torch.empty(*x.shape[:-1], inter, dtype=x.dtype, device=x.device)

@@ -12,8 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_paged_cache, check_tensor, is_pow2, require,
-                                             tanh)
+from litevllm_triton.kernels._common import check_paged_cache, check_tensor, is_pow2, tanh
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -133,26 +132,35 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
     b, h, d = q.shape
     _, page, hkv, dc = k_cache.shape
-    require(q.dtype == k_cache.dtype, f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
-    require(dc == d, f"q head_dim {d} != cache head_dim {dc}")
-    require(is_pow2(d) and d >= 16, f"head_dim must be a power of 2 >= 16, got {d}")
-    require(h % hkv == 0, f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
-    require(seq_lens.shape[0] == b, f"decode needs one query row per sequence: q has {b} rows, "
-                                    f"seq_lens has {seq_lens.shape[0]} entries")
-    require(block_tables.shape[0] >= b,
-            f"block_tables has {block_tables.shape[0]} rows for {b} sequences")
-    require(block_tables.stride(1) == 1 or block_tables.shape[1] <= 1,
-            "block_tables rows must be contiguous")
-    require(sliding_window is None or sliding_window > 0, "sliding_window must be positive")
-    require(logit_softcap is None or logit_softcap > 0, "logit_softcap must be positive")
+    if not (q.dtype == k_cache.dtype):
+        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
+    if not (dc == d):
+        raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
+    if not (is_pow2(d) and d >= 16):
+        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
+    if not (h % hkv == 0):
+        raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
+    if not (seq_lens.shape[0] == b):
+        raise ValueError(f"decode needs one query row per sequence: q has {b} rows, "
+                     f"seq_lens has {seq_lens.shape[0]} entries")
+    if not (block_tables.shape[0] >= b):
+        raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {b} sequences")
+    if not (block_tables.stride(1) == 1 or block_tables.shape[1] <= 1):
+        raise ValueError("block_tables rows must be contiguous")
+    if not (sliding_window is None or sliding_window > 0):
+        raise ValueError("sliding_window must be positive")
+    if not (logit_softcap is None or logit_softcap > 0):
+        raise ValueError("logit_softcap must be positive")
     if num_splits is None:
         num_splits = num_decode_splits(b, hkv, block_tables.shape[1] * page, d)
-    require(is_pow2(num_splits), f"num_splits must be a power of 2, got {num_splits}")
+    if not (is_pow2(num_splits)):
+        raise ValueError(f"num_splits must be a power of 2, got {num_splits}")
     if out is None:
         out = torch.empty((b, h, d), dtype=q.dtype, device=dev)
     else:
         check_tensor("out", out, 3, device=dev)
-        require(out.shape == q.shape, f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
+        if not (out.shape == q.shape):
+            raise ValueError(f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
     if b == 0:
         return out
 

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, require, tanh
+from litevllm_triton.kernels._common import check_tensor, tanh
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1, "gelu_pytorch_tanh": 1}
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
@@ -235,15 +235,16 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
     check_tensor("router_logits", router_logits, 2, device=hidden.device, contiguous_last=False)
     t, h = hidden.shape
     e, two_i, _ = w13.shape
-    require(two_i % 2 == 0 and tuple(w13.shape) == (e, two_i, h),
-            f"w13 must be [E, 2I, H={h}], got {tuple(w13.shape)}")
-    require(tuple(w2.shape) == (e, h, two_i // 2),
-            f"w2 must be [E={e}, H={h}, I={two_i // 2}], got {tuple(w2.shape)}")
-    require(tuple(router_logits.shape) == (t, e),
-            f"router_logits must be [T={t}, E={e}], got {tuple(router_logits.shape)}")
-    require(isinstance(top_k, int) and 0 < top_k <= e, f"top_k must be in [1, {e}], got {top_k!r}")
-    require(activation in ACTIVATIONS,
-            f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if not (two_i % 2 == 0 and tuple(w13.shape) == (e, two_i, h)):
+        raise ValueError(f"w13 must be [E, 2I, H={h}], got {tuple(w13.shape)}")
+    if not (tuple(w2.shape) == (e, h, two_i // 2)):
+        raise ValueError(f"w2 must be [E={e}, H={h}, I={two_i // 2}], got {tuple(w2.shape)}")
+    if not (tuple(router_logits.shape) == (t, e)):
+        raise ValueError(f"router_logits must be [T={t}, E={e}], got {tuple(router_logits.shape)}")
+    if not (isinstance(top_k, int) and 0 < top_k <= e):
+        raise ValueError(f"top_k must be in [1, {e}], got {top_k!r}")
+    if not (activation in ACTIVATIONS):
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
 
 
 def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gated: bool,

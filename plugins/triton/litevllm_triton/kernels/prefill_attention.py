@@ -13,8 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_paged_cache, check_tensor, is_pow2, require,
-                                             tanh)
+from litevllm_triton.kernels._common import check_paged_cache, check_tensor, is_pow2, tanh
 
 
 @triton.jit
@@ -165,23 +164,30 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     t, h, d = q.shape
     _, page, hkv, dc = k_cache.shape
     num_seqs = seq_lens.shape[0]
-    require(q.dtype == k_cache.dtype, f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
-    require(dc == d, f"q head_dim {d} != cache head_dim {dc}")
-    require(is_pow2(d) and d >= 16, f"head_dim must be a power of 2 >= 16, got {d}")
-    require(h % hkv == 0, f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
-    require(query_start_loc.shape[0] == num_seqs + 1,
-            f"query_start_loc has {query_start_loc.shape[0]} entries, expected {num_seqs + 1}")
-    require(block_tables.shape[0] >= num_seqs,
-            f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
-    require(block_tables.stride(1) == 1 or block_tables.shape[1] <= 1,
-            "block_tables rows must be contiguous")
-    require(sliding_window is None or sliding_window > 0, "sliding_window must be positive")
-    require(logit_softcap is None or logit_softcap > 0, "logit_softcap must be positive")
+    if not (q.dtype == k_cache.dtype):
+        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
+    if not (dc == d):
+        raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
+    if not (is_pow2(d) and d >= 16):
+        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
+    if not (h % hkv == 0):
+        raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
+    if not (query_start_loc.shape[0] == num_seqs + 1):
+        raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, expected {num_seqs + 1}")
+    if not (block_tables.shape[0] >= num_seqs):
+        raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
+    if not (block_tables.stride(1) == 1 or block_tables.shape[1] <= 1):
+        raise ValueError("block_tables rows must be contiguous")
+    if not (sliding_window is None or sliding_window > 0):
+        raise ValueError("sliding_window must be positive")
+    if not (logit_softcap is None or logit_softcap > 0):
+        raise ValueError("logit_softcap must be positive")
     if out is None:
         out = torch.empty((t, h, d), dtype=q.dtype, device=dev)
     else:
         check_tensor("out", out, 3, device=dev)
-        require(out.shape == q.shape, f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
+        if not (out.shape == q.shape):
+            raise ValueError(f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
     if t == 0 or num_seqs == 0:
         return out
 

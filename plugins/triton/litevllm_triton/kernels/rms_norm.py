@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, require
+from litevllm_triton.kernels._common import check_tensor
 
 MAX_HIDDEN = 65536
 
@@ -56,16 +56,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     are not modified. Without it returns ``normed``. Math in float32.
     """
     check_tensor("x", x)
-    require(x.dim() >= 1, "x must have at least one dim")
+    if not (x.dim() >= 1):
+        raise ValueError("x must have at least one dim")
     n = x.shape[-1]
     check_tensor("weight", weight, 1, device=x.device)
-    require(weight.shape[0] == n, f"weight has {weight.shape[0]} elements, x rows have {n}")
-    require(0 < n <= MAX_HIDDEN, f"hidden size {n} not in (0, {MAX_HIDDEN}]")
+    if not (weight.shape[0] == n):
+        raise ValueError(f"weight has {weight.shape[0]} elements, x rows have {n}")
+    if not (0 < n <= MAX_HIDDEN):
+        raise ValueError(f"hidden size {n} not in (0, {MAX_HIDDEN}]")
     if residual is not None:
         check_tensor("residual", residual, device=x.device)
-        require(residual.shape == x.shape, f"residual shape {tuple(residual.shape)} != "
-                                           f"x shape {tuple(x.shape)}")
-        require(residual.dtype == x.dtype, f"residual dtype {residual.dtype} != x dtype {x.dtype}")
+        if not (residual.shape == x.shape):
+            raise ValueError(f"residual shape {tuple(residual.shape)} != "
+                         f"x shape {tuple(x.shape)}")
+        if not (residual.dtype == x.dtype):
+            raise ValueError(f"residual dtype {residual.dtype} != x dtype {x.dtype}")
     x2 = _rows("x", x)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     out2 = out.view(-1, n)

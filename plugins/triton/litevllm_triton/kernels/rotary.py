@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor, require
+from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor
 
 
 @triton.jit
@@ -52,14 +52,18 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr,
 def _head_strides(name: str, x: torch.Tensor, num_tokens: int, head_dim: int) -> tuple:
     """(num_heads, token stride, head stride) of x given as [T, H*D] or [T, H, D]."""
     check_tensor(name, x)
-    require(x.shape[0] == num_tokens, f"{name} has {x.shape[0]} tokens, positions has "
-                                      f"{num_tokens}")
+    if not (x.shape[0] == num_tokens):
+        raise ValueError(f"{name} has {x.shape[0]} tokens, positions has "
+                     f"{num_tokens}")
     if x.dim() == 3:
-        require(x.shape[2] == head_dim, f"{name} head dim {x.shape[2]} != head_dim {head_dim}")
+        if not (x.shape[2] == head_dim):
+            raise ValueError(f"{name} head dim {x.shape[2]} != head_dim {head_dim}")
         return x.shape[1], x.stride(0), x.stride(1)
-    require(x.dim() == 2, f"{name} must be [T, H*D] or [T, H, D], got {tuple(x.shape)}")
-    require(x.shape[1] % head_dim == 0, f"{name} width {x.shape[1]} is not a multiple of "
-                                        f"head_dim {head_dim}")
+    if not (x.dim() == 2):
+        raise ValueError(f"{name} must be [T, H*D] or [T, H, D], got {tuple(x.shape)}")
+    if not (x.shape[1] % head_dim == 0):
+        raise ValueError(f"{name} width {x.shape[1]} is not a multiple of "
+                     f"head_dim {head_dim}")
     return x.shape[1] // head_dim, x.stride(0), head_dim
 
 
@@ -73,10 +77,11 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     """
     check_tensor("positions", positions, 1, dtypes=INDEX_DTYPES, device=q.device)
     check_tensor("cos_sin_cache", cos_sin_cache, 2, device=q.device)
-    require(k.device == q.device and k.dtype == q.dtype, "q and k must share device and dtype")
+    if not (k.device == q.device and k.dtype == q.dtype):
+        raise ValueError("q and k must share device and dtype")
     rot = cos_sin_cache.shape[1]
-    require(rot % 2 == 0 and 0 < rot <= head_dim,
-            f"rot_dim {rot} must be even and in (0, head_dim={head_dim}]")
+    if not (rot % 2 == 0 and 0 < rot <= head_dim):
+        raise ValueError(f"rot_dim {rot} must be even and in (0, head_dim={head_dim}]")
     t = positions.shape[0]
     hq, sqt, sqh = _head_strides("q", q, t, head_dim)
     hk, skt, skh = _head_strides("k", k, t, head_dim)
