@@ -1,0 +1,86 @@
+"""The `lite` CLI end to end on tiny checkpoints (CPU)."""
+import json
+
+from click.testing import CliRunner
+
+from litevllm.cli import cli
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+def test_run_streams_a_chat_answer(llama_dir):
+    r = invoke("run", "--model", llama_dir, "--prompt", "hello", "--temperature", 0,
+               "--max-tokens", 8)
+    assert r.exit_code == 0, r.output
+    assert r.output.strip()  # the tiny random model says something
+
+
+def test_run_matches_the_api(llama_dir, llm):
+    from litevllm import SamplingParams
+    r = invoke("run", "--model", llama_dir, "--prompt", "hi there", "--temperature", 0,
+               "--max-tokens", 6, "--no-chat-template")
+    want = llm.generate("hi there", SamplingParams(temperature=0, max_tokens=6))[0].outputs[0].text
+    assert r.exit_code == 0 and r.output == want + "\n"
+
+
+def test_run_interactive_chat(llama_dir):
+    r = invoke("run", "--model", llama_dir, "--temperature", 0, "--max-tokens", 4,
+               input="hello\n/exit\n")
+    assert r.exit_code == 0, r.output
+    assert "Interactive chat" in r.output
+
+
+def test_missing_model_is_one_line_error(tmp_path):
+    r = invoke("run", "--model", tmp_path / "nope", "--prompt", "x")
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert lines == [f"Error: model path '{tmp_path / 'nope'}' does not exist and is not a known "
+                     f"model alias (aliases: {lines[0].split('(aliases: ')[1]}"]
+    assert "Traceback" not in r.output
+
+
+def test_bad_sampling_value_is_one_line_error(llama_dir):
+    r = invoke("run", "--model", llama_dir, "--prompt", "x", "--top-p", 1.5)
+    assert r.exit_code == 1 and "top_p" in r.output and "Traceback" not in r.output
+
+
+def test_bench_latency_dummy_on_cpu(llama_dir, tmp_path):
+    out = tmp_path / "lat.json"
+    r = invoke("bench", "latency", "--model", llama_dir, "--load-format", "dummy",
+               "--input-len", 16, "--output-len", 8, "--batch-size", 2, "--num-iters", 2,
+               "--num-iters-warmup", 1, "--json-out", out)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["batch_size"] == 2 and data["decode_ms_per_step"] > 0 and data["prefill_ms"] > 0
+    for key in ("decode_tok_per_s", "weights_gb_per_s", "peak_memory_gib"):
+        assert key in data and key in r.output
+
+
+def test_bench_throughput_reports_ttft_and_itl(llama_dir, tmp_path):
+    out = tmp_path / "tp.json"
+    r = invoke("bench", "throughput", "--model", llama_dir, "--load-format", "dummy",
+               "--num-prompts", 6, "--min-len", 4, "--max-len", 24, "--json-out", out)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["num_prompts"] == 6 and data["output_tok_per_s"] > 0
+    assert data["ttft_ms_median"] > 0 and data["itl_ms_mean"] > 0
+
+
+def test_options_from_lite_toml(llama_dir, tmp_path, monkeypatch):
+    (tmp_path / "lite.toml").write_text(
+        f'model = "{llama_dir}"\ntemperature = 0.0\n[run]\nmax_tokens = 3\n')
+    monkeypatch.chdir(tmp_path)
+    r = invoke("run", "--prompt", "hello", "--no-chat-template")
+    assert r.exit_code == 0, r.output
+    from litevllm import LLM, SamplingParams
+    want = LLM(str(llama_dir)).generate("hello", SamplingParams(temperature=0, max_tokens=3))
+    assert r.output == want[0].outputs[0].text + "\n"
+
+
+def test_bad_lite_toml(tmp_path, monkeypatch):
+    (tmp_path / "lite.toml").write_text("model = \n")
+    monkeypatch.chdir(tmp_path)
+    r = invoke("plugins")
+    assert r.exit_code == 1 and "lite.toml: invalid TOML" in r.output
