@@ -1,7 +1,9 @@
-"""Transformers baseline on dummy weights: static KV cache + torch.compile, greedy decode.
+"""Transformers baseline on dummy weights: greedy decode with a static KV cache + torch.compile
+(or eager). Reports ms/step the way `lite bench latency` does:
+(time for prefill + N tokens - time for prefill + 1 token) / (N - 1).
 
-Reports ms/step at each batch size the same way `lite bench latency` does:
-(time for input+output tokens - time for prefill + 1 token) / (output_len - 1).
+transformers >= 4.47 compiles the forward itself when the static cache is used
+(``generation_config.compile_config``); we only ask for the static cache and let it do so.
 """
 import argparse
 import json
@@ -11,15 +13,18 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 
-def run(model, batch, input_len, output_len, vocab):
-    ids = torch.randint(0, vocab, (batch, input_len), device="cuda")
+def run(model, batch, input_len, output_len, vocab, device):
+    ids = torch.randint(0, vocab, (batch, input_len), device=device)
     mask = torch.ones_like(ids)
 
     def gen(n):
-        torch.cuda.synchronize()
+        if device == "cuda":
+            torch.cuda.synchronize()
         t = time.perf_counter()
-        model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        torch.cuda.synchronize()
+        model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                       do_sample=False)
+        if device == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t
     gen(output_len)  # compile / warm up
     gen(output_len)
@@ -36,19 +41,27 @@ def main():
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=128)
     p.add_argument("--mode", choices=["static-compile", "eager"], default="static-compile")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json-out")
     a = p.parse_args()
     cfg = AutoConfig.from_pretrained(a.config_dir)
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).eval()
+    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+    with torch.device(a.device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    gc = model.generation_config
+    gc.pad_token_id = gc.pad_token_id if gc.pad_token_id is not None else 0
     if a.mode == "static-compile":
-        model.generation_config.cache_implementation = "static"
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        gc.cache_implementation = "static"
+        if hasattr(gc, "compile_config") and gc.compile_config is not None:
+            gc.compile_config.fullgraph = False  # robustness over the last few µs
+        else:  # older transformers: compile the forward ourselves
+            model.forward = torch.compile(model.forward, mode="reduce-overhead")
     results = []
     for b in map(int, a.batch_sizes.split(",")):
-        r = {"baseline": f"transformers {a.mode}", **run(model, b, a.input_len, a.output_len, cfg.vocab_size)}
-        print(json.dumps(r))
+        r = {"baseline": f"transformers {a.mode}", "device": a.device,
+             **run(model, b, a.input_len, a.output_len, cfg.vocab_size, a.device)}
+        print(json.dumps(r), flush=True)
         results.append(r)
     if a.json_out:
         json.dump(results, open(a.json_out, "w"), indent=2)
