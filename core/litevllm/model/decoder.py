@@ -132,10 +132,23 @@ class LiteModel(nn.Module):
         return hidden
 
 
+def _compose(base: type, name: str, **swaps) -> type:
+    """``base`` with some class attributes replaced (``base`` itself when nothing changes)."""
+    swaps = {k: v for k, v in swaps.items() if v is not None and getattr(base, k) is not v}
+    return type(name, (base,), swaps) if swaps else base
+
+
 class LiteForCausalLM(nn.Module):
-    """Generic causal LM: ``model`` + ``lm_head``. Subclasses swap ``model_cls`` and hooks."""
+    """Generic causal LM: ``model`` + ``lm_head``.
+
+    Subclasses override only what differs. Swapping one part needs no class chain:
+    ``attention_cls``, ``mlp_cls`` and ``layer_cls`` set here are threaded into ``model_cls``.
+    """
 
     model_cls = LiteModel
+    layer_cls: type | None = None
+    attention_cls: type | None = None
+    mlp_cls: type | None = None
     # fused parameter -> the checkpoint modules stacked into it, in shard order
     packed_modules = {"qkv_proj": ["q_proj", "k_proj", "v_proj"],
                       "gate_up_proj": ["gate_proj", "up_proj"]}
@@ -145,7 +158,11 @@ class LiteForCausalLM(nn.Module):
     def __init__(self, config, ctx: ModelContext):
         super().__init__()
         self.config, self.ctx = config, ctx
-        self.model = self.model_cls(config, ctx)
+        cls = type(self)
+        layer = _compose(cls.layer_cls or cls.model_cls.layer_cls, f"{cls.__name__}Layer",
+                         attention_cls=cls.attention_cls, mlp_cls=cls.mlp_cls)
+        model_cls = _compose(cls.model_cls, f"{cls.__name__}Model", layer_cls=layer)
+        self.model = model_cls(config, ctx)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         if self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens

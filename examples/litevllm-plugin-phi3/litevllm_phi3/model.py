@@ -12,8 +12,7 @@ Differences from Llama, from transformers' ``modeling_phi3.py``:
 - Only the default rope is supported. The 128k variants use ``longrope``, whose frequencies
   switch with the sequence length; they are refused with a clear error.
 """
-from litevllm.plugin_api import (LiteAttention, LiteDecoderLayer, LiteForCausalLM, LiteModel,
-                                 RotaryEmbedding, rope_parameters)
+from litevllm.plugin_api import LiteAttention, LiteForCausalLM, RotaryEmbedding, rope_parameters
 
 SUPPORTED_ROPE_TYPES = ("default",)
 
@@ -35,16 +34,8 @@ class Phi3Attention(LiteAttention):
         return getattr(config, "sliding_window", None)
 
 
-class Phi3DecoderLayer(LiteDecoderLayer):
-    attention_cls = Phi3Attention
-
-
-class Phi3Model(LiteModel):
-    layer_cls = Phi3DecoderLayer
-
-
 class Phi3ForCausalLM(LiteForCausalLM):
-    model_cls = Phi3Model
+    attention_cls = Phi3Attention
     # Tiny configs for `lite plugins check` / litevllm.testing: overrides on top of a tiny
     # transformers Phi3Config. The second one exercises partial rotary, the sliding window
     # and tied embeddings.

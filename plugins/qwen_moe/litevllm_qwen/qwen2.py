@@ -1,5 +1,5 @@
 """Qwen2 / Qwen2.5: the generic decoder with a q/k/v bias and Qwen's sliding-window rule."""
-from litevllm.plugin_api import LiteAttention, LiteDecoderLayer, LiteForCausalLM, LiteModel
+from litevllm.plugin_api import LiteAttention, LiteForCausalLM
 
 
 def qwen_sliding_window(config, layer_idx: int) -> int | None:
@@ -26,13 +26,5 @@ class Qwen2Attention(LiteAttention):
         return qwen_sliding_window(config, layer_idx)  # differs: only with use_sliding_window
 
 
-class Qwen2DecoderLayer(LiteDecoderLayer):
-    attention_cls = Qwen2Attention
-
-
-class Qwen2Model(LiteModel):
-    layer_cls = Qwen2DecoderLayer
-
-
 class Qwen2ForCausalLM(LiteForCausalLM):
-    model_cls = Qwen2Model
+    attention_cls = Qwen2Attention

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from litevllm.plugin_api import (FusedMoE, LiteDecoderLayer, LiteForCausalLM, LiteLinear, LiteMLP,
-                                 LiteModel, route_expert_tensor)
+                                 route_expert_tensor)
 
 from litevllm_qwen.qwen2 import Qwen2Attention
 
@@ -54,12 +54,8 @@ class Qwen2MoeDecoderLayer(LiteDecoderLayer):
         return LiteMLP(config, ctx, prefix)
 
 
-class Qwen2MoeModel(LiteModel):
-    layer_cls = Qwen2MoeDecoderLayer
-
-
 class Qwen2MoeForCausalLM(LiteForCausalLM):
-    model_cls = Qwen2MoeModel
+    layer_cls = Qwen2MoeDecoderLayer
 
     def route_checkpoint_tensor(self, module_name, attr):
         # differs: per-expert checkpoint tensors load into slices of the stacked expert weights

@@ -1,5 +1,5 @@
 """Qwen3: the generic decoder with RMSNorm on each q/k head before rope (no q/k/v bias)."""
-from litevllm.plugin_api import LiteAttention, LiteDecoderLayer, LiteForCausalLM, LiteModel, RMSNorm
+from litevllm.plugin_api import LiteAttention, LiteForCausalLM, RMSNorm
 
 from litevllm_qwen.qwen2 import qwen_sliding_window
 
@@ -21,13 +21,5 @@ class Qwen3Attention(LiteAttention):
         return qwen_sliding_window(config, layer_idx)  # differs: only with use_sliding_window
 
 
-class Qwen3DecoderLayer(LiteDecoderLayer):
-    attention_cls = Qwen3Attention
-
-
-class Qwen3Model(LiteModel):
-    layer_cls = Qwen3DecoderLayer
-
-
 class Qwen3ForCausalLM(LiteForCausalLM):
-    model_cls = Qwen3Model
+    attention_cls = Qwen3Attention

@@ -1,7 +1,5 @@
 """Qwen3-MoE: Qwen3 attention (q/k norm), sparse MoE blocks without a shared expert."""
-from litevllm.plugin_api import LiteModel
-
-from litevllm_qwen.qwen2_moe import Qwen2MoeDecoderLayer, Qwen2MoeForCausalLM
+from litevllm_qwen.qwen2_moe import Qwen2MoeForCausalLM
 from litevllm_qwen.qwen3 import Qwen3Attention
 
 
@@ -13,13 +11,5 @@ class Qwen3MoeAttention(Qwen3Attention):
         return getattr(config, "sliding_window", None) or None
 
 
-class Qwen3MoeDecoderLayer(Qwen2MoeDecoderLayer):
-    attention_cls = Qwen3MoeAttention  # the MoE block has no shared expert: config has none
-
-
-class Qwen3MoeModel(LiteModel):
-    layer_cls = Qwen3MoeDecoderLayer
-
-
 class Qwen3MoeForCausalLM(Qwen2MoeForCausalLM):
-    model_cls = Qwen3MoeModel
+    attention_cls = Qwen3MoeAttention  # the MoE block has no shared expert: config has none
