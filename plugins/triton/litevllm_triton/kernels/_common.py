@@ -46,6 +46,40 @@ def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
         raise ValueError(f"block_size must be a power of 2, got {bs}")
 
 
+def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs: int,
+                           sliding_window, logit_softcap, out):
+    """Checks shared by the paged attention wrappers; returns ``out`` (allocated if None)."""
+    check_paged_cache(k_cache, v_cache)
+    dev = k_cache.device
+    check_tensor("q", q, 3, device=dev)
+    check_tensor("block_tables", block_tables, 2, dtypes=(torch.int32,), device=dev)
+    check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
+    _, h, d = q.shape
+    hkv, dc = k_cache.shape[2], k_cache.shape[3]
+    if q.dtype != k_cache.dtype:
+        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
+    if dc != d:
+        raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
+    if not (is_pow2(d) and d >= 16):
+        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
+    if h % hkv:
+        raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
+    if block_tables.shape[0] < num_seqs:
+        raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
+    if block_tables.stride(1) != 1 and block_tables.shape[1] > 1:
+        raise ValueError("block_tables rows must be contiguous")
+    if sliding_window is not None and sliding_window <= 0:
+        raise ValueError("sliding_window must be positive")
+    if logit_softcap is not None and logit_softcap <= 0:
+        raise ValueError("logit_softcap must be positive")
+    if out is None:
+        return torch.empty(q.shape, dtype=q.dtype, device=dev)
+    check_tensor("out", out, 3, device=dev)
+    if out.shape != q.shape:
+        raise ValueError(f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
+    return out
+
+
 def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 

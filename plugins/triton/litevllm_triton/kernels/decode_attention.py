@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_paged_cache, check_tensor, is_pow2, tanh
+from litevllm_triton.kernels._common import check_attention_inputs, is_pow2, tanh
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -125,42 +125,17 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     0 gives a zero output). ``num_splits`` (power of 2) defaults to a choice from static
     shapes. Writes and returns ``out`` [B, H, D]. No host synchronisation.
     """
-    check_paged_cache(k_cache, v_cache)
-    dev = k_cache.device
-    check_tensor("q", q, 3, device=dev)
-    check_tensor("block_tables", block_tables, 2, dtypes=(torch.int32,), device=dev)
-    check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
+    out = check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, seq_lens.shape[0],
+                                 sliding_window, logit_softcap, out)
     b, h, d = q.shape
-    _, page, hkv, dc = k_cache.shape
-    if not (q.dtype == k_cache.dtype):
-        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
-    if not (dc == d):
-        raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
-    if not (is_pow2(d) and d >= 16):
-        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
-    if not (h % hkv == 0):
-        raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
-    if not (seq_lens.shape[0] == b):
+    if seq_lens.shape[0] != b:
         raise ValueError(f"decode needs one query row per sequence: q has {b} rows, "
-                     f"seq_lens has {seq_lens.shape[0]} entries")
-    if not (block_tables.shape[0] >= b):
-        raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {b} sequences")
-    if not (block_tables.stride(1) == 1 or block_tables.shape[1] <= 1):
-        raise ValueError("block_tables rows must be contiguous")
-    if not (sliding_window is None or sliding_window > 0):
-        raise ValueError("sliding_window must be positive")
-    if not (logit_softcap is None or logit_softcap > 0):
-        raise ValueError("logit_softcap must be positive")
+                         f"seq_lens has {seq_lens.shape[0]} entries")
+    dev, page, hkv = k_cache.device, k_cache.shape[1], k_cache.shape[2]
     if num_splits is None:
         num_splits = num_decode_splits(b, hkv, block_tables.shape[1] * page, d)
-    if not (is_pow2(num_splits)):
+    if not is_pow2(num_splits):
         raise ValueError(f"num_splits must be a power of 2, got {num_splits}")
-    if out is None:
-        out = torch.empty((b, h, d), dtype=q.dtype, device=dev)
-    else:
-        check_tensor("out", out, 3, device=dev)
-        if not (out.shape == q.shape):
-            raise ValueError(f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
     if b == 0:
         return out
 

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_paged_cache, check_tensor, is_pow2, tanh
+from litevllm_triton.kernels._common import check_attention_inputs, check_tensor, tanh
 
 
 @triton.jit
@@ -155,39 +155,15 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     (context length including this step's tokens). ``max_query_len`` only sizes the tiles.
     Writes and returns ``out`` [T, H, D] (allocated if None).
     """
-    check_paged_cache(k_cache, v_cache)
-    dev = k_cache.device
-    check_tensor("q", q, 3, device=dev)
-    check_tensor("block_tables", block_tables, 2, dtypes=(torch.int32,), device=dev)
-    check_tensor("query_start_loc", query_start_loc, 1, dtypes=(torch.int32,), device=dev)
-    check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
-    t, h, d = q.shape
-    _, page, hkv, dc = k_cache.shape
     num_seqs = seq_lens.shape[0]
-    if not (q.dtype == k_cache.dtype):
-        raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
-    if not (dc == d):
-        raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
-    if not (is_pow2(d) and d >= 16):
-        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
-    if not (h % hkv == 0):
-        raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
-    if not (query_start_loc.shape[0] == num_seqs + 1):
-        raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, expected {num_seqs + 1}")
-    if not (block_tables.shape[0] >= num_seqs):
-        raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
-    if not (block_tables.stride(1) == 1 or block_tables.shape[1] <= 1):
-        raise ValueError("block_tables rows must be contiguous")
-    if not (sliding_window is None or sliding_window > 0):
-        raise ValueError("sliding_window must be positive")
-    if not (logit_softcap is None or logit_softcap > 0):
-        raise ValueError("logit_softcap must be positive")
-    if out is None:
-        out = torch.empty((t, h, d), dtype=q.dtype, device=dev)
-    else:
-        check_tensor("out", out, 3, device=dev)
-        if not (out.shape == q.shape):
-            raise ValueError(f"out shape {tuple(out.shape)} != q shape {tuple(q.shape)}")
+    out = check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs,
+                                 sliding_window, logit_softcap, out)
+    check_tensor("query_start_loc", query_start_loc, 1, dtypes=(torch.int32,), device=q.device)
+    if query_start_loc.shape[0] != num_seqs + 1:
+        raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, "
+                         f"expected {num_seqs + 1}")
+    t, h, d = q.shape
+    page, hkv = k_cache.shape[1], k_cache.shape[2]
     if t == 0 or num_seqs == 0:
         return out
 
