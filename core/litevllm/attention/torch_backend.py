@@ -37,13 +37,51 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     return out
 
 
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           block_tables: torch.Tensor, seq_lens: list[int], spec: AttentionSpec,
+                           max_tokens_per_chunk: int = 1 << 16) -> torch.Tensor:
+    """One query per sequence, batched: q [B, H, D] -> [B, H, D]. Same maths as
+    :func:`paged_attention_ref`; sequences are padded to the longest and masked, in chunks of
+    at most ``max_tokens_per_chunk`` gathered keys."""
+    bsz, bs = q.shape[0], k_cache.shape[1]
+    hkv, group = spec.num_kv_heads, spec.num_heads // spec.num_kv_heads
+    lens = torch.tensor(seq_lens, device=q.device)
+    out = torch.empty_like(q)
+    longest = max(seq_lens)
+    step = max(1, max_tokens_per_chunk // longest)
+    nblk = -(-longest // bs)
+    kpos = torch.arange(nblk * bs, device=q.device)[None, :]
+    for lo in range(0, bsz, step):
+        hi = min(bsz, lo + step)
+        blocks = block_tables[lo:hi, :nblk].long()                        # [b, nblk]
+        k = k_cache[blocks].flatten(1, 2).float()                         # [b, S, Hkv, D]
+        v = v_cache[blocks].flatten(1, 2).float()
+        qb = q[lo:hi].float().view(hi - lo, hkv, group, -1)              # [b, Hkv, G, D]
+        scores = torch.einsum("bkgd,bskd->bkgs", qb, k) * spec.scale
+        if spec.logit_softcap:
+            scores = spec.logit_softcap * torch.tanh(scores / spec.logit_softcap)
+        qpos = lens[lo:hi, None] - 1
+        mask = kpos <= qpos
+        if spec.sliding_window:
+            mask &= (qpos - kpos) < spec.sliding_window
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        o = torch.einsum("bkgs,bskd->bkgd", torch.softmax(scores, -1), v)
+        out[lo:hi] = o.reshape(hi - lo, spec.num_heads, -1).to(q.dtype)
+    return out
+
+
 class TorchAttentionBackend(AttentionBackend):
-    """Reference backend: gathers each sequence's blocks and runs masked softmax attention."""
+    """Reference backend: gathers each sequence's blocks and runs masked softmax attention
+    (decode batches in one batched pass)."""
 
     name = "torch"
 
     def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata):
         reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
-        out = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
-                                  meta.query_lens_cpu, meta.seq_lens_cpu, spec)
+        if meta.is_decode and meta.num_seqs > 1:
+            out = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
+                                         meta.seq_lens_cpu, spec)
+        else:
+            out = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
+                                      meta.query_lens_cpu, meta.seq_lens_cpu, spec)
         return out.flatten(1)
