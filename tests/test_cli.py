@@ -22,7 +22,7 @@ def test_run_matches_the_api(llama_dir, llm):
     r = invoke("run", "--model", llama_dir, "--prompt", "hi there", "--temperature", 0,
                "--max-tokens", 6, "--no-chat-template")
     want = llm.generate("hi there", SamplingParams(temperature=0, max_tokens=6))[0].outputs[0].text
-    assert r.exit_code == 0 and r.output == want + "\n"
+    assert r.exit_code == 0 and r.stdout == want + "\n"
 
 
 def test_run_interactive_chat(llama_dir):
@@ -76,7 +76,7 @@ def test_options_from_lite_toml(llama_dir, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     from litevllm import LLM, SamplingParams
     want = LLM(str(llama_dir)).generate("hello", SamplingParams(temperature=0, max_tokens=3))
-    assert r.output == want[0].outputs[0].text + "\n"
+    assert r.stdout == want[0].outputs[0].text + "\n"
 
 
 def test_bad_lite_toml(tmp_path, monkeypatch):

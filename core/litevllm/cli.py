@@ -92,8 +92,11 @@ class LiteGroup(click.Group):
 @click.pass_context
 def cli(ctx, config_path, verbose):
     """LitevLLM: fast LLM inference in Python and Triton."""
+    # litevllm's own start-up report (KV-cache blocks, max concurrency, graph capture) is shown;
+    # other libraries only warn; -v shows everything
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("litevllm").setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         defaults = load_toml_defaults(config_path)
     except ValueError as e:
