@@ -67,6 +67,24 @@ class ModelRunner:
             cache[:, dst] = cache[:, src]
 
     # inputs ----------------------------------------------------------------------------------
+    def _block_tables(self, seqs) -> torch.Tensor:
+        """[B, width] int32 on the CPU. Each sequence keeps a tensor row that only receives its
+        newly added blocks, so long tables are not rebuilt from Python lists every step."""
+        rows = []
+        for seq in seqs:
+            cached = seq.runner_state
+            table = seq.block_table
+            if cached is None or cached[1] is not table:  # new, preempted or forked table
+                cached = [torch.zeros(self.max_blocks_per_seq, dtype=torch.int32), table, 0]
+                seq.runner_state = cached
+            row, _, synced = cached
+            if len(table) > synced:
+                row[synced:len(table)] = torch.tensor(table[synced:], dtype=torch.int32)
+                cached[2] = len(table)
+            rows.append(row)
+        width = max(len(s.block_table) for s in seqs)
+        return torch.stack([row[:width] for row in rows])
+
     def _prepare_decode(self, batch: ScheduledBatch) -> StepInputs:
         """Fast path: one new token per sequence, no prompt logprobs."""
         bs = self.block_size
@@ -77,8 +95,7 @@ class ModelRunner:
         tables = [s.block_table for s in seqs]
         slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, pos)]
         seq_lens = [p + 1 for p in pos]
-        width = max(map(len, tables))
-        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+        block_tables = self._block_tables(seqs)
         dev = self.device
         ints = torch.tensor([ids, pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
         lens = torch.tensor([list(range(n + 1)), seq_lens + [0]], dtype=torch.int32).to(dev, non_blocking=True)
@@ -117,8 +134,7 @@ class ModelRunner:
             seq_lens.append(end)
             query_lens.append(n)
             tables.append(table)
-        width = max(len(t) for t in tables)
-        block_tables = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+        block_tables = self._block_tables(batch.seqs)
         dev = self.device
         meta = AttentionMetadata(
             slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),

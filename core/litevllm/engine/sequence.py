@@ -45,6 +45,7 @@ class Sequence:
         self.prompt_logprobs: list[dict | None] = []
         self.metrics = RequestMetrics(num_prompt_tokens=len(prompt_token_ids))
         self.detok = None                     # detokenizer state, owned by the engine
+        self.runner_state = None              # cached input rows, owned by the model runner
 
     @property
     def num_tokens(self) -> int:
