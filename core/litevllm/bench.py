@@ -108,11 +108,11 @@ def _device_name(llm) -> str:
 
 @bench.command()
 @engine_options
-@click.option("--input-len", type=int, default=128, show_default=True)
-@click.option("--output-len", type=int, default=128, show_default=True)
-@click.option("--batch-size", type=int, default=1, show_default=True)
-@click.option("--num-iters", type=int, default=5, show_default=True)
-@click.option("--num-iters-warmup", type=int, default=2, show_default=True)
+@click.option("--input-len", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--output-len", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--num-iters", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--num-iters-warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json-out", default=None, help="Also write the results as JSON.")
 def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json_out, **o):
     """Prefill time, decode ms/step, tok/s, GB/s and peak memory for one batch."""
@@ -129,14 +129,16 @@ def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json
 
 @bench.command()
 @engine_options
-@click.option("--num-prompts", type=int, default=256, show_default=True)
-@click.option("--input-len", type=int, default=None, help="Fixed input length.")
-@click.option("--output-len", type=int, default=None, help="Fixed output length.")
-@click.option("--min-len", type=int, default=100, show_default=True, help="Uniform length range, low end.")
-@click.option("--max-len", type=int, default=1024, show_default=True, help="Uniform length range, high end.")
+@click.option("--num-prompts", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--input-len", type=click.IntRange(min=1), default=None, help="Fixed input length.")
+@click.option("--output-len", type=click.IntRange(min=1), default=None, help="Fixed output length.")
+@click.option("--min-len", type=click.IntRange(min=1), default=100, show_default=True, help="Uniform length range, low end.")
+@click.option("--max-len", type=click.IntRange(min=1), default=1024, show_default=True, help="Uniform length range, high end.")
 @click.option("--json-out", default=None)
 def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
+    if min_len > max_len:
+        raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
     try:
         llm = build_llm(o)
         result = measure_throughput(llm, num_prompts, input_len, output_len, min_len, max_len,
