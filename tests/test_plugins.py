@@ -148,3 +148,12 @@ def test_out_of_tree_plugin_installed_and_runs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["litevllm_demo.model", "4"]
+
+
+def test_broken_checkpoint_format_is_skipped(fake_entrypoints, tmp_path, caplog):
+    """A format plugin whose module cannot import must not block the other formats."""
+    fake_entrypoints("lv_broken_format")
+    pm = PluginManager()
+    (tmp_path / "config.json").write_text("{}")
+    assert pm.checkpoint_format(tmp_path).name == "safetensors"
+    assert "lv_broken_format" in caplog.text
