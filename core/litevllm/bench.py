@@ -25,8 +25,18 @@ def _peak_memory_gib(llm) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _weight_bytes(llm) -> int:
-    return sum(p.numel() * p.element_size() for p in llm.engine.model.parameters())
+def _weight_bytes(llm, batch_size: int = 1) -> int:
+    """Bytes of weights one decode step reads. Experts of MoE layers (modules with
+    ``num_experts`` and ``top_k``) count at the expected fraction a batch touches:
+    1 - (1 - top_k/E)^batch."""
+    model = llm.engine.model
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for m in model.modules():
+        if hasattr(m, "num_experts") and hasattr(m, "top_k"):
+            expert = sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+            touched = 1 - (1 - m.top_k / m.num_experts) ** batch_size
+            total -= expert * (1 - touched)
+    return int(total)
 
 
 def _random_prompts(rng: random.Random, vocab: int, lens: list[int]) -> list[dict]:
@@ -89,7 +99,7 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
         "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
         "decode_tok_per_s": batch_size / (step_ms / 1e3),
         "end_to_end_tok_per_s": batch_size * output_len / ((prefill_ms + step_ms * (output_len - 1)) / 1e3),
-        "weights_gb_per_s": _weight_bytes(llm) / (step_ms / 1e3) / 1e9,
+        "weights_gb_per_s": _weight_bytes(llm, batch_size) / (step_ms / 1e3) / 1e9,
         "peak_memory_gib": _peak_memory_gib(llm),
         "graph_capture_s": engine.runner.capture_seconds,
     }
