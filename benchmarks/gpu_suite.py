@@ -28,9 +28,10 @@ SUITE = {
     "llama3": ("llama-3-8b", dict(max_num_seqs=64, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
     ]),
-    "qwen_moe": ("qwen1.5-moe-a2.7b", dict(max_num_seqs=64, max_model_len=4096), [
+    "qwen_moe": ("qwen1.5-moe-a2.7b", dict(max_num_seqs=256, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
         ("latency", dict(batch_size=16, input_len=128, output_len=128)),
+        ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
     ]),
     "gemma": ("gemma-2b", dict(max_num_seqs=64, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
