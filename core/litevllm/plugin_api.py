@@ -36,7 +36,7 @@ _EXPORTS = {
     "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",
                                    "UnquantizedMoEMethod", "copy_shard"],
     "litevllm.plugins": ["PluginError"],
-    "litevllm.cli": ["engine_options", "build_llm"],  # for register_commands plugins
+    "litevllm.cli": ["engine_options", "build_llm", "fail"],  # for register_commands plugins
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,0 +1,1 @@
+"""``lite serve``: an OpenAI-compatible HTTP server for LitevLLM."""

@@ -1,0 +1,126 @@
+"""Fixtures: a tiny random Llama with a tiny byte-level BPE tokenizer and chat template (the
+approach of the core's tests/conftest.py, copied), served in-process on 127.0.0.1 (ephemeral
+port) in a background thread, plus a reference LLM on the same checkpoint."""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+
+import pytest
+import torch
+
+MODEL_NAME = "tiny-llama"
+LLM_OPTIONS = dict(block_size=8, max_num_seqs=16, seed=0)
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Hello world! How are you today? I am fine, thank you.",
+    "def main():\n    print('hi')\n    return 0\n",
+    "stop STOP stopping. End of story. The end.",
+]
+
+
+def build_tokenizer(path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    return fast
+
+
+def save_model(path, vocab_size: int, seed: int = 0):
+    """A tiny random Llama saved as safetensors (float32)."""
+    import transformers
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        initializer_range=0.3, rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1,
+        eos_token_id=2)
+    torch.manual_seed(seed)
+    transformers.LlamaForCausalLM(cfg).float().save_pretrained(path, safe_serialization=True)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("openai") / "llama"
+    tok = build_tokenizer(path)
+    save_model(path, len(tok))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ref_llm(model_dir):
+    """The offline API on the same checkpoint: what the server must reproduce."""
+    from litevllm import LLM
+    return LLM(str(model_dir), **LLM_OPTIONS)
+
+
+@pytest.fixture(scope="session")
+def server(model_dir):
+    from litevllm import LLM
+    from litevllm_openai.server import OpenAIServer
+    srv = OpenAIServer(LLM(str(model_dir), **LLM_OPTIONS), MODEL_NAME, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.close()
+    thread.join(10)
+
+
+class Client:
+    """http.client against 127.0.0.1 only, every call bounded by a timeout."""
+
+    def __init__(self, port: int, timeout: float = 30.0):
+        self.port, self.timeout = port, timeout
+
+    def _send(self, method, path, body=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers=headers)
+        return conn, conn.getresponse()
+
+    def request(self, method, path, body=None, raw=None):
+        """(status, parsed JSON body)."""
+        conn, resp = self._send(method, path, body, raw)
+        try:
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def post(self, path, body=None, raw=None):
+        return self.request("POST", path, body, raw)
+
+    def stream(self, path, body, max_events: int = 2000):
+        """(status, events): each SSE ``data:`` payload, parsed, and "[DONE]" last."""
+        conn, resp = self._send("POST", path, {**body, "stream": True})
+        events = []
+        try:
+            assert resp.getheader("Content-Type") == "text/event-stream"
+            for _ in range(max_events):
+                line = resp.readline()
+                if not line:
+                    break
+                if line.startswith(b"data: "):
+                    payload = line[6:].strip().decode()
+                    events.append(payload if payload == "[DONE]" else json.loads(payload))
+            return resp.status, events
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def client(server):
+    return Client(server.port)
