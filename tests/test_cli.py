@@ -84,3 +84,14 @@ def test_bad_lite_toml(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = invoke("plugins")
     assert r.exit_code == 1 and "lite.toml: invalid TOML" in r.output
+
+
+def test_lite_toml_nested_tables(llama_dir, tmp_path, monkeypatch):
+    (tmp_path / "lite.toml").write_text(
+        f'model = "{llama_dir}"\nload_format = "dummy"\n'
+        '[bench]\nnum_iters = 1\n[bench.latency]\nbatch_size = 2\ninput_len = 8\noutput_len = 4\n')
+    monkeypatch.chdir(tmp_path)
+    r = invoke("bench", "latency", "--num-iters-warmup", 0, "--json-out", tmp_path / "out.json")
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert (data["batch_size"], data["input_len"], data["output_len"]) == (2, 8, 4)

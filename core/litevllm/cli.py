@@ -101,13 +101,24 @@ def cli(ctx, config_path, verbose):
         defaults = load_toml_defaults(config_path)
     except ValueError as e:
         fail(e)
-    # top-level keys apply to every command; [run] / [bench.latency] tables to one
+    if defaults:
+        ctx.default_map = _default_map(ctx, defaults)
+
+
+def _default_map(ctx, defaults: dict) -> dict:
+    """click's default_map from ``lite.toml``: top-level keys apply to every command (plugin
+    commands too), a ``[name]`` table to one command, ``[bench.latency]`` to a subcommand."""
+    group = ctx.command
     common = {k: v for k, v in defaults.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in defaults.items() if isinstance(v, dict)}
-    ctx.default_map = {name: {**common, **tables.get(name, {})} for name in ("run", "plugins")}
-    bench = tables.get("bench", {})
-    ctx.default_map["bench"] = {sub: {**common, **{k: v for k, v in bench.items() if not isinstance(v, dict)},
-                                      **bench.get(sub, {})} for sub in ("latency", "throughput")}
+    result = {}
+    for name in group.list_commands(ctx):
+        table = defaults.get(name) if isinstance(defaults.get(name), dict) else {}
+        own = {**common, **{k: v for k, v in table.items() if not isinstance(v, dict)}}
+        cmd = group.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            own.update({sub: {**own, **table.get(sub, {})} for sub in cmd.list_commands(ctx)})
+        result[name] = own
+    return result
 
 
 @cli.command()
