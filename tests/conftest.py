@@ -7,39 +7,14 @@ import shutil
 import pytest
 import torch
 
-VOCAB_HINT = 384
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog. " * 3,
-    "Hello world! How are you today? I am fine, thank you.",
-    "Café crème brûlée, naïve résumé, Zürich, São Paulo.",
-    "日本語のテキスト、中文文本, 한국어 텍스트.",
-    "emoji: 🙂🚀🎉 and math: ∑ ∫ ≈ ≠ ∞",
-    "def main():\n    print('hi')\n    return 0\n",
-    "stop STOP stopping. End of story. The end.",
-]
-
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
              rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 
 
 def build_tokenizer(path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_HINT, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>")
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(path)
-    return fast
+    from litevllm.testing import tiny_tokenizer
+    return tiny_tokenizer(path)
 
 
 def save_model(path, arch: str, vocab_size: int, seed: int = 0, **overrides):

@@ -575,3 +575,38 @@ def expected_tensors(model) -> dict:
     """``{(parameter, shard): checkpoint tensor name}`` the loader will require for ``model``."""
     from litevllm.model.loader import expected_tensors as expected
     return expected(model)
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+TOKENIZER_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Hello world! How are you today? I am fine, thank you.",
+    "Café crème brûlée, naïve résumé, Zürich, São Paulo.",
+    "日本語のテキスト、中文文本, 한국어 텍스트.",
+    "emoji: 🙂🚀🎉 and math: ∑ ∫ ≈ ≠ ∞",
+    "def main():\n    print('hi')\n    return 0\n",
+    "stop STOP stopping. End of story. The end.",
+)
+
+
+def tiny_tokenizer(path=None, vocab_size: int = 384, corpus=TOKENIZER_CORPUS,
+                   chat_template: str | None = CHAT_TEMPLATE):
+    """A small byte-level BPE ``PreTrainedTokenizerFast`` (multi-byte text round-trips), with
+    ``<pad>``/``<s>``/``</s>`` and a chat template; saved to ``path`` when given. Pair it with
+    a checkpoint whose ``vocab_size`` is ``len(tokenizer)``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(corpus) * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    fast.chat_template = chat_template
+    if path is not None:
+        fast.save_pretrained(path)
+    return fast

@@ -1,6 +1,6 @@
-"""Fixtures: a tiny random Llama with a tiny byte-level BPE tokenizer and chat template (the
-approach of the core's tests/conftest.py, copied), served in-process on 127.0.0.1 (ephemeral
-port) in a background thread, plus a reference LLM on the same checkpoint."""
+"""Fixtures: a tiny random Llama with the conformance kit's tiny tokenizer and chat template,
+served in-process on 127.0.0.1 (ephemeral port) in a background thread, plus a reference
+LLM on the same checkpoint."""
 from __future__ import annotations
 
 import http.client
@@ -12,31 +12,11 @@ import torch
 
 MODEL_NAME = "tiny-llama"
 LLM_OPTIONS = dict(block_size=8, max_num_seqs=16, seed=0)
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog. " * 3,
-    "Hello world! How are you today? I am fine, thank you.",
-    "def main():\n    print('hi')\n    return 0\n",
-    "stop STOP stopping. End of story. The end.",
-]
 
 
 def build_tokenizer(path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   eos_token="</s>")
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(path)
-    return fast
+    from litevllm.testing import tiny_tokenizer
+    return tiny_tokenizer(path)
 
 
 def save_model(path, vocab_size: int, seed: int = 0):

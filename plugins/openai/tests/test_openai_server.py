@@ -145,7 +145,9 @@ def test_logprobs(client):
                                                    "logprobs": 2})
     lp = body["choices"][0]["logprobs"]
     assert status == 200 and len(lp["tokens"]) == len(lp["token_logprobs"]) == 5
-    assert all(x <= 0 for x in lp["token_logprobs"]) and all(len(t) >= 2 for t in lp["top_logprobs"])
+    # top_logprobs maps token text -> logprob (OpenAI's legacy format): two byte-level tokens
+    # that decode to the same text share one key, so there may be fewer than 2 entries
+    assert all(x <= 0 for x in lp["token_logprobs"]) and all(1 <= len(t) <= 2 for t in lp["top_logprobs"])
     status, body = client.post("/v1/chat/completions", {**GREEDY, "messages": CHAT, "max_tokens": 4,
                                                         "logprobs": True, "top_logprobs": 3})
     content = body["choices"][0]["logprobs"]["content"]
