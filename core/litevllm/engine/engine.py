@@ -77,8 +77,10 @@ class LLMEngine:
         self.dtype = resolve_dtype(config.dtype, getattr(self.hf_config, "dtype", None)
                                    or vars(self.hf_config).get("torch_dtype"), self.device)
         limit = getattr(self.hf_config, "max_position_embeddings", None) or 4096
-        self.max_model_len = min(config.max_model_len or limit, limit) \
-            if not config.max_model_len or config.max_model_len <= limit else config.max_model_len
+        self.max_model_len = config.max_model_len or limit
+        if self.max_model_len > limit:
+            log.warning("max_model_len=%d is beyond the model's max_position_embeddings=%d",
+                        self.max_model_len, limit)
         ops = Ops(config.kernels, self.device.type, manager)
         attn = _pick_attention_backend(manager, config.kernels, self.device)(
             self.device, self.dtype, config.cache.block_size)
