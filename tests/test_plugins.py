@@ -157,3 +157,28 @@ def test_broken_checkpoint_format_is_skipped(fake_entrypoints, tmp_path, caplog)
     (tmp_path / "config.json").write_text("{}")
     assert pm.checkpoint_format(tmp_path).name == "safetensors"
     assert "lv_broken_format" in caplog.text
+
+
+def test_named_kernels_must_serve_the_device(monkeypatch):
+    import importlib
+
+    from litevllm.ops import Ops
+    plugin = pytest.importorskip("litevllm_triton.plugin")
+
+    def manager(interpret: bool):
+        if interpret:
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+        else:
+            monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        importlib.reload(plugin)  # the registration reads the variable at import
+        return PluginManager()
+
+    try:
+        with pytest.raises(PluginError, match="kernels='triton' does not run on cpu"):
+            Ops("triton", "cpu", manager(interpret=False))
+        pm = manager(interpret=True)  # the interpreter runs it, when named
+        assert Ops("triton", "cpu", pm).rms_norm.__module__ == "litevllm_triton.ops"
+        assert Ops("auto", "cpu", pm).rms_norm.__module__ == "litevllm.ops.torch_ops"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(plugin)

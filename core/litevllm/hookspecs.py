@@ -27,7 +27,8 @@ def register_attention_backends(register):
 
     ``register(name, "module:Class", devices=("cuda",), priority=0)``: the class subclasses
     ``litevllm.plugin_api.AttentionBackend``. ``kernels="auto"`` picks the highest-priority
-    backend whose ``devices`` include the model's device type.
+    backend whose ``devices`` include the model's device type. ``explicit_devices=("cpu",)``
+    lists devices it also runs on, but only when chosen by name (e.g. an interpreter).
     """
 
 
@@ -38,7 +39,9 @@ def register_ops(register):
     ``register(op_name, "module:function", provider="name", devices=("cuda",), priority=0)``: the
     function has the same signature as the torch reference in ``litevllm.ops.torch_ops``
     (``rms_norm``, ``rotary_embedding``, ``silu_and_mul``, ``gelu_tanh_and_mul``,
-    ``reshape_and_cache``, ``fused_moe``, ...). ``kernels=provider`` selects it by name.
+    ``reshape_and_cache``, ``fused_moe``, ...). ``kernels=provider`` selects it by name;
+    naming a provider that serves neither ``devices`` nor ``explicit_devices`` of the model's
+    device is an error.
     """
 
 

@@ -25,6 +25,14 @@ class Ops:
         if kernels not in ("auto", "torch") and kernels not in providers:
             raise PluginError(f"unknown kernels '{kernels}' (available: auto, "
                               f"{', '.join(sorted(providers))})")
+        named = [e for e in self.manager.entries["ops"] + self.manager.entries["attention_backends"]
+                 if self.manager._ok(e.plugin) and kernels in (e.name, e.options.get("provider"))]
+        if kernels not in ("auto", "torch") and not any(
+                _serves(e, device_type) or device_type in e.options.get("explicit_devices", ())
+                for e in named):
+            devices = sorted({d for e in named for d in e.options.get("devices", ("*",))})
+            raise PluginError(f"kernels='{kernels}' does not run on {device_type} (it serves: "
+                              f"{', '.join(devices)}); use kernels='auto' or 'torch'")
 
     def _resolve(self, op: str):
         entries = [e for e in self.manager.entries["ops"] if e.name == op and self.manager._ok(e.plugin)]
