@@ -91,7 +91,11 @@ class LiteGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def cli(ctx, config_path, verbose):
-    """LitevLLM: fast LLM inference in Python and Triton."""
+    """LitevLLM: fast LLM inference in Python and Triton.
+
+    Commands added by plugins (e.g. `lite serve` from litevllm-plugin-openai) are not listed
+    here, so that help imports no plugin code: `lite plugins` shows them.
+    """
     # litevllm's own start-up report (KV-cache blocks, max concurrency, graph capture) is shown;
     # other libraries only warn; -v shows everything
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,

@@ -118,8 +118,9 @@ class PluginManager:
             for impl in caller.get_hookimpls():
                 def register(name, target=None, *, priority=0, override=False, _p=impl.plugin_name,
                              _k=kind, **options):
-                    if _k == "commands":  # register("module:attr")
-                        name, target = target or name, name
+                    if _k == "commands":  # register("module:attr"): named after attr
+                        target = target or name
+                        name = target.rpartition(":")[2].rpartition(".")[2]
                     self.entries[_k].append(Entry(_k, name, target, _p, priority, override, options))
                 try:
                     impl.function(register=register)
