@@ -25,6 +25,12 @@ SUITE = {
         ("latency", dict(batch_size=1, input_len=2048, output_len=2, num_iters=5)),
         ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
     ]),
+    "tinyllama_multistep": ("tinyllama-1.1b", dict(max_num_seqs=256, max_model_len=4096,
+                                                   num_scheduler_steps=8), [
+        ("latency", dict(batch_size=1, input_len=128, output_len=128)),
+        ("latency", dict(batch_size=32, input_len=128, output_len=128)),
+        ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
+    ]),
     "llama3": ("llama-3-8b", dict(max_num_seqs=64, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
     ]),
@@ -48,26 +54,34 @@ def main():
     a = p.parse_args()
     with open(a.out, "a") as out:
         for name in a.only.split(","):
-            config, engine_kw, runs = SUITE[name]
-            t0 = time.perf_counter()
-            llm = LLM(str(CONFIGS / config), load_format="dummy", enforce_eager=a.enforce_eager,
-                      **engine_kw)
-            startup = time.perf_counter() - t0
-            info = {"suite": name, "config": config, "startup_s": startup,
-                    "num_blocks": llm.engine.num_blocks,
-                    "graph_capture_s": llm.engine.runner.capture_seconds}
-            print(json.dumps(info), flush=True)
-            out.write(json.dumps(info) + "\n")
-            for kind, kw in runs:
-                fn = measure_latency if kind == "latency" else measure_throughput
-                if kind == "throughput":
-                    kw = dict(input_len=None, output_len=None, **kw)
-                result = {"suite": name, "config": config, "kind": kind, **fn(llm, **kw)}
-                print(json.dumps(result), flush=True)
-                out.write(json.dumps(result) + "\n")
-            del llm
+            try:  # one failing configuration must not cost the others their numbers
+                run_suite(name, a.enforce_eager, out)
+            except Exception as e:  # noqa: BLE001
+                err = {"suite": name, "error": f"{type(e).__name__}: {e}"}
+                print(json.dumps(err), flush=True)
+                out.write(json.dumps(err) + "\n")
             gc.collect()
             torch.cuda.empty_cache()
+
+
+def run_suite(name: str, enforce_eager: bool, out) -> None:
+    config, engine_kw, runs = SUITE[name]
+    t0 = time.perf_counter()
+    llm = LLM(str(CONFIGS / config), load_format="dummy", enforce_eager=enforce_eager, **engine_kw)
+    startup = time.perf_counter() - t0
+    info = {"suite": name, "config": config, "startup_s": startup,
+            "num_blocks": llm.engine.num_blocks,
+            "graph_capture_s": llm.engine.runner.capture_seconds}
+    print(json.dumps(info), flush=True)
+    out.write(json.dumps(info) + "\n")
+    for kind, kw in runs:
+        fn = measure_latency if kind == "latency" else measure_throughput
+        if kind == "throughput":
+            kw = dict(input_len=None, output_len=None, **kw)
+        result = {"suite": name, "config": config, "kind": kind, **fn(llm, **kw)}
+        print(json.dumps(result), flush=True)
+        out.write(json.dumps(result) + "\n")
+        out.flush()
 
 
 if __name__ == "__main__":

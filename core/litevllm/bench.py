@@ -74,21 +74,21 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
                 engine.add_request(f"lat-{it}-{i}", p, params)
             _sync(llm)
             start = time.perf_counter()
-            first, steps = None, 0
+            first = None
             while engine.has_unfinished_requests():
                 engine.step(unfinished_outputs=False)
                 if first is None and not engine.scheduler.waiting and all(
                         s.num_output_tokens for r in engine.requests.values() for s in r.seqs):
                     _sync(llm)
                     first = time.perf_counter()
-                elif first is not None:
-                    steps += 1
             _sync(llm)
             end = time.perf_counter()
             if it >= num_iters_warmup:
                 first = first or end
                 prefill.append(first - start)
-                decode.append((end - first) / max(1, steps))
+                # per decode position (ignore_eos: every sequence makes output_len tokens), so
+                # multi-step runs, which make several tokens per engine step, compare fairly
+                decode.append((end - first) / max(1, output_len - 1))
     step_ms = statistics.median(decode) * 1e3
     prefill_ms = statistics.median(prefill) * 1e3
     return {

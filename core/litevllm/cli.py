@@ -24,6 +24,8 @@ def engine_options(f):
         click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
         click.option("--cpu-kv-cache-gib", type=float, default=2.0, show_default=True),
         click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
+        click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="Decode steps per host sync (plain decodes only)."),
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),
@@ -43,7 +45,8 @@ def build_llm(o: dict):
                max_num_batched_tokens=o["max_num_batched_tokens"],
                gpu_memory_utilization=o["gpu_memory_utilization"],
                cpu_kv_cache_gib=o["cpu_kv_cache_gib"],
-               enable_prefix_caching=not o["no_prefix_caching"])
+               enable_prefix_caching=not o["no_prefix_caching"],
+               num_scheduler_steps=o["num_scheduler_steps"])
 
 
 def fail(e: BaseException):

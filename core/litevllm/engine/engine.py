@@ -255,6 +255,9 @@ class LLMEngine:
                 raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
             return []
         self.runner.copy_blocks(self.block_manager.take_copies())
+        k = self._multi_step_count(batch)
+        if k > 1:
+            return self._decode_steps(batch, k, unfinished_outputs)
         inputs = self.runner.prepare(batch)
         logits = self.runner.execute(inputs)
         touched: dict[str, dict[int, tuple[list[int], str]]] = {}
@@ -285,6 +288,56 @@ class LLMEngine:
             result = self.sampler(logits[:len(rows)], sample_seqs)
             for seq, token, lp in zip(sample_seqs, result.token_ids, result.logprobs):
                 self._append(seq, token, lp, touched)
+        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
+                   if unfinished_outputs or self.requests[rid].finished]
+        for out in outputs:
+            if out.finished:
+                del self.requests[out.request_id]
+        return outputs
+
+    def _multi_step_count(self, batch) -> int:
+        """How many decode steps to run before the next host sync: num_scheduler_steps for a
+        batch of plain decodes (no new arrivals waiting, no penalties, logprobs or pending
+        min_tokens), fewer near max_tokens or when blocks run short; else 1."""
+        k = self.config.scheduler.num_scheduler_steps
+        if k == 1 or self.scheduler.waiting or batch.preempted:
+            return 1
+        bm = self.block_manager
+        need = 0
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            p = seq.params
+            if n != 1 or seq.num_computed_tokens + 1 != seq.num_tokens or p.logprobs is not None \
+                    or p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty \
+                    or seq.num_output_tokens < p.min_tokens or not self.requests[seq.request_id].forked:
+                return 1
+            left = self.max_seq_len - seq.num_tokens
+            if p.max_tokens is not None:
+                left = min(left, p.max_tokens - seq.num_output_tokens)
+            k = max(1, min(k, left))
+            need += max(0, bm.blocks_needed(seq.num_computed_tokens + k) - len(seq.block_table))
+        while k > 1 and need > bm.num_free_blocks:  # shrink until the lookahead fits
+            k -= 1
+            need = sum(max(0, bm.blocks_needed(s.num_computed_tokens + k) - len(s.block_table))
+                       for s in batch.seqs)
+        return k
+
+    def _decode_steps(self, batch, k: int, unfinished_outputs: bool) -> list[RequestOutput]:
+        """Run ``k`` decode steps on the device, then append each sequence's tokens in order,
+        dropping those after it finishes (their cache slots are freed with it)."""
+        seqs = batch.seqs
+        for seq in seqs:
+            self.block_manager.allocate(seq, k)
+        tokens = self.runner.decode_steps(
+            seqs, k, lambda logits, j: self.sampler.pick(logits, seqs, j)).tolist()
+        touched: dict[str, dict[int, list[int]]] = {}
+        for i, seq in enumerate(seqs):
+            for j in range(k):
+                seq.num_computed_tokens += 1
+                self.block_manager.commit(seq)
+                self._append(seq, tokens[j][i], None, touched)
+                if seq.is_finished:
+                    break
+            touched[seq.request_id][seq.index] = [tokens[m][i] for m in range(j + 1)]
         outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
                    if unfinished_outputs or self.requests[rid].finished]
         for out in outputs:

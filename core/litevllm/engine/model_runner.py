@@ -147,6 +147,33 @@ class ModelRunner:
                           torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True),
                           meta, logit_rows, sample_index, prompt_index)
 
+    @torch.inference_mode()
+    def decode_steps(self, seqs, k: int, pick) -> torch.Tensor:
+        """``k`` decode steps back to back, each step's tokens (``pick(logits, j)``, on the
+        device) feeding the next; returns [k, B] token ids, still on the device. Blocks for
+        all ``k`` positions must be allocated."""
+        bs, n, dev = self.block_size, len(seqs), self.device
+        start = [s.num_computed_tokens for s in seqs]
+        pos = [[p + j for p in start] for j in range(k)]
+        slots = [[s.block_table[q // bs] * bs + q % bs for s, q in zip(seqs, row)] for row in pos]
+        lens = [[q + 1 for q in row] for row in pos]
+        ints = torch.tensor([pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
+        seq_lens = torch.tensor(lens, dtype=torch.int32).to(dev, non_blocking=True)
+        qsl = torch.arange(n + 1, dtype=torch.int32).to(dev, non_blocking=True)
+        tables = self._block_tables(seqs).to(dev, non_blocking=True)
+        ids = torch.tensor([s.token_ids[p] for s, p in zip(seqs, start)],
+                           dtype=torch.int64).to(dev, non_blocking=True)
+        rows, out = list(range(n)), []
+        for j in range(k):
+            meta = AttentionMetadata(
+                slot_mapping=ints[1, j], query_start_loc=qsl, seq_lens=seq_lens[j],
+                block_tables=tables, max_query_len=1, max_seq_len=max(lens[j]), num_seqs=n,
+                is_decode=True, query_lens_cpu=[1] * n, seq_lens_cpu=lens[j])
+            logits = self.execute(StepInputs(ids, ints[0, j], meta, rows, rows, [-1] * n))
+            ids = pick(logits[:n], j)
+            out.append(ids)
+        return torch.stack(out)
+
     # execution -------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:

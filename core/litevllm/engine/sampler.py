@@ -104,32 +104,38 @@ class Sampler:
         self.eos_token_ids = eos_token_ids
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
-        dev = logits.device
-        v = logits.shape[-1]
         want_logprobs = [s.params.logprobs for s in seqs]
         raw_logprobs = logits.log_softmax(-1) if any(k is not None for k in want_logprobs) else None
         if any(s.params.repetition_penalty != 1 or s.params.presence_penalty
                or s.params.frequency_penalty for s in seqs):
             logits = apply_penalties(logits, seqs)
         logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
+        sampled = self.pick(logits, seqs)
+        token_ids = sampled.tolist()
+        return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs))
+
+    @staticmethod
+    def pick(logits: torch.Tensor, seqs: list[Sequence], step_offset: int = 0) -> torch.Tensor:
+        """Greedy or seeded random choice per row, on the device (no host sync). Row ``i``'s
+        noise stream position is its output count plus ``step_offset``."""
         sampled = logits.argmax(-1)
-        if not all(s.params.greedy for s in seqs):
-            greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
-            temp = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=dev)
+        if all(s.params.greedy for s in seqs):
+            return sampled
+        dev, v = logits.device, logits.shape[-1]
+        greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
+        temp = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=dev)
+        scaled = logits / temp[:, None]
+        if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0 for s in seqs):
             top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else v for s in seqs], device=dev)
             top_p = torch.tensor([s.params.top_p for s in seqs], device=dev)
             min_p = torch.tensor([s.params.min_p for s in seqs], device=dev)
-            scaled = logits / temp[:, None]
-            if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0 for s in seqs):
-                scaled = filter_logits(scaled, top_k, top_p, min_p)
-            probs = scaled.softmax(-1)
-            seeds = torch.tensor([s.seed for s in seqs], device=dev, dtype=torch.int64)
-            steps = torch.tensor([s.num_output_tokens for s in seqs], device=dev, dtype=torch.int64)
-            noise = -torch.log(uniform_noise(seeds, steps, v))  # Exp(1): argmax p/E samples p
-            random_pick = (probs / noise).argmax(-1)
-            sampled = torch.where(greedy, sampled, random_pick)
-        token_ids = sampled.tolist()
-        return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs))
+            scaled = filter_logits(scaled, top_k, top_p, min_p)
+        probs = scaled.softmax(-1)
+        seeds = torch.tensor([s.seed for s in seqs], device=dev, dtype=torch.int64)
+        steps = torch.tensor([s.num_output_tokens + step_offset for s in seqs], device=dev,
+                             dtype=torch.int64)
+        noise = -torch.log(uniform_noise(seeds, steps, v))  # Exp(1): argmax p/E samples p
+        return torch.where(greedy, sampled, (probs / noise).argmax(-1))
 
     @staticmethod
     def _logprobs(raw, sampled, token_ids, want):

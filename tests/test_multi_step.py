@@ -1,0 +1,55 @@
+"""Multi-step decoding (num_scheduler_steps > 1) gives exactly the single-step results."""
+import pytest
+
+from litevllm import LLM, SamplingParams
+
+PROMPTS = [{"prompt_token_ids": list(range(5, 5 + n))} for n in (3, 17, 40, 9)]
+
+
+@pytest.fixture(scope="module")
+def engines(llama_dir):
+    common = dict(block_size=8, max_num_seqs=8, seed=0)
+    return LLM(str(llama_dir), **common), LLM(str(llama_dir), num_scheduler_steps=4, **common)
+
+
+def run(llm, params):
+    return [(o.outputs[0].token_ids, o.outputs[0].text, o.outputs[0].finish_reason)
+            for o in llm.generate(PROMPTS, params)]
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0, max_tokens=13, ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=30),                      # EOS may stop mid-run
+    SamplingParams(temperature=0.9, top_p=0.9, seed=7, max_tokens=21, ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=25, stop=["e"], ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=10, min_tokens=3, ignore_eos=True),
+], ids=["greedy", "eos", "seeded", "stop-string", "min-tokens"])
+def test_same_outputs_as_single_step(engines, params):
+    single, multi = engines
+    assert run(multi, params) == run(single, params)
+
+
+def test_runs_several_steps_per_sync_and_frees_blocks(engines):
+    _, multi = engines
+    engine = multi.engine
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    for i, p in enumerate(PROMPTS):
+        engine.add_request(f"m{i}", p, params)
+    steps = 0
+    while engine.has_unfinished_requests():
+        engine.step()
+        steps += 1
+    assert steps <= 1 + 12 // 4 + 2  # prefill, then 4 tokens per step
+    assert engine.block_manager.num_free_blocks == engine.num_blocks
+    assert all(c == 0 for c in engine.block_manager.ref_count)
+
+
+def test_streaming_deltas_cover_every_token(engines):
+    _, multi = engines
+    params = SamplingParams(temperature=0, max_tokens=11, ignore_eos=True)
+    pieces, final = {}, {}
+    for out in multi.generate(PROMPTS[:2], params, stream=True):
+        pieces.setdefault(out.request_id, []).extend(out.outputs[0].delta_token_ids)
+        if out.finished:
+            final[out.request_id] = out.outputs[0].token_ids
+    assert pieces == final and all(len(v) == 11 for v in final.values())
