@@ -298,7 +298,7 @@ class LLMEngine:
     def _multi_step_count(self, batch) -> int:
         """How many decode steps to run before the next host sync: num_scheduler_steps for a
         batch of plain decodes (no new arrivals waiting, no penalties, logprobs or pending
-        min_tokens), fewer near max_tokens or when blocks run short; else 1."""
+        min_tokens), fewer near the length limit or when blocks run short; else 1."""
         k = self.config.scheduler.num_scheduler_steps
         if k == 1 or self.scheduler.waiting or batch.preempted:
             return 1
@@ -310,10 +310,9 @@ class LLMEngine:
                     or p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty \
                     or seq.num_output_tokens < p.min_tokens or not self.requests[seq.request_id].forked:
                 return 1
-            left = self.max_seq_len - seq.num_tokens
-            if p.max_tokens is not None:
-                left = min(left, p.max_tokens - seq.num_output_tokens)
-            k = max(1, min(k, left))
+            # a sequence may finish (max_tokens, EOS, stop) part-way: its later tokens are
+            # dropped; only the cache's hard length limit caps the lookahead
+            k = max(1, min(k, self.max_seq_len - seq.num_tokens))
             need += max(0, bm.blocks_needed(seq.num_computed_tokens + k) - len(seq.block_table))
         while k > 1 and need > bm.num_free_blocks:  # shrink until the lookahead fits
             k -= 1
