@@ -9,7 +9,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout 300 python3 -m pytest -q -x tests/gpu 2>&1 | tail -15 ;;
+    tests) timeout 300 python3 -m pytest -q tests/gpu 2>&1 | tail -15 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
              python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;
