@@ -288,6 +288,10 @@ class LLMEngine:
             result = self.sampler(logits[:len(rows)], sample_seqs)
             for seq, token, lp in zip(sample_seqs, result.token_ids, result.logprobs):
                 self._append(seq, token, lp, touched)
+        return self._outputs(touched, unfinished_outputs)
+
+    def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
+        """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
                    if unfinished_outputs or self.requests[rid].finished]
         for out in outputs:
@@ -337,12 +341,7 @@ class LLMEngine:
                 if seq.is_finished:
                     break
             touched[seq.request_id][seq.index] = [tokens[m][i] for m in range(j + 1)]
-        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
-                   if unfinished_outputs or self.requests[rid].finished]
-        for out in outputs:
-            if out.finished:
-                del self.requests[out.request_id]
-        return outputs
+        return self._outputs(touched, unfinished_outputs)
 
     def _prompt_logprobs(self, request, seq, start, n, logits):
         """Logprobs of the prompt tokens this chunk predicts (first sample only). Row ``i`` of
