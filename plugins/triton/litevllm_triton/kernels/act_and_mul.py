@@ -28,7 +28,8 @@ def _act_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, inter,
 def _act_and_mul(x: torch.Tensor, act: int) -> torch.Tensor:
     check_tensor("x", x)
     if not (x.dim() >= 1 and x.shape[-1] % 2 == 0):
-        raise ValueError(f"x last dim must be even (gate and up halves), got shape {tuple(x.shape)}")
+        raise ValueError(f"x last dim must be even (gate and up halves), "
+                         f"got shape {tuple(x.shape)}")
     inter = x.shape[-1] // 2
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     out = torch.empty(*x.shape[:-1], inter, dtype=x.dtype, device=x.device)

@@ -177,7 +177,8 @@ def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
         0, flat, torch.ones_like(flat))
     blocks = (counts + block_m - 1) // block_m
     block_end = torch.cumsum(blocks, 0)
-    shift = (block_end - blocks) * block_m - (torch.cumsum(counts, 0) - counts)  # padded - packed start
+    # padded start - packed start of each expert's rows
+    shift = (block_end - blocks) * block_m - (torch.cumsum(counts, 0) - counts)
     dest = shift[sorted_e] + torch.arange(n, device=dev)
     num_blocks = min(n, triton.cdiv(n, block_m) + num_experts)
     rows = torch.full((num_blocks * block_m,), n, dtype=torch.int32, device=dev)
@@ -243,7 +244,7 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
         raise ValueError(f"router_logits must be [T={t}, E={e}], got {tuple(router_logits.shape)}")
     if not (isinstance(top_k, int) and 0 < top_k <= e):
         raise ValueError(f"top_k must be in [1, {e}], got {top_k!r}")
-    if not (activation in ACTIVATIONS):
+    if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
 
 

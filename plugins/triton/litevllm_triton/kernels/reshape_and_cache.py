@@ -41,12 +41,12 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
     check_tensor("slot_mapping", slot_mapping, 1, dtypes=(torch.int32, torch.int64),
                  device=k_cache.device)
     t, hkv, d = key.shape
-    if not (value.shape == key.shape):
+    if value.shape != key.shape:
         raise ValueError(f"value shape {tuple(value.shape)} != key shape "
                      f"{tuple(key.shape)}")
     if not (tuple(k_cache.shape[2:]) == (hkv, d)):
         raise ValueError(f"cache heads/dim {tuple(k_cache.shape[2:])} != key heads/dim {(hkv, d)}")
-    if not (slot_mapping.shape[0] == t):
+    if slot_mapping.shape[0] != t:
         raise ValueError(f"slot_mapping has {slot_mapping.shape[0]} entries, "
                      f"key has {t} tokens")
     if t == 0:

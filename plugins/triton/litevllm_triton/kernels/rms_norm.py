@@ -60,16 +60,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         raise ValueError("x must have at least one dim")
     n = x.shape[-1]
     check_tensor("weight", weight, 1, device=x.device)
-    if not (weight.shape[0] == n):
+    if weight.shape[0] != n:
         raise ValueError(f"weight has {weight.shape[0]} elements, x rows have {n}")
     if not (0 < n <= MAX_HIDDEN):
         raise ValueError(f"hidden size {n} not in (0, {MAX_HIDDEN}]")
     if residual is not None:
         check_tensor("residual", residual, device=x.device)
-        if not (residual.shape == x.shape):
+        if residual.shape != x.shape:
             raise ValueError(f"residual shape {tuple(residual.shape)} != "
                          f"x shape {tuple(x.shape)}")
-        if not (residual.dtype == x.dtype):
+        if residual.dtype != x.dtype:
             raise ValueError(f"residual dtype {residual.dtype} != x dtype {x.dtype}")
     x2 = _rows("x", x)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)

@@ -52,16 +52,16 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr,
 def _head_strides(name: str, x: torch.Tensor, num_tokens: int, head_dim: int) -> tuple:
     """(num_heads, token stride, head stride) of x given as [T, H*D] or [T, H, D]."""
     check_tensor(name, x)
-    if not (x.shape[0] == num_tokens):
+    if x.shape[0] != num_tokens:
         raise ValueError(f"{name} has {x.shape[0]} tokens, positions has "
                      f"{num_tokens}")
     if x.dim() == 3:
-        if not (x.shape[2] == head_dim):
+        if x.shape[2] != head_dim:
             raise ValueError(f"{name} head dim {x.shape[2]} != head_dim {head_dim}")
         return x.shape[1], x.stride(0), x.stride(1)
     if not (x.dim() == 2):
         raise ValueError(f"{name} must be [T, H*D] or [T, H, D], got {tuple(x.shape)}")
-    if not (x.shape[1] % head_dim == 0):
+    if x.shape[1] % head_dim != 0:
         raise ValueError(f"{name} width {x.shape[1]} is not a multiple of "
                      f"head_dim {head_dim}")
     return x.shape[1] // head_dim, x.stride(0), head_dim
