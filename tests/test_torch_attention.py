@@ -25,6 +25,6 @@ def test_batched_decode_matches_reference(window, softcap, chunk):
     spec = AttentionSpec(h, hkv, d, scale=0.3, sliding_window=window, logit_softcap=softcap)
     q = torch.randn(len(seq_lens), h, d, generator=g)
     ref = paged_attention_ref(q, k_cache, v_cache, tables, [1] * len(seq_lens), seq_lens, spec)
-    got = paged_decode_attention(q, k_cache, v_cache, tables, seq_lens, spec,
-                                 max_tokens_per_chunk=chunk)
+    got = paged_decode_attention(q, k_cache, v_cache, tables, torch.tensor(seq_lens),
+                                 max(seq_lens), spec, max_tokens_per_chunk=chunk)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)

@@ -38,16 +38,14 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables: torch.Tensor, seq_lens: list[int], spec: AttentionSpec,
-                           max_tokens_per_chunk: int = 1 << 16) -> torch.Tensor:
-    """One query per sequence, batched: q [B, H, D] -> [B, H, D]. Same maths as
-    :func:`paged_attention_ref`; sequences are padded to the longest and masked, in chunks of
-    at most ``max_tokens_per_chunk`` gathered keys."""
+                           block_tables: torch.Tensor, seq_lens: torch.Tensor, longest: int,
+                           spec: AttentionSpec, max_tokens_per_chunk: int = 1 << 16) -> torch.Tensor:
+    """One query per sequence, batched: q [B, H, D] -> [B, H, D]; ``seq_lens`` [B] on q's device,
+    ``longest`` their maximum. Same maths as :func:`paged_attention_ref`; sequences are padded
+    to the longest and masked, in chunks of at most ``max_tokens_per_chunk`` gathered keys."""
     bsz, bs = q.shape[0], k_cache.shape[1]
     hkv, group = spec.num_kv_heads, spec.num_heads // spec.num_kv_heads
-    lens = torch.tensor(seq_lens, device=q.device)
     out = torch.empty_like(q)
-    longest = max(seq_lens)
     step = max(1, max_tokens_per_chunk // longest)
     nblk = -(-longest // bs)
     kpos = torch.arange(nblk * bs, device=q.device)[None, :]
@@ -60,7 +58,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         scores = torch.einsum("bkgd,bskd->bkgs", qb, k) * spec.scale
         if spec.logit_softcap:
             scores = spec.logit_softcap * torch.tanh(scores / spec.logit_softcap)
-        qpos = lens[lo:hi, None] - 1
+        qpos = seq_lens[lo:hi, None].long() - 1
         mask = kpos <= qpos
         if spec.sliding_window:
             mask &= (qpos - kpos) < spec.sliding_window
@@ -80,7 +78,7 @@ class TorchAttentionBackend(AttentionBackend):
         reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
         if meta.is_decode and meta.num_seqs > 1:
             out = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
-                                         meta.seq_lens_cpu, spec)
+                                         meta.seq_lens, meta.max_seq_len, spec)
         else:
             out = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
                                       meta.query_lens_cpu, meta.seq_lens_cpu, spec)

@@ -85,32 +85,30 @@ class ModelRunner:
         width = max(len(s.block_table) for s in seqs)
         return torch.stack([row[:width] for row in rows])
 
-    def _prepare_decode(self, batch: ScheduledBatch) -> StepInputs:
-        """Fast path: one new token per sequence, no prompt logprobs."""
-        bs = self.block_size
-        seqs = batch.seqs
-        n = len(seqs)
-        pos = [s.num_computed_tokens for s in seqs]
-        ids = [s.token_ids[p] for s, p in zip(seqs, pos)]
-        tables = [s.block_table for s in seqs]
-        slots = [t[p // bs] * bs + p % bs for t, p in zip(tables, pos)]
-        seq_lens = [p + 1 for p in pos]
-        block_tables = self._block_tables(seqs)
-        dev = self.device
+    def _decode_inputs(self, seqs, k: int = 1) -> list[StepInputs]:
+        """Inputs of ``k`` decode steps (positions p .. p+k-1 of each sequence) with one copy to
+        the device per dtype. Input ids after the first step come from the device at run time."""
+        bs, n, dev = self.block_size, len(seqs), self.device
+        start = [s.num_computed_tokens for s in seqs]
+        pos = [[p + j for p in start] for j in range(k)]
+        slots = [[s.block_table[q // bs] * bs + q % bs for s, q in zip(seqs, row)] for row in pos]
+        lens = [[q + 1 for q in row] for row in pos]
+        ids = [[s.token_ids[p] for s, p in zip(seqs, start)]] + [[0] * n] * (k - 1)
         ints = torch.tensor([ids, pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
-        lens = torch.tensor([list(range(n + 1)), seq_lens + [0]], dtype=torch.int32).to(dev, non_blocking=True)
+        int32 = torch.tensor([list(range(n + 1))] + [row + [0] for row in lens],
+                             dtype=torch.int32).to(dev, non_blocking=True)
+        tables = self._block_tables(seqs).to(dev, non_blocking=True)
         rows = list(range(n))
-        meta = AttentionMetadata(
-            slot_mapping=ints[2], query_start_loc=lens[0], seq_lens=lens[1, :n],
-            block_tables=block_tables.to(dev, non_blocking=True), max_query_len=1,
-            max_seq_len=max(seq_lens), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
-            seq_lens_cpu=seq_lens)
-        return StepInputs(ints[0], ints[1], meta, rows, rows, [-1] * n)
+        return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
+            slot_mapping=ints[2, j], query_start_loc=int32[0], seq_lens=int32[j + 1, :n],
+            block_tables=tables, max_query_len=1, max_seq_len=max(lens[j]), num_seqs=n,
+            is_decode=True, query_lens_cpu=[1] * n, seq_lens_cpu=lens[j]),
+            rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
         if all(n == 1 and s.num_computed_tokens + 1 == s.num_tokens and s.params.prompt_logprobs is None
                for s, n in zip(batch.seqs, batch.num_new_tokens)):
-            return self._prepare_decode(batch)
+            return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens, tables = [], [], [], [0], [], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         bs = self.block_size
@@ -152,25 +150,11 @@ class ModelRunner:
         """``k`` decode steps back to back, each step's tokens (``pick(logits, j)``, on the
         device) feeding the next; returns [k, B] token ids, still on the device. Blocks for
         all ``k`` positions must be allocated."""
-        bs, n, dev = self.block_size, len(seqs), self.device
-        start = [s.num_computed_tokens for s in seqs]
-        pos = [[p + j for p in start] for j in range(k)]
-        slots = [[s.block_table[q // bs] * bs + q % bs for s, q in zip(seqs, row)] for row in pos]
-        lens = [[q + 1 for q in row] for row in pos]
-        ints = torch.tensor([pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
-        seq_lens = torch.tensor(lens, dtype=torch.int32).to(dev, non_blocking=True)
-        qsl = torch.arange(n + 1, dtype=torch.int32).to(dev, non_blocking=True)
-        tables = self._block_tables(seqs).to(dev, non_blocking=True)
-        ids = torch.tensor([s.token_ids[p] for s, p in zip(seqs, start)],
-                           dtype=torch.int64).to(dev, non_blocking=True)
-        rows, out = list(range(n)), []
-        for j in range(k):
-            meta = AttentionMetadata(
-                slot_mapping=ints[1, j], query_start_loc=qsl, seq_lens=seq_lens[j],
-                block_tables=tables, max_query_len=1, max_seq_len=max(lens[j]), num_seqs=n,
-                is_decode=True, query_lens_cpu=[1] * n, seq_lens_cpu=lens[j])
-            logits = self.execute(StepInputs(ids, ints[0, j], meta, rows, rows, [-1] * n))
-            ids = pick(logits[:n], j)
+        ids, out = None, []
+        for j, inputs in enumerate(self._decode_inputs(seqs, k)):
+            if ids is not None:
+                inputs.input_ids = ids  # the previous step's tokens, never copied to the host
+            ids = pick(self.execute(inputs)[:len(seqs)], j)
             out.append(ids)
         return torch.stack(out)
 
