@@ -95,3 +95,40 @@ def test_lite_toml_nested_tables(llama_dir, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "out.json").read_text())
     assert (data["batch_size"], data["input_len"], data["output_len"]) == (2, 8, 4)
+
+
+def test_bench_rejects_bad_numbers_in_one_line(llama_dir):
+    r = CliRunner().invoke(cli, ["bench", "latency", "--model", str(llama_dir), "--batch-size", "0"])
+    assert r.exit_code == 2 and "'--batch-size': 0 is not in the range x>=1" in r.output
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir),
+                                 "--min-len", "10", "--max-len", "5"])
+    assert r.exit_code == 2 and "--min-len 10 exceeds --max-len 5" in r.output
+
+
+def test_bench_latency_multi_step(llama_dir, tmp_path):
+    out = tmp_path / "lat.json"
+    r = invoke("bench", "latency", "--model", llama_dir, "--load-format", "dummy",
+               "--input-len", 8, "--output-len", 9, "--num-iters", 1, "--num-iters-warmup", 0,
+               "--num-scheduler-steps", 4, "--json-out", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["decode_ms_per_step"] > 0
+
+
+def test_moe_weight_bytes_count_touched_experts():
+    """GB/s of an MoE model counts the experts a batch is expected to read."""
+    import torch
+
+    from litevllm.bench import _weight_bytes
+    from litevllm.testing import model_class, model_context, tiny_config
+
+    config = tiny_config("Qwen2MoeForCausalLM", num_experts=4, num_experts_per_tok=2)
+    with torch.device("meta"):
+        model = model_class("Qwen2MoeForCausalLM")(config, model_context("meta"))
+    llm = type("FakeLLM", (), {})()
+    llm.engine = type("FakeEngine", (), {"model": model})()
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    experts = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+                  if n.endswith(("experts.w13", "experts.w2")))
+    assert experts > 0
+    assert _weight_bytes(llm, 1) == int(total - experts * 0.5)  # top-2 of 4: half the experts
+    assert _weight_bytes(llm, 1000) == total

@@ -286,3 +286,12 @@ def test_chat_without_template(notemplate_dir):
                                                   "{% endfor %}")[0]
     assert llm.tokenizer.decode(out.prompt_token_ids) == "[hi]"
     assert len(out.outputs[0].token_ids) == 2
+
+
+def test_max_model_len_beyond_trained_context_warns(llama_dir, caplog):
+    from litevllm import LLM
+    limit = LLM(str(llama_dir)).engine.max_model_len
+    with caplog.at_level("WARNING", logger="litevllm"):
+        llm = LLM(str(llama_dir), max_model_len=limit * 2)
+    assert llm.engine.max_model_len == limit * 2
+    assert f"beyond the model's max_position_embeddings={limit}" in caplog.text

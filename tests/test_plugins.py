@@ -117,6 +117,7 @@ def test_plugins_command_json():
     data = {p["name"]: p for p in json.loads(result.output)}
     assert data["llama"]["registers"]["models"] == ["LlamaForCausalLM", "MistralForCausalLM"]
     assert data["litevllm"]["registers"]["attention_backends"] == ["torch"]
+    assert data["litevllm"]["registers"]["commands"] == ["bench"]  # named after the command
     text = CliRunner().invoke(plugins_mod_cli(), ["plugins"]).output
     assert "llama (litevllm-plugin-llama" in text
 
