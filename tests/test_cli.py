@@ -46,13 +46,17 @@ def test_bad_sampling_value_is_one_line_error(llama_dir):
     assert r.exit_code == 1 and "top_p" in r.output and "Traceback" not in r.output
 
 
-def test_bench_latency_dummy_on_cpu(llama_dir, tmp_path):
-    out = tmp_path / "lat.json"
-    r = invoke("bench", "latency", "--model", llama_dir, "--load-format", "dummy",
-               "--input-len", 16, "--output-len", 8, "--batch-size", 2, "--num-iters", 2,
-               "--num-iters-warmup", 1, "--json-out", out)
+def bench_latency(model, out, *options):
+    """`lite bench latency` on dummy weights; returns (result, its JSON output)."""
+    r = invoke("bench", "latency", "--model", model, "--load-format", "dummy", *options,
+               "--json-out", out)
     assert r.exit_code == 0, r.output
-    data = json.loads(out.read_text())
+    return r, json.loads(out.read_text())
+
+
+def test_bench_latency_dummy_on_cpu(llama_dir, tmp_path):
+    r, data = bench_latency(llama_dir, tmp_path / "lat.json", "--input-len", 16, "--output-len", 8,
+                            "--batch-size", 2, "--num-iters", 2, "--num-iters-warmup", 1)
     assert data["batch_size"] == 2 and data["decode_ms_per_step"] > 0 and data["prefill_ms"] > 0
     for key in ("decode_tok_per_s", "weights_gb_per_s", "peak_memory_gib"):
         assert key in data and key in r.output
@@ -106,12 +110,9 @@ def test_bench_rejects_bad_numbers_in_one_line(llama_dir):
 
 
 def test_bench_latency_multi_step(llama_dir, tmp_path):
-    out = tmp_path / "lat.json"
-    r = invoke("bench", "latency", "--model", llama_dir, "--load-format", "dummy",
-               "--input-len", 8, "--output-len", 9, "--num-iters", 1, "--num-iters-warmup", 0,
-               "--num-scheduler-steps", 4, "--json-out", out)
-    assert r.exit_code == 0, r.output
-    assert json.loads(out.read_text())["decode_ms_per_step"] > 0
+    _, data = bench_latency(llama_dir, tmp_path / "lat.json", "--input-len", 8, "--output-len", 9,
+                            "--num-iters", 1, "--num-iters-warmup", 0, "--num-scheduler-steps", 4)
+    assert data["decode_ms_per_step"] > 0
 
 
 def test_moe_weight_bytes_count_touched_experts():

@@ -5,7 +5,7 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig  # noqa: E402
+from transformers import LlamaConfig, MistralConfig  # noqa: E402
 
 from litevllm import LLM, SamplingParams  # noqa: E402
 
@@ -19,15 +19,8 @@ GAP_TOL = 0.25  # a token may differ from HF's argmax only where HF's top two ar
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def checkpoint(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS[request.param], dtype=torch.bfloat16)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if "norm" in name else 0.0, 0.1 if "norm" in name else 0.05)
-    model.save_pretrained(path)
-    return path, model.cuda().eval()
+def checkpoint(request, random_hf_checkpoint):
+    return random_hf_checkpoint(request.param, CONFIGS[request.param], norm=(1.0, 0.1))
 
 
 @pytest.mark.parametrize("enforce_eager", [False, True], ids=["graphs", "eager"])

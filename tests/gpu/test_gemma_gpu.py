@@ -7,7 +7,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 pytest.importorskip("litevllm_gemma")
 
-from transformers import AutoModelForCausalLM, Gemma2Config, GemmaConfig  # noqa: E402
+from transformers import Gemma2Config, GemmaConfig  # noqa: E402
 
 from litevllm import LLM, SamplingParams  # noqa: E402
 
@@ -25,16 +25,10 @@ GAP_TOL = 0.25  # a token may differ from HF's argmax only where HF's top two ar
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def checkpoint(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp(request.param)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIGS[request.param], attn_implementation="eager",
-                                             dtype=torch.bfloat16)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0.0, 0.3 if "norm" in name else 0.05)
-    model.save_pretrained(path)
-    return path, model.cuda().eval()
+def checkpoint(request, random_hf_checkpoint):
+    # Gemma norms scale by (1 + w): centre them on 0
+    return random_hf_checkpoint(request.param, CONFIGS[request.param], norm=(0.0, 0.3),
+                                attn_implementation="eager")
 
 
 def test_greedy_matches_hf_bf16(checkpoint):
