@@ -135,18 +135,15 @@ class LLMEngine:
         return fmt.load_tokenizer()
 
     def _eos_ids(self) -> list[int]:
-        ids = set()
-        for source in (self.hf_config, getattr(self.tokenizer, "generation_config", None)):
-            eos = getattr(source, "eos_token_id", None)
-            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        try:
+        """EOS ids from the config, the tokenizer and a local generation_config.json."""
+        sources = [self.hf_config, self.tokenizer]
+        if (self.path / "generation_config.json").is_file():  # never a hub lookup
             from transformers import GenerationConfig
-            eos = GenerationConfig.from_pretrained(self.path).eos_token_id
-            ids |= set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        except Exception:
-            pass
-        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
+            sources.append(GenerationConfig.from_pretrained(self.path))
+        ids = set()
+        for source in sources:
+            eos = getattr(source, "eos_token_id", None)
+            ids.update(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         return sorted(ids)
 
     def _num_blocks(self) -> int:
