@@ -3,7 +3,8 @@
 (time for prefill + N tokens - time for prefill + 1 token) / (N - 1).
 
 transformers >= 4.47 compiles the forward itself when the static cache is used
-(``generation_config.compile_config``); we only ask for the static cache and let it do so.
+(``generation_config.compile_config``); we set that config and let it do so. Compiling
+``model.forward`` as well compiles twice and fails.
 """
 import argparse
 import json
@@ -53,9 +54,11 @@ def main():
     gc.pad_token_id = gc.pad_token_id if gc.pad_token_id is not None else 0
     if a.mode == "static-compile":
         gc.cache_implementation = "static"
-        if hasattr(gc, "compile_config") and gc.compile_config is not None:
-            gc.compile_config.fullgraph = False  # robustness over the last few µs
-        else:  # older transformers: compile the forward ourselves
+        try:  # transformers compiles the forward itself when a static cache is used
+            from transformers import CompileConfig
+            gc.compile_config = CompileConfig(fullgraph=False)  # robustness over a few µs
+            gc.compile_config._compile_all_devices = a.device != "cuda"
+        except ImportError:  # older transformers: compile the forward ourselves
             model.forward = torch.compile(model.forward, mode="reduce-overhead")
     results = []
     for b in map(int, a.batch_sizes.split(",")):

@@ -10,7 +10,7 @@ from litevllm import LLM, SamplingParams
 
 cfg = Path(__file__).parent / "configs" / (sys.argv[1] if len(sys.argv) > 1 else "tinyllama-1.1b")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
-llm = LLM(str(cfg), load_format="dummy", max_num_seqs=64)
+llm = LLM(str(cfg), load_format="dummy", max_num_seqs=64, max_model_len=n + 64)
 engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
 

@@ -13,9 +13,12 @@ for part in $parts; do
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
              python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;
-    baselines) C=benchmarks/configs
-      python3 benchmarks/hf_baseline.py $C/tinyllama-1.1b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_tinyllama.json" 2>&1 | grep baseline
-      python3 benchmarks/hf_baseline.py $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json" 2>&1 | grep baseline
-      python3 benchmarks/hf_baseline.py $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 --output-len 16 --json-out "$OUT/hf_qwen_moe.json" 2>&1 | grep baseline ;;
+    baselines) C=benchmarks/configs  # result lines, or the error that stopped a baseline
+      hf() { timeout 200 python3 benchmarks/hf_baseline.py "$@" 2>&1 | grep -E '^\{|Error|error:' | tail -4; }
+      hf $C/tinyllama-1.1b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_tinyllama.json"
+      hf $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json"
+      [ -n "${SKIP_QWEN_BASELINE:-}" ] || hf $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 \
+          --output-len 16 --json-out "$OUT/hf_qwen_moe.json" ;;
+    profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
   esac
 done

@@ -53,3 +53,22 @@ def test_streaming_deltas_cover_every_token(engines):
         if out.finished:
             final[out.request_id] = out.outputs[0].token_ids
     assert pieces == final and all(len(v) == 11 for v in final.values())
+
+
+def test_lookahead_stops_at_the_longest_remaining_max_tokens(engines, monkeypatch):
+    _, multi = engines
+    engine = multi.engine
+    ks = []
+    real = engine.runner.decode_steps
+    monkeypatch.setattr(engine.runner, "decode_steps",
+                        lambda seqs, k, pick: ks.append(k) or real(seqs, k, pick))
+    engine.add_request("a", PROMPTS[0], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    engine.add_request("b", PROMPTS[1], SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert ks == [2]  # prefill made token 1; a needs 2 more, b 1 more: no wasted 4-step run
+
+
+def test_default_is_one_step_without_cuda_graphs(llama_dir):
+    llm = LLM(str(llama_dir), block_size=8, max_num_seqs=4)
+    assert llm.engine.num_scheduler_steps == 1

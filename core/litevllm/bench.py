@@ -94,7 +94,7 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
     return {
         "device": _device_name(llm), "dtype": str(engine.dtype).replace("torch.", ""),
         "kernels": engine.config.kernels, "attention": engine.runner.attn.name,
-        "cuda_graphs": bool(engine.runner.graphs),
+        "cuda_graphs": bool(engine.runner.graphs), "scheduler_steps": engine.num_scheduler_steps,
         "batch_size": batch_size, "input_len": input_len, "output_len": output_len,
         "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
         "decode_tok_per_s": batch_size / (step_ms / 1e3),

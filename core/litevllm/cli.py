@@ -24,8 +24,9 @@ def engine_options(f):
         click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
         click.option("--cpu-kv-cache-gib", type=float, default=2.0, show_default=True),
         click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
-        click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="Decode steps per host sync (plain decodes only)."),
+        click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=None,
+                     help="Decode steps per host sync (plain decodes only); default 8 with "
+                          "CUDA graphs, else 1."),
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),

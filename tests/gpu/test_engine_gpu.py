@@ -68,4 +68,5 @@ def test_graphs_and_eager_agree(checkpoint):
 
 def test_multi_step_decode_matches_single_step(checkpoint):
     """Several graph replays per host sync (num_scheduler_steps) give the same tokens."""
-    assert tokens(checkpoint[0], 40, num_scheduler_steps=8) == tokens(checkpoint[0], 40)
+    assert tokens(checkpoint[0], 40, num_scheduler_steps=8) == \
+        tokens(checkpoint[0], 40, num_scheduler_steps=1)
