@@ -25,16 +25,11 @@ SUITE = {
         ("latency", dict(batch_size=1, input_len=2048, output_len=2, num_iters=5)),
         ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
     ]),
-    # same-run baselines for the default of 8 decode steps per host sync
+    # same-run baseline for the default of 16 decode steps per host sync (CUDA graphs)
     "tinyllama_single_step": ("tinyllama-1.1b", dict(max_num_seqs=256, max_model_len=4096,
                                                      num_scheduler_steps=1), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
         ("latency", dict(batch_size=32, input_len=128, output_len=128)),
-        ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
-    ]),
-    "tinyllama_16_steps": ("tinyllama-1.1b", dict(max_num_seqs=256, max_model_len=4096,
-                                                  num_scheduler_steps=16), [
-        ("latency", dict(batch_size=1, input_len=128, output_len=128)),
         ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
     ]),
     "llama3": ("llama-3-8b", dict(max_num_seqs=64, max_model_len=4096), [

@@ -62,9 +62,10 @@ class Request:
         return self.forked and all(s.is_finished for s in self.seqs)
 
 
-# decode steps per host sync by default when decode replays CUDA graphs; on an H100 (TinyLlama)
-# 8 steps took batch-1 decode from 1.70 to 1.51 ms/token and throughput from 20.1k to 29.5k tok/s
-DEFAULT_GRAPH_STEPS = 8
+# decode steps per host sync by default when decode replays CUDA graphs. H100, TinyLlama, same
+# run (benchmarks/RESULTS.md): 1 / 8 / 16 steps gave batch-1 decode 1.56 / 1.47 / 1.40 ms per
+# token and throughput 26.0k / 26.2k (cold) / 35.0k output tok/s
+DEFAULT_GRAPH_STEPS = 16
 
 
 class LLMEngine:
