@@ -57,6 +57,7 @@ def main():
         try:  # transformers compiles the forward itself when a static cache is used
             from transformers import CompileConfig
             gc.compile_config = CompileConfig(fullgraph=False)  # robustness over a few µs
+            # transformers auto-compiles only on accelerators unless told otherwise (CPU runs)
             gc.compile_config._compile_all_devices = a.device != "cuda"
         except ImportError:  # older transformers: compile the forward ourselves
             model.forward = torch.compile(model.forward, mode="reduce-overhead")

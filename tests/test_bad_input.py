@@ -164,3 +164,9 @@ def test_unknown_llm_option(llama_dir):
         LLM(str(llama_dir), max_num_seq=4)
     with pytest.raises(ValueError, match="block_size"):
         LLM(str(llama_dir), block_size=7)
+
+
+@pytest.mark.parametrize("field", ["num_scheduler_steps", "max_num_seqs"])
+def test_non_positive_engine_option_names_the_field(llama_dir, field):
+    with pytest.raises(ValueError, match=f"{field} must be > 0"):
+        LLM(str(llama_dir), **{field: 0})

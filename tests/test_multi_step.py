@@ -72,3 +72,13 @@ def test_lookahead_stops_at_the_longest_remaining_max_tokens(engines, monkeypatc
 def test_default_is_one_step_without_cuda_graphs(llama_dir):
     llm = LLM(str(llama_dir), block_size=8, max_num_seqs=4)
     assert llm.engine.num_scheduler_steps == 1
+
+
+def test_default_steps_with_cuda_graphs_and_explicit_override(llama_dir, monkeypatch):
+    from litevllm.engine.engine import DEFAULT_GRAPH_STEPS
+    from litevllm.engine.model_runner import ModelRunner
+    # stand-in for a capture: the engine only asks whether graphs exist (nothing is run here)
+    monkeypatch.setattr(ModelRunner, "capture_cuda_graphs",
+                        lambda self: self.graphs.update({1: None}))
+    assert LLM(str(llama_dir), block_size=8).engine.num_scheduler_steps == DEFAULT_GRAPH_STEPS > 1
+    assert LLM(str(llama_dir), block_size=8, num_scheduler_steps=1).engine.num_scheduler_steps == 1
