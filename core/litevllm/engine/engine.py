@@ -341,8 +341,7 @@ class LLMEngine:
         seqs = batch.seqs
         for seq in seqs:
             self.block_manager.allocate(seq, k)
-        tokens = self.runner.decode_steps(
-            seqs, k, lambda logits, j: self.sampler.pick(logits, seqs, j)).tolist()
+        tokens = self.runner.decode_steps(seqs, k, self.sampler.picker(seqs)).tolist()
         touched: dict[str, dict[int, list[int]]] = {}
         for i, seq in enumerate(seqs):
             for j in range(k):

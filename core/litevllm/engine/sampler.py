@@ -110,32 +110,37 @@ class Sampler:
                or s.params.frequency_penalty for s in seqs):
             logits = apply_penalties(logits, seqs)
         logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
-        sampled = self.pick(logits, seqs)
+        sampled = self.picker(seqs)(logits, 0)
         token_ids = sampled.tolist()
         return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs))
 
     @staticmethod
-    def pick(logits: torch.Tensor, seqs: list[Sequence], step_offset: int = 0) -> torch.Tensor:
-        """Greedy or seeded random choice per row, on the device (no host sync). Row ``i``'s
-        noise stream position is its output count plus ``step_offset``."""
-        sampled = logits.argmax(-1)
+    def picker(seqs: list[Sequence]):
+        """``pick(logits, j)``: greedy or seeded random choice per row on the device, for step
+        ``j`` of a run over the same rows (row ``i``'s noise stream position is its output count
+        plus ``j``). The rows' parameters cross to the device once per run, without a host sync."""
         if all(s.params.greedy for s in seqs):
-            return sampled
-        dev, v = logits.device, logits.shape[-1]
-        greedy = torch.tensor([s.params.greedy for s in seqs], device=dev)
-        temp = torch.tensor([s.params.temperature or 1.0 for s in seqs], device=dev)
-        scaled = logits / temp[:, None]
-        if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0 for s in seqs):
-            top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else v for s in seqs], device=dev)
-            top_p = torch.tensor([s.params.top_p for s in seqs], device=dev)
-            min_p = torch.tensor([s.params.min_p for s in seqs], device=dev)
-            scaled = filter_logits(scaled, top_k, top_p, min_p)
-        probs = scaled.softmax(-1)
-        seeds = torch.tensor([s.seed for s in seqs], device=dev, dtype=torch.int64)
-        steps = torch.tensor([s.num_output_tokens + step_offset for s in seqs], device=dev,
-                             dtype=torch.int64)
-        noise = -torch.log(uniform_noise(seeds, steps, v))  # Exp(1): argmax p/E samples p
-        return torch.where(greedy, sampled, (probs / noise).argmax(-1))
+            return lambda logits, j: logits.argmax(-1)
+        filtered = any(0 < s.params.top_k or s.params.top_p < 1 or s.params.min_p > 0
+                       for s in seqs)
+        floats = torch.tensor([[s.params.temperature or 1.0 for s in seqs],
+                               [s.params.top_p for s in seqs], [s.params.min_p for s in seqs]])
+        ints = torch.tensor([[s.params.greedy for s in seqs], [s.params.top_k for s in seqs],
+                             [s.seed for s in seqs], [s.num_output_tokens for s in seqs]],
+                            dtype=torch.int64)
+        on_device = {}
+
+        def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
+            dev, v = logits.device, logits.shape[-1]
+            if dev not in on_device:
+                on_device[dev] = (floats.to(dev, non_blocking=True), ints.to(dev, non_blocking=True))
+            (temp, top_p, min_p), (greedy, top_k, seeds, steps) = on_device[dev]
+            scaled = logits / temp[:, None]
+            if filtered:
+                scaled = filter_logits(scaled, torch.where(top_k > 0, top_k, v), top_p, min_p)
+            noise = -torch.log(uniform_noise(seeds, steps + j, v))  # Exp(1): argmax p/E samples p
+            return torch.where(greedy.bool(), logits.argmax(-1), (scaled.softmax(-1) / noise).argmax(-1))
+        return pick
 
     @staticmethod
     def _logprobs(raw, sampled, token_ids, want):

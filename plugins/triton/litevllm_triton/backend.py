@@ -28,12 +28,11 @@ class TritonAttentionBackend(AttentionBackend):
                              f"got {tuple(q.shape)}")
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
-            decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens, spec.scale,
-                             spec.sliding_window, spec.logit_softcap, out=out)
+            out = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,
+                                   spec.scale, spec.sliding_window, spec.logit_softcap)
         else:
-            prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
-                              meta.seq_lens, meta.max_query_len, spec.scale,
-                              spec.sliding_window, spec.logit_softcap, out=out)
+            out = prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
+                                    meta.seq_lens, meta.max_query_len, spec.scale,
+                                    spec.sliding_window, spec.logit_softcap)
         return out.view(q.shape[0], -1)

@@ -4,7 +4,7 @@ import torch
 
 from litevllm.plugin_api import torch_ops as ref
 from litevllm_triton.kernels import fused_moe as fm
-from litevllm_triton.kernels.fused_moe import (default_config, fused_moe, fused_moe_with_config,
+from litevllm_triton.kernels.fused_moe import (default_config, fused_moe,
                                                get_config, moe_align, route_and_align)
 
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=3e-3, atol=3e-3)}
@@ -42,7 +42,7 @@ def test_matches_reference(dtype, t, e, top_k, dead, renormalize, small, monkeyp
     if not small:
         monkeypatch.setattr(fm, "SMALL_ROWS", 0)
     hidden, w13, w2, logits = make(t, 40, 24, e, dtype, dead)  # H, I not multiples of the tiles
-    got = fused_moe_with_config(hidden, w13, w2, logits, top_k, renormalize, config=SMALL)
+    got = fused_moe(hidden, w13, w2, logits, top_k, renormalize, config=SMALL)
     check(got, hidden, w13, w2, logits, top_k, renormalize)
 
 
@@ -58,7 +58,7 @@ def test_strided_weights_and_empty_batch():
     hidden, w13, w2, logits = make(6, 32, 16, 4, torch.float32)
     padded = torch.randn(4, 40, 32)
     padded[:, :32] = w13  # expert stride 40*32, not 32*32
-    got = fused_moe_with_config(hidden, padded[:, :32], w2, logits, 2, True, config=SMALL)
+    got = fused_moe(hidden, padded[:, :32], w2, logits, 2, True, config=SMALL)
     check(got, hidden, w13, w2, logits, 2, True)
     assert fused_moe(hidden[:0], w13, w2, logits[:0], 2, True).shape == (0, 32)
 

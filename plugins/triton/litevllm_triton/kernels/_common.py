@@ -9,11 +9,6 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
 
 
-def require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
 def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
                  dtypes: tuple = FLOAT_DTYPES, device: torch.device | None = None,
                  contiguous_last: bool = True) -> None:
@@ -66,8 +61,6 @@ def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs
         raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
     if block_tables.shape[0] < num_seqs:
         raise ValueError(f"block_tables has {block_tables.shape[0]} rows for {num_seqs} sequences")
-    if block_tables.stride(1) != 1 and block_tables.shape[1] > 1:
-        raise ValueError("block_tables rows must be contiguous")
     if sliding_window is not None and sliding_window <= 0:
         raise ValueError("sliding_window must be positive")
     if logit_softcap is not None and logit_softcap <= 0:

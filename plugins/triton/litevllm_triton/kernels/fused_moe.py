@@ -219,6 +219,7 @@ def _tile(n, k, group_m, stages, warps=4) -> dict:
     return dict(BLOCK_N=n, BLOCK_K=k, GROUP_M=group_m, num_warps=warps, num_stages=stages)
 
 
+@functools.lru_cache(maxsize=None)
 def get_config(m: int, num_experts: int, inter: int, hidden: int, dtype: torch.dtype,
                device: torch.device) -> dict:
     """The tuned config for the token count nearest ``m``, else the default."""
@@ -259,10 +260,12 @@ def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gat
         BLOCK_M=block_m, **tile)
 
 
-def fused_moe_with_config(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
-                          router_logits: torch.Tensor, top_k: int, renormalize: bool,
-                          activation: str = "silu", config: dict | None = None) -> torch.Tensor:
-    """``fused_moe`` with explicit block sizes (``config``; None: tuned or default)."""
+def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+              router_logits: torch.Tensor, top_k: int, renormalize: bool,
+              activation: str = "silu", config: dict | None = None) -> torch.Tensor:
+    """Sparse MoE: hidden [T, H], w13 [E, 2I, H] (gate then up), w2 [E, H, I],
+    router_logits [T, E] -> [T, H]; softmax top-k routing as ``torch_ops.moe_route``.
+    ``config`` sets the block sizes (None: tuned for this shape and device, else a default)."""
     _check(hidden, w13, w2, router_logits, top_k, activation)
     t, h = hidden.shape
     inter = w2.shape[2]
@@ -279,10 +282,3 @@ def fused_moe_with_config(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Ten
     moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
     return out.view(t, top_k, h).sum(1)  # accumulates in float32 for 16-bit dtypes
 
-
-def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
-              router_logits: torch.Tensor, top_k: int, renormalize: bool,
-              activation: str = "silu") -> torch.Tensor:
-    """Sparse MoE: hidden [T, H], w13 [E, 2I, H] (gate then up), w2 [E, H, I],
-    router_logits [T, E] -> [T, H]; softmax top-k routing as ``torch_ops.moe_route``."""
-    return fused_moe_with_config(hidden, w13, w2, router_logits, top_k, renormalize, activation)
