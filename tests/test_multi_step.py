@@ -75,7 +75,7 @@ def test_default_is_one_step_without_cuda_graphs(llama_dir):
 
 
 def test_default_steps_with_cuda_graphs_and_explicit_override(llama_dir, monkeypatch):
-    from litevllm.engine.engine import DEFAULT_GRAPH_STEPS
+    from litevllm.config import DEFAULT_GRAPH_STEPS
     from litevllm.engine.model_runner import ModelRunner
     # stand-in for a capture: the engine only asks whether graphs exist (nothing is run here)
     monkeypatch.setattr(ModelRunner, "capture_cuda_graphs",

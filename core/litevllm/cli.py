@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from litevllm.config import load_toml_defaults
+from litevllm.config import DEFAULT_GRAPH_STEPS, load_toml_defaults
 from litevllm.version import __version__
 
 
@@ -25,8 +25,8 @@ def engine_options(f):
         click.option("--cpu-kv-cache-gib", type=float, default=2.0, show_default=True),
         click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
         click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=None,
-                     help="Decode steps per host sync (plain decodes only); default 16 with "
-                          "CUDA graphs, else 1."),
+                     help=f"Decode steps per host sync (plain decodes only); default "
+                          f"{DEFAULT_GRAPH_STEPS} with CUDA graphs, else 1."),
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from litevllm.config import EngineConfig, resolve_dtype
+from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
 from litevllm.engine.block_manager import BlockManager
 from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stream_delta
 from litevllm.engine.model_runner import ModelRunner
@@ -60,12 +60,6 @@ class Request:
     @property
     def finished(self) -> bool:
         return self.forked and all(s.is_finished for s in self.seqs)
-
-
-# decode steps per host sync by default when decode replays CUDA graphs. H100, TinyLlama, same
-# run (benchmarks/RESULTS.md): 1 / 8 / 16 steps gave batch-1 decode 1.56 / 1.47 / 1.40 ms per
-# token and throughput 26.0k / 26.2k (cold) / 35.0k output tok/s
-DEFAULT_GRAPH_STEPS = 16
 
 
 class LLMEngine:
@@ -265,7 +259,7 @@ class LLMEngine:
             return self._decode_steps(batch, k, unfinished_outputs)
         inputs = self.runner.prepare(batch)
         logits = self.runner.execute(inputs)
-        touched: dict[str, dict[int, tuple[list[int], str]]] = {}
+        touched: dict[str, dict[int, list[int]]] = {}
         rows, sample_seqs = [], []
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
@@ -350,7 +344,6 @@ class LLMEngine:
                 self._append(seq, tokens[j][i], None, touched)
                 if seq.is_finished:
                     break
-            touched[seq.request_id][seq.index] = [tokens[m][i] for m in range(j + 1)]
         return self._outputs(touched, unfinished_outputs)
 
     def _prompt_logprobs(self, request, seq, start, n, logits):
@@ -371,7 +364,6 @@ class LLMEngine:
             seq.metrics.first_token_time = time.monotonic()
         if logprob is not None:
             seq.logprobs.append(logprob)
-        delta_ids = [token]
         reason, stop_reason = None, None
         is_stop_token = token in p.stop_token_ids or (not p.ignore_eos and token in self.sampler.eos_token_ids)
         if is_stop_token and seq.num_output_tokens > p.min_tokens:
@@ -395,7 +387,7 @@ class LLMEngine:
                 self.detokenizer.flush(seq.detok, ids, p.skip_special_tokens)
             seq.stop_reason = stop_reason
             self.scheduler.finish(seq, reason)
-        touched.setdefault(seq.request_id, {})[seq.index] = delta_ids
+        touched.setdefault(seq.request_id, {}).setdefault(seq.index, []).append(token)
 
     def _output(self, request: Request, deltas: dict[int, list[int]]) -> RequestOutput:
         outs = []

@@ -109,7 +109,7 @@ class ModelRunner:
         if all(n == 1 and s.num_computed_tokens + 1 == s.num_tokens and s.params.prompt_logprobs is None
                for s, n in zip(batch.seqs, batch.num_new_tokens)):
             return self._decode_inputs(batch.seqs)[0]
-        ids, pos, slots, qsl, seq_lens, tables = [], [], [], [0], [], []
+        ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         bs = self.block_size
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
@@ -131,7 +131,6 @@ class ModelRunner:
             qsl.append(qsl[-1] + n)
             seq_lens.append(end)
             query_lens.append(n)
-            tables.append(table)
         block_tables = self._block_tables(batch.seqs)
         dev = self.device
         meta = AttentionMetadata(
@@ -154,7 +153,7 @@ class ModelRunner:
         for j, inputs in enumerate(self._decode_inputs(seqs, k)):
             if ids is not None:
                 inputs.input_ids = ids  # the previous step's tokens, never copied to the host
-            ids = pick(self.execute(inputs)[:len(seqs)], j)
+            ids = pick(self.execute(inputs), j)
             out.append(ids)
         return torch.stack(out)
 
@@ -164,11 +163,14 @@ class ModelRunner:
         """Logits [len(logit_rows), V] float32."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
-            return self._replay(inputs)[:n]
+            return self._replay(inputs)
         meta = self.attn.prepare(inputs.meta)
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
-        rows = torch.tensor(inputs.logit_rows, dtype=torch.int64, device=self.device)
-        return self.model.compute_logits(hidden.index_select(0, rows))
+        rows = inputs.logit_rows
+        if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: every row
+            index = torch.tensor(rows, dtype=torch.int64).to(self.device, non_blocking=True)
+            hidden = hidden.index_select(0, index)
+        return self.model.compute_logits(hidden)
 
     # CUDA graphs -----------------------------------------------------------------------------
     def _graph_meta(self, bs: int) -> AttentionMetadata:

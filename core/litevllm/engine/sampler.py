@@ -121,8 +121,6 @@ class Sampler:
         plus ``j``). The rows' parameters cross to the device once per run, without a host sync."""
         if all(s.params.greedy for s in seqs):
             return lambda logits, j: logits.argmax(-1)
-        filtered = any(0 < s.params.top_k or s.params.top_p < 1 or s.params.min_p > 0
-                       for s in seqs)
         floats = torch.tensor([[s.params.temperature or 1.0 for s in seqs],
                                [s.params.top_p for s in seqs], [s.params.min_p for s in seqs]])
         ints = torch.tensor([[s.params.greedy for s in seqs], [s.params.top_k for s in seqs],
@@ -136,7 +134,8 @@ class Sampler:
                 on_device[dev] = (floats.to(dev, non_blocking=True), ints.to(dev, non_blocking=True))
             (temp, top_p, min_p), (greedy, top_k, seeds, steps) = on_device[dev]
             scaled = logits / temp[:, None]
-            if filtered:
+            if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0
+                   for s in seqs):
                 scaled = filter_logits(scaled, torch.where(top_k > 0, top_k, v), top_p, min_p)
             noise = -torch.log(uniform_noise(seeds, steps + j, v))  # Exp(1): argmax p/E samples p
             return torch.where(greedy.bool(), logits.argmax(-1), (scaled.softmax(-1) / noise).argmax(-1))
