@@ -23,7 +23,6 @@ def main():
     llm = LLM(str(path))
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     ids = llm.apply_chat_template(messages)
-    params = SamplingParams(temperature=0, max_tokens=a.output_len, ignore_eos=True)
 
     def ours(n):
         t = time.perf_counter()

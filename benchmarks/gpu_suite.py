@@ -78,7 +78,7 @@ def run_suite(name: str, enforce_eager: bool, out) -> None:
     for kind, kw in runs:
         fn = measure_latency if kind == "latency" else measure_throughput
         if kind == "throughput":
-            kw = dict(input_len=None, output_len=None, **kw)
+            kw = {"input_len": None, "output_len": None, **kw}
         result = {"suite": name, "config": config, "kind": kind, **fn(llm, **kw)}
         print(json.dumps(result), flush=True)
         out.write(json.dumps(result) + "\n")

@@ -44,6 +44,7 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
     expected = expected_tensors(model)
     packed = getattr(model, "packed_modules", {})
     reverse = {sub: (fused, i) for fused, subs in packed.items() for i, sub in enumerate(subs)}
+    route = getattr(model, "route_checkpoint_tensor", None)
     filled = set()
     for ckpt_name, tensor in tensors:
         name = model.map_checkpoint_name(ckpt_name)
@@ -54,8 +55,7 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
         shard = None
         # the model may route a tensor itself (e.g. one expert's weight into a stacked param),
         # seeing the checkpoint's own module name, before gate/up or q/k/v packing applies
-        routed = model.route_checkpoint_tensor(module_name, attr) \
-            if hasattr(model, "route_checkpoint_tensor") else None
+        routed = route(module_name, attr) if route is not None else None
         if routed is not None:
             module_name, attr, shard = routed
         elif leaf in reverse:

@@ -14,10 +14,6 @@ from torch import nn
 
 from litevllm.model.context import ModelContext
 
-# checkpoint module name of one expert's projection -> (stacked param, shard within it)
-_EXPERT_TENSOR = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)$")
-_SHARD = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", 0),
-          "w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", 0)}  # HF Qwen/DeepSeek and Mixtral names
 # tensors already stacked over experts (transformers 5's in-memory layout)
 _STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}
 
@@ -51,7 +47,7 @@ class FusedMoE(nn.Module):
             raise ValueError(f"{prefix}: top_k must be in [1, {num_experts}], got {top_k}")
         self.num_experts, self.top_k = num_experts, top_k
         self.hidden, self.intermediate = hidden_size, intermediate_size
-        self.renormalize, self.activation, self.prefix = renormalize, activation, prefix
+        self.renormalize, self.activation = renormalize, activation
         self.ops = ctx.ops
         self.method = ctx.quant.moe_method_for(prefix)
         if self.method is None:
@@ -84,3 +80,10 @@ class FusedMoE(nn.Module):
     def extra_repr(self) -> str:
         return (f"experts={self.num_experts}, top_k={self.top_k}, hidden={self.hidden}, "
                 f"intermediate={self.intermediate}, renormalize={self.renormalize}")
+
+
+# checkpoint module name of one expert's projection -> (stacked param, shard within it): the
+# names FusedMoE loads (HF Qwen/DeepSeek), plus Mixtral's w1/w3/w2
+_SHARD = {sub: (param, i) for param, subs in FusedMoE.expert_tensors.items()
+          for i, sub in enumerate(subs)} | {"w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", 0)}
+_EXPERT_TENSOR = re.compile(rf"^(.*\.experts)\.(\d+)\.({'|'.join(_SHARD)})$")

@@ -6,7 +6,7 @@ attention spec and applies ``final_logit_softcapping`` in ``compute_logits``.
 """
 from litevllm.plugin_api import LiteAttention, RMSNorm
 
-from litevllm_gemma.gemma import GemmaDecoderLayer, GemmaForCausalLM, GemmaModel
+from litevllm_gemma.gemma import GemmaDecoderLayer, GemmaForCausalLM
 
 
 def is_sliding(config, layer_idx: int) -> bool:
@@ -50,9 +50,5 @@ class Gemma2DecoderLayer(GemmaDecoderLayer):
         return self.post_feedforward_layernorm(self.mlp(hidden)), residual
 
 
-class Gemma2Model(GemmaModel):
-    layer_cls = Gemma2DecoderLayer
-
-
 class Gemma2ForCausalLM(GemmaForCausalLM):
-    model_cls = Gemma2Model
+    layer_cls = Gemma2DecoderLayer

@@ -62,7 +62,7 @@ class GGUFFormat(CheckpointFormat):
         from transformers import AutoConfig, PretrainedConfig
 
         meta, tensors = self.file.metadata, self.file.tensors
-        fields = {hf: self._arch_meta(key) for key, hf in CONFIG_KEYS.items() if self._arch_meta(key) is not None}
+        fields = {hf: v for key, hf in CONFIG_KEYS.items() if (v := self._arch_meta(key)) is not None}
         fields.update({hf: meta[key] for key, hf in TOKEN_ID_KEYS.items() if key in meta})
         if isinstance(fields.get("num_key_value_heads"), list):  # per-layer counts: keep the largest
             fields["num_key_value_heads"] = max(fields["num_key_value_heads"])
