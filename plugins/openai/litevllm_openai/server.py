@@ -19,12 +19,13 @@ class EngineLoop:
 
     Inbox messages: ``("add", ApiRequest, queue)`` and ``("abort", request_id)``; ``None`` stops.
     A request's queue receives ``("accepted",)`` or ``("error", ApiError)``, then
-    ``("output", RequestOutput, token_texts)`` per step until the output is finished."""
+    ``("output", RequestOutput, token_texts)``: per step while it streams, else once finished."""
 
     def __init__(self, llm):
         self.llm, self.engine = llm, llm.engine
         self.inbox: queue.Queue = queue.Queue()
-        self.queues: dict[str, tuple[queue.Queue, bool]] = {}  # id -> (queue, wants logprobs)
+        # id -> (queue, wants logprobs, streams)
+        self.queues: dict[str, tuple[queue.Queue, bool, bool]] = {}
         self.aborted = 0                   # requests aborted because their client went away
         self._texts: dict[int, str] = {}   # token id -> text, for logprobs
         self.thread = threading.Thread(target=self._run, name="litevllm-engine", daemon=True)
@@ -88,34 +89,37 @@ class EngineLoop:
         except Exception as e:
             log.exception("add_request failed")
             return q.put(("error", ApiError(f"internal error: {e}", status=500, type="server_error")))
-        self.queues[req.id] = (q, req.params.logprobs is not None)
+        self.queues[req.id] = (q, req.params.logprobs is not None, req.stream)
         q.put(("accepted",))
 
     def _step(self):
         try:
-            outputs = self.engine.step()
+            # unfinished outputs only when someone streams them
+            outputs = self.engine.step(unfinished_outputs=any(s for *_, s in self.queues.values()))
         except Exception as e:
             log.exception("engine step failed")
             return self._fail_all(ApiError(f"engine error: {e}", status=500, type="server_error"))
         for out in outputs:
-            q, wants_logprobs = self.queues.get(out.request_id, (None, False))
-            if q is None:
+            q, wants_logprobs, streams = self.queues.get(out.request_id, (None, False, False))
+            if q is None or not (streams or out.finished):
                 continue
-            q.put(("output", out, self._token_texts(out) if wants_logprobs else None))
+            q.put(("output", out, self._token_texts(out, streams) if wants_logprobs else None))
             if out.finished:
                 del self.queues[out.request_id]
 
-    def _token_texts(self, out) -> dict[int, str]:
-        """Text of every token in this step's logprobs (the tokenizer stays on this thread)."""
+    def _token_texts(self, out, delta_only: bool) -> dict[int, str]:
+        """Text of every token in this step's logprobs (all of them unless ``delta_only``);
+        the tokenizer stays on this thread."""
         ids = {t for o in out.outputs if o.logprobs
-               for e in o.logprobs[len(o.logprobs) - len(o.delta_token_ids):] if e for t in e}
+               for e in o.logprobs[len(o.logprobs) - len(o.delta_token_ids) if delta_only else 0:]
+               if e for t in e}
         tok = self.engine.tokenizer
         for t in ids - self._texts.keys():
             self._texts[t] = tok.decode([t]) if tok is not None else str(t)
         return {t: self._texts[t] for t in ids}
 
     def _fail_all(self, error: ApiError):
-        for rid, (q, _) in list(self.queues.items()):
+        for rid, (q, *_) in list(self.queues.items()):
             try:
                 self.engine.abort_request(rid)
             except Exception:
