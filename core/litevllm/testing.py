@@ -278,15 +278,14 @@ def _compare(report, name, results, ok_reason) -> None:
 def _kernels_skip_reason(name: str) -> str | None:
     import torch
 
+    from litevllm.ops import kernel_providers
     from litevllm.plugins import get_plugin_manager
     if name == "triton":
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed"
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
             return "no GPU (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
-    manager = get_plugin_manager()
-    providers = {e.options.get("provider") for e in manager.entries["ops"] if manager._ok(e.plugin)}
-    if name not in providers | set(manager.names("attention_backends")):
+    if name not in kernel_providers(get_plugin_manager()):
         return f"no '{name}' kernel provider installed"
     return None
 
@@ -559,14 +558,13 @@ def model_context(device="cpu", dtype=None, kernels: str = "torch", max_model_le
     on the meta device: the ops and attention backend of ``kernels``, unquantized by default."""
     import torch
 
-    from litevllm.engine.engine import _pick_attention_backend
     from litevllm.model.context import ModelContext
-    from litevllm.ops import Ops
+    from litevllm.ops import Ops, pick_attention_backend
     from litevllm.plugins import get_plugin_manager
     from litevllm.quant.unquantized import UnquantizedConfig
     device, dtype = torch.device(device), dtype or torch.float32
     manager = get_plugin_manager()
-    attn = _pick_attention_backend(manager, kernels, device)(device, dtype, block_size)
+    attn = pick_attention_backend(manager, kernels, device.type)(device, dtype, block_size)
     return ModelContext(Ops(kernels, device.type, manager), attn, quant or UnquantizedConfig(),
                         dtype, device, max_model_len)
 

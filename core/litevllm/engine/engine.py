@@ -17,7 +17,7 @@ from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
-from litevllm.ops import Ops
+from litevllm.ops import Ops, pick_attention_backend
 from litevllm.outputs import CompletionOutput, RequestOutput
 from litevllm.plugins import PluginError, get_plugin_manager
 from litevllm.sampling_params import SamplingParams
@@ -37,16 +37,6 @@ def resolve_model_path(model: str) -> Path:
     aliases = ", ".join(manager.names("model_aliases")) or "none installed"
     raise FileNotFoundError(f"model path '{model}' does not exist and is not a known model "
                             f"alias (aliases: {aliases})")
-
-
-def _pick_attention_backend(manager, kernels: str, device: torch.device):
-    entries = [e for e in manager.entries["attention_backends"] if manager._ok(e.plugin)]
-    if kernels == "auto":
-        entries = [e for e in entries if {"*", device.type} & set(e.options.get("devices", ("*",)))]
-    else:
-        named = [e for e in entries if e.name == kernels]
-        entries = named or [e for e in entries if e.name == "torch"]
-    return max(entries, key=lambda e: e.priority).load()
 
 
 class Request:
@@ -82,7 +72,7 @@ class LLMEngine:
             log.warning("max_model_len=%d is beyond the model's max_position_embeddings=%d",
                         self.max_model_len, limit)
         ops = Ops(config.kernels, self.device.type, manager)
-        attn = _pick_attention_backend(manager, config.kernels, self.device)(
+        attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
         quant = self._quant_config(manager)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)

@@ -9,6 +9,29 @@ def _serves(entry, device_type: str) -> bool:
     return "*" in devices or device_type in devices
 
 
+def provider(entry) -> str:
+    """The ``kernels=`` name an op entry answers to: its ``provider`` option, else its plugin."""
+    return entry.options.get("provider", entry.plugin)
+
+
+def kernel_providers(manager) -> set[str]:
+    """Every name ``kernels=`` accepts besides "auto": op providers and attention backends."""
+    return {provider(e) for e in manager.entries["ops"] if manager._ok(e.plugin)} \
+        | set(manager.names("attention_backends"))
+
+
+def pick_attention_backend(manager, kernels: str, device_type: str):
+    """The attention backend class for ``kernels``: "auto" takes the highest priority one
+    serving the device; a name takes that backend, else the torch reference."""
+    entries = [e for e in manager.entries["attention_backends"] if manager._ok(e.plugin)]
+    if kernels == "auto":
+        entries = [e for e in entries if _serves(e, device_type)]
+    else:
+        entries = [e for e in entries if e.name == kernels] or \
+            [e for e in entries if e.name == "torch"]
+    return max(entries, key=lambda e: e.priority).load()
+
+
 class Ops:
     """Attribute access gives the chosen implementation: ``ops.rms_norm(x, w, eps)``.
 
@@ -20,13 +43,12 @@ class Ops:
         self.kernels, self.device_type = kernels, device_type
         self.manager = manager or get_plugin_manager()
         self.chosen: dict[str, str] = {}
-        providers = {e.options.get("provider", e.plugin) for e in self.manager.entries["ops"]
-                     if self.manager._ok(e.plugin)} | set(self.manager.names("attention_backends"))
+        providers = kernel_providers(self.manager)
         if kernels not in ("auto", "torch") and kernels not in providers:
             raise PluginError(f"unknown kernels '{kernels}' (available: auto, "
                               f"{', '.join(sorted(providers))})")
         named = [e for e in self.manager.entries["ops"] + self.manager.entries["attention_backends"]
-                 if self.manager._ok(e.plugin) and kernels in (e.name, e.options.get("provider"))]
+                 if self.manager._ok(e.plugin) and kernels in (e.name, provider(e))]
         if kernels not in ("auto", "torch") and not any(
                 _serves(e, device_type) or device_type in e.options.get("explicit_devices", ())
                 for e in named):
@@ -39,13 +61,13 @@ class Ops:
         if self.kernels == "auto":
             entries = [e for e in entries if _serves(e, self.device_type)]
         else:
-            wanted = [e for e in entries if e.options.get("provider") == self.kernels]
-            entries = wanted or [e for e in entries if e.options.get("provider") == "torch"]
+            wanted = [e for e in entries if provider(e) == self.kernels]
+            entries = wanted or [e for e in entries if provider(e) == "torch"]
         if not entries:
             raise PluginError(f"no implementation of op '{op}' for kernels='{self.kernels}' "
                               f"on {self.device_type}")
         best = max(entries, key=lambda e: e.priority)
-        self.chosen[op] = best.options.get("provider", best.plugin)
+        self.chosen[op] = provider(best)
         return best.load()
 
     def __getattr__(self, op: str):
