@@ -24,26 +24,21 @@ class Detokenizer:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special,
                                      clean_up_tokenization_spaces=False)
 
-    def step(self, state: DetokState, token_ids: list[int], skip_special: bool = True) -> str:
-        """Decode newly appended tokens; returns the new text (possibly empty)."""
+    def step(self, state: DetokState, token_ids: list[int], skip_special: bool = True,
+             final: bool = False) -> str:
+        """Decode newly appended tokens; returns the new text (possibly empty). An incomplete
+        character (U+FFFD) is held back, unless ``final`` (the sequence ended): then it is
+        added as a whole decode would give it."""
+        if final and state.read_offset >= len(token_ids):
+            return ""  # nothing held back
         prefix = self._decode(token_ids[state.prefix_offset:state.read_offset], skip_special)
         full = self._decode(token_ids[state.prefix_offset:], skip_special)
-        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
             new = full[len(prefix):]
             state.prefix_offset, state.read_offset = state.read_offset, len(token_ids)
             state.text += new
             return new
         return ""
-
-    def flush(self, state: DetokState, token_ids: list[int], skip_special: bool = True) -> str:
-        """At the end of a sequence: add whatever text is still held back (an incomplete
-        character decodes to U+FFFD, as a whole decode would give)."""
-        prefix = self._decode(token_ids[state.prefix_offset:state.read_offset], skip_special)
-        full = self._decode(token_ids[state.prefix_offset:], skip_special)
-        new = full[len(prefix):] if len(full) > len(prefix) else ""
-        state.prefix_offset = state.read_offset = len(token_ids)
-        state.text += new
-        return new
 
 
 def find_stop(text: str, new_len: int, stops: list[str]) -> tuple[int, str] | None:

@@ -374,7 +374,7 @@ class LLMEngine:
                 # text still held back (an incomplete character) is final now; a stop token's
                 # own text is left out
                 ids = seq.token_ids[:-1] if reason == "stop" else seq.token_ids
-                self.detokenizer.flush(seq.detok, ids, p.skip_special_tokens)
+                self.detokenizer.step(seq.detok, ids, p.skip_special_tokens, final=True)
             seq.stop_reason = stop_reason
             self.scheduler.finish(seq, reason)
         touched.setdefault(seq.request_id, {}).setdefault(seq.index, []).append(token)
