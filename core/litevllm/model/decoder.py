@@ -28,7 +28,8 @@ class LiteAttention(nn.Module):
                                    bias=bias, prefix=f"{prefix}.qkv_proj")
         self.o_proj = LiteLinear(self.q_size, hidden, ctx, bias=self.o_bias(config),
                                  prefix=f"{prefix}.o_proj")
-        self.rotary_emb = RotaryEmbedding(self.head_dim, config, ctx)
+        self.rotary_emb = RotaryEmbedding(self.head_dim, config, ctx,
+                                          rot_dim=self.rotary_dim(config))
         self.spec = AttentionSpec(self.num_heads, self.num_kv_heads, self.head_dim,
                                   scale=self.scale(config),
                                   sliding_window=self.sliding_window(config, layer_idx),
@@ -47,6 +48,10 @@ class LiteAttention(nn.Module):
 
     def sliding_window(self, config, layer_idx: int) -> int | None:
         return None
+
+    def rotary_dim(self, config) -> int:
+        """Leading channels of each head that rotary rotates (the rest pass through)."""
+        return self.head_dim
 
     def qk_norm(self, q: torch.Tensor, k: torch.Tensor):
         return q, k

@@ -12,25 +12,18 @@ Differences from Llama, from transformers' ``modeling_phi3.py``:
 - Only the default rope is supported. The 128k variants use ``longrope``, whose frequencies
   switch with the sequence length; they are refused with a clear error.
 """
-from litevllm.plugin_api import LiteAttention, LiteForCausalLM, RotaryEmbedding, rope_parameters
+from litevllm.plugin_api import LiteAttention, LiteForCausalLM, rope_parameters
 
 SUPPORTED_ROPE_TYPES = ("default",)
 
 
-def rotary_dim(config, head_dim: int) -> int:
-    factor = rope_parameters(config).get("partial_rotary_factor",
-                                         getattr(config, "partial_rotary_factor", 1.0))
-    return int(head_dim * factor)
-
-
 class Phi3Attention(LiteAttention):
-    def __init__(self, config, layer_idx, ctx, prefix):
-        super().__init__(config, layer_idx, ctx, prefix)
-        rot = rotary_dim(config, self.head_dim)
-        if rot != self.head_dim:  # partial rotary: rebuild with the smaller rotated width
-            self.rotary_emb = RotaryEmbedding(self.head_dim, config, ctx, rot_dim=rot)
+    def rotary_dim(self, config):  # differs: partial rotary
+        factor = rope_parameters(config).get("partial_rotary_factor",
+                                             getattr(config, "partial_rotary_factor", 1.0))
+        return int(self.head_dim * factor)
 
-    def sliding_window(self, config, layer_idx):
+    def sliding_window(self, config, layer_idx):  # differs: a window on every layer
         return getattr(config, "sliding_window", None)
 
 
