@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from litevllm.formats.base import CheckpointError
+from litevllm.model.layers import RMSNorm
 
 
 def _owner(model: nn.Module, param_name: str):
@@ -98,9 +99,11 @@ def _copy(param: torch.Tensor, tensor: torch.Tensor, name: str):
 def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
     """Random weights of the right shapes, like vLLM's ``--load-format dummy``."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    # norms scale by 1: weight 1, or 0 for a norm computing (offset + weight)
+    offsets = {f"{n}.weight": m.offset for n, m in model.named_modules() if isinstance(m, RMSNorm)}
     for name, param in model.named_parameters():
         if "norm" in name and param.dim() == 1:
-            param.fill_(1.0 if getattr(model, "norm_offset", 0.0) == 0 else 0.0)
+            param.fill_(1.0 - offsets.get(name, 0.0))
             continue
         if param.is_floating_point():
             cpu = torch.empty(param.shape, dtype=torch.float32).uniform_(-0.02, 0.02, generator=gen) \

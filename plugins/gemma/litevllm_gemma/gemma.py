@@ -47,4 +47,3 @@ class GemmaModel(LiteModel):
 
 class GemmaForCausalLM(LiteForCausalLM):
     model_cls = GemmaModel
-    norm_offset = 1.0  # differs: dummy weights fill the norms with 0, i.e. a scale of 1

@@ -49,3 +49,14 @@ def test_sliding_layers_without_layer_types():
     assert [is_sliding(old, i) for i in range(4)] == [True, False, True, False]
     new = SimpleNamespace(layer_types=["full_attention", "sliding_attention"])
     assert [is_sliding(new, i) for i in range(2)] == [False, True]
+
+
+@pytest.mark.parametrize("arch", ["GemmaForCausalLM", "Gemma2ForCausalLM"])
+def test_dummy_weights_give_unit_norm_scales(arch, tmp_path):
+    """Gemma norms compute (1 + weight): dummy loading fills them with 0, Llama's with 1."""
+    from litevllm import LLM
+    from litevllm.testing import build_checkpoint, tiny_config
+    build_checkpoint(arch, tiny_config(arch), tmp_path, 0)
+    model = LLM(str(tmp_path), load_format="dummy").engine.model
+    norms = [p for n, p in model.named_parameters() if "norm" in n and p.dim() == 1]
+    assert norms and all(bool((p == 0).all()) for p in norms)
