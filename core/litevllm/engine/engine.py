@@ -298,7 +298,7 @@ class LLMEngine:
         longest_left = 1
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             p = seq.params
-            if n != 1 or seq.num_computed_tokens + 1 != seq.num_tokens or p.logprobs is not None \
+            if n != 1 or not seq.is_decode or p.logprobs is not None \
                     or p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty \
                     or seq.num_output_tokens < p.min_tokens or not self.requests[seq.request_id].forked:
                 return 1

@@ -106,7 +106,7 @@ class ModelRunner:
             rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if all(n == 1 and s.num_computed_tokens + 1 == s.num_tokens and s.params.prompt_logprobs is None
+        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
                for s, n in zip(batch.seqs, batch.num_new_tokens)):
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []

@@ -109,7 +109,7 @@ class Scheduler:
                 break
             if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
                 continue
-            if seq.num_computed_tokens + 1 == seq.num_tokens and seq.num_output_tokens \
+            if seq.is_decode and seq.num_output_tokens \
                     and seq.num_tokens <= len(seq.block_table) * self.bm.block_size:
                 batch.seqs.append(seq)  # a decode that fits its blocks: nothing to allocate
                 batch.num_new_tokens.append(1)

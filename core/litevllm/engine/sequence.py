@@ -64,8 +64,9 @@ class Sequence:
         return self.status is SeqStatus.FINISHED
 
     @property
-    def is_prefill(self) -> bool:
-        return self.num_computed_tokens < self.num_tokens - 1
+    def is_decode(self) -> bool:
+        """Only the last token (the newest output) still needs computing."""
+        return self.num_computed_tokens + 1 == self.num_tokens
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
