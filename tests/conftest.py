@@ -7,14 +7,11 @@ import shutil
 import pytest
 import torch
 
+from litevllm.testing import tiny_tokenizer
+
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
              rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-
-
-def build_tokenizer(path):
-    from litevllm.testing import tiny_tokenizer
-    return tiny_tokenizer(path)
 
 
 def save_model(path, arch: str, vocab_size: int, seed: int = 0, **overrides):
@@ -37,7 +34,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tokenizer(models_dir):
-    return build_tokenizer(models_dir / "tokenizer")
+    return tiny_tokenizer(models_dir / "tokenizer")
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,10 @@ import threading
 import pytest
 import torch
 
+from litevllm.testing import tiny_tokenizer
+
 MODEL_NAME = "tiny-llama"
 LLM_OPTIONS = dict(block_size=8, max_num_seqs=16, seed=0)
-
-
-def build_tokenizer(path):
-    from litevllm.testing import tiny_tokenizer
-    return tiny_tokenizer(path)
 
 
 def save_model(path, vocab_size: int, seed: int = 0):
@@ -34,7 +31,7 @@ def save_model(path, vocab_size: int, seed: int = 0):
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("openai") / "llama"
-    tok = build_tokenizer(path)
+    tok = tiny_tokenizer(path)
     save_model(path, len(tok))
     return path
 
