@@ -99,9 +99,8 @@ def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_o
              o.to(out_ptr.dtype.element_ty))
 
 
-def _config(head_dim: int) -> tuple[int, int, int]:
-    """(BLOCK_N tokens per tile, num_warps, num_stages) for an H100-class GPU."""
-    return 64, 4, 3
+# tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
+BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
@@ -140,7 +139,6 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         return out
 
     group = h // hkv
-    block_n, warps, stages = _config(d)
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = torch.empty((b, h, num_splits, d), dtype=torch.float32, device=dev)
@@ -150,8 +148,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         block_tables.stride(0), h, float(scale), float(logit_softcap or 1.0),
         int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d, PAGE=page,
-        BLOCK_N=block_n, NUM_SPLITS=num_splits, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), num_warps=warps, num_stages=stages)
+        BLOCK_N=BLOCK_N, NUM_SPLITS=num_splits, USE_WINDOW=bool(sliding_window),
+        USE_SOFTCAP=bool(logit_softcap), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,
                                  HEAD_DIM=d, NUM_SPLITS=num_splits, num_warps=4)
     return out

@@ -138,6 +138,12 @@ def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert
 SMALL_ROWS, SMALL_EXPERTS = 256, 256  # limits of the one-program route + align
 
 
+def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
+    """Static worst-case count of ``block_m``-row blocks when ``num_rows`` rows are grouped by
+    expert and each expert's group is padded to whole blocks (a shape-only bound)."""
+    return min(num_rows, triton.cdiv(num_rows, block_m) + num_experts)
+
+
 def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int):
     """(weights [T, k] float32, rows, block_expert): ``moe_route`` then ``moe_align``; one
     Triton program for decode-sized batches, torch ops otherwise."""
@@ -148,7 +154,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
         weights, ids = torch_ops.moe_route(router_logits, top_k, renormalize)
         return (weights, *moe_align(ids, e, block_m))
     dev = router_logits.device
-    num_blocks = min(n, triton.cdiv(n, block_m) + e)
+    num_blocks = max_blocks(n, e, block_m)
     weights = torch.empty(t, top_k, dtype=torch.float32, device=dev)
     ids = torch.empty(t, top_k, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
@@ -167,8 +173,8 @@ def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
     a multiple of ``block_m``; torch ops only, no host sync.
 
     Returns ``rows [B*block_m]`` int32 (flat row ``t*k + slot``; ``T*k`` marks padding) and
-    ``block_expert [B]`` int32 (``>= num_experts`` for blocks past the end), where B is the static
-    worst case ``min(T*k, cdiv(T*k, block_m) + num_experts)``.
+    ``block_expert [B]`` int32 (``>= num_experts`` for blocks past the end), where B is
+    ``max_blocks(T*k, num_experts, block_m)``.
     """
     dev, n = ids.device, ids.numel()
     flat = ids.flatten()
@@ -180,7 +186,7 @@ def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
     # padded start - packed start of each expert's rows
     shift = (block_end - blocks) * block_m - (torch.cumsum(counts, 0) - counts)
     dest = shift[sorted_e] + torch.arange(n, device=dev)
-    num_blocks = min(n, triton.cdiv(n, block_m) + num_experts)
+    num_blocks = max_blocks(n, num_experts, block_m)
     rows = torch.full((num_blocks * block_m,), n, dtype=torch.int32, device=dev)
     rows.scatter_(0, dest, order.to(torch.int32))
     block_expert = torch.searchsorted(block_end, torch.arange(num_blocks, device=dev), right=True)
