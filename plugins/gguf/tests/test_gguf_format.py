@@ -114,10 +114,7 @@ def test_unknown_architecture_is_reported(tmp_path):
 
 
 def test_unknown_architecture_end_to_end(tmp_path):
-    try:
-        from litevllm import LLM
-    except ImportError as exc:
-        pytest.skip(f"litevllm.LLM is not importable yet: {exc}")
+    from litevllm import LLM
     from importlib.metadata import entry_points
     if not any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")):
         pytest.skip("litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)")

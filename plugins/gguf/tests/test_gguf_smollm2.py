@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gguf_synth import one_thread
+from litevllm import LLM, SamplingParams
 from litevllm_gguf.demo import ModelFetchError, fetch_smollm2
 from litevllm_gguf.format import GGUFFormat
 
@@ -68,17 +69,8 @@ def test_tokenizer_has_chat_template(smollm2):
     assert tokenizer.eos_token == "<|im_end|>"
 
 
-def _litevllm_llm():
-    try:
-        from litevllm import LLM, SamplingParams
-    except ImportError as exc:
-        pytest.skip(f"litevllm.LLM is not importable yet: {exc}")
-    return LLM, SamplingParams
-
-
 @pytest.fixture(scope="module")
 def greedy_answer(smollm2):
-    LLM, SamplingParams = _litevllm_llm()
     llm = LLM(model=str(smollm2), dtype="float32", device="cpu")
     output = llm.chat(QUESTION, SamplingParams(max_tokens=32, temperature=0))[0]
     return output.prompt_token_ids, list(output.outputs[0].token_ids), output.outputs[0].text
