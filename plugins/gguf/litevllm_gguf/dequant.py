@@ -8,7 +8,7 @@ Block layouts follow ggml-quants.c (``block_q4_0`` etc.).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as T
@@ -28,7 +28,7 @@ def _nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 def _bits(packed: torch.Tensor, count: int) -> torch.Tensor:
     """(n, k) bytes → (n, count) of their bits, least significant first, as 0/1 uint8."""
-    shifts = torch.arange(8, dtype=torch.uint8)
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     return ((packed.unsqueeze(-1) >> shifts) & 1).reshape(len(packed), -1)[:, :count]
 
 
@@ -102,7 +102,7 @@ def _q4_k(b):  # d, dmin, 12 bytes of scales/mins, 128 bytes of 4-bit values; 8 
 
 
 def _q5_k(b):  # as Q4_K plus 32 bytes of high bits: bit s of byte l belongs to sub-block s, element l
-    high = (b[:, 16:48].unsqueeze(1) >> torch.arange(8, dtype=torch.uint8).view(1, 8, 1)) & 1
+    high = (b[:, 16:48].unsqueeze(1) >> torch.arange(8, dtype=torch.uint8, device=b.device).view(1, 8, 1)) & 1
     return _k_codes(b, _k_nibbles(b[:, 48:176]) | (high << 4), 5)
 
 
@@ -110,7 +110,7 @@ def _q6_k(b):  # 128 bytes low nibbles, 64 bytes 2-bit highs, 16 int8 scales, d;
     n = len(b)
     low = b[:, 0:128].reshape(n, 2, 2, 32)  # (half, which 32 bytes, byte)
     low = torch.stack([low & 0x0F, low >> 4], dim=2).reshape(n, 2, 4, 32)  # order: q1 q2 q3 q4
-    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8).view(1, 1, 4, 1)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=b.device).view(1, 1, 4, 1)
     high = (b[:, 128:192].reshape(n, 2, 1, 32) >> shifts) & 3
     scales = b[:, 192:208].view(torch.int8).float().mul_(_f16(b, 208))  # one scale per 16 values
     return Codes((low | (high << 4)).reshape(n, 256), scales, None, 6, 32, 16)
@@ -151,6 +151,22 @@ def dequantize(raw: torch.Tensor, ggml_type: T, shape: tuple[int, ...], dtype: t
 
 def is_block_type(ggml_type: T) -> bool:
     return ggml_type in _BLOCK_DECODERS
+
+
+@dataclass(frozen=True)
+class GGUFBlocks:
+    """One GGUF tensor as stored: its raw uint8 bytes, ggml type and torch-order shape. The format
+    yields these instead of values for linear weights when the ``gguf`` scheme keeps them packed."""
+    raw: torch.Tensor
+    ggml_type: T
+    shape: tuple[int, ...]
+    name: str
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantize(self.raw, self.ggml_type, self.shape, dtype, self.name)
+
+    def to(self, device: torch.device) -> "GGUFBlocks":
+        return replace(self, raw=self.raw.to(device))
 
 
 def decode_codes(raw: torch.Tensor, ggml_type: T) -> Codes:
