@@ -42,9 +42,16 @@ class GGUFLinearMethod(QuantMethod):
         if tuple(loaded.shape) != (rows, layer.input_size):
             raise ValueError(f"tensor for '{layer.prefix}.weight'{'' if shard is None else f' shard {shard}'} "
                              f"has shape {tuple(loaded.shape)}, expected {(rows, layer.input_size)}")
-        layer.gguf_shards[shard] = loaded.to(layer.weight.device)  # raw bytes: the quantized size
+        shards = getattr(layer, "gguf_shards", None)
+        if shards is None or shard in shards:
+            raise ValueError(f"tensor for '{layer.prefix}.weight' was given twice")
+        shards[shard] = loaded.to(layer.weight.device)  # raw bytes: the quantized size
+        if None in shards or len(shards) == len(layer.output_sizes):
+            self.process_after_loading(layer)  # now, so raw blocks never pile up on the GPU
 
     def process_after_loading(self, layer):
+        if not hasattr(layer, "gguf_shards"):
+            return  # built when its last shard arrived
         shards, dtype, device = layer.gguf_shards, layer.weight.dtype, layer.weight.device
         del layer.gguf_shards
         if not shards:  # load_format="dummy": nothing was loaded

@@ -110,9 +110,11 @@ WEIGHT_SCALES = {T.Q4_0: 8e-3, T.Q4_1: 8e-3, T.Q5_0: 4e-3, T.Q5_1: 4e-3, T.Q8_0:
                  T.Q4_K: 3e-4, T.Q5_K: 1.5e-4, T.Q6_K: 4e-5}
 
 
-def write_quantized_llama(path: Path, config: dict, types: dict[str, T | None], seed: int = 0) -> Path:
+def write_quantized_llama(path: Path, config: dict, types: dict[str, T | None], seed: int = 0,
+                          metadata: dict | None = None) -> Path:
     """A llama GGUF of random weights: ``types`` maps GGUF tensor names (``blk.0.attn_q.weight``)
-    to a block type; the rest (norms, embeddings) are F32, or F16 where the type is None."""
+    to a block type; the rest (norms, embeddings) are F32, or F16 where the type is None.
+    ``metadata`` overrides what ``config`` says."""
     rng = np.random.default_rng(seed)
     h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
@@ -132,7 +134,7 @@ def write_quantized_llama(path: Path, config: dict, types: dict[str, T | None], 
         values = (rng.uniform(0.5, 1.5, shape) if len(shape) == 1 else
                   rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
         tensors[name] = (values.astype(np.float16) if name in types else values, None)
-    return write_gguf(path, "llama", tensors, llama_metadata(config))
+    return write_gguf(path, "llama", tensors, {**llama_metadata(config), **(metadata or {})})
     return write_gguf(path, arch, tensors, metadata)
 
 

@@ -7,7 +7,7 @@ from litevllm_gptq.layout import dequantize as layout_dequantize
 
 from gguf_synth import random_blocks, write_quantized_llama
 from litevllm import LLM, SamplingParams
-from litevllm.plugin_api import LiteLinear
+from litevllm.plugin_api import CheckpointError, LiteLinear
 from litevllm_gguf.dequant import GGUFBlocks
 from litevllm_gguf.quant import PACKED_ENV
 from litevllm_gguf.repack import pack, to_part
@@ -126,3 +126,13 @@ def test_cpu_dequantizes_by_default(mixed_gguf):
     for want, got in zip(dense, outs):
         assert got.outputs[0].token_ids == want.outputs[0].token_ids
         assert logprob_rows(got.outputs[0].logprobs).equal(logprob_rows(want.outputs[0].logprobs))
+
+
+@pytest.mark.parametrize("packed", ["1", ""])
+def test_wrong_shape_names_the_tensor(tmp_path, monkeypatch, packed):
+    path = write_quantized_llama(tmp_path / "bad.gguf", CONFIG, TYPES,
+                                 metadata={"llama.feed_forward_length": 256})
+    monkeypatch.setenv(PACKED_ENV, packed)
+    with pytest.raises(CheckpointError, match=r"model.layers.0.mlp.gate_proj.weight.*shard 0 has "
+                                              r"shape \(512, 256\), expected \(256, 256\)"):
+        LLM(str(path), device="cpu", dtype="float32")
