@@ -136,3 +136,54 @@ def test_wrong_shape_names_the_tensor(tmp_path, monkeypatch, packed):
     with pytest.raises(CheckpointError, match=r"model.layers.0.mlp.gate_proj.weight.*shard 0 has "
                                               r"shape \(512, 256\), expected \(256, 256\)"):
         LLM(str(path), device="cpu", dtype="float32")
+
+
+def write_qwen2moe(path):
+    """A Qwen2-MoE GGUF: quantized attention, shared expert and (dequantized) experts."""
+    import numpy as np
+    from gguf_synth import WEIGHT_SCALES, write_gguf
+
+    rng = np.random.default_rng(1)
+    h, e, ff, vocab = 256, 4, 256, 96
+    meta = {f"qwen2moe.{k}": v for k, v in {
+        "block_count": 1, "embedding_length": h, "feed_forward_length": ff, "context_length": 256,
+        "attention.head_count": 4, "attention.head_count_kv": 2, "attention.layer_norm_rms_epsilon": 1e-6,
+        "rope.freq_base": 1e6, "expert_count": e, "expert_used_count": 2,
+        "expert_feed_forward_length": ff, "expert_shared_feed_forward_length": ff}.items()}
+
+    def quant(t, rows, cols, seed):
+        return random_blocks(t, rows, cols, seed=seed, scale=WEIGHT_SCALES[t]), t
+
+    def floats(*shape):
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32), None
+
+    tensors = {"token_embd.weight": floats(vocab, h), "output.weight": floats(vocab, h),
+               "output_norm.weight": (np.ones(h, np.float32), None),
+               "blk.0.attn_norm.weight": (np.ones(h, np.float32), None),
+               "blk.0.ffn_norm.weight": (np.ones(h, np.float32), None),
+               "blk.0.attn_q.weight": quant(T.Q4_K, h, h, 1), "blk.0.attn_k.weight": quant(T.Q4_K, 128, h, 2),
+               "blk.0.attn_v.weight": quant(T.Q6_K, 128, h, 3), "blk.0.attn_output.weight": quant(T.Q8_0, h, h, 4),
+               "blk.0.attn_q.bias": floats(h), "blk.0.attn_k.bias": floats(128), "blk.0.attn_v.bias": floats(128),
+               "blk.0.ffn_gate_inp.weight": floats(e, h), "blk.0.ffn_gate_inp_shexp.weight": floats(h),
+               "blk.0.ffn_gate_shexp.weight": quant(T.Q4_0, ff, h, 5),
+               "blk.0.ffn_up_shexp.weight": quant(T.Q4_0, ff, h, 6),
+               "blk.0.ffn_down_shexp.weight": quant(T.Q5_K, h, ff, 7)}
+    for i, name in enumerate(("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps")):
+        blocks, t = quant(T.Q8_0, e * ff, h, 10 + i)
+        tensors[f"blk.0.{name}.weight"] = (blocks.reshape(e, ff, -1), t)
+    return write_gguf(path, "qwen2moe", tensors, meta)
+
+
+def test_moe_model_keeps_attention_and_shared_expert_packed(tmp_path, monkeypatch):
+    path = write_qwen2moe(tmp_path / "moe.gguf")
+    _, dense = run(path, quantization="none")
+    monkeypatch.setenv(PACKED_ENV, "1")
+    model, packed = run(path)
+    assert layouts(model) == {"model.layers.0.self_attn.qkv_proj": (8, 16), "model.layers.0.self_attn.o_proj": (8, 32),
+                              "model.layers.0.mlp.gate": None, "model.layers.0.mlp.shared_expert_gate": None,
+                              "model.layers.0.mlp.shared_expert.gate_up_proj": (4, 32),
+                              "model.layers.0.mlp.shared_expert.down_proj": (8, 32)}
+    for want, got in zip(dense, packed):
+        assert got.outputs[0].token_ids == want.outputs[0].token_ids
+        torch.testing.assert_close(logprob_rows(got.outputs[0].logprobs),
+                                   logprob_rows(want.outputs[0].logprobs), atol=1e-4, rtol=1e-4)
