@@ -55,8 +55,8 @@ class GGUFLinearMethod(QuantMethod):
         shards, dtype, device = layer.gguf_shards, layer.weight.dtype, layer.weight.device
         del layer.gguf_shards
         if not shards:  # load_format="dummy": nothing was loaded
-            layer.weight = nn.Parameter(torch.zeros(sum(layer.output_sizes), layer.input_size, dtype=dtype),
-                                        requires_grad=False)
+            layer.weight = nn.Parameter(torch.zeros(sum(layer.output_sizes), layer.input_size, dtype=dtype,
+                                                    device=device), requires_grad=False)
             return
         items = [shards[None]] if None in shards else [shards[i] for i in range(len(layer.output_sizes))]
         packed = device.type == "cuda" if self.packed is None else self.packed
