@@ -31,6 +31,7 @@ def test_repacked_weight_equals_dequant(ggml_type):
     bits, group, symmetric = LAYOUTS[ggml_type]
     assert (w.bits, w.group_size, w.bias is None) == (bits, group, symmetric)
     assert w.shape == (K, 48) and w.qweight.dtype == torch.int32
+    assert all(t.is_contiguous() for t in (w.qweight, w.scales, w.bias) if t is not None)  # kernels need it
     assert torch.equal(layout_dequantize(w), b.dequantize(torch.float32).t())  # exact, [K, N]
 
 
