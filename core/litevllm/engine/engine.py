@@ -75,6 +75,7 @@ class LLMEngine:
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
         quant = self._quant_config(manager)
+        fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
         torch.manual_seed(config.seed)
         with torch.device(self.device):
