@@ -149,35 +149,67 @@ def run(prompt, max_tokens, temperature, top_p, top_k, system, no_chat_template,
     use_chat = not no_chat_template and getattr(llm.tokenizer, "chat_template", None)
     history = [{"role": "system", "content": system}] if system else []
 
-    def answer(text: str) -> str:
+    def answer(text: str, pieces: list[str]) -> None:
+        """Stream the reply to ``text``, collecting it in ``pieces`` (kept on Ctrl-C)."""
         if use_chat:
             request = {"prompt_token_ids": llm.apply_chat_template(history + [{"role": "user", "content": text}])}
         else:
             request = text
-        pieces = []
-        for out in llm.generate([request], params, stream=True):
-            if out.error:
-                fail(ValueError(out.error))
-            piece = out.outputs[0].delta_text
-            pieces.append(piece)
-            click.echo(piece, nl=False)
+        stream = llm.generate([request], params, stream=True)
+        try:
+            for out in stream:
+                piece = out.outputs[0].delta_text
+                pieces.append(piece)
+                click.echo(piece, nl=False)
+        finally:
+            stream.close()  # on Ctrl-C too: the request is aborted, its blocks freed
         click.echo()
-        return "".join(pieces)
 
     if prompt is not None:
-        answer(prompt)
+        try:
+            answer(prompt, [])
+        except ValueError as e:
+            fail(e)
         return
-    click.echo("Interactive chat. Ctrl-D or /exit to quit.", err=True)
+    chat_loop(answer, history)
+
+
+def chat_loop(answer, history: list[dict]) -> None:
+    """The interactive chat: Ctrl-C stops a reply and keeps the conversation; Ctrl-C twice at
+    the prompt, Ctrl-D or /exit quits; blank lines are ignored."""
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    click.echo("Interactive chat. Ctrl-C stops a reply; Ctrl-D or /exit quits.", err=True)
+    armed = False
     while True:
         try:
-            text = click.prompt(">", prompt_suffix=" ")
-        except (EOFError, click.Abort):
+            text = input("> ").strip()
+        except EOFError:
             click.echo()
             return
-        if text.strip() in ("/exit", "/quit"):
+        except KeyboardInterrupt:
+            if armed:
+                click.echo()
+                return
+            armed = True
+            click.echo("\n(Ctrl-C again or Ctrl-D to quit)", err=True)
+            continue
+        armed = False
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
             return
-        reply = answer(text)
-        history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+        pieces: list[str] = []
+        try:
+            answer(text, pieces)
+        except ValueError as e:
+            click.echo(f"Error: {e}", err=True)
+            continue
+        except KeyboardInterrupt:
+            click.echo("\n[reply stopped]", err=True)
+        history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
 
 
 @cli.group(invoke_without_command=True)
