@@ -127,14 +127,11 @@ def plugins_mod_cli():
     return cli
 
 
-def test_out_of_tree_plugin_installed_and_runs(tmp_path):
-    """pip-install the fixture package, then use its architecture in a fresh interpreter."""
+def test_out_of_tree_plugin_installed_and_runs(tmp_path, private_install):
+    """pip-install the fixture package privately, then use its architecture in a fresh
+    interpreter."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    try:
-        metadata.distribution("litevllm-plugin-demo")
-    except metadata.PackageNotFoundError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--no-build-isolation", str(FIXTURES / "demo_plugin")], check=True)
+    env = private_install(FIXTURES / "demo_plugin")
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
     torch.manual_seed(0)
@@ -146,7 +143,7 @@ def test_out_of_tree_plugin_installed_and_runs(tmp_path):
     code = (f"from litevllm import LLM, SamplingParams; llm = LLM({str(tmp_path)!r});"
             "out = llm.generate({'prompt_token_ids': [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4));"
             "print(type(llm.engine.model).__module__, len(out[0].outputs[0].token_ids))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["litevllm_demo.model", "4"]
 
