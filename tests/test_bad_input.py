@@ -42,6 +42,19 @@ def test_unknown_architecture(tmp_path, llama_notok_dir, arch, hint):
     assert f"pip install {hint}" in msg
 
 
+def test_unknown_model_type_gets_the_plugin_hint(tmp_path, llama_notok_dir):
+    """Not transformers' "your Transformers is out of date": the plugin to install."""
+    path = copy_ckpt(llama_notok_dir, tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(model_type="frobnicator", architectures=["FrobnicatorForCausalLM"])
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PluginError) as err:
+        LLM(str(path))
+    msg = str(err.value)
+    assert "architecture 'FrobnicatorForCausalLM'" in msg and "Transformers" not in msg
+    assert "pip install litevllm-plugin-<name>" in msg
+
+
 def test_no_weights_suggests_dummy(tmp_path, llama_notok_dir):
     path = copy_ckpt(llama_notok_dir, tmp_path / "m", files=("config.json",))
     with pytest.raises(CheckpointError, match="load_format='dummy'"):
