@@ -1,6 +1,7 @@
 """The `lite` CLI end to end on tiny checkpoints (CPU)."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from litevllm.cli import cli
@@ -62,6 +63,20 @@ def test_missing_plugin_command_says_what_to_install(monkeypatch):
     monkeypatch.setattr(cli, "commands", {k: v for k, v in cli.commands.items() if k != "serve"})
     r = invoke("serve", "--model", "x")
     assert r.exit_code == 1 and "installed but disabled by LITEVLLM_DISABLE_PLUGINS=openai" in r.output
+
+
+def test_port_in_use_is_named_before_the_model_loads(tmp_path):
+    import socket
+    pytest.importorskip("litevllm_openai")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # a missing model would fail later, at load: the port is checked first
+        r = invoke("serve", "--model", tmp_path / "no-model", "--port", port)
+    assert r.exit_code == 1
+    assert r.output.startswith(f"Error: port {port} on 127.0.0.1 is not available (Address "
+                               f"already in use)"), r.output
 
 
 def test_unknown_lite_toml_keys_warn(llama_dir, tmp_path, monkeypatch):

@@ -42,7 +42,12 @@ def engine_options(f):
 
 
 def build_llm(o: dict):
+    """The engine for a command's options. A command with ``--port`` (``lite serve``) has the
+    port checked first, so a port in use is named before a long model load, not after."""
     from litevllm import LLM
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("port"):
+        check_port_free(ctx.params.get("host") or "127.0.0.1", ctx.params["port"])
     return LLM(o["model"], dtype=o["dtype"], kernels=o["kernels"], max_model_len=o["max_model_len"],
                enforce_eager=o["enforce_eager"], load_format=o["load_format"], seed=o["seed"],
                device=o["device"], quantization=o["quantization"], max_num_seqs=o["max_num_seqs"],
@@ -51,6 +56,22 @@ def build_llm(o: dict):
                cpu_kv_cache_gib=o["cpu_kv_cache_gib"],
                enable_prefix_caching=not o["no_prefix_caching"],
                num_scheduler_steps=o["num_scheduler_steps"])
+
+
+def check_port_free(host: str, port: int) -> None:
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"--host {host}: {e}") from e
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise ValueError(f"port {port} on {host} is not available ({e.strerror}); "
+                             f"stop what uses it or pick another with --port") from e
 
 
 def fail(e: BaseException):
