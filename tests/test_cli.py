@@ -120,6 +120,20 @@ def test_bench_throughput_reports_ttft_and_itl(llama_dir, tmp_path):
     data = json.loads(out.read_text())
     assert data["num_prompts"] == 6 and data["output_tok_per_s"] > 0
     assert data["ttft_ms_median"] > 0 and data["itl_ms_mean"] > 0
+    # the warm-up runs other prompts: random timed prompts find nothing in the prefix cache,
+    # and cached input is reported apart from computed input
+    assert data["prefix_cache_hit_rate"] == 0 and data["input_tokens_cached"] == 0
+    assert data["input_tokens_computed"] >= 6 * 4
+
+
+def test_bench_throughput_cpu_defaults_are_small_and_said(llama_dir, tmp_path):
+    out = tmp_path / "tp.json"
+    r = invoke("bench", "throughput", "--model", llama_dir, "--load-format", "dummy",
+               "--max-len", 24, "--json-out", out)
+    assert r.exit_code == 0, r.output
+    assert "cpu: small defaults --num-prompts 16 --min-len 16 (GPU: --num-prompts 256 " \
+           "--min-len 100 --max-len 1024); pass them to change" in r.stderr
+    assert json.loads(out.read_text())["num_prompts"] == 16
 
 
 def test_options_from_lite_toml(llama_dir, tmp_path, monkeypatch):
