@@ -131,9 +131,9 @@ def test_bench_throughput_cpu_defaults_are_small_and_said(llama_dir, tmp_path):
     r = invoke("bench", "throughput", "--model", llama_dir, "--load-format", "dummy",
                "--max-len", 24, "--json-out", out)
     assert r.exit_code == 0, r.output
-    assert "cpu: small defaults --num-prompts 16 --min-len 16 (GPU: --num-prompts 256 " \
+    assert "cpu: small defaults --num-prompts 8 --min-len 16 (GPU: --num-prompts 256 " \
            "--min-len 100 --max-len 1024); pass them to change" in r.stderr
-    assert json.loads(out.read_text())["num_prompts"] == 16
+    assert json.loads(out.read_text())["num_prompts"] == 8
 
 
 def test_options_from_lite_toml(llama_dir, tmp_path, monkeypatch):

@@ -138,19 +138,19 @@ def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json
 
 
 # (num_prompts, min_len, max_len) when not given: the GPU workload takes minutes on a CPU
-THROUGHPUT_DEFAULTS = {"cuda": (256, 100, 1024), "cpu": (16, 16, 128)}
+THROUGHPUT_DEFAULTS = {"cuda": (256, 100, 1024), "cpu": (8, 16, 64)}
 
 
 @bench.command()
 @engine_options
 @click.option("--num-prompts", type=click.IntRange(min=1), default=None,
-              help="Default 256 on a GPU, 16 on the CPU.")
+              help="Default 256 on a GPU, 8 on the CPU.")
 @click.option("--input-len", type=click.IntRange(min=1), default=None, help="Fixed input length.")
 @click.option("--output-len", type=click.IntRange(min=1), default=None, help="Fixed output length.")
 @click.option("--min-len", type=click.IntRange(min=1), default=None,
               help="Uniform length range, low end (default 100 on a GPU, 16 on the CPU).")
 @click.option("--max-len", type=click.IntRange(min=1), default=None,
-              help="Uniform length range, high end (default 1024 on a GPU, 128 on the CPU).")
+              help="Uniform length range, high end (default 1024 on a GPU, 64 on the CPU).")
 @click.option("--json-out", default=None)
 def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
