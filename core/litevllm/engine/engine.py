@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def resolve_model_path(model: str) -> Path:
         return Path(resolved)
     aliases = ", ".join(manager.names("model_aliases")) or "none installed"
     raise FileNotFoundError(f"model path '{model}' does not exist and is not a known model "
-                            f"alias (aliases: {aliases})")
+                            f"alias (aliases: {aliases}{manager.not_loaded()})")
 
 
 class Request:
@@ -106,10 +107,11 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
-        log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
-                 "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
-                 self.num_blocks * config.cache.block_size / self.max_model_len,
-                 self.max_model_len, config.kernels, attn.name)
+        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB)",
+                 self.device, str(self.dtype).replace("torch.", ""), attn.name,
+                 "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
+                 self.num_blocks * config.cache.block_size,
+                 self.num_blocks * self.runner.bytes_per_block() / 2**20)
 
     # set-up helpers --------------------------------------------------------------------------
     def _quant_config(self, manager):
@@ -151,8 +153,12 @@ class LLMEngine:
             used_elsewhere = total - free - torch.cuda.memory_reserved(self.device)
             budget = total * cache.gpu_memory_utilization - peak - max(0, used_elsewhere)
             blocks = int(budget // per_block)
-        else:
+        elif cache.cpu_kv_cache_gib is not None:
             blocks = int(cache.cpu_kv_cache_gib * 2**30 // per_block)
+        else:  # CPU: one full-length sequence or one full batch, at most 1/4 of the memory
+            tokens = max(self.max_model_len, self.config.scheduler.max_num_batched_tokens)
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            blocks = min(-(-tokens // cache.block_size), int(ram // 4 // per_block))
         blocks = min(blocks, useful)
         if blocks < 1:
             raise RuntimeError("no memory left for the KV cache after loading the model; "
