@@ -81,11 +81,12 @@ def test_decode(case, dtype, num_splits):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-def test_decode_empty_sequence_gives_zeros():
+@pytest.mark.parametrize("num_splits", [1, 4])  # 1: no merge kernel
+def test_decode_empty_sequence_gives_zeros(num_splits):
     k_cache, v_cache, bt, _, sl = make_paged_batch([1, 1], [30, 1], 1, 16, 16, torch.float32)
     sl[1] = 0  # a padding row of a captured batch
     q = torch.randn(2, 2, 16)
-    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=4)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=num_splits)
     assert torch.equal(got[1], torch.zeros_like(got[1]))
     assert torch.isfinite(got).all()
 

@@ -2,7 +2,8 @@
 
 Stage 1: program (seq, kv head, split) attends the GROUP query heads of that KV head (padded to
 16 rows for tl.dot) to its share of the context and writes partial (max, sum, acc). Stage 2
-merges the splits. The split count depends only on shapes (batch size, heads, block-table width),
+merges the splits; with one split, stage 1 writes the output itself and there is no stage 2.
+Head dims that are not powers of 2 are padded to the next one with masks. The split count depends only on shapes (batch size, heads, block-table width),
 never on per-step values, so the launch is CUDA-graph safe; splits past a sequence's end write
 neutral partials (max -1e30, sum 0, acc 0).
 """
@@ -24,21 +25,23 @@ MAX_SPLITS = 64
 
 @triton.jit
 def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
-                         part_m_ptr, part_l_ptr, part_acc_ptr,
+                         part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
                          stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
-                         num_heads, scale, softcap, window,
+                         stride_ot, stride_oh, num_heads, scale, softcap, window,
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                         NUM_SPLITS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+                         USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                         SINGLE: tl.constexpr):
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
+    num_splits = tl.num_programs(2)  # not a constexpr: one compiled kernel for every bucket
 
     seq_len = tl.load(seq_lens_ptr + b)
     kv_lo = seq_len * 0
     if USE_WINDOW:
         kv_lo = tl.maximum(seq_len - window, 0)
-    split_len = tl.cdiv(tl.cdiv(seq_len - kv_lo, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    split_len = tl.cdiv(tl.cdiv(seq_len - kv_lo, num_splits), BLOCK_N) * BLOCK_N
     start = kv_lo + split * split_len
     end = tl.minimum(start + split_len, seq_len)
 
@@ -77,8 +80,14 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    # partials laid out [B, H, NUM_SPLITS(, D)]
-    part = (b * num_heads + head).to(tl.int64) * NUM_SPLITS + split
+    if SINGLE:  # one split: normalise and write the output, no merge kernel
+        o = acc / tl.maximum(l_i, 1e-30)[:, None]  # empty sequence -> 0
+        o_ptrs = out_ptr + b.to(tl.int64) * stride_ot + (head * stride_oh)[:, None] \
+            + offs_d[None, :]
+        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
+        return
+    # partials laid out [B, H, num_splits(, D)]
+    part = (b * num_heads + head).to(tl.int64) * num_splits + split
     tl.store(part_m_ptr + part, m_i, mask=h_ok)
     tl.store(part_l_ptr + part, l_i, mask=h_ok)
     tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc,
@@ -146,18 +155,22 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         return out
 
     group, block_d = h // hkv, padded_head_dim(d)
+    single = num_splits == 1
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
-    part_acc = torch.empty((b, h, num_splits, d), dtype=torch.float32, device=dev)
+    part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
+                                              device=dev)
     _decode_split_kernel[(b, hkv, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc,
+        q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc, out,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0), h, float(scale), float(logit_softcap or 1.0),
-        int(sliding_window or 0),
+        block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale),
+        float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
-        BLOCK_D=block_d, PAGE=page,
-        BLOCK_N=BLOCK_N, NUM_SPLITS=num_splits, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        BLOCK_D=block_d, PAGE=page, BLOCK_N=BLOCK_N, USE_WINDOW=bool(sliding_window),
+        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES)
+    if single:
+        return out
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,
                                  HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=num_splits,
                                  num_warps=4)
