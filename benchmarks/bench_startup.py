@@ -1,7 +1,7 @@
 """Start-up to ready, by phase, in fresh processes with a cold and then a warm Triton cache.
 
     python benchmarks/bench_startup.py [--model benchmarks/configs/tinyllama-1.1b]
-        [--warm-runs 2] [--profile] [--out results.jsonl] [-- engine options as JSON]
+        [--warm-runs 2] [--profile] [--latency] [--out results.jsonl] [--engine JSON]
 
 Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
 TRITON_CACHE_DIR: the first run compiles every kernel (cold), the later ones find them on disk
@@ -28,7 +28,7 @@ import time
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.1b")
 
 
-def child(model: str, engine_kw: dict, profile: bool) -> dict:
+def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     t_start = time.perf_counter()
     import torch
 
@@ -95,6 +95,11 @@ def child(model: str, engine_kw: dict, profile: bool) -> dict:
               "first_request_s": t_first - t_ready,
               "phases_s": {k: round(v, 3) for k, v in phases.items()},
               "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks}
+    if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
+        from litevllm.bench import measure_latency
+        for bs in (1, 128):
+            r = measure_latency(llm, bs, 128, 128)
+            result[f"latency_b{bs}"] = {k: r[k] for k in ("prefill_ms", "decode_ms_per_step")}
     if prof is not None:
         import io
         import pstats
@@ -109,21 +114,23 @@ def main():
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--warm-runs", type=int, default=2)
     p.add_argument("--profile", action="store_true", help="cProfile the last warm run")
+    p.add_argument("--latency", action="store_true",
+                   help="the last warm run also measures decode latency (batch 1 and 128)")
     p.add_argument("--out", help="append the JSON lines here too")
     p.add_argument("--engine", default="{}", help="engine options as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     engine_kw = json.loads(a.engine)
     if a.child:
-        print(json.dumps(child(a.model, engine_kw, a.profile)), flush=True)
+        print(json.dumps(child(a.model, engine_kw, a.profile, a.latency)), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="litevllm-triton-cache-") as cache:
         env = {**os.environ, "TRITON_CACHE_DIR": cache}
         for i in range(1 + a.warm_runs):
             kind = "cold" if i == 0 else "warm"
             cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
-            if a.profile and i == a.warm_runs:
-                cmd.append("--profile")
+            if i == a.warm_runs:
+                cmd += ["--profile"] * a.profile + ["--latency"] * a.latency
             t0 = time.perf_counter()
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
