@@ -85,13 +85,12 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         o_ptrs = out_ptr + b.to(tl.int64) * stride_ot + (head * stride_oh)[:, None] \
             + offs_d[None, :]
         tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
-        return
-    # partials laid out [B, H, num_splits(, D)]
-    part = (b * num_heads + head).to(tl.int64) * num_splits + split
-    tl.store(part_m_ptr + part, m_i, mask=h_ok)
-    tl.store(part_l_ptr + part, l_i, mask=h_ok)
-    tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc,
-             mask=h_ok[:, None] & d_ok[None, :])
+    else:  # partials laid out [B, H, num_splits(, D)]
+        part = (b * num_heads + head).to(tl.int64) * num_splits + split
+        tl.store(part_m_ptr + part, m_i, mask=h_ok)
+        tl.store(part_l_ptr + part, l_i, mask=h_ok)
+        tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc,
+                 mask=h_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
