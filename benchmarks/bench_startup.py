@@ -4,8 +4,10 @@
         [--warm-runs 2] [--profile] [--latency] [--out results.jsonl] [--engine JSON]
 
 Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
-TRITON_CACHE_DIR: the first run compiles every kernel (cold), the later ones find them on disk
-(warm). A run prints one JSON line: ``total_s`` (imports to ready), its phases, and the first
+TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image writes no .pyc
+files, so without it every start compiles every module's source): the first run compiles every
+kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
+the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its phases, and the first
 request after ready (1 prompt, 8 tokens). Phases come from wrapping engine functions, so the
 script also times versions of LitevLLM that predate it:
 
@@ -116,6 +118,8 @@ def main():
     p.add_argument("--profile", action="store_true", help="cProfile the last warm run")
     p.add_argument("--latency", action="store_true",
                    help="the last warm run also measures decode latency (batch 1 and 128)")
+    p.add_argument("--no-pycache", action="store_true",
+                   help="leave Python's bytecode caching as the environment has it")
     p.add_argument("--out", help="append the JSON lines here too")
     p.add_argument("--engine", default="{}", help="engine options as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -125,7 +129,10 @@ def main():
         print(json.dumps(child(a.model, engine_kw, a.profile, a.latency)), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="litevllm-triton-cache-") as cache:
-        env = {**os.environ, "TRITON_CACHE_DIR": cache}
+        env = {**os.environ, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        if not a.no_pycache:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "pycache")
         for i in range(1 + a.warm_runs):
             kind = "cold" if i == 0 else "warm"
             cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
@@ -136,7 +143,7 @@ def main():
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
-            result = {"run": kind, "process_wall_s": round(wall, 3),
+            result = {"run": kind, "pycache": not a.no_pycache, "process_wall_s": round(wall, 3),
                       **json.loads(out.stdout.strip().splitlines()[-1])}
             profile = result.pop("profile", None)
             line = json.dumps(result)
