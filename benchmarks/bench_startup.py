@@ -1,14 +1,15 @@
 """Start-up to ready, by phase, in fresh processes with a cold and then a warm Triton cache.
 
     python benchmarks/bench_startup.py [--model benchmarks/configs/tinyllama-1.1b]
-        [--warm-runs 2] [--profile] [--latency] [--out results.jsonl] [--engine JSON]
+        [--warm-runs 2] [--profile] [--latency] [--no-pycache] [--out results.jsonl]
+        [--engine JSON]
 
 Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
 TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image writes no .pyc
 files, so without it every start compiles every module's source): the first run compiles every
 kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
-the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its phases, and the first
-request after ready (1 prompt, 8 tokens). Phases come from wrapping engine functions, so the
+the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its
+phases, and the first request after ready (1 prompt, 8 tokens). Phases come from wrapping engine functions, so the
 script also times versions of LitevLLM that predate it:
 
 - ``import``: torch and litevllm; ``cuda_init``: the CUDA context;

@@ -3,9 +3,10 @@
 Stage 1: program (seq, kv head, split) attends the GROUP query heads of that KV head (padded to
 16 rows for tl.dot) to its share of the context and writes partial (max, sum, acc). Stage 2
 merges the splits; with one split, stage 1 writes the output itself and there is no stage 2.
-Head dims that are not powers of 2 are padded to the next one with masks. The split count depends only on shapes (batch size, heads, block-table width),
-never on per-step values, so the launch is CUDA-graph safe; splits past a sequence's end write
-neutral partials (max -1e30, sum 0, acc 0).
+Head dims that are not powers of 2 are padded to the next one with masks. The split count
+depends only on shapes (batch size, heads, block-table width), never on per-step values, so the
+launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves every batch
+size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
 """
 from __future__ import annotations
 
