@@ -9,8 +9,8 @@ TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image w
 files, so without it every start compiles every module's source): the first run compiles every
 kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
 the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its
-phases, and the first request after ready (1 prompt, 8 tokens). Phases come from wrapping engine functions, so the
-script also times versions of LitevLLM that predate it:
+phases, and the first request after ready (1 prompt, 8 tokens). Phases come from wrapping
+engine functions, so the script also times versions of LitevLLM that predate it:
 
 - ``import``: torch and litevllm; ``cuda_init``: the CUDA context;
 - ``config``: plugin discovery, checkpoint format and config, up to building the ops;
