@@ -149,3 +149,26 @@ def test_reshape_and_cache(dtype):
     ref.reshape_and_cache(key, value, want[0], want[1], slots)
     ops.reshape_and_cache(key, value, cache[0], cache[1], slots)
     assert torch.equal(cache, want)
+
+
+@pytest.mark.parametrize("d", [48, 80, 96, 112, 64])
+def test_head_dims_off_the_power_of_2_grid(d):
+    """Head dims padded to the next power of 2 inside the kernels: a mixed batch (chunk after a
+    prefix, a fresh prompt, decodes) through prefill, then a decode step with and without
+    splits, bf16, against the torch reference."""
+    from litevllm_triton.kernels import decode_attention, prefill_attention
+    dtype, h, hkv = torch.bfloat16, 16, 4
+    query_lens, seq_lens = [300, 1, 700, 1], [1000, 513, 700, 2048]
+    k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, d, 16, dtype)
+    spec = AttentionSpec(h, hkv, d, d ** -0.5)
+    q = torch.randn(sum(query_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
+                            out=nan_like(q))
+    assert_rel_close(got, want, dtype)
+    dq = torch.randn(len(seq_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
+    for splits in (None, 1):
+        got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq),
+                               num_splits=splits)
+        assert_rel_close(got, want, dtype)

@@ -55,8 +55,8 @@ def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs
         raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
     if dc != d:
         raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
-    if not (is_pow2(d) and d >= 16):
-        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
+    if not 0 < d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {d}")
     if h % hkv:
         raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
     if block_tables.shape[0] < num_seqs:
@@ -75,6 +75,15 @@ def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs
 
 def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+MAX_HEAD_DIM = 256
+
+
+def padded_head_dim(d: int) -> int:
+    """Tile width of a head: the next power of 2, at least 16 (tl.dot's minimum K).
+    The attention kernels mask the padding columns."""
+    return max(16, triton.next_power_of_2(d))
 
 
 @triton.jit
