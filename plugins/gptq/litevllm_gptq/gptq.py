@@ -122,6 +122,9 @@ class GPTQConfig(QuantConfig):
         if not q:
             raise ValueError("quantization 'gptq' needs a GPTQ checkpoint (its config.json has no "
                              "quantization_config); for online weight-only quantization use 'int8'")
+        if q.get("quant_method", "gptq") != "gptq":
+            raise ValueError(f"quantization 'gptq' was asked for, but the checkpoint is "
+                             f"'{q.get('quant_method')}'-quantized")
         fmt = q.get("checkpoint_format") or q.get("format") or "gptq"
         return cls(bits=q.get("bits", 4), group_size=q.get("group_size", 128),
                    desc_act=q.get("desc_act", False), sym=q.get("sym", True), checkpoint_format=fmt,

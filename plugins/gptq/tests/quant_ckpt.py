@@ -65,12 +65,9 @@ def quantize(w: torch.Tensor, bits: int, group: int, sym: bool, g_idx: torch.Ten
     return codes, zeros, scales, (codes - z_rows).float() * s_rows
 
 
-def make_quant_llama(path, vocab_size: int, scheme: str, *, bits=4, group_size=128, sym=True,
-                     desc_act=False, checkpoint_format="gptq", zero_point=True, skip=(), seed=0):
-    """Save a quantized tiny Llama at ``path``; return the float32 HF model with the same
-    dequantized weights."""
+def random_llama(vocab_size: int, seed: int = 0):
+    """A float32 transformers Llama with well-spread random weights."""
     import transformers
-    from safetensors.torch import save_file
     cfg = transformers.LlamaConfig(vocab_size=vocab_size, **SIZES)
     torch.manual_seed(seed)
     model = transformers.LlamaForCausalLM(cfg).float().eval()
@@ -79,6 +76,17 @@ def make_quant_llama(path, vocab_size: int, scheme: str, *, bits=4, group_size=1
         for p in model.parameters():
             noise = torch.randn(p.shape, generator=gen)
             p.copy_(p + 0.1 * noise if p.dim() == 1 else noise / p.shape[-1] ** 0.5)
+    return model
+
+
+def make_quant_llama(path, vocab_size: int, scheme: str, *, bits=4, group_size=128, sym=True,
+                     desc_act=False, checkpoint_format="gptq", zero_point=True, skip=(), seed=0):
+    """Save a quantized tiny Llama at ``path``; return the float32 HF model with the same
+    dequantized weights."""
+    from safetensors.torch import save_file
+    model = random_llama(vocab_size, seed)
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     for layer in range(cfg.num_hidden_layers):
         for lin in LINEARS:
