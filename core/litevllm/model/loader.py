@@ -106,14 +106,21 @@ def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
             param.fill_(1.0 - offsets.get(name, 0.0))
             continue
         if param.is_floating_point():
-            cpu = torch.empty(param.shape, dtype=torch.float32).uniform_(-0.02, 0.02, generator=gen) \
-                if param.device.type == "cpu" else None
-            if cpu is not None:
-                param.copy_(cpu)
-            else:
+            # drawn in float32 (float8 and other narrow dtypes have no uniform_), then cast
+            if param.device.type == "cpu":
+                param.copy_(torch.empty(param.shape).uniform_(-0.02, 0.02, generator=gen))
+            elif param.element_size() >= 2:
                 param.uniform_(-0.02, 0.02)
-        else:
+            else:
+                param.copy_(torch.empty(param.shape, device=param.device).uniform_(-0.02, 0.02))
+        elif param.dtype == torch.bool:
             param.zero_()
+        else:
+            # integer params hold packed quantized codes: random bits, as a real checkpoint has
+            info = torch.iinfo(param.dtype)
+            kw = dict(generator=gen) if param.device.type == "cpu" else {}
+            param.copy_(torch.randint(info.min, info.max, param.shape, dtype=param.dtype,
+                                      device=param.device, **kw))
     for module in model.modules():
         if hasattr(module, "process_after_loading"):
             module.process_after_loading()

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from conftest import PROMPTS, VOCAB, assert_matches_hf, generate, rows
-from quant_ckpt import make_quant_llama, random_llama
+from quant_ckpt import (PROMPTS, VOCAB, assert_matches_hf, generate, make_quant_llama,
+                        random_llama, rows)
 
 CASES = {
     "zp-g64": dict(group_size=64, sym=False, zero_point=True),
