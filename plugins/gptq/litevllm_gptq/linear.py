@@ -32,8 +32,10 @@ def kernel_linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = 
                   path: str | None = None) -> torch.Tensor:
     """``x [M, K]`` through the Triton path for its row count (or the ``path`` named)."""
     m = x.shape[0]
-    path = path or ("gemv" if m <= POLICY["gemv_max_m"] else
-                    "cublas" if m >= POLICY["cublas_min_m"] else "gemm")
+    if path is None:
+        from litevllm_gptq.kernels.tuning import policy
+        pol = {**POLICY, **policy(x.device)}
+        path = "gemv" if m <= pol["gemv_max_m"] else "cublas" if m >= pol["cublas_min_m"] else "gemm"
     if path == "gemv":
         from litevllm_gptq.kernels.gemv import gemv
         return gemv(x, w, bias)

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from litevllm_gptq.kernels._common import check_inputs, pow2_tile, unpack_exact
 from litevllm_gptq.kernels.reduce import splitk_reduce
+from litevllm_gptq.kernels.tuning import lookup
 
 
 @triton.jit
@@ -74,7 +75,8 @@ def gemm(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | No
     n = w.shape[1]
     p = 32 // w.bits
     rows = k // p
-    cfg = {**default_config(m, k, n, w.bits), **(config or {})}
+    cfg = {**default_config(m, k, n, w.bits), **(lookup("gemm", m, w.bits, k, n, x.device) or {}),
+           **(config or {})}
     # one K tile inside one group: BK divides the group size
     bkp = pow2_tile(w.group_size // p, cfg["BK"] // p)
     if bkp * p < 16:

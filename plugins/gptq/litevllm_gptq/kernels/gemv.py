@@ -14,6 +14,7 @@ import triton.language as tl
 
 from litevllm_gptq.kernels._common import check_inputs, pow2_tile, rows_per_group_tile
 from litevllm_gptq.kernels.reduce import splitk_reduce
+from litevllm_gptq.kernels.tuning import lookup
 
 
 @triton.jit
@@ -100,7 +101,8 @@ def gemv(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | No
     n = w.shape[1]
     p = 32 // w.bits
     rows = k // p
-    cfg = {**default_config(m, k, n, w.bits), **(config or {})}
+    cfg = {**default_config(m, k, n, w.bits), **(lookup("gemv", m, w.bits, k, n, x.device) or {}),
+           **(config or {})}
     tile = pow2_tile(rows, cfg["TILE_ROWS"])
     rg = rows_per_group_tile(w.group_size // p, tile)
     split = cfg["SPLIT"]
