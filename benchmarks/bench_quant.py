@@ -117,6 +117,8 @@ def sweep(out, bits=4, group=128, zero=True, ms=(1, 16, 64, 512), shapes=LLAMA, 
                     table["gemv"][f"b{bits},{k},{n}"] = {**gemv_default(m, k, n, bits), **cfg}
                 elif path == "gemm":
                     table["gemm"][f"{m},b{bits},{k},{n}"] = {**gemm_default(m, k, n, bits), **cfg}
+            if len(results) == 1:  # nothing compiled or nothing was right
+                continue
             fastest = min((p for p in results if p != "bf16"), key=results.get)
             choice[(m, k, n)] = fastest
             rec = {"kind": "kernel", "bits": bits, "group": group, "m": m, "k": k, "n": n,

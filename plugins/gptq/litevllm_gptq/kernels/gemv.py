@@ -60,7 +60,7 @@ def _gemv_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr,
             if HAS_PERM:
                 k = tl.load(perm_ptr + k)
             xj = tl.load(x_row + k).to(tl.float32)  # [NG, RG]
-            shift: tl.constexpr = 23 - BITS - BITS * j
+            shift = 23 - BITS - BITS * j  # compile-time (j is a static_range index)
             if shift >= 0:
                 t = packed << shift
             else:
