@@ -62,7 +62,8 @@ def gemv_variants(k, n, bits):
     base = gemv_default(1, k, n, bits)
     s = base["SPLIT"]
     return [{}, dict(BN=64), dict(BN=256), dict(TILE_ROWS=32), dict(PER_ELEMENT=True),
-            dict(num_warps=8), dict(SPLIT=max(1, s // 2)), dict(SPLIT=s * 2)]
+            dict(num_warps=8), dict(SPLIT=max(1, s // 2)), dict(SPLIT=s * 2),
+            dict(TILE_ROWS=32, num_warps=8), dict(BN=256, TILE_ROWS=32, num_warps=8)]
 
 
 def gemm_variants(m):
