@@ -63,7 +63,19 @@ def gemv_variants(k, n, bits):
     s = base["SPLIT"]
     return [{}, dict(BN=64), dict(BN=256), dict(TILE_ROWS=32), dict(PER_ELEMENT=True),
             dict(num_warps=8), dict(SPLIT=max(1, s // 2)), dict(SPLIT=s * 2),
-            dict(TILE_ROWS=32, num_warps=8), dict(BN=256, TILE_ROWS=32, num_warps=8)]
+            dict(TILE_ROWS=32, num_warps=8), dict(BN=256, TILE_ROWS=32, num_warps=8),
+            # BN = 128 * num_warps keeps each thread's rows in its own registers: no barrier
+            # per K tile (see benchmarks/RESULTS.md, W4A16 closing note); not yet measured
+            dict(BN=512, SPLIT=_split(n, 512, k * bits // 32)),
+            dict(BN=512, TILE_ROWS=32, SPLIT=_split(n, 512, k * bits // 32)),
+            dict(BN=256, num_warps=2, SPLIT=_split(n, 256, k * bits // 32))]
+
+
+def _split(n, bn, rows, target=264):
+    split = 1
+    while (n // bn) * split < target and rows // (split * 2) >= 16:
+        split *= 2
+    return split
 
 
 def gemm_variants(m):
