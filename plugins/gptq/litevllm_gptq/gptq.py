@@ -46,6 +46,10 @@ def group_perm(g_idx: torch.Tensor, groups: int, group_size: int, name: str):
     return None if torch.equal(perm, torch.arange(g_idx.numel(), device=perm.device)) else perm
 
 
+# MoE router gates: GPTQ tools never quantize them (tiny N), so they stay dense
+ROUTER_GATES = ("gate", "shared_expert_gate")
+
+
 class GPTQMethod(PackedMethod):
     scheme = "gptq"
     drop = ("qweight", "qzeros", "scales", "g_idx")
@@ -131,7 +135,8 @@ class GPTQConfig(QuantConfig):
                    skip=q.get("modules_to_not_convert") or [])
 
     def method_for(self, prefix):
-        return UnquantizedMethod() if is_skipped(prefix, self.skip) else GPTQMethod(self)
+        dense = is_skipped(prefix, self.skip) or prefix.rpartition(".")[2] in ROUTER_GATES
+        return UnquantizedMethod() if dense else GPTQMethod(self)
 
     def moe_method_for(self, prefix):
         from litevllm_gptq.moe import PackedMoEMethod

@@ -4,6 +4,7 @@ weights (the reference)."""
 from __future__ import annotations
 
 import json
+import zlib
 
 import torch
 
@@ -14,8 +15,6 @@ SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_at
              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-INPUTS = {"self_attn.q_proj": 0, "self_attn.k_proj": 0, "self_attn.v_proj": 0,
-          "self_attn.o_proj": 1, "mlp.gate_proj": 2, "mlp.up_proj": 2, "mlp.down_proj": 3}
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # slot i of an int32 holds column AWQ_ORDER[i]
 
 
@@ -72,7 +71,12 @@ def random_llama(vocab_size: int, seed: int = 0):
     import transformers
     cfg = transformers.LlamaConfig(vocab_size=vocab_size, **SIZES)
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).float().eval()
+    return random_init(transformers.LlamaForCausalLM(cfg), seed)
+
+
+def random_init(model, seed: int = 0):
+    """Redraw every weight: matrices ~ N(0, 1/fan_in), 1-D tensors = init + N(0, 0.1)."""
+    model = model.float().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -81,45 +85,62 @@ def random_llama(vocab_size: int, seed: int = 0):
     return model
 
 
-def make_quant_llama(path, vocab_size: int, scheme: str, *, bits=4, group_size=128, sym=True,
-                     desc_act=False, checkpoint_format="gptq", zero_point=True, skip=(), seed=0):
+def make_quant_llama(path, vocab_size: int, scheme: str, seed=0, **kw):
     """Save a quantized tiny Llama at ``path``; return the float32 HF model with the same
     dequantized weights."""
-    from safetensors.torch import save_file
     model = random_llama(vocab_size, seed)
-    cfg = model.config
-    gen = torch.Generator().manual_seed(seed)
+    names = [f"model.layers.{i}.{lin}" for i in range(model.config.num_hidden_layers)
+             for lin in LINEARS]
+    return write_quantized(model, path, names, scheme, seed=seed, **kw)
+
+
+def write_quantized(model, path, names, scheme: str, **kw):
+    """Quantize the linears ``names`` of ``model`` (in place, to their dequantized values) and
+    save the checkpoint in ``scheme``'s on-disk layout with its quantization_config."""
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    for layer in range(cfg.num_hidden_layers):
-        for lin in LINEARS:
-            name = f"model.layers.{layer}.{lin}"
-            if any(s in name for s in skip):
-                continue
-            w = tensors.pop(f"{name}.weight").t().contiguous()  # [K, N]
-            k = w.shape[0]
-            g = k if group_size == -1 else group_size
-            g_idx = torch.arange(k) // g
-            if desc_act:  # one order per layer input: q/k/v (and gate/up) share theirs
-                order = torch.Generator().manual_seed(seed + 100 * layer + INPUTS[lin])
-                g_idx = g_idx[torch.randperm(k, generator=order)]
-            codes, zeros, scales, deq = quantize(w, bits, g, sym, g_idx,
-                                                 zmin=1 if checkpoint_format == "gptq" else 0)
-            with torch.no_grad():
-                model.get_submodule(name).weight.copy_(deq.t())
-            if scheme == "gptq":
-                stored = zeros - 1 if checkpoint_format == "gptq" else zeros
-                tensors[f"{name}.qweight"] = pack_k(codes, bits)
-                tensors[f"{name}.qzeros"] = pack_n(stored, bits)
-                tensors[f"{name}.g_idx"] = g_idx.to(torch.int32)
-            else:
-                tensors[f"{name}.qweight"] = pack_n(codes, bits, AWQ_ORDER)
-                if zero_point:
-                    tensors[f"{name}.qzeros"] = pack_n(zeros, bits, AWQ_ORDER)
-            tensors[f"{name}.scales"] = scales
+    deq = save_quantized(tensors, model.config, type(model).__name__, path, names, scheme, **kw)
+    with torch.no_grad():
+        for name, w in deq.items():
+            model.get_submodule(name).weight.copy_(w)
+    return model
+
+
+def save_quantized(tensors, config, arch, path, names, scheme: str, *, bits=4, group_size=128,
+                   sym=True, desc_act=False, checkpoint_format="gptq", zero_point=True, skip=(),
+                   seed=0) -> dict:
+    """Replace ``<name>.weight`` in the checkpoint dict ``tensors`` by ``scheme``'s tensors, save
+    it with config.json at ``path``; return ``{name: dequantized weight [N, K]}``."""
+    from safetensors.torch import save_file
+    deq_out = {}
+    for name in names:
+        if any(s in name for s in skip):
+            continue
+        w = tensors.pop(f"{name}.weight").t().contiguous()  # [K, N]
+        k = w.shape[0]
+        g = k if group_size == -1 else group_size
+        g_idx = torch.arange(k) // g
+        if desc_act:  # one order per layer input: q/k/v (and gate/up) share theirs
+            shared = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj") \
+                .replace("up_proj", "gate_proj")
+            order = torch.Generator().manual_seed(seed + zlib.crc32(shared.encode()))
+            g_idx = g_idx[torch.randperm(k, generator=order)]
+        codes, zeros, scales, deq = quantize(w, bits, g, sym, g_idx,
+                                             zmin=1 if checkpoint_format == "gptq" else 0)
+        deq_out[name] = deq.t().contiguous()
+        if scheme == "gptq":
+            stored = zeros - 1 if checkpoint_format == "gptq" else zeros
+            tensors[f"{name}.qweight"] = pack_k(codes, bits)
+            tensors[f"{name}.qzeros"] = pack_n(stored, bits)
+            tensors[f"{name}.g_idx"] = g_idx.to(torch.int32)
+        else:
+            tensors[f"{name}.qweight"] = pack_n(codes, bits, AWQ_ORDER)
+            if zero_point:
+                tensors[f"{name}.qzeros"] = pack_n(zeros, bits, AWQ_ORDER)
+        tensors[f"{name}.scales"] = scales
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / "model.safetensors"))
-    cfg_dict = cfg.to_dict()
-    cfg_dict["architectures"] = ["LlamaForCausalLM"]
+    cfg_dict = config.to_dict()
+    cfg_dict["architectures"] = [arch]
     cfg_dict["torch_dtype"] = "float32"
     if scheme == "gptq":
         q = dict(quant_method="gptq", bits=bits, group_size=group_size, desc_act=desc_act, sym=sym,
@@ -131,7 +152,7 @@ def make_quant_llama(path, vocab_size: int, scheme: str, *, bits=4, group_size=1
         q["modules_to_not_convert"] = list(skip)
     cfg_dict["quantization_config"] = q
     (path / "config.json").write_text(json.dumps(cfg_dict, indent=2))
-    return model
+    return deq_out
 
 
 # -- comparing the engine with the reference -----------------------------------------------

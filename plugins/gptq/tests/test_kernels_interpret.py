@@ -68,3 +68,39 @@ def test_kernel_checks_inputs():
         kernel_linear(torch.randn(2, 128), w, path="gemv")
     with pytest.raises(ValueError, match="2-D"):
         kernel_linear(torch.randn(2, 256).int(), w, path="gemm")
+
+
+def stacked(experts, k, n, bits, group, zero_bias, perm):
+    ws = [random_packed(k, n, bits, group, zero_bias, perm, seed=e) for e in range(experts)]
+    return PackedWeight(torch.stack([w.qweight for w in ws]), torch.stack([w.scales for w in ws]),
+                        torch.stack([w.bias for w in ws]) if zero_bias else None, bits, group,
+                        torch.stack([w.perm for w in ws]) if perm else None), ws
+
+
+@pytest.mark.parametrize("zero_bias", [True, False])
+def test_gemv_experts_rows_use_their_expert(zero_bias):
+    from litevllm_gptq.kernels.gemv import gemv_experts
+    w, ws = stacked(4, 256, 96, 4, 64, zero_bias, False)
+    eids = torch.tensor([2, 0, 3, 2, 1], dtype=torch.int32)
+    x = torch.randn(5, 256)
+    want = torch.cat([matmul_ref(x[i:i + 1], ws[e]) for i, e in enumerate(eids.tolist())])
+    torch.testing.assert_close(gemv_experts(x, w, eids), want, atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="expert_ids"):
+        gemv_experts(x, w, eids[:3])
+
+
+def test_moe_per_row_path_matches_per_expert_path():
+    """The CUDA (graph-safe, per-row GEMV) MoE path against the sorted per-expert path."""
+    from types import SimpleNamespace
+
+    from litevllm.plugin_api import torch_ops
+    from litevllm_gptq.moe import PackedMoEMethod
+    w13, _ = stacked(4, 128, 2 * 64, 4, 32, True, True)
+    w2, _ = stacked(4, 64, 128, 4, 32, False, True)
+    layer = SimpleNamespace(w13_packed=w13, w2_packed=w2, num_experts=4)
+    x = torch.randn(3, 128)
+    weights, ids = torch_ops.moe_route(torch.randn(3, 4), 2, True)
+    act = torch_ops.silu_and_mul
+    torch.testing.assert_close(PackedMoEMethod._per_row(layer, x, weights, ids, act),
+                               PackedMoEMethod._per_expert(layer, x, weights, ids, act),
+                               atol=2e-4, rtol=1e-4)

@@ -18,11 +18,12 @@ from litevllm_gptq.kernels.tuning import lookup
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr,
+def _gemv_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr, eid_ptr,
                  N, K, ROWS_PER_SPLIT, GROUP_ROWS, stride_xm, stride_om, stride_os,
+                 stride_qe, stride_se,
                  BITS: tl.constexpr, HAS_ZB: tl.constexpr, HAS_PERM: tl.constexpr,
                  HAS_BIAS: tl.constexpr, NG: tl.constexpr, RG: tl.constexpr, BN: tl.constexpr,
-                 PER_ELEMENT: tl.constexpr):
+                 PER_ELEMENT: tl.constexpr, HAS_EXPERT: tl.constexpr):
     P: tl.constexpr = 32 // BITS
     MID: tl.constexpr = 1 << (BITS - 1)
     TOP: tl.constexpr = (1 << BITS) - 1
@@ -34,6 +35,11 @@ def _gemv_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr,
     r = tl.arange(0, RG)
     tile_rows = g[:, None] * RG + r[None, :]  # [NG, RG]
     x_row = x_ptr + m * stride_xm
+    if HAS_EXPERT:  # row m multiplies its own expert's weight (MoE decode)
+        e = tl.load(eid_ptr + m).to(tl.int64)
+        qw_ptr += e * stride_qe
+        s_ptr += e * stride_se
+        zb_ptr += e * stride_se
     row_start = pid_k * ROWS_PER_SPLIT
     if PER_ELEMENT:
         acc3 = tl.zeros([NG, RG, BN], tl.float32)
@@ -97,8 +103,29 @@ def default_config(m: int, k: int, n: int, bits: int) -> dict:
 def gemv(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None):
     """``x [M, K] @ W [K, N] (+ bias)`` -> ``[M, N]`` in ``x.dtype`` (meant for M <= 4)."""
     check_inputs(x, w)
+    return _launch(x, w, bias, config, None)
+
+
+def gemv_experts(x: torch.Tensor, w, expert_ids: torch.Tensor, bias=None, config=None):
+    """Row ``m`` of ``x [M, K]`` times expert ``expert_ids[m]`` of a stacked ``PackedWeight``
+    (``qweight [E, K / p, N]``, ``scales``/``bias [E, K / G, N]``, no perm) -> ``[M, N]``."""
+    if w.qweight.dim() != 3 or w.perm is not None:
+        raise ValueError("gemv_experts needs stacked [E, K/p, N] expert weights without perm")
+    if expert_ids.shape != (x.shape[0],) or expert_ids.device != x.device:
+        raise ValueError(f"expert_ids must be [{x.shape[0]}] on {x.device}, got "
+                         f"{tuple(expert_ids.shape)} on {expert_ids.device}")
+    check_inputs(x, _expert0(w))
+    return _launch(x, w, bias, config, expert_ids)
+
+
+def _expert0(w):
+    return type(w)(w.qweight[0], w.scales[0], None if w.bias is None else w.bias[0], w.bits,
+                   w.group_size)
+
+
+def _launch(x, w, bias, config, expert_ids):
     m, k = x.shape
-    n = w.shape[1]
+    n = w.qweight.shape[-1]
     p = 32 // w.bits
     rows = k // p
     cfg = {**default_config(m, k, n, w.bits), **(lookup("gemv", m, w.bits, k, n, x.device) or {}),
@@ -111,11 +138,14 @@ def gemv(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | No
     out = torch.empty(m, n, device=x.device, dtype=x.dtype)
     target = out if split == 1 else torch.empty(split, m, n, device=x.device, dtype=torch.float32)
     grid = (triton.cdiv(n, cfg["BN"]), split, m)
+    experts = expert_ids is not None
     _gemv_kernel[grid](
         x, w.qweight, w.scales, w.bias if w.bias is not None else w.scales,
         w.perm if w.perm is not None else w.qweight, bias if bias is not None else w.scales,
-        target, n, k, rows // split, w.group_size // p, x.stride(0), n, m * n,
+        target, expert_ids if experts else w.qweight, n, k, rows // split, w.group_size // p,
+        x.stride(0), n, m * n, w.qweight.stride(0) if experts else 0,
+        w.scales.stride(0) if experts else 0,
         BITS=w.bits, HAS_ZB=w.bias is not None, HAS_PERM=w.perm is not None,
         HAS_BIAS=bias is not None and split == 1, NG=tile // rg, RG=rg, BN=cfg["BN"],
-        PER_ELEMENT=cfg["PER_ELEMENT"], num_warps=cfg["num_warps"])
+        PER_ELEMENT=cfg["PER_ELEMENT"], HAS_EXPERT=experts, num_warps=cfg["num_warps"])
     return out if split == 1 else splitk_reduce(target, bias, out)
