@@ -54,6 +54,23 @@ def test_unknown_model_type_gets_the_plugin_hint(tmp_path, llama_notok_dir):
     assert "architecture 'FrobnicatorForCausalLM'" in msg and "Transformers" not in msg
     assert "pip install litevllm-plugin-<name>" in msg
 
+@pytest.mark.parametrize("scheme, hint", [("fp8", "pip install litevllm-plugin-fp8"),
+                                           ("bitsandbytes", "no known plugin provides it")])
+def test_unknown_quantization_names_schemes_and_plugin(tmp_path, llama_notok_dir, scheme, hint):
+    from litevllm.plugins import get_plugin_manager
+    if scheme in get_plugin_manager().names("quant_methods"):
+        pytest.skip(f"{scheme} is installed")
+    path = copy_ckpt(llama_notok_dir, tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": scheme}
+    (path / "config.json").write_text(json.dumps(cfg))
+    for kwargs in ({}, {"quantization": scheme}):  # from the checkpoint, or asked for
+        with pytest.raises(PluginError) as err:
+            LLM(str(path if not kwargs else llama_notok_dir), **kwargs)
+        msg = str(err.value)
+        assert f"quantization '{scheme}'" in msg and "installed schemes: " in msg and "none" in msg
+        assert hint in msg
+
 
 def test_no_weights_suggests_dummy(tmp_path, llama_notok_dir):
     path = copy_ckpt(llama_notok_dir, tmp_path / "m", files=("config.json",))

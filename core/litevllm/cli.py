@@ -33,7 +33,9 @@ def engine_options(f):
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),
-        click.option("--quantization", "-q", default=None, help="A registered quantization method."),
+        click.option("--quantization", "-q", default=None,
+                     help="none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the "
+                          "installed schemes); default: the checkpoint's quantization_config."),
         click.option("--seed", type=int, default=0),
     ]
     for opt in reversed(opts):
@@ -329,6 +331,7 @@ def plugins(ctx, as_json):
             click.echo(f"  error: {p['error']}")
         for kind, names in p["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+    click.echo(f"quantization schemes: {', '.join(manager.names('quant_methods'))}")
 
 
 from litevllm.plugin_check import check as _plugins_check  # noqa: E402  (only imports click)

@@ -227,6 +227,17 @@ class PluginManager:
         return None if entry is None else entry.load()()
 
 
+# quantization schemes -> the distribution that provides them (for "not installed" hints)
+QUANT_PLUGINS = {"gptq": "litevllm-plugin-gptq", "awq": "litevllm-plugin-gptq",
+                 "int8": "litevllm-plugin-gptq", "fp8": "litevllm-plugin-fp8",
+                 "gguf": "litevllm-plugin-gguf"}
+
+
+def quant_install_hint(name: str) -> str:
+    dist = QUANT_PLUGINS.get(str(name).lower())
+    return f"try `pip install {dist}`" if dist else "no known plugin provides it"
+
+
 def _install_hint(architecture: str) -> str:
     lower = architecture.lower()
     for key in ("llama", "mistral", "qwen", "gemma", "phi"):

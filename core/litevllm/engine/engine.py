@@ -20,7 +20,7 @@ from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
 from litevllm.outputs import CompletionOutput, RequestOutput
-from litevllm.plugins import PluginError, get_plugin_manager
+from litevllm.plugins import PluginError, get_plugin_manager, quant_install_hint
 from litevllm.sampling_params import SamplingParams
 
 log = logging.getLogger("litevllm")
@@ -120,7 +120,8 @@ class LLMEngine:
         entry = manager.pick("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
-                              f"(available: {', '.join(manager.names('quant_methods'))})")
+                              f"(installed schemes: {', '.join(manager.names('quant_methods'))}); "
+                              f"{quant_install_hint(name)}")
         return entry.load().from_hf(hf_quant or {})
 
     def _load_tokenizer(self, fmt):

@@ -106,18 +106,30 @@ def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
     same weights)."""
     t0 = time.perf_counter()
     gens: dict[torch.device, torch.Generator] = {}
+
+    def gen_for(device: torch.device) -> torch.Generator:
+        if device not in gens:
+            gens[device] = torch.Generator(device).manual_seed(seed)
+        return gens[device]
     # norms scale by 1: weight 1, or 0 for a norm computing (offset + weight)
     offsets = {f"{n}.weight": m.offset for n, m in model.named_modules() if isinstance(m, RMSNorm)}
     for name, param in model.named_parameters():
         if "norm" in name and param.dim() == 1:
             param.fill_(1.0 - offsets.get(name, 0.0))
         elif param.is_floating_point():
-            gen = gens.get(param.device)
-            if gen is None:
-                gen = gens[param.device] = torch.Generator(param.device).manual_seed(seed)
-            param.uniform_(-0.02, 0.02, generator=gen)
-        else:
+            gen = gen_for(param.device)
+            if param.element_size() >= 2:
+                param.uniform_(-0.02, 0.02, generator=gen)
+            else:  # float8 and other narrow dtypes have no uniform_: draw in float32, cast
+                param.copy_(torch.empty(param.shape, device=param.device)
+                            .uniform_(-0.02, 0.02, generator=gen))
+        elif param.dtype == torch.bool:
             param.zero_()
+        else:
+            # integer params hold packed quantized codes: random bits, as a real checkpoint has
+            info = torch.iinfo(param.dtype)
+            param.copy_(torch.randint(info.min, info.max, param.shape, dtype=param.dtype,
+                                      device=param.device, generator=gen_for(param.device)))
     for module in model.modules():
         if hasattr(module, "process_after_loading"):
             module.process_after_loading()
