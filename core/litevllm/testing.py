@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_for", "tiny_config",
-           "conformance_configs", "build_checkpoint", "check_architecture", "assert_architecture",
-           "check_plugin", "assert_plugin", "model_class", "model_context", "expected_tensors"]
+__all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_for",
+           "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture", "assert_architecture",
+           "check_plugin", "assert_plugin", "model_class", "model_context", "expected_tensors",
+           "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul", "norm_test_inputs"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -662,6 +663,49 @@ def model_context(device="cpu", dtype=None, kernels: str = "torch", max_model_le
     attn = pick_attention_backend(manager, kernels, device.type)(device, dtype, block_size)
     return ModelContext(Ops(kernels, device.type, manager), attn, quant or UnquantizedConfig(),
                         dtype, device, max_model_len)
+
+
+# transformers' name for the activation of each gated-activation op
+HF_ACTIVATIONS = {"silu_and_mul": "silu", "gelu_tanh_and_mul": "gelu_pytorch_tanh"}
+
+
+def hf_rms_norm(x, weight, eps: float, residual=None, offset: float = 0.0):
+    """transformers' own RMSNorm module (``LlamaRMSNorm``; ``GemmaRMSNorm`` for ``offset=1``)
+    as an independent reference for the ``rms_norm`` op, with the op's calling convention."""
+    import torch
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    if offset not in (0.0, 1.0):
+        raise ValueError(f"transformers has no RMSNorm with offset {offset}")
+    cls = GemmaRMSNorm if offset else LlamaRMSNorm
+    norm = cls(x.shape[-1], eps=eps).to(device=x.device, dtype=weight.dtype)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        if residual is None:
+            return norm(x)
+        x = residual + x  # the decoder layer's residual add, in the activation dtype
+        return norm(x), x
+
+
+def norm_test_inputs(hidden: int, dtype=None, device="cpu", seed: int = 0):
+    """``(x, weight)`` to test an RMSNorm with: three rows at each rms in 1e-5, 1e-3, 3e-3, 1,
+    30 (around sqrt(eps) for eps 1e-6 / 1e-5, where the placement of eps decides the result)
+    and a zero row; weight ~ 1 + N(0, 0.5)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randn(3, hidden, generator=g) * s for s in (1e-5, 1e-3, 3e-3, 1.0, 30.0)]
+    x = torch.cat(rows + [torch.zeros(1, hidden)])
+    w = 1 + 0.5 * torch.randn(hidden, generator=g)
+    dtype = dtype or torch.float32
+    return x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)
+
+
+def hf_act_and_mul(op: str, x):
+    """``ACT2FN[name](x[..., :I]) * x[..., I:]``: transformers' activation modules as an
+    independent reference for the gated-activation ops in :data:`HF_ACTIVATIONS`."""
+    from transformers.activations import ACT2FN
+    a, b = x.chunk(2, dim=-1)
+    return ACT2FN[HF_ACTIVATIONS[op]](a) * b
 
 
 def expected_tensors(model) -> dict:
