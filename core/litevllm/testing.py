@@ -28,9 +28,10 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_for",
-           "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture", "assert_architecture",
-           "check_plugin", "assert_plugin", "model_class", "model_context", "expected_tensors",
-           "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul", "norm_test_inputs"]
+           "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture",
+           "assert_architecture", "check_plugin", "assert_plugin", "model_class", "model_context",
+           "expected_tensors", "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul",
+           "norm_test_inputs"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 

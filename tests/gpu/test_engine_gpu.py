@@ -70,6 +70,7 @@ def test_graphs_match_eager_torch_ops(checkpoint):
     llm, graphs = generate(checkpoint[0], PROMPTS, 48, "float32")
     assert llm.engine.runner.graphs and llm.engine.num_scheduler_steps > 1
     assert_triton_ran(llm, "silu_and_mul")
+    del llm
     ref_llm, ref = generate(checkpoint[0], PROMPTS, 48, "float32", kernels="torch",
                             enforce_eager=True)
     assert set(ref_llm.engine.kernels_in_use.values()) == {"torch"}
