@@ -91,3 +91,20 @@ def test_cli_requested_kernels_that_cannot_run_fail():
            "provider installed" in lines
     assert all(not line.startswith("FAIL") or "kernels=nope" in line for line in lines), \
         result.output
+
+
+def test_cli_named_plugin_without_a_tiny_config_fails(monkeypatch):
+    """An architecture that cannot be checked fails when its plugin was named, and is listed
+    as SKIP when all installed plugins are checked."""
+    def no_config(arch, model_cls=None):
+        raise LookupError(f"no tiny config for {arch}")
+    monkeypatch.setattr(testing, "conformance_configs", no_config)
+    named = CliRunner().invoke(cli, ["plugins", "check", "llama"])
+    assert named.exit_code == 1, named.output
+    assert "FAIL LlamaForCausalLM: tiny_config: no tiny config for LlamaForCausalLM" in \
+        named.output.splitlines()
+    everything = CliRunner().invoke(cli, ["plugins", "check"])
+    assert not any("tiny_config" in line for line in everything.output.splitlines()
+                   if line.startswith("FAIL")), everything.output
+    assert "SKIP LlamaForCausalLM: tiny_config: no tiny config for LlamaForCausalLM" in \
+        everything.output.splitlines()
