@@ -1,6 +1,17 @@
 """Shared GPU-test fixtures."""
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True)
+def compiled_triton():
+    """Triton's interpreter (TRITON_INTERPRET=1, set by plugins/triton/tests/conftest.py when
+    collected in the same run) would stand in for the GPU kernels: fail rather than test it."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.fail("TRITON_INTERPRET=1 in this process: run tests/gpu in its own pytest run "
+                    "(without plugins/triton/tests)")
 
 
 @pytest.fixture(scope="module")
