@@ -72,7 +72,7 @@ class LLMEngine:
         if self.max_model_len > limit:
             log.warning("max_model_len=%d is beyond the model's max_position_embeddings=%d",
                         self.max_model_len, limit)
-        ops = Ops(config.kernels, self.device.type, manager)
+        self.ops = ops = Ops(config.kernels, self.device.type, manager)
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
         quant = self._quant_config(manager)
@@ -112,6 +112,12 @@ class LLMEngine:
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
                  self.num_blocks * config.cache.block_size,
                  self.num_blocks * self.runner.bytes_per_block() / 2**20)
+
+    @property
+    def kernels_in_use(self) -> dict[str, str]:
+        """``{"attention": backend name, op: provider}`` for every op resolved so far (ops
+        resolve on first use, so after a step this names everything the model ran)."""
+        return {"attention": self.runner.attn.name, **self.ops.chosen}
 
     # set-up helpers --------------------------------------------------------------------------
     def _quant_config(self, manager):

@@ -92,3 +92,14 @@ def tanh(x):
     e = tl.exp2(-2.8853900817779268 * tl.abs(x))  # exp(-2|x|)
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def dot(a, b, IEEE: tl.constexpr):
+    """``a @ b`` accumulated in float32. IEEE (for float32 inputs): exact float32 products;
+    without it tl.dot rounds float32 inputs to TF32 (10-bit mantissa) on NVIDIA GPUs."""
+    if IEEE:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out

@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, is_pow2, padded_head_dim,
-                                             tanh)
+from litevllm_triton.kernels._common import (check_attention_inputs, dot, is_pow2,
+                                             padded_head_dim, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -32,7 +32,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                         SINGLE: tl.constexpr):
+                         SINGLE: tl.constexpr, IEEE: tl.constexpr):
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -68,7 +68,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         kv_ok = n_ok[:, None] & d_ok[None, :]
         k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
         v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
-        s = tl.dot(q, tl.trans(k))
+        s = dot(q, tl.trans(k), IEEE)
         if USE_SOFTCAP:
             s = softcap * tanh(s * (scale / softcap)) * 1.4426950408889634
         else:
@@ -78,7 +78,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
 
     if SINGLE:  # one split: normalise and write the output, no merge kernel
@@ -117,6 +117,8 @@ def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_o
 
 # tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
+# float32 (exact IEEE products, for parity tests): half the tile, no pipelining (shared memory)
+FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
@@ -156,6 +158,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
     group, block_d = h // hkv, padded_head_dim(d)
     single = num_splits == 1
+    fp32 = q.dtype == torch.float32
+    block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
@@ -166,9 +170,9 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale),
         float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
-        BLOCK_D=block_d, PAGE=page, BLOCK_N=BLOCK_N, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES)
+        BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
+        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, num_warps=NUM_WARPS,
+        num_stages=stages)
     if single:
         return out
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,

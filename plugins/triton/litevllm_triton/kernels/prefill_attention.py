@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor,
+from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot,
                                              padded_head_dim, tanh)
 
 
@@ -22,7 +22,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                  stride_cb, stride_cs, kv_end, qk_scale, softcap, window,
                  PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, USE_WINDOW: tl.constexpr,
-                 USE_SOFTCAP: tl.constexpr):
+                 USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
     """One online-softmax step over keys start_n .. start_n + BLOCK_N (log2 domain)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -43,7 +43,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
         k = tl.load(k_base + kv_off)
         v = tl.load(v_base + kv_off)
 
-    s = tl.dot(q, tl.trans(k))
+    s = dot(q, tl.trans(k), IEEE)
     if USE_SOFTCAP:
         s = softcap * tanh(s * (qk_scale / softcap)) * 1.4426950408889634
     else:
@@ -58,7 +58,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
     return acc, l_i, m_new
 
 
@@ -71,7 +71,7 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                     PAGE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # launch the longest (last) tiles first
     kv_head = tl.program_id(1)
 
@@ -129,31 +129,33 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
-                                     USE_SOFTCAP)
+                                     USE_SOFTCAP, IEEE)
     for start_n in range(full_lo, full_hi, BLOCK_N):  # visible to every row
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, False, USE_WINDOW,
-                                     USE_SOFTCAP)
+                                     USE_SOFTCAP, IEEE)
     for start_n in range(full_hi, kv_end, BLOCK_N):  # causal diagonal
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
-                                     USE_SOFTCAP)
+                                     USE_SOFTCAP, IEEE)
 
     out = acc / l_i[:, None]
     o_ptrs = out_ptr + (q_rows * stride_ot + head * stride_oh)[:, None] + offs_d[None, :]
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=io_ok)
 
 
-def _config(block_d: int, group: int, max_query_len: int) -> tuple[int, int, int, int]:
+def _config(block_d: int, group: int, max_query_len: int,
+            fp32: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim; measured best on an
-    H100 (bf16, T=4096)."""
-    block_n = 128 if block_d == 128 else 64
+    H100 (bf16, T=4096). float32 (exact IEEE products, for parity tests) takes smaller tiles,
+    unpipelined, to fit in shared memory."""
+    block_n = 32 if fp32 else 128 if block_d == 128 else 64
     # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
-    block_m = min(128, max(16, triton.next_power_of_2(max_query_len * group)))
+    block_m = min(64 if fp32 else 128, max(16, triton.next_power_of_2(max_query_len * group)))
     block_m = max(block_m, triton.next_power_of_2(group))
-    return block_m, block_n, 8 if block_m >= 64 else 4, 3
+    return block_m, block_n, 8 if block_m >= 64 else 4, 1 if fp32 else 3
 
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -181,7 +183,8 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
 
     group = h // hkv
     block_d = padded_head_dim(d)
-    block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)))
+    fp32 = q.dtype == torch.float32
+    block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)), fp32)
     block_q = block_m // group
     grid = (t // block_q + num_seqs, hkv)  # upper bound on sum_b cdiv(query_len_b, BLOCK_Q)
     _prefill_kernel[grid](
@@ -192,5 +195,5 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         GROUP=group, HEAD_DIM=d, BLOCK_D=block_d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q,
         BLOCK_N=block_n,
         USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),
-        num_warps=warps, num_stages=stages)
+        IEEE=fp32, num_warps=warps, num_stages=stages)
     return out
