@@ -1,0 +1,82 @@
+"""Writes tiny FP8 checkpoints in the on-disk layout of real ``quant_method: fp8`` checkpoints:
+per linear layer ``weight`` float8_e4m3fn plus ``weight_scale`` (float32 scalar, per tensor) or
+``weight_scale_inv`` (float32 [ceil(N/bn), ceil(K/bk)]), optionally ``input_scale``; everything
+else (embeddings, norms, lm_head, ignored layers) unquantized. The transformers reference model
+gets the dequantized weights in float32, so both sides run the same numbers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from litevllm.testing import build_checkpoint, tiny_config
+
+from litevllm_fp8 import reference as ref
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SIZES = dict(hidden_size=256, intermediate_size=320, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=64, vocab_size=160, max_position_embeddings=256, tie_word_embeddings=False)
+
+
+def is_linear(name: str) -> bool:
+    return name.endswith(".weight") and name.split(".")[-2] in LINEARS
+
+
+def quant_config(block=None, static=False, ignored=()) -> dict:
+    cfg = {"quant_method": "fp8", "activation_scheme": "static" if static else "dynamic"}
+    if block:
+        cfg["weight_block_size"] = list(block)
+    if ignored:
+        cfg["ignored_layers"] = list(ignored)
+    return cfg
+
+
+def write_fp8_checkpoint(path: Path, block=None, static=False, ignored=(), arch="LlamaForCausalLM",
+                         seed=0, **overrides):
+    """Build a random tiny HF model, write its FP8 checkpoint to ``path``, and return the
+    float32 HF model holding the dequantized weights (the reference)."""
+    path = Path(path)
+    hf = build_checkpoint(arch, tiny_config(arch, **{**SIZES, **overrides}), path / "orig", seed)
+    tensors = {}
+    state = hf.state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, w in state.items():
+            module = name.rsplit(".", 1)[0]
+            if not is_linear(name) or any(f".{e}." in f".{module}." for e in ignored):
+                tensors[name] = w.contiguous()
+                continue
+            stem = name[: -len("weight")]
+            if block:
+                q, scale = ref.quantize_blocks(w, *block)
+                tensors[stem + "weight_scale_inv"] = scale
+                deq = ref.dequantize(q, scale.repeat_interleave(block[0], 0)[: w.shape[0]],
+                                     block[1])
+            else:
+                q, scale = ref.quantize_tensor(w)
+                tensors[stem + "weight_scale"] = scale.reshape(())
+                deq = ref.dequantize(q, scale.reshape(1, 1).expand(w.shape[0], 1), w.shape[1])
+            if static:
+                tensors[stem + "input_scale"] = torch.rand((), generator=gen) * 0.01 + 0.001
+            tensors[stem + "weight"] = q
+            w.copy_(deq)  # the reference runs the dequantized weights
+    save_file(tensors, str(path / "model.safetensors"))
+    config = json.loads((path / "orig" / "config.json").read_text())
+    config["quantization_config"] = quant_config(block, static, ignored)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return hf
+
+
+def rewrite(path: Path, out: Path, edit) -> Path:
+    """Copy the checkpoint at ``path`` to ``out`` with ``edit(tensors, config)`` applied."""
+    from safetensors.torch import load_file
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(str(path / "model.safetensors"))
+    config = json.loads((path / "config.json").read_text())
+    edit(tensors, config)
+    save_file(tensors, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
