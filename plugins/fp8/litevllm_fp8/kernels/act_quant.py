@@ -30,11 +30,10 @@ def _act_quant_kernel(x_ptr, q_ptr, s_ptr, static_ptr, K, GROUP, stride_xm, stri
             amax = tl.maximum(amax, tl.abs(x))
         scale = tl.maximum(tl.max(amax, axis=0) / FP8_MAX, MIN_SCALE)
         tl.store(s_ptr + row * tl.cdiv(K, GROUP) + g, scale)
-    inv = 1.0 / scale
     for k0 in range(0, GROUP, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_row + offs, mask=offs < GROUP, other=0.0).to(tl.float32)
-        q = tl.minimum(tl.maximum(x * inv, -FP8_MAX), FP8_MAX)
+        q = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -FP8_MAX), FP8_MAX)  # as torch
         tl.store(q_row + offs, q.to(q_ptr.dtype.element_ty), mask=offs < GROUP)
 
 

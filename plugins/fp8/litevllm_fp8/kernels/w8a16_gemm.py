@@ -75,10 +75,9 @@ def _sms(device: torch.device) -> int:
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict:
     """Skinny M: narrow N tiles and split K until ~2 programs per SM; larger M: plain tiles."""
-    if dtype == torch.float32:
-        block_k = 32
-    else:
-        block_k = 128 if group_k % 128 == 0 or group_k >= k else 64
+    block_k = 32 if dtype == torch.float32 else 128
+    if group_k < k:  # block-wise scales: a tile must not straddle two groups
+        block_k = min(block_k, group_k & -group_k)
     if m > 16:
         return dict(BLOCK_M=64, BLOCK_N=128 if m > 64 else 64, BLOCK_K=block_k, SPLIT_K=1,
                     num_warps=4, num_stages=4)
