@@ -70,5 +70,9 @@ class Fp8Config(QuantConfig):
         return Fp8LinearMethod(self)
 
     def moe_method_for(self, prefix):
+        """FP8 experts for online quantization; None (FusedMoE says MoE is unsupported) for
+        fp8 checkpoints, whose per-expert scale tensors the MoE loader does not route yet."""
+        if self.mode != "online":
+            return None
         from litevllm_fp8.moe import Fp8MoEMethod
         return Fp8MoEMethod(self)

@@ -74,17 +74,20 @@ def _sms(device: torch.device) -> int:
 
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict:
-    """Skinny M: narrow N tiles and split K until ~2 programs per SM; larger M: plain tiles."""
-    block_k = 32 if dtype == torch.float32 else 128
+    """Skinny M: N tiles narrowed until ~2 programs per SM with long K tiles (no partial sums
+    to add), K split only when N alone cannot fill the GPU; larger M: plain tiles."""
+    block_k = 32 if dtype == torch.float32 else 256
     if group_k < k:  # block-wise scales: a tile must not straddle two groups
         block_k = min(block_k, group_k & -group_k)
     if m > 16:
-        return dict(BLOCK_M=64, BLOCK_N=128 if m > 64 else 64, BLOCK_K=block_k, SPLIT_K=1,
-                    num_warps=4, num_stages=4)
-    block_n = 64 if n >= 8192 else 32
-    tiles = triton.cdiv(n, block_n)
-    split = 1
-    while tiles * split < 2 * _sms(device) and k // (split * 2) >= 4 * block_k:
+        return dict(BLOCK_M=64, BLOCK_N=128 if m > 64 else 64, BLOCK_K=min(block_k, 128),
+                    SPLIT_K=1, num_warps=4, num_stages=4)
+    sms = _sms(device)
+    block_n = 64
+    while block_n > 16 and triton.cdiv(n, block_n) < 2 * sms:
+        block_n //= 2
+    tiles, split = triton.cdiv(n, block_n), 1
+    while tiles * split < sms and k // (split * 2) >= 4 * block_k:
         split *= 2
     return dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, num_warps=4,
                 num_stages=4)
