@@ -73,7 +73,8 @@ def test_w8a16_matches_dequant_reference(m, n, k, group_k, dtype):
         torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("m,n,k,group_k", [(3, 48, 64, 64), (20, 80, 128, 128), (33, 64, 128, 32)])
+@pytest.mark.parametrize("m,n,k,group_k", [(3, 48, 64, 64), (20, 80, 128, 128), (33, 64, 128, 32),
+                                           (40, 48, 256, 128)])
 def test_w8a8_matches_quantized_reference(m, n, k, group_k):
     """Activations quantized as the kernel path does (per token, or per token and group)."""
     w, s = make_weight(n, k, group_k)
@@ -82,8 +83,9 @@ def test_w8a8_matches_quantized_reference(m, n, k, group_k):
     xq, xs = quant_act(x, group_k if blockwise else None)
     want = ref.w8a8_matmul(xq, xs, w, s, group_k, torch.float32)
     cfg = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, GROUP_M=2, num_warps=4, num_stages=1)
-    got = w8a8_gemm(xq, xs, w, s, group_k, None, torch.float32, cfg)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for config in (cfg, None):  # explicit tiles, and the defaults for this M
+        got = w8a8_gemm(xq, xs, w, s, group_k, None, torch.float32, config)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     # and it is close to the unquantized product (fp8 error, not garbage)
     exact = x @ ref.dequantize(w, s, group_k).t()
     assert (got - exact).abs().max() < 0.1 * exact.abs().max()

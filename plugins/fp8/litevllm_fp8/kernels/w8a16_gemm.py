@@ -40,11 +40,11 @@ def _w8a16_kernel(x_ptr, w_ptr, s_ptr, out_ptr, bias_ptr, M, N, K, GROUP_K, K_SP
         k_ok = offs_k < k_end - k0
         x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        w = w.to(tl.float32)
         if BLOCKWISE:  # BLOCK_K divides GROUP_K: one scale per row in this tile
             s = tl.load(s_ptr + offs_n * stride_sn + k0 // GROUP_K, mask=n_ok, other=0.0)
-            w = w * s[None, :]
-        w = w.to(x.dtype)
+            w = (w.to(tl.float32) * s[None, :]).to(x.dtype)
+        else:  # fp8 values are exact in fp16/bf16/fp32: scale after the K loop
+            w = w.to(x.dtype)
         if IEEE:
             acc = tl.dot(x, w, acc, input_precision="ieee")
         else:

@@ -68,8 +68,8 @@ def default_config(m: int, n: int) -> dict:
     if m <= 32:
         return dict(BLOCK_M=16 if m <= 16 else 32, BLOCK_N=64, BLOCK_K=128, GROUP_M=1,
                     num_warps=4, num_stages=5)
-    if m <= 64:
-        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, num_warps=4, num_stages=5)
+    if m <= 64:  # narrow N tiles: N / 32 programs fill the SMs for N >= 4096
+        return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, num_warps=4, num_stages=4)
     if m <= 256:
         return dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=4)
@@ -100,6 +100,8 @@ def w8a8_gemm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
     if bias is not None:
         check_tensor("bias", bias, 1, device=dev)
     cfg = dict(config or default_config(m, n))
+    if blockwise and config is None:  # a tile must not straddle two scale groups
+        cfg["BLOCK_K"] = min(cfg["BLOCK_K"], group_k & -group_k)
     if blockwise and group_k % cfg["BLOCK_K"]:
         raise ValueError(f"group_k={group_k} is not a multiple of BLOCK_K={cfg['BLOCK_K']}")
     if out_dtype not in FLOAT_DTYPES:
