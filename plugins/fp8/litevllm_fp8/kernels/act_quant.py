@@ -8,8 +8,8 @@ import triton.language as tl
 
 from litevllm_triton.kernels._common import check_tensor
 
-FP8_MAX = 448.0
-MIN_SCALE = 1e-12
+FP8_MAX = tl.constexpr(448.0)
+MIN_SCALE = tl.constexpr(1e-12)
 
 
 @triton.jit

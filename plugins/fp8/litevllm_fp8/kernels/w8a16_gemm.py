@@ -74,8 +74,9 @@ def _sms(device: torch.device) -> int:
 
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict:
-    """Skinny M: N tiles narrowed until ~2 programs per SM with long K tiles (no partial sums
-    to add), K split only when N alone cannot fill the GPU; larger M: plain tiles."""
+    """Skinny M: N tiles narrowed until about one program per SM with long K tiles (no
+    partial sums to add), K split only when N alone cannot fill the GPU; larger M: plain
+    tiles."""
     block_k = 32 if dtype == torch.float32 else 256
     if group_k < k:  # block-wise scales: a tile must not straddle two groups
         block_k = min(block_k, group_k & -group_k)
@@ -84,7 +85,7 @@ def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                     SPLIT_K=1, num_warps=4, num_stages=4)
     sms = _sms(device)
     block_n = 64
-    while block_n > 16 and triton.cdiv(n, block_n) < 2 * sms:
+    while block_n > 16 and triton.cdiv(n, block_n) < 0.9 * sms:
         block_n //= 2
     tiles, split = triton.cdiv(n, block_n), 1
     while tiles * split < sms and k // (split * 2) >= 4 * block_k:

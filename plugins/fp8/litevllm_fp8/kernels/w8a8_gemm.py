@@ -65,10 +65,7 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, bias_ptr, M, N, K, GROUP_K
 def default_config(m: int, n: int) -> dict:
     """Tiles by token count: weight-bandwidth bound at decode sizes (small tiles, many
     programs), compute bound beyond."""
-    if m <= 32:
-        return dict(BLOCK_M=16 if m <= 16 else 32, BLOCK_N=64, BLOCK_K=128, GROUP_M=1,
-                    num_warps=4, num_stages=5)
-    if m <= 64:  # narrow N tiles: N / 32 programs fill the SMs for N >= 4096
+    if m <= 64:  # BLOCK_M 64: one Hopper warpgroup MMA; narrow N tiles fill the SMs
         return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, num_warps=4, num_stages=4)
     if m <= 256:
         return dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
