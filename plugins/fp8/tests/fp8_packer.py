@@ -33,6 +33,21 @@ def quant_config(block=None, static=False, ignored=()) -> dict:
     return cfg
 
 
+def dequantize(q: torch.Tensor, scale: torch.Tensor, block=None) -> torch.Tensor:
+    """The format's meaning, written here independently of the plugin: ``q * scale`` with a
+    scalar scale, or each [bn, bk] block of ``q`` times its ``scale_inv`` entry."""
+    w = q.float()
+    if block is None:
+        return w * scale.float()
+    out = torch.empty_like(w)
+    bn, bk = block
+    for i in range(scale.shape[0]):
+        for j in range(scale.shape[1]):
+            rows, cols = slice(i * bn, (i + 1) * bn), slice(j * bk, (j + 1) * bk)
+            out[rows, cols] = w[rows, cols] * scale[i, j].float()
+    return out
+
+
 def write_fp8_checkpoint(path: Path, block=None, static=False, ignored=(), arch="LlamaForCausalLM",
                          seed=0, **overrides):
     """Build a random tiny HF model, write its FP8 checkpoint to ``path``, and return the
@@ -52,16 +67,13 @@ def write_fp8_checkpoint(path: Path, block=None, static=False, ignored=(), arch=
             if block:
                 q, scale = ref.quantize_blocks(w, *block)
                 tensors[stem + "weight_scale_inv"] = scale
-                deq = ref.dequantize(q, scale.repeat_interleave(block[0], 0)[: w.shape[0]],
-                                     block[1])
             else:
                 q, scale = ref.quantize_tensor(w)
                 tensors[stem + "weight_scale"] = scale.reshape(())
-                deq = ref.dequantize(q, scale.reshape(1, 1).expand(w.shape[0], 1), w.shape[1])
             if static:
                 tensors[stem + "input_scale"] = torch.rand((), generator=gen) * 0.01 + 0.001
             tensors[stem + "weight"] = q
-            w.copy_(deq)  # the reference runs the dequantized weights
+            w.copy_(dequantize(q, scale, block))  # the reference runs the dequantized weights
     save_file(tensors, str(path / "model.safetensors"))
     config = json.loads((path / "orig" / "config.json").read_text())
     config["quantization_config"] = quant_config(block, static, ignored)
