@@ -84,7 +84,7 @@ def sweep(out) -> None:
                 rec["default_ms"] = ms(lambda: w8a16_gemm(x, q, s, k))
                 rec["alts_ms"] = [ms(lambda c=c: w8a16_gemm(x, q, s, k, config=c)) for c in alts]
             else:
-                rec["default"] = a8_default(m, n)
+                rec["default"] = a8_default(m, n, x.device)
                 rec["quant_ms"] = ms(lambda: quant_act(x))
                 xq, xs = quant_act(x)
                 rec["default_ms"] = ms(lambda: w8a8_gemm(xq, xs, q, s, k, None, x.dtype))

@@ -14,7 +14,7 @@ import triton.language as tl
 from litevllm_triton.kernels._common import check_tensor
 from litevllm_triton.kernels.fused_moe import ACTIVATIONS, get_config, route_and_align
 
-from litevllm_fp8.kernels.w8a8_gemm import FP8_DTYPES
+from litevllm_fp8.kernels._device import FP8_DTYPES
 
 
 @triton.jit

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from litevllm_triton.kernels._common import FLOAT_DTYPES, check_tensor
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.uint8)
+from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 
 
 @triton.jit
@@ -62,14 +62,17 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, bias_ptr, M, N, K, GROUP_K
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-def default_config(m: int, n: int) -> dict:
-    """Tiles by token count: weight-bandwidth bound at decode sizes (small tiles, many
-    programs), compute bound beyond."""
-    if m <= 64:  # BLOCK_M 64: one Hopper warpgroup MMA; narrow N tiles fill the SMs
+def default_config(m: int, n: int, device: torch.device) -> dict:
+    """Tiles by token count: weight-bandwidth bound at decode sizes (narrow tiles, many
+    programs), compute bound beyond. Picked from the H200 sweep in benchmarks/bench_fp8.py."""
+    if m <= 64:  # BLOCK_M 64: one Hopper warpgroup MMA; 32-wide N tiles unless N is wide
+        if triton.cdiv(n, 64) >= 0.7 * num_sms(device):
+            return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=256, GROUP_M=1, num_warps=4,
+                        num_stages=3)
         return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, num_warps=4, num_stages=4)
     if m <= 256:
         return dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=4, num_stages=4)
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=4)
+    return dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, num_warps=8, num_stages=3)
 
 
 def w8a8_gemm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
@@ -96,7 +99,7 @@ def w8a8_gemm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
                          f"{tuple(x_scale.shape)}")
     if bias is not None:
         check_tensor("bias", bias, 1, device=dev)
-    cfg = dict(config or default_config(m, n))
+    cfg = dict(config or default_config(m, n, xq.device))
     if blockwise and config is None:  # a tile must not straddle two scale groups
         cfg["BLOCK_K"] = min(cfg["BLOCK_K"], group_k & -group_k)
     if blockwise and group_k % cfg["BLOCK_K"]:
