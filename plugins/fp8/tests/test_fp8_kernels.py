@@ -27,7 +27,7 @@ def make_weight(n, k, group_k, seed=0):
 @pytest.mark.parametrize("group", [None, 32])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_act_quant_matches_reference(group, dtype):
-    x = (torch.randn(5, 96) * 3).to(dtype).to(DEV)
+    x = (torch.randn(5, 96, generator=torch.Generator().manual_seed(3)) * 3).to(dtype).to(DEV)
     x[2] = 0  # an all-zero row keeps a finite scale
     q, s = quant_act(x, group)
     rq, rs = ref.quantize_act(x, group)
@@ -49,7 +49,7 @@ def assert_same_codes(q, rq):
 
 
 def test_act_quant_static_scale():
-    x = torch.randn(4, 64).to(DEV)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(4)).to(DEV)
     scale = torch.tensor([0.01], device=DEV)
     q, s = quant_act(x, static_scale=scale)
     rq, _ = ref.quantize_act(x, static_scale=scale)
@@ -62,8 +62,9 @@ def test_act_quant_static_scale():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_w8a16_matches_dequant_reference(m, n, k, group_k, dtype):
     w, s = make_weight(n, k, group_k)
-    x = torch.randn(m, k).to(dtype).to(DEV)
-    bias = torch.randn(n).to(dtype).to(DEV)
+    gen = torch.Generator().manual_seed(m + n)
+    x = torch.randn(m, k, generator=gen).to(dtype).to(DEV)
+    bias = torch.randn(n, generator=gen).to(dtype).to(DEV)
     want = x.float() @ ref.dequantize(w, s, group_k).t() + bias.float()
     cfg = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2, num_warps=4, num_stages=1)
     for config in (None, cfg):  # the default and an explicit split-K
