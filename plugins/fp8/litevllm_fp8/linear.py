@@ -18,6 +18,7 @@ from litevllm_fp8 import reference as ref
 from litevllm_fp8.path import TORCH, W8A8, pick_path
 
 DUMMY_RANGE = 0.02  # dummy weights span +-0.02 after dequant, like core's dummy init
+KV_SCALES = ("output_scale", "k_scale", "v_scale")  # on k_proj/v_proj in some fp8 checkpoints
 
 
 def _param(*shape, dtype=torch.float32) -> nn.Parameter:
@@ -88,6 +89,8 @@ class Fp8LinearMethod(QuantMethod):
                 idx = slice(None) if shard is None else shard
                 layer.input_scale.data[idx] = loaded.reshape(())
             # dynamic scheme: a checkpoint's calibration scale is not used
+        elif param_name in KV_SCALES:
+            pass  # fp8 KV-cache calibration: the cache stays in the model's dtype
         else:
             expected = {"tensor": "weight_scale", "block": "weight_scale_inv",
                         "online": "no scale"}[cfg.mode]

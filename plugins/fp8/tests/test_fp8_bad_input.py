@@ -71,6 +71,18 @@ def test_missing_scale_is_named(tensor_dir, tmp_path):
     assert f"missing tensor '{Q}.weight_scale'" in one_line(e)
 
 
+def test_kv_cache_scales_are_ignored_but_strays_are_named(tensor_dir, tmp_path):
+    def edit(t, c):
+        t["model.layers.0.self_attn.k_proj.output_scale"] = torch.tensor(0.5)
+    load(rewrite(tensor_dir, tmp_path / "kv", edit))  # loads: the KV cache is not fp8
+
+    def stray(t, c):
+        t[f"{Q}.weight_zero_point"] = torch.tensor(0.0)
+    with pytest.raises(Exception) as e:
+        load(rewrite(tensor_dir, tmp_path / "bad", stray))
+    assert f"{Q}.weight_zero_point" in one_line(e)
+
+
 def test_block_scales_under_a_per_tensor_config(block_dir, tmp_path):
     def edit(t, c):
         del c["quantization_config"]["weight_block_size"]
