@@ -8,6 +8,7 @@ import torch
 
 if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
     pytest.skip("needs a GPU with FP8 tensor cores", allow_module_level=True)
+pytest.importorskip("litevllm_fp8", reason="the fp8 plugin is not installed")
 
 from litevllm_fp8 import reference as ref  # noqa: E402
 from litevllm_fp8.kernels.act_quant import quant_act  # noqa: E402
