@@ -5,6 +5,8 @@ from litevllm.plugin_api import QuantConfig, UnquantizedMethod
 
 # fused LiteLinear layers -> the checkpoint projections stacked in them
 FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+# MoE routers stay in the model's dtype (tiny, and top-k choice is sensitive to their error)
+ROUTERS = ("gate", "shared_expert_gate")
 
 
 def _matches(name: str, entry: str) -> bool:
@@ -64,7 +66,7 @@ class Fp8Config(QuantConfig):
         return all(hits)
 
     def method_for(self, prefix):
-        if self.is_ignored(prefix):
+        if prefix.rpartition(".")[2] in ROUTERS or self.is_ignored(prefix):
             return UnquantizedMethod()
         from litevllm_fp8.linear import Fp8LinearMethod
         return Fp8LinearMethod(self)

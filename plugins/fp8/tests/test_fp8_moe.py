@@ -41,6 +41,8 @@ def test_online_fp8_qwen_moe_close_to_unquantized(tmp_path):
     llm, outs = run(tmp_path, quantization="fp8")
     moe = llm.engine.model.model.layers[0].mlp.experts
     assert moe.w13.dtype == torch.uint8 and moe.w13_scale.shape == moe.w13.shape[:2]
+    router = llm.engine.model.model.layers[0].mlp.gate
+    assert router.weight.dtype == torch.float32  # routers are not quantized
     agree = total = 0
     worst = 0.0
     for prompt, out in zip(PROMPTS, outs):
