@@ -1,4 +1,4 @@
-"""``quant_method: fp8`` checkpoints and online ``quantization="fp8"``: which layers, which scales."""
+"""`quant_method: fp8` checkpoints and online `quantization="fp8"`: which layers, which scales."""
 from __future__ import annotations
 
 from litevllm.plugin_api import QuantConfig, UnquantizedMethod

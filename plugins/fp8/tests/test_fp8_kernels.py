@@ -67,8 +67,9 @@ def test_w8a16_matches_dequant_reference(m, n, k, group_k, dtype):
     bias = torch.randn(n, generator=gen).to(dtype).to(DEV)
     want = x.float() @ ref.dequantize(w, s, group_k).t() + bias.float()
     cfg = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2, num_warps=4, num_stages=1)
-    for config in (None, cfg):  # the default and an explicit split-K
-        got = w8a16_gemm(x, w, s, group_k, bias, config)
+    # the default, an explicit split-K, and e4m3 decoded from its bits (GPUs without fp8)
+    for config, native in ((None, None), (cfg, None), (None, False)):
+        got = w8a16_gemm(x, w, s, group_k, bias, config, native)
         assert got.dtype == dtype
         tol = 1e-4 if dtype == torch.float32 else 2e-2
         torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)

@@ -27,9 +27,10 @@ def test_fused_moe_fp8_kernel_matches_dequant_reference():
     d2 = ref.as_fp8(w2).float() * s2[..., None]
     want = torch_ops.fused_moe(x, d13, d2, logits, k, True)
     tile = dict(BLOCK_N=16, BLOCK_K=32, GROUP_M=1, num_warps=4, num_stages=1)
-    got = fused_moe_fp8(x, w13, s13, w2, s2, logits, k, True,
-                        config=dict(BLOCK_M=16, up=tile, down=tile))
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    for native in (None, False):  # float8 loads, and e4m3 decoded from its bits
+        got = fused_moe_fp8(x, w13, s13, w2, s2, logits, k, True,
+                            config=dict(BLOCK_M=16, up=tile, down=tile), native=native)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_online_fp8_qwen_moe_close_to_unquantized(tmp_path):

@@ -15,6 +15,7 @@ from litevllm_triton.kernels._common import check_tensor
 from litevllm_triton.kernels.fused_moe import ACTIVATIONS, get_config, route_and_align
 
 from litevllm_fp8.kernels._device import FP8_DTYPES
+from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
 
 
 @triton.jit
@@ -22,10 +23,12 @@ def _moe_fp8_gemm_kernel(a_ptr, b_ptr, s_ptr, c_ptr, rows_ptr, block_expert_ptr,
                          num_rows, num_blocks, num_experts, N, K, a_div,
                          stride_am, stride_be, stride_bn, stride_se, stride_cm,
                          GATED: tl.constexpr, ACT: tl.constexpr, WEIGHTED: tl.constexpr,
-                         IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                         IEEE: tl.constexpr, NATIVE: tl.constexpr, W_SCALE: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         GROUP_M: tl.constexpr):
     """As litevllm_triton's ``_moe_gemm_kernel``, with B fp8 and ``s [E, rows of B]`` scales:
-    ``C[row] = A[row // a_div] @ (B[e] * s[e])^T`` (GATED: act(gate) * up)."""
+    ``C[row] = A[row // a_div] @ (B[e] * s[e])^T`` (GATED: act(gate) * up). NATIVE: B is
+    float8e4nv; else its uint8 bits, decoded to W_SCALE^-1 * value."""
     pid = tl.program_id(0)
     num_n = tl.cdiv(N, BLOCK_N)
     group = GROUP_M * num_n
@@ -51,14 +54,19 @@ def _moe_fp8_gemm_kernel(a_ptr, b_ptr, s_ptr, c_ptr, rows_ptr, block_expert_ptr,
     for k0 in range(0, K, BLOCK_K):
         k_ok = offs_k < K - k0
         a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(a.dtype)
+        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if not NATIVE:
+            b = e4m3_bits_to_f16(b)
+        b = b.to(a.dtype)
         if IEEE:
             acc = tl.dot(a, b, acc, input_precision="ieee")
         else:
             acc = tl.dot(a, b, acc)
         if GATED:
-            u = tl.load(b_ptrs + N * stride_bn, mask=k_ok[:, None] & n_ok[None, :],
-                        other=0.0).to(a.dtype)
+            u = tl.load(b_ptrs + N * stride_bn, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if not NATIVE:
+                u = e4m3_bits_to_f16(u)
+            u = u.to(a.dtype)
             if IEEE:
                 acc_up = tl.dot(a, u, acc_up, input_precision="ieee")
             else:
@@ -66,9 +74,9 @@ def _moe_fp8_gemm_kernel(a_ptr, b_ptr, s_ptr, c_ptr, rows_ptr, block_expert_ptr,
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
     s_row = s_ptr + expert.to(tl.int64) * stride_se
-    acc = acc * tl.load(s_row + offs_n, mask=n_ok, other=0.0)[None, :]
+    acc = acc * (tl.load(s_row + offs_n, mask=n_ok, other=0.0) * W_SCALE)[None, :]
     if GATED:
-        acc_up = acc_up * tl.load(s_row + N + offs_n, mask=n_ok, other=0.0)[None, :]
+        acc_up = acc_up * (tl.load(s_row + N + offs_n, mask=n_ok, other=0.0) * W_SCALE)[None, :]
         if ACT == 0:
             acc = acc / (1.0 + tl.exp(-acc)) * acc_up
         else:
@@ -87,21 +95,23 @@ def _tanh(x):
     return tl.where(x < 0, -t, t)
 
 
-def _gemm(a, w, s, c, rows, block_expert, weights, block_m, tile, gated, act=0, a_div=1):
+def _gemm(a, w, s, c, rows, block_expert, weights, block_m, tile, gated, native, act=0,
+          a_div=1):
     num_blocks, n_out = block_expert.shape[0], c.shape[1]
     _moe_fp8_gemm_kernel[(num_blocks * triton.cdiv(n_out, tile["BLOCK_N"]),)](
         a, w, s, c, rows, block_expert, weights, c.shape[0], num_blocks, w.shape[0], n_out,
         a.shape[1], a_div, a.stride(0), w.stride(0), w.stride(1), s.stride(0), c.stride(0),
-        GATED=gated, ACT=act, WEIGHTED=not gated, IEEE=a.dtype == torch.float32,
-        BLOCK_M=block_m, **tile)
+        GATED=gated, ACT=act, WEIGHTED=not gated, IEEE=a.dtype == torch.float32, NATIVE=native,
+        W_SCALE=1.0 if native else E4M3_BITS_SCALE, BLOCK_M=block_m, **tile)
 
 
 def fused_moe_fp8(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor,
                   w2: torch.Tensor, w2_scale: torch.Tensor, router_logits: torch.Tensor,
                   top_k: int, renormalize: bool, activation: str = "silu",
-                  config: dict | None = None) -> torch.Tensor:
+                  config: dict | None = None, native: bool | None = None) -> torch.Tensor:
     """hidden [T, H]; fp8 w13 [E, 2I, H] with scales [E, 2I]; fp8 w2 [E, H, I] with scales
-    [E, H]; router_logits [T, E] -> [T, H] (softmax top-k routing as the unquantized op)."""
+    [E, H]; router_logits [T, E] -> [T, H] (softmax top-k routing as the unquantized op).
+    ``native`` False decodes the e4m3 bits with integer ops (None: by device)."""
     check_tensor("hidden", hidden, 2)
     dev = hidden.device
     for name, w, s in (("w13", w13, w13_scale), ("w2", w2, w2_scale)):
@@ -123,10 +133,12 @@ def fused_moe_fp8(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tens
     cfg = config or get_config(t, e, inter, h, hidden.dtype, dev)
     bm = cfg["BLOCK_M"]
     weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm)
-    w13, w2 = w13.view(torch.float8_e4m3fn), w2.view(torch.float8_e4m3fn)
+    native = native_fp8(dev) if native is None else native
+    as_w = torch.float8_e4m3fn if native else torch.uint8
+    w13, w2 = w13.view(as_w), w2.view(as_w)
     act = torch.empty(t * top_k, inter, dtype=hidden.dtype, device=dev)
-    _gemm(hidden, w13, w13_scale, act, rows, block_expert, weights, bm, cfg["up"], True,
+    _gemm(hidden, w13, w13_scale, act, rows, block_expert, weights, bm, cfg["up"], True, native,
           ACTIVATIONS[activation], top_k)
     out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=dev)
-    _gemm(act, w2, w2_scale, out, rows, block_expert, weights, bm, cfg["down"], False)
+    _gemm(act, w2, w2_scale, out, rows, block_expert, weights, bm, cfg["down"], False, native)
     return out.view(t, top_k, h).sum(1)

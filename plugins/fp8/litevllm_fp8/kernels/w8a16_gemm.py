@@ -16,13 +16,16 @@ import triton.language as tl
 from litevllm_triton.kernels._common import check_tensor
 
 from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
+from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
 
 
 @triton.jit
 def _w8a16_kernel(x_ptr, w_ptr, s_ptr, out_ptr, bias_ptr, M, N, K, GROUP_K, K_SPLIT,
                   stride_xm, stride_wn, stride_sn, stride_om, stride_os,
                   BLOCKWISE: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  NATIVE: tl.constexpr, W_SCALE: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """NATIVE: w is float8e4nv; else uint8 e4m3 bits, decoded to W_SCALE^-1 * value."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -40,9 +43,11 @@ def _w8a16_kernel(x_ptr, w_ptr, s_ptr, out_ptr, bias_ptr, M, N, K, GROUP_K, K_SP
         k_ok = offs_k < k_end - k0
         x = tl.load(x_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        if not NATIVE:
+            w = e4m3_bits_to_f16(w)
         if BLOCKWISE:  # BLOCK_K divides GROUP_K: one scale per row in this tile
             s = tl.load(s_ptr + offs_n * stride_sn + k0 // GROUP_K, mask=n_ok, other=0.0)
-            w = (w.to(tl.float32) * s[None, :]).to(x.dtype)
+            w = (w.to(tl.float32) * (s * W_SCALE)[None, :]).to(x.dtype)
         else:  # fp8 values are exact in fp16/bf16/fp32: scale after the K loop
             w = w.to(x.dtype)
         if IEEE:
@@ -52,7 +57,8 @@ def _w8a16_kernel(x_ptr, w_ptr, s_ptr, out_ptr, bias_ptr, M, N, K, GROUP_K, K_SP
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
     if not BLOCKWISE:
-        acc = acc * tl.load(s_ptr + offs_n * stride_sn, mask=n_ok, other=0.0)[None, :]
+        s = tl.load(s_ptr + offs_n * stride_sn, mask=n_ok, other=0.0)
+        acc = acc * (s * W_SCALE)[None, :]
     if HAS_BIAS:
         if pid_k == 0:
             acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -83,9 +89,11 @@ def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
 
 
 def w8a16_gemm(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, group_k: int,
-               bias: torch.Tensor | None = None, config: dict | None = None) -> torch.Tensor:
+               bias: torch.Tensor | None = None, config: dict | None = None,
+               native: bool | None = None) -> torch.Tensor:
     """x [M, K] (fp16/bf16/fp32) @ dequant(weight fp8 [N, K], w_scale [N, ceil(K/group_k)])^T
-    -> [M, N] in x's dtype."""
+    -> [M, N] in x's dtype. ``native`` False decodes the e4m3 bits with integer ops (GPUs
+    without fp8 support; None: by device)."""
     check_tensor("x", x, 2)
     dev = x.device
     check_tensor("weight", weight, 2, dtypes=FP8_DTYPES, device=dev)
@@ -110,11 +118,13 @@ def w8a16_gemm(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
                       dtype=torch.float32 if split > 1 else x.dtype, device=dev)
     if m == 0:
         return out.new_empty(m, n, dtype=x.dtype)
-    w = weight.view(torch.float8_e4m3fn)
+    native = native_fp8(dev) if native is None else native
+    w = weight.view(torch.float8_e4m3fn if native else torch.uint8)
     grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
     _w8a16_kernel[grid](x, w, w_scale, out, bias if bias is not None else w_scale, m, n, k,
                         group_k, k_split, x.stride(0), w.stride(0), w_scale.stride(0),
                         out.stride(-2), out.stride(0) if split > 1 else 0,
                         BLOCKWISE=blockwise, HAS_BIAS=bias is not None,
-                        IEEE=x.dtype == torch.float32, **cfg)
+                        IEEE=x.dtype == torch.float32, NATIVE=native,
+                        W_SCALE=1.0 if native else E4M3_BITS_SCALE, **cfg)
     return out.sum(0).to(x.dtype) if split > 1 else out
