@@ -6,6 +6,7 @@ gets the dequantized weights in float32, so both sides run the same numbers."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -48,17 +49,32 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, block=None) -> torch.Tensor
     return out
 
 
+def reference_param(state: dict, name: str) -> torch.Tensor:
+    """The transformers tensor holding checkpoint tensor ``name``: itself, or one expert's
+    slice of the stacked ``experts.gate_up_proj`` [E, 2I, H] / ``experts.down_proj``."""
+    if name in state:
+        return state[name]
+    m = re.match(r"(.*\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$", name)
+    e, proj = int(m.group(2)), m.group(3)
+    if proj == "down":
+        return state[f"{m.group(1)}.down_proj"][e]
+    stacked = state[f"{m.group(1)}.gate_up_proj"][e]
+    half = stacked.shape[0] // 2
+    return stacked[:half] if proj == "gate" else stacked[half:]
+
+
 def write_fp8_checkpoint(path: Path, block=None, static=False, ignored=(), arch="LlamaForCausalLM",
                          seed=0, **overrides):
     """Build a random tiny HF model, write its FP8 checkpoint to ``path``, and return the
     float32 HF model holding the dequantized weights (the reference)."""
+    from safetensors.torch import load_file
     path = Path(path)
     hf = build_checkpoint(arch, tiny_config(arch, **{**SIZES, **overrides}), path / "orig", seed)
     tensors = {}
     state = hf.state_dict()
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, w in state.items():
+    with torch.no_grad():  # the saved tensors: one per expert, as real checkpoints
+        for name, w in load_file(str(path / "orig" / "model.safetensors")).items():
             module = name.rsplit(".", 1)[0]
             if not is_linear(name) or any(f".{e}." in f".{module}." for e in ignored):
                 tensors[name] = w.contiguous()
@@ -73,7 +89,8 @@ def write_fp8_checkpoint(path: Path, block=None, static=False, ignored=(), arch=
             if static:
                 tensors[stem + "input_scale"] = torch.rand((), generator=gen) * 0.01 + 0.001
             tensors[stem + "weight"] = q
-            w.copy_(dequantize(q, scale, block))  # the reference runs the dequantized weights
+            # the reference runs the dequantized weights
+            reference_param(state, name).copy_(dequantize(q, scale, block))
     save_file(tensors, str(path / "model.safetensors"))
     config = json.loads((path / "orig" / "config.json").read_text())
     config["quantization_config"] = quant_config(block, static, ignored)
