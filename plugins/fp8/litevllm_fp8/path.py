@@ -1,6 +1,7 @@
 """Which FP8 path a device takes, said once per device in the log."""
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -10,6 +11,7 @@ W8A8, WEIGHT_ONLY, TORCH = "w8a8", "weight-only", "torch"
 _said: set = set()
 
 
+@functools.lru_cache(maxsize=None)
 def has_fp8_tensor_cores(device: torch.device) -> bool:
     """FP8 ``tl.dot`` needs compute capability 8.9 (Ada) or 9.0+ (Hopper)."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
