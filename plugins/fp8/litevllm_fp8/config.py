@@ -72,14 +72,7 @@ class Fp8Config(QuantConfig):
         return Fp8LinearMethod(self)
 
     def moe_method_for(self, prefix):
-        """FP8 experts; for fp8 checkpoints only where core's FusedMoE routes per-expert scale
-        tensors (``w13_<attr>``), else None (FusedMoE then says MoE is unsupported)."""
-        if self.mode != "online" and not routes_expert_scales():
-            return None
+        """FP8 experts (core's FusedMoE routes per-expert scale tensors to ``w13_<attr>``)."""
         from litevllm_fp8.moe import Fp8MoEMethod
         return Fp8MoEMethod(self)
 
-
-def routes_expert_scales() -> bool:
-    from litevllm.plugin_api import route_expert_tensor
-    return route_expert_tensor("m.experts.0.gate_proj", "weight_scale") is not None

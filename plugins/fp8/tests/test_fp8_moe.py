@@ -9,7 +9,6 @@ from litevllm_fp8 import reference as ref
 from litevllm_fp8.kernels.fused_moe_fp8 import fused_moe_fp8
 
 from fp8_packer import write_fp8_checkpoint
-from litevllm_fp8.config import routes_expert_scales
 from test_fp8_parity import PROMPTS, assert_matches_hf, hf_log_softmax, run
 
 
@@ -75,19 +74,9 @@ MOE = dict(hidden_size=128, moe_intermediate_size=64, shared_expert_intermediate
            intermediate_size=128, decoder_sparse_step=1, head_dim=32)
 
 
-@pytest.mark.skipif(not routes_expert_scales(),
-                    reason="core's FusedMoE does not route per-expert scale tensors yet")
 @pytest.mark.parametrize("block", [None, (64, 64)])
 def test_fp8_moe_checkpoint_matches_hf_on_dequantized_weights(tmp_path, block):
     hf = write_fp8_checkpoint(tmp_path, block=block, arch="Qwen2MoeForCausalLM", **MOE)
     llm, outs = run(tmp_path)
     assert llm.engine.model.model.layers[0].mlp.experts.w13.dtype == torch.uint8
     assert_matches_hf(outs, hf)
-
-
-def test_fp8_moe_checkpoint_refused_clearly_without_core_routing(tmp_path):
-    if routes_expert_scales():
-        pytest.skip("core routes per-expert scales")
-    write_fp8_checkpoint(tmp_path, arch="Qwen2MoeForCausalLM", **MOE)
-    with pytest.raises(ValueError, match="quantization 'fp8' does not support MoE layers"):
-        run(tmp_path)
