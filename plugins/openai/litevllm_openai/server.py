@@ -174,11 +174,6 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
         except ClientGone:
             log.info("client went away: aborted %s", rid)
             return Response(status_code=499)
-        except EngineOverloadedError as e:
-            raise ApiError(str(e), status=503, type="server_error",
-                           headers={"Retry-After": "1"}) from None
-        except EngineDeadError as e:
-            raise ApiError(str(e), status=503, type="server_error") from None
         errors = [o.error for o in final if o.error]
         if errors:
             raise ApiError(errors[0], status=500, type="server_error")
@@ -236,6 +231,14 @@ def _handlers(app: FastAPI) -> None:
     async def api_error(request, e: ApiError):
         return JSONResponse(e.body(), e.status, headers=e.headers)
 
+    @app.exception_handler(EngineOverloadedError)
+    async def overloaded(request, e: EngineOverloadedError):
+        return _busy(str(e), retry=True)
+
+    @app.exception_handler(EngineDeadError)
+    async def dead(request, e: EngineDeadError):
+        return _busy(str(e), retry=False)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         errors = e.errors()
@@ -264,6 +267,11 @@ def _handlers(app: FastAPI) -> None:
     async def crash(request, e: Exception):
         log.exception("unhandled error")
         return JSONResponse(ApiError("internal error", status=500, type="server_error").body(), 500)
+
+
+def _busy(message: str, retry: bool) -> JSONResponse:
+    error = ApiError(message, status=503, type="server_error")
+    return JSONResponse(error.body(), 503, headers={"Retry-After": "1"} if retry else None)
 
 
 def _wrap(app: FastAPI, config: ServerConfig):
