@@ -25,7 +25,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig, frame) -> None:
         if self.drain is None:
-            log.warning("shutting down: draining requests for up to %.0f s", self.shutdown_timeout)
+            log.warning("shutting down: draining requests for up to %g s", self.shutdown_timeout)
             self.drain = threading.Thread(target=self.engine.shutdown,
                                           args=(self.shutdown_timeout,), daemon=True)
             self.drain.start()
@@ -37,6 +37,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections made before uvicorn starts wait in the backlog
     return sock
 
 
