@@ -257,11 +257,16 @@ class AsyncLLMEngine:
             self._step_started = None
         for out in outputs:
             channel = self._streams.get(out.request_id)
+            if channel is not None:
+                total = sum(len(o.token_ids) for o in out.outputs)
+                self._counters["generation_tokens"] += total - channel.generated
+                channel.generated = total
+        with self._lock:  # stats are current before anyone sees these outputs
+            self._stats = self._snapshot()
+        for out in outputs:
+            channel = self._streams.get(out.request_id)
             if channel is None:
                 continue
-            total = sum(len(o.token_ids) for o in out.outputs)
-            self._counters["generation_tokens"] += total - channel.generated
-            channel.generated = total
             if out.finished:
                 del self._streams[out.request_id]
                 self._done(channel, out)

@@ -177,3 +177,12 @@ def test_full_queue_answers_503_with_retry_after(tight_server):
     busy = next(r for r in replies if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and busy.json()["error"]["type"] == "server_error"
     assert wait_until(tight_server.all_blocks_free, 5)
+
+
+def test_dead_engine_reports_503(tight_server):
+    """Runs last on this server: once the engine loop stops, /health and requests say 503."""
+    tight_server.engine.shutdown(0)
+    with httpx.Client(base_url=tight_server.url, timeout=10) as http:
+        assert http.get("/health").status_code == 503
+        r = http.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "Hi"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
