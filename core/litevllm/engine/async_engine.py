@@ -103,7 +103,11 @@ class AsyncLLMEngine:
 
     async def run_in_pool(self, fn, *args):
         """Run ``fn(*args)`` (tokenization, detokenization) in the engine's tokenizer pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except RuntimeError:  # the pool was shut down with the engine
+            raise EngineDeadError("the engine is not running") from None
+        return await future
 
     # requests ------------------------------------------------------------------------------
     async def generate(self, prompt, params: SamplingParams | None = None,
