@@ -49,10 +49,11 @@ class LiveServer:
 
     def __init__(self, model_dir, model_name=MODEL_NAME, llm_options=None, engine_options=None,
                  **config):
+        """``llm_options`` override LLM_OPTIONS; ``config``: ServerConfig fields."""
         from litevllm import LLM, AsyncLLMEngine
         from litevllm_openai.runner import make_server
         from litevllm_openai.server import ServerConfig
-        self.llm = LLM(str(model_dir), **(llm_options or LLM_OPTIONS))
+        self.llm = LLM(str(model_dir), **{**LLM_OPTIONS, **(llm_options or {})})
         self.engine = AsyncLLMEngine(self.llm, **(engine_options or {}))
         self.server, sock = make_server(self.engine, ServerConfig(model_name, **config),
                                         "127.0.0.1", 0, shutdown_timeout=2)
@@ -81,6 +82,19 @@ def server(model_dir):
     srv = LiveServer(model_dir)
     yield srv
     srv.close()
+
+
+@pytest.fixture(scope="module")
+def start_server(model_dir):
+    """``start_server(**LiveServer options)``: more servers, closed after the module."""
+    servers = []
+
+    def start(*args, **kwargs):
+        servers.append(LiveServer(model_dir, *args, **kwargs))
+        return servers[-1]
+    yield start
+    for srv in servers:
+        srv.close()
 
 
 class Client:

@@ -10,9 +10,9 @@ import time
 import httpx
 import pytest
 
-from conftest import LLM_OPTIONS, MODEL_NAME, LiveServer
-
 from litevllm import SamplingParams
+
+MODEL_NAME = "tiny-llama"  # the conftest servers' name
 
 
 def wait_until(cond, timeout):
@@ -157,11 +157,8 @@ def test_hostile_requests_fail_alone_under_load(server, ref_llm, model_dir):
 
 
 @pytest.fixture(scope="module")
-def tight_server(model_dir):
-    srv = LiveServer(model_dir, llm_options={**LLM_OPTIONS, "max_num_seqs": 2},
-                     engine_options={"max_waiting": 2})
-    yield srv
-    srv.close()
+def tight_server(start_server):
+    return start_server(llm_options={"max_num_seqs": 2}, engine_options={"max_waiting": 2})
 
 
 def test_full_queue_answers_503_with_retry_after(tight_server):

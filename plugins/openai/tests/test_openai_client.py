@@ -180,12 +180,8 @@ def test_tokenize_detokenize_health_metrics_request_id(server, sync_client, ref_
 
 
 @pytest.fixture(scope="module")
-def keyed_server(model_dir):
-    from conftest import LiveServer
-    srv = LiveServer(model_dir, "served-name", api_key="s3cret",
-                     allowed_origins=["https://ok.example"])
-    yield srv
-    srv.close()
+def keyed_server(start_server):
+    return start_server("served-name", api_key="s3cret", allowed_origins=["https://ok.example"])
 
 
 def test_api_key_cors_and_served_name(keyed_server):

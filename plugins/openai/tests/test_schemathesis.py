@@ -6,17 +6,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from conftest import LLM_OPTIONS, LiveServer
-
 EXAMPLES = 15  # per operation
 
 
 @pytest.fixture(scope="module")
-def short_server(model_dir):
+def short_server(start_server):
     """A short context bounds what any generated request can cost."""
-    srv = LiveServer(model_dir, llm_options={**LLM_OPTIONS, "max_model_len": 48})
-    yield srv
-    srv.close()
+    return start_server(llm_options={"max_model_len": 48})
 
 
 def test_openapi_fuzz_no_server_errors(short_server):
