@@ -61,18 +61,21 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
             await engine.run_in_pool(fill_texts, ids)
         fmt.texts.update({t: texts[t] for t in ids})
 
-    def encode(prompt) -> list[int]:
+    def encode(prompt, want_text: bool) -> tuple[str | None, list[int]]:
+        """(text, token ids) of a string or token-id prompt (text only if ``want_text``)."""
         if isinstance(prompt, list):
-            return prompt
+            if want_text and engine.tokenizer is not None:
+                return engine.decode(prompt), prompt
+            return None, prompt
         if engine.tokenizer is None:
             raise ApiError("this model has no tokenizer; send token ids", "prompt")
-        return engine.encode(prompt)
+        return prompt, engine.encode(prompt)
 
-    async def tokenize(prompts: list, param: str) -> list[list[int]]:
+    async def tokenize(prompts: list, want_text: bool) -> list[tuple[str | None, list[int]]]:
         try:
-            return await engine.run_in_pool(lambda: [encode(p) for p in prompts])
+            return await engine.run_in_pool(lambda: [encode(p, want_text) for p in prompts])
         except ValueError as e:
-            raise ApiError(str(e), param) from None
+            raise ApiError(str(e), "prompt") from None
 
     def check(ids: list[int], params, param: str) -> None:
         try:
@@ -128,10 +131,9 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request):
         check_model(body.model)
         body.check(config.limits)
-        prompts = body.prompts()
-        ids_list = await tokenize(prompts, "prompt")
+        encoded = await tokenize(body.prompts(), want_text=body.echo)
         params = []
-        for ids in ids_list:
+        for _, ids in encoded:
             p = body.params() if body.max_tokens is not None else \
                 body.sampling_params(max_tokens=max(1, engine.max_model_len - len(ids)))
             check(ids, p, "prompt")
@@ -139,8 +141,8 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
         rid = new_id("cmpl")
         fmt = Formatter("completion", rid, now(), config.model_name, body.n, body.logprobs,
                         echo=body.echo, echo_only=body.echo and body.max_tokens == 0)
-        items = [({"prompt": p if isinstance(p, str) else None, "prompt_token_ids": ids}, sp)
-                 for p, ids, sp in zip(prompts, ids_list, params)]
+        items = [({"prompt": text, "prompt_token_ids": ids}, sp)
+                 for (text, ids), sp in zip(encoded, params)]
         return await _run(request, rid, items, fmt, body.stream, body.include_usage)
 
     @app.post("/v1/chat/completions")

@@ -80,6 +80,12 @@ def test_echo_prompt_logprobs(sync_client, ref_llm):
     for i in range(1, len(ids)):
         assert lp.token_logprobs[i] == pytest.approx(want.prompt_logprobs[i][ids[i]], abs=1e-4)
     assert r.choices[0].text.startswith(ref_llm.tokenizer.decode(ids))
+    r = sync_client.completions.create(model=MODEL, prompt=ids, max_tokens=2, echo=True,
+                                       temperature=0)
+    assert r.choices[0].text.startswith("The quick brown fox") and r.choices[0].logprobs is None
+    stream = sync_client.completions.create(model=MODEL, prompt=ids, max_tokens=2, echo=True,
+                                            temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in stream) == r.choices[0].text
     r = sync_client.completions.create(model=MODEL, prompt="The quick brown fox", max_tokens=0,
                                        logprobs=0, echo=True)
     assert r.choices[0].text == "The quick brown fox" and r.usage.completion_tokens == 0
