@@ -64,6 +64,8 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
     def encode(prompt, want_text: bool) -> tuple[str | None, list[int]]:
         """(text, token ids) of a string or token-id prompt (text only if ``want_text``)."""
         if isinstance(prompt, list):
+            if any(not 0 <= t < engine.vocab_size for t in prompt):
+                raise ApiError(f"prompt token ids must be in [0, {engine.vocab_size})", "prompt")
             if want_text and engine.tokenizer is not None:
                 return engine.decode(prompt), prompt
             return None, prompt
