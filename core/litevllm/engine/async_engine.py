@@ -38,11 +38,11 @@ class _Stream:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.generated = 0  # output tokens counted so far (for the token counters)
 
-    def put(self, item) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the caller's event loop is closed
-            pass
+
+
+def _deliver(items: list) -> None:
+    for channel, item in items:
+        channel.queue.put_nowait(item)
 
 
 class AsyncLLMEngine:
@@ -78,6 +78,7 @@ class AsyncLLMEngine:
         self._closing = False
         self._step_started: float | None = None      # set while a step runs (stall detection)
         self._counters = {"prompt_tokens": 0, "generation_tokens": 0}
+        self._outbox: dict[asyncio.AbstractEventLoop, list] = {}  # engine thread: to deliver
         self._stats = self._snapshot()
         self._thread = threading.Thread(target=self._run, name="litevllm-engine", daemon=True)
         self._thread.start()
@@ -194,7 +195,7 @@ class AsyncLLMEngine:
             time.sleep(0.05)
         self._inbox.put(None)
         self._thread.join(max(5.0, timeout))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # the tokenizer pool stays: streams may still format their last outputs
 
     # engine thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -218,9 +219,12 @@ class AsyncLLMEngine:
                     self._step()
                 with self._lock:
                     self._stats = self._snapshot()
+                self._flush()
         except BaseException as e:  # a bug in the loop itself: fail everyone, stay dead
             log.exception("the engine loop crashed")
             self._fail_all(EngineDeadError(f"the engine loop crashed: {type(e).__name__}"))
+        finally:
+            self._flush()
 
     def _add(self, request_id: str, prompt, params: SamplingParams, channel: _Stream) -> None:
         try:
@@ -275,14 +279,26 @@ class AsyncLLMEngine:
                 del self._streams[out.request_id]
                 self._done(channel, out)
             elif channel.stream:
-                channel.put(out)
+                self._put(channel, out)
 
     def _done(self, channel: _Stream, item) -> None:
         """The last item a request's channel receives: its final output or an exception."""
         with self._lock:
             self._unfinished -= 1
         if item is not None:
-            channel.put(item)
+            self._put(channel, item)
+
+    def _put(self, channel: _Stream, item) -> None:
+        self._outbox.setdefault(channel.loop, []).append((channel, item))
+
+    def _flush(self) -> None:
+        """Hand the items queued this iteration to their event loops, one wake-up per loop."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that event loop is closed
+                pass
 
     def _fail_all(self, error: BaseException) -> None:
         for channel in self._streams.values():

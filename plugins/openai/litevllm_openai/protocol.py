@@ -2,6 +2,7 @@
 translation to SamplingParams. No HTTP and no engine here."""
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Literal, Optional, Union
@@ -129,11 +130,12 @@ class CompletionRequest(_Sampling):
             return [p]
         return list(p)
 
-    def params(self) -> SamplingParams:
-        echo_logprobs = self.logprobs if self.echo and self.logprobs is not None else None
-        return self.sampling_params(max_tokens=max(1, self.max_tokens or 0) if self.max_tokens is not None
-                                    else None, logprobs=self.logprobs,
-                                    prompt_logprobs=echo_logprobs)
+    def params(self, room: int) -> SamplingParams:
+        """``room``: context tokens left after the prompt (max_tokens null: all of them).
+        ``max_tokens`` 0 (echo only) samples one token that the response drops."""
+        max_tokens = room if self.max_tokens is None else max(1, self.max_tokens)
+        return self.sampling_params(max_tokens=max(1, max_tokens), logprobs=self.logprobs,
+                                    prompt_logprobs=self.logprobs if self.echo else None)
 
 
 class TextPart(_Model):
@@ -204,7 +206,6 @@ class DetokenizeRequest(_Model):
 
 def param_of(message: str, default: str | None = None) -> str | None:
     """The request field a SamplingParams / engine error message names."""
-    import re
     m = re.search(r"SamplingParams\.(\w+)", message)
     return m.group(1) if m else default
 

@@ -36,7 +36,7 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
     """The ASGI app. ``engine`` is an ``AsyncLLMEngine``; the app never touches anything else."""
     app = FastAPI(title="LitevLLM OpenAI-compatible API", version="1", docs_url=None,
                   redoc_url=None)
-    app.state.engine, app.state.config = engine, config
+    app.state.engine = engine  # for apps that mount or wrap this one
     metrics = Metrics(engine, config.model_name)
     texts: dict[int, str] = {}  # token id -> text, for logprobs (filled off the event loop)
     _handlers(app)
@@ -136,8 +136,7 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
         encoded = await tokenize(body.prompts(), want_text=body.echo)
         params = []
         for _, ids in encoded:
-            p = body.params() if body.max_tokens is not None else \
-                body.sampling_params(max_tokens=max(1, engine.max_model_len - len(ids)))
+            p = body.params(engine.max_model_len - len(ids))
             check(ids, p, "prompt")
             params.append(p)
         rid = new_id("cmpl")
