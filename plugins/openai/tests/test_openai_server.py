@@ -45,6 +45,12 @@ def test_plugin_and_command():
     assert result.exit_code == 0 and "--served-model-name" in result.output
     result = CliRunner().invoke(serve, ["--model", "/no/such/model", "--port", "0"])
     assert result.exit_code == 1 and "does not exist" in result.output
+    assert "without an API key" not in result.output
+    result = CliRunner().invoke(serve, ["--model", "/no/such/model", "--host", "0.0.0.0"])
+    assert "without an API key" in result.output and result.exit_code == 1
+    result = CliRunner().invoke(serve, ["--model", "/no/such/model", "--host", "0.0.0.0"],
+                                env={"LITEVLLM_API_KEY": "k"})
+    assert "without an API key" not in result.output
 
 
 def test_models_and_health(client, server):
