@@ -1,7 +1,7 @@
 """LitevLLM: a small, fast LLM inference engine in Python and Triton."""
 from litevllm.version import PLUGIN_API_VERSION, __version__
 
-__all__ = ["LLM", "SamplingParams", "PLUGIN_API_VERSION", "__version__"]
+__all__ = ["LLM", "SamplingParams", "AsyncLLMEngine", "PLUGIN_API_VERSION", "__version__"]
 
 
 def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
@@ -11,4 +11,7 @@ def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
     if name == "SamplingParams":
         from litevllm.sampling_params import SamplingParams
         return SamplingParams
+    if name == "AsyncLLMEngine":
+        from litevllm.engine.async_engine import AsyncLLMEngine
+        return AsyncLLMEngine
     raise AttributeError(f"module 'litevllm' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from litevllm.engine.block_manager import BlockManager
 from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stream_delta
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.sampler import Sampler, prompt_logprobs
-from litevllm.engine.scheduler import Scheduler
+from litevllm.engine.scheduler import ScheduledBatch, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
@@ -46,6 +46,7 @@ class Request:
         self.seqs: list[Sequence] = []
         self.forked = params.n == 1
         self.prompt_logprobs: list | None = [None] if params.prompt_logprobs is not None else None
+        self.error: str | None = None  # why the engine failed this request alone
 
     @property
     def finished(self) -> bool:
@@ -104,6 +105,7 @@ class LLMEngine:
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
+        self._single_step_once = False  # a multi-step run failed: find the culprit one step at a time
         self._next_seq_id = 0
         log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
                  "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
@@ -200,10 +202,14 @@ class LLMEngine:
         if any(not 0 <= t < vocab for t in p.stop_token_ids):
             raise ValueError(f"SamplingParams.stop_token_ids must be in [0, {vocab}), "
                              f"got {p.stop_token_ids!r}")
-        for name in ("logprobs", "prompt_logprobs"):
+        for name in ("logprobs", "prompt_logprobs", "top_k"):
             if (getattr(p, name) or 0) > vocab:
                 raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
                                  f"{vocab}, got {getattr(p, name)}")
+        for name in ("max_tokens", "min_tokens"):
+            if (getattr(p, name) or 0) > self.max_model_len:
+                raise ValueError(f"SamplingParams.{name} must be at most max_model_len "
+                                 f"{self.max_model_len}, got {getattr(p, name)}")
         self.scheduler.check_admissible(len(ids), p.n)
 
     def _new_seq(self, request: Request, index: int) -> Sequence:
@@ -220,16 +226,29 @@ class LLMEngine:
         request = self.requests.pop(request_id, None)
         if request is None:
             raise ValueError(f"unknown request id '{request_id}'")
+        self._finish_request(request, "abort")
+        return self._output(request, {})
+
+    def _finish_request(self, request: Request, reason: str) -> None:
         for seq in request.seqs:
             if not seq.is_finished:
-                self.scheduler.finish(seq, "abort")
+                self.scheduler.finish(seq, reason)
         if not request.forked:  # n > 1 before the fork: the other samples end empty
             request.forked = True
             for i in range(1, request.params.n):
                 seq = self._new_seq(request, i)
-                seq.status, seq.finish_reason = SeqStatus.FINISHED, "abort"
+                seq.status, seq.finish_reason = SeqStatus.FINISHED, reason
                 request.seqs.append(seq)
-        return self._output(request, {})
+
+    def _fail(self, seq: Sequence, error: BaseException, touched: dict) -> None:
+        """Finish ``seq``'s whole request with finish_reason "error"; the rest of the batch
+        goes on. Its output carries the error message."""
+        request = self.requests[seq.request_id]
+        if request.error is None:
+            log.warning("request %s failed in the engine: %r", request.request_id, error)
+            request.error = f"the engine failed on this request: {type(error).__name__}: {error}"
+        self._finish_request(request, "error")
+        touched.setdefault(request.request_id, {})
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
@@ -247,9 +266,11 @@ class LLMEngine:
         k = self._multi_step_count(batch)
         if k > 1:
             return self._decode_steps(batch, k, unfinished_outputs)
-        inputs = self.runner.prepare(batch)
-        logits = self.runner.execute(inputs)
         touched: dict[str, dict[int, list[int]]] = {}
+        forward = self._forward(batch, touched)
+        if forward is None:  # every sequence of the batch failed
+            return self._outputs(touched, unfinished_outputs)
+        batch, inputs, logits = forward
         rows, sample_seqs = [], []
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
@@ -258,8 +279,11 @@ class LLMEngine:
             self.block_manager.commit(seq)
             request = self.requests[seq.request_id]
             if request.prompt_logprobs is not None and start < seq.num_prompt_tokens:
-                self._prompt_logprobs(request, seq, start, n, logits[pidx:])
-            if idx < 0:
+                try:
+                    self._prompt_logprobs(request, seq, start, n, logits[pidx:])
+                except Exception as e:
+                    self._fail(seq, e, touched)
+            if idx < 0 or seq.is_finished:
                 continue
             rows.append(idx)
             sample_seqs.append(seq)
@@ -274,10 +298,55 @@ class LLMEngine:
         if sample_seqs:
             if rows != list(range(len(rows))):
                 logits = logits[rows]
-            result = self.sampler(logits[:len(rows)], sample_seqs)
-            for seq, token, lp in zip(sample_seqs, result.token_ids, result.logprobs):
-                self._append(seq, token, lp, touched)
+            for seq, token, lp in self._sample(logits[:len(rows)], sample_seqs, touched):
+                if seq.is_finished:  # its request failed in this step
+                    continue
+                try:
+                    self._append(seq, token, lp, touched)
+                except Exception as e:
+                    self._fail(seq, e, touched)
         return self._outputs(touched, unfinished_outputs)
+
+    # isolation: a request that makes a step throw fails alone --------------------------------
+    def _forward(self, batch: ScheduledBatch, touched: dict):
+        """(batch, inputs, logits), or None. If the batch's forward throws, each sequence runs
+        alone (nothing is committed before sampling) and those that still throw fail."""
+        try:
+            inputs = self.runner.prepare(batch)
+            return batch, inputs, self.runner.execute(inputs)
+        except Exception as error:
+            bad = []
+            for seq, n in zip(batch.seqs, batch.num_new_tokens):
+                try:
+                    self.runner.execute(self.runner.prepare(ScheduledBatch([seq], [n])))
+                except Exception as e:
+                    bad.append((seq, e))
+            for seq, e in bad or [(s, error) for s in batch.seqs]:  # none alone: all of them
+                self._fail(seq, e, touched)
+            keep = [(s, n) for s, n in zip(batch.seqs, batch.num_new_tokens) if not s.is_finished]
+            batch = ScheduledBatch([s for s, _ in keep], [n for _, n in keep])
+            if not batch:
+                return None
+            inputs = self.runner.prepare(batch)
+            return batch, inputs, self.runner.execute(inputs)
+
+    def _sample(self, logits, seqs: list[Sequence], touched: dict):
+        """(seq, token, logprobs) per row; if the batch's sampling throws, rows are sampled
+        one by one and those that throw fail their request."""
+        try:
+            result = self.sampler(logits, seqs)
+            return list(zip(seqs, result.token_ids, result.logprobs))
+        except Exception:
+            out = []
+            for i, seq in enumerate(seqs):
+                if seq.is_finished:
+                    continue
+                try:
+                    result = self.sampler(logits[i:i + 1], [seq])
+                    out.append((seq, result.token_ids[0], result.logprobs[0]))
+                except Exception as e:
+                    self._fail(seq, e, touched)
+            return out
 
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
@@ -293,7 +362,8 @@ class LLMEngine:
         batch of plain decodes (no new arrivals waiting, no penalties, logprobs or pending
         min_tokens), fewer near the length limit or when blocks run short; else 1."""
         k = self.num_scheduler_steps
-        if k == 1 or self.scheduler.waiting or batch.preempted:
+        if k == 1 or self.scheduler.waiting or batch.preempted or self._single_step_once:
+            self._single_step_once = False
             return 1
         longest_left = 1
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
@@ -325,7 +395,12 @@ class LLMEngine:
         seqs = batch.seqs
         for seq in seqs:
             self.block_manager.allocate(seq, k)
-        tokens = self.runner.decode_steps(seqs, k, self.sampler.picker(seqs)).tolist()
+        try:
+            tokens = self.runner.decode_steps(seqs, k, self.sampler.picker(seqs)).tolist()
+        except Exception:  # nothing committed: redo as single steps, which isolate the culprit
+            log.warning("a %d-step decode run failed; retrying one step at a time", k)
+            self._single_step_once = True
+            return []
         touched: dict[str, dict[int, list[int]]] = {}
         for i, seq in enumerate(seqs):
             for j in range(k):
@@ -391,7 +466,7 @@ class LLMEngine:
         head = request.seqs[0]
         return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids, outs,
                              request.finished, head.metrics, request.prompt_logprobs,
-                             head.metrics.num_cached_tokens)
+                             head.metrics.num_cached_tokens, request.error)
 
     # stats -----------------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -1,245 +1,217 @@
-"""The OpenAI wire format: request bodies parsed into SamplingParams, and response bodies and
-stream chunks built from RequestOutputs. No HTTP and no engine here."""
+"""The OpenAI wire format as pydantic models (so /openapi.json is generated), and their
+translation to SamplingParams. No HTTP and no engine here."""
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from litevllm import SamplingParams
 
-# body field -> SamplingParams field, shared by both endpoints (vLLM extensions included)
-_SAMPLING_FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
-                    "frequency_penalty", "repetition_penalty", "stop", "stop_token_ids",
-                    "ignore_eos", "min_tokens", "skip_special_tokens", "include_stop_str_in_output")
-_BOOL_FIELDS = ("stream", "ignore_eos", "skip_special_tokens", "include_stop_str_in_output", "echo")
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # ints too; no bools, no inf
+TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
 
 
 class ApiError(Exception):
-    """An error sent to the client as OpenAI-style JSON."""
+    """An error sent to the client as OpenAI-shaped JSON."""
 
     def __init__(self, message: str, param: str | None = None, status: int = 400,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", headers: dict | None = None):
         super().__init__(message)
         self.message, self.param, self.status, self.type = message, param, status, type
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": None}}
 
 
-@dataclass
-class ApiRequest:
-    kind: str                          # "completion" | "chat"
-    prompt: object                     # str | {"prompt_token_ids": [...]} | chat messages
-    params: SamplingParams
-    stream: bool = False
-    include_usage: bool = False        # stream_options.include_usage
-    top_logprobs: int | None = None    # chat: alternatives reported per token
-    id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
+class Limits(BaseModel):
+    """Server-side caps on one request (``lite serve`` options)."""
+    max_logprobs: int = 20
+    max_n: int = 16
+    max_stop: int = 64
+    max_prompts: int = 256
 
-    def __post_init__(self):
-        prefix = "chatcmpl" if self.kind == "chat" else "cmpl"
-        self.id = self.id or f"{prefix}-{uuid.uuid4().hex}"
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Model):
+    include_usage: StrictBool = False
+
+
+class _Sampling(_Model):
+    """Fields both endpoints share, vLLM's extensions included."""
+    model: Optional[StrictStr] = None
+    n: StrictInt = Field(1, ge=1)
+    temperature: Optional[Number] = Field(None, ge=0)
+    top_p: Optional[Number] = Field(None, gt=0, le=1)
+    top_k: Optional[StrictInt] = None
+    min_p: Optional[Number] = Field(None, ge=0, le=1)
+    seed: Optional[StrictInt] = None
+    presence_penalty: Optional[Number] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[Number] = Field(None, ge=-2, le=2)
+    repetition_penalty: Optional[Number] = Field(None, gt=0)
+    stop: Union[StrictStr, list[StrictStr], None] = None
+    stop_token_ids: Optional[list[StrictInt]] = None
+    ignore_eos: StrictBool = False
+    min_tokens: StrictInt = Field(0, ge=0)
+    skip_special_tokens: StrictBool = True
+    include_stop_str_in_output: StrictBool = False
+    stream: StrictBool = False
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[StrictStr] = None
+    # accepted so clients that always send them work; any real use is refused (unsupported())
+    logit_bias: Optional[dict[str, Number]] = None
+
+    _copied = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty",
+               "frequency_penalty", "repetition_penalty", "stop", "stop_token_ids", "ignore_eos",
+               "min_tokens", "skip_special_tokens", "include_stop_str_in_output")
+
+    def unsupported(self) -> list[str]:
+        return ["logit_bias"] if self.logit_bias else []
+
+    def check(self, limits: Limits) -> None:
+        """Server caps and the fields this server does not implement: 400 naming them."""
+        names = self.unsupported()
+        if names:
+            raise ApiError(f"unsupported field(s): {', '.join(names)}", names[0])
+        if self.n > limits.max_n:
+            raise ApiError(f"'n' must be at most {limits.max_n}", "n")
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if len(stops) + len(self.stop_token_ids or []) > limits.max_stop:
+            raise ApiError(f"at most {limits.max_stop} stop strings and stop token ids", "stop")
+
+    def sampling_params(self, **extra) -> SamplingParams:
+        kwargs = {k: getattr(self, k) for k in self._copied if getattr(self, k) is not None}
+        try:
+            return SamplingParams(**kwargs, **extra)
+        except (ValueError, TypeError) as e:
+            raise ApiError(str(e), param_of(str(e))) from None
 
     @property
-    def prompt_param(self) -> str:
-        return "messages" if self.kind == "chat" else "prompt"
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[StrictStr, TokenIds, Annotated[list[StrictStr], Field(min_length=1)],
+                  Annotated[list[TokenIds], Field(min_length=1)]]
+    max_tokens: Optional[StrictInt] = Field(16, ge=0)
+    logprobs: Optional[StrictInt] = Field(None, ge=0)
+    echo: StrictBool = False
+    best_of: Optional[StrictInt] = None
+    suffix: Optional[StrictStr] = None
+
+    def unsupported(self) -> list[str]:
+        names = super().unsupported()
+        if self.best_of not in (None, 1, self.n):
+            names.append("best_of")
+        return names + (["suffix"] if self.suffix else [])
+
+    def check(self, limits: Limits) -> None:
+        super().check(limits)
+        if (self.logprobs or 0) > limits.max_logprobs:
+            raise ApiError(f"'logprobs' must be at most {limits.max_logprobs}", "logprobs")
+        if self.max_tokens == 0 and not self.echo:
+            raise ApiError("'max_tokens' must be at least 1 (0 only with 'echo')", "max_tokens")
+        if len(self.prompts()) > limits.max_prompts:
+            raise ApiError(f"at most {limits.max_prompts} prompts per request", "prompt")
+
+    def prompts(self) -> list:
+        """Each prompt: a string or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]
+        return list(p)
+
+    def params(self) -> SamplingParams:
+        echo_logprobs = self.logprobs if self.echo and self.logprobs is not None else None
+        return self.sampling_params(max_tokens=max(1, self.max_tokens or 0) if self.max_tokens is not None
+                                    else None, logprobs=self.logprobs,
+                                    prompt_logprobs=echo_logprobs)
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(_Model):
+    role: StrictStr
+    content: Union[StrictStr, list[TextPart], None] = None
+    name: Optional[StrictStr] = None
+
+    def as_dict(self) -> dict:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(p.text for p in content)
+        out = {"role": self.role, "content": content or ""}
+        return {**out, "name": self.name} if self.name else out
+
+
+class ChatRequest(_Sampling):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Optional[StrictInt] = Field(None, ge=1)
+    max_completion_tokens: Optional[StrictInt] = Field(None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: Optional[StrictInt] = Field(None, ge=0)
+    tools: Optional[list[dict]] = None
+    tool_choice: Union[StrictStr, dict, None] = None
+    parallel_tool_calls: Optional[StrictBool] = None
+    response_format: Optional[dict] = None
+    functions: Optional[list[dict]] = None
+    function_call: Union[StrictStr, dict, None] = None
+
+    def unsupported(self) -> list[str]:
+        names = super().unsupported()
+        names += [n for n in ("tools", "functions") if getattr(self, n)]
+        names += [n for n in ("tool_choice", "function_call")
+                  if getattr(self, n) not in (None, "none", "auto")]
+        if self.response_format and self.response_format.get("type") != "text":
+            names.append("response_format")
+        return names
+
+    def check(self, limits: Limits) -> None:
+        super().check(limits)
+        if (self.top_logprobs or 0) > limits.max_logprobs:
+            raise ApiError(f"'top_logprobs' must be at most {limits.max_logprobs}", "top_logprobs")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+
+    def params(self, room: int) -> SamplingParams:
+        """``room``: context tokens left after the prompt (the default max_tokens)."""
+        max_tokens = self.max_completion_tokens or self.max_tokens or max(1, room)
+        return self.sampling_params(max_tokens=max_tokens,
+                                    logprobs=(self.top_logprobs or 0) if self.logprobs else None)
+
+
+class TokenizeRequest(_Model):
+    model: Optional[StrictStr] = None
+    prompt: Optional[StrictStr] = None
+    messages: Optional[Annotated[list[ChatMessage], Field(min_length=1)]] = None
+    add_special_tokens: StrictBool = True
+
+
+class DetokenizeRequest(_Model):
+    model: Optional[StrictStr] = None
+    tokens: list[StrictInt]
 
 
 def param_of(message: str, default: str | None = None) -> str | None:
     """The request field a SamplingParams / engine error message names."""
+    import re
     m = re.search(r"SamplingParams\.(\w+)", message)
     return m.group(1) if m else default
 
 
-def _sampling_params(body: dict, **extra) -> SamplingParams:
-    kwargs = {k: body[k] for k in _SAMPLING_FIELDS if body.get(k) is not None}
-    kwargs.update(extra)  # endpoint-specific fields, None included
-    try:
-        return SamplingParams(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ApiError(str(e), param_of(str(e))) from None
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def _common(body, model_name: str) -> dict:
-    if not isinstance(body, dict):
-        raise ApiError("the request body must be a JSON object")
-    model = body.get("model")
-    if model is not None and model != model_name:
-        raise ApiError(f"the model '{model}' does not exist; this server serves '{model_name}'",
-                       "model")
-    for name in _BOOL_FIELDS:
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            raise ApiError(f"'{name}' must be a boolean", name)
-    if body.get("echo"):
-        raise ApiError("'echo' is not supported", "echo")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise ApiError("'stream_options' must be an object", "stream_options")
-    return {"stream": bool(body.get("stream")), "include_usage": bool(options.get("include_usage"))}
-
-
-def parse_completion(body, model_name: str) -> ApiRequest:
-    """POST /v1/completions: one prompt, a string or a list of token ids."""
-    common = _common(body, model_name)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]  # a batch of one
-    if isinstance(prompt, list) and prompt and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        prompt = {"prompt_token_ids": prompt}
-    elif not isinstance(prompt, str):
-        raise ApiError("'prompt' must be a string or a list of token ids (one prompt per request)",
-                       "prompt")
-    max_tokens = 16 if body.get("max_tokens") is None else body["max_tokens"]  # OpenAI default
-    params = _sampling_params(body, max_tokens=max_tokens, logprobs=body.get("logprobs"))
-    return ApiRequest("completion", prompt, params, **common)
-
-
-def parse_messages(messages) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise ApiError("'messages' must be a non-empty list of messages", "messages")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(f"messages[{i}] must be an object with a string 'role'", "messages")
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: text only
-            if not all(isinstance(p, dict) and p.get("type") == "text"
-                       and isinstance(p.get("text"), str) for p in content):
-                raise ApiError(f"messages[{i}]: only text content parts are supported", "messages")
-            content = "".join(p["text"] for p in content)
-        elif content is None:
-            content = ""
-        elif not isinstance(content, str):
-            raise ApiError(f"messages[{i}].content must be a string or a list of parts", "messages")
-        out.append({**m, "content": content})
-    return out
-
-
-def parse_chat(body, model_name: str) -> ApiRequest:
-    """POST /v1/chat/completions: messages go through the model's chat template."""
-    common = _common(body, model_name)
-    messages = parse_messages(body.get("messages"))
-    if body.get("logprobs") is not None and not isinstance(body["logprobs"], bool):
-        raise ApiError("'logprobs' must be a boolean", "logprobs")
-    top = body.get("top_logprobs")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
-        raise ApiError("'top_logprobs' must be an integer in [0, 20]", "top_logprobs")
-    if top is not None and not body.get("logprobs"):
-        raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
-    want = (top or 0) if body.get("logprobs") else None
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    params = _sampling_params(body, max_tokens=max_tokens, logprobs=want)  # None: to the context end
-    return ApiRequest("chat", messages, params, top_logprobs=want, **common)
-
-
-# responses -------------------------------------------------------------------------------------
-def finish_reason(reason: str | None) -> str | None:
-    return None if reason is None else reason if reason in ("length", "abort") else "stop"
-
-
-def usage(out) -> dict:
-    prompt = len(out.prompt_token_ids)
-    completion = sum(len(o.token_ids) for o in out.outputs)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
-
-
-def _lp(x: float) -> float:
-    return max(float(x), -9999.0)  # -inf is not valid JSON
-
-
-class Formatter:
-    """Response bodies and stream chunks for one request. ``texts`` maps token ids to their
-    text for logprobs (filled from the engine thread's messages)."""
-
-    def __init__(self, req: ApiRequest, model_name: str):
-        self.req, self.model = req, model_name
-        self.chat = req.kind == "chat"
-        self.want_logprobs = req.params.logprobs is not None
-        self.texts: dict[int, str] = {}
-        self.done: set[int] = set()      # choices whose final chunk was sent
-        self.offsets: dict[int, int] = {}  # completion logprobs: text offset per choice
-
-    def _head(self, obj: str) -> dict:
-        return {"id": self.req.id, "object": obj, "created": self.req.created, "model": self.model}
-
-    def _logprobs(self, index: int, ids: list[int], entries: list) -> dict:
-        entries = [e or {} for e in entries]
-        if self.chat:
-            def item(t, lp):
-                s = self.texts.get(t, "")
-                return {"token": s, "logprob": _lp(lp), "bytes": list(s.encode())}
-            k = self.req.top_logprobs or 0
-            return {"content": [{**item(t, e.get(t, float("-inf"))), "top_logprobs": [
-                item(a, b) for a, b in sorted(e.items(), key=lambda kv: -kv[1])[:k]]}
-                for t, e in zip(ids, entries)]}
-        tokens = [self.texts.get(t, "") for t in ids]
-        offsets, pos = [], self.offsets.get(index, 0)
-        for s in tokens:
-            offsets.append(pos)
-            pos += len(s)
-        self.offsets[index] = pos
-        return {"tokens": tokens, "token_logprobs": [_lp(e.get(t, float("-inf")))
-                                                     for t, e in zip(ids, entries)],
-                "top_logprobs": [{self.texts.get(a, ""): _lp(b) for a, b in e.items()}
-                                 for e in entries],
-                "text_offset": offsets}
-
-    # streaming
-    def first_chunks(self) -> list[dict]:
-        """Chat streams open each choice with the assistant role."""
-        if not self.chat:
-            return []
-        return [self._chunk(i, None, None, None, role=True) for i in range(self.req.params.n)]
-
-    def chunks(self, out) -> list[dict]:
-        """Chunks for what one engine step added to ``out``."""
-        result = []
-        for o in out.outputs:
-            if o.index in self.done:
-                continue
-            ids, reason = o.delta_token_ids, finish_reason(o.finish_reason)
-            if not (o.delta_text or reason or (self.want_logprobs and ids)):
-                continue
-            lp = None
-            if self.want_logprobs and o.logprobs is not None:
-                lp = self._logprobs(o.index, ids, o.logprobs[len(o.logprobs) - len(ids):])
-            if reason:
-                self.done.add(o.index)
-            result.append(self._chunk(o.index, o.delta_text, lp, reason))
-        return result
-
-    def _chunk(self, index, text, lp, reason, role=False) -> dict:
-        if self.chat:
-            delta = {"role": "assistant", "content": ""} if role else \
-                ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": reason}
-            return {**self._head("chat.completion.chunk"), "choices": [choice]}
-        choice = {"index": index, "text": text, "logprobs": lp, "finish_reason": reason}
-        return {**self._head("text_completion"), "choices": [choice]}
-
-    def usage_chunk(self, out) -> dict:
-        obj = "chat.completion.chunk" if self.chat else "text_completion"
-        return {**self._head(obj), "choices": [], "usage": usage(out)}
-
-    # one JSON response
-    def response(self, out) -> dict:
-        choices = []
-        for o in out.outputs:
-            lp = None
-            if self.want_logprobs and o.logprobs is not None:
-                lp = self._logprobs(o.index, o.token_ids, o.logprobs)
-            reason = finish_reason(o.finish_reason)
-            if self.chat:
-                choices.append({"index": o.index, "logprobs": lp, "finish_reason": reason,
-                                "message": {"role": "assistant", "content": o.text}})
-            else:
-                choices.append({"index": o.index, "text": o.text, "logprobs": lp,
-                                "finish_reason": reason})
-        obj = "chat.completion" if self.chat else "text_completion"
-        return {**self._head(obj), "choices": choices, "usage": usage(out)}
+def now() -> int:
+    return int(time.time())

@@ -1,258 +1,276 @@
-"""The HTTP server (standard library only). One engine thread owns the LLMEngine; HTTP handler
-threads send it requests through an inbox and read the outputs from a queue of their own."""
+"""The OpenAI-compatible app (FastAPI) over the public engine API (``AsyncLLMEngine``)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import queue
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 
-from litevllm_openai.protocol import (ApiError, ApiRequest, Formatter, param_of, parse_chat,
-                                      parse_completion)
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
+from litevllm.plugin_api import EngineDeadError, EngineOverloadedError
+from litevllm_openai.guard import Guard, TooLarge
+from litevllm_openai.metrics import Metrics
+from litevllm_openai.protocol import (ApiError, ChatRequest, CompletionRequest, DetokenizeRequest,
+                                      Limits, TokenizeRequest, new_id, now, param_of)
+from litevllm_openai.responses import Formatter
+from litevllm_openai.streams import ClientGone, iterate_until_disconnect, merge, until_disconnect
 
 log = logging.getLogger("litevllm.openai")
 
 
-class EngineLoop:
-    """The only thread that touches the engine (and its tokenizer).
+@dataclass
+class ServerConfig:
+    model_name: str
+    api_key: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)
+    max_request_bytes: int = 4 * 2**20
+    limits: Limits = field(default_factory=Limits)
 
-    Inbox messages: ``("add", ApiRequest, queue)`` and ``("abort", request_id)``; ``None`` stops.
-    A request's queue receives ``("accepted",)`` or ``("error", ApiError)``, then
-    ``("output", RequestOutput, token_texts)``: per step while it streams, else once finished."""
 
-    def __init__(self, llm):
-        self.llm, self.engine = llm, llm.engine
-        self.inbox: queue.Queue = queue.Queue()
-        # id -> (queue, wants logprobs, streams)
-        self.queues: dict[str, tuple[queue.Queue, bool, bool]] = {}
-        self.aborted = 0                   # requests aborted because their client went away
-        self._texts: dict[int, str] = {}   # token id -> text, for logprobs
-        self.thread = threading.Thread(target=self._run, name="litevllm-engine", daemon=True)
-        self.thread.start()
+def build_app(engine, config: ServerConfig) -> FastAPI:
+    """The ASGI app. ``engine`` is an ``AsyncLLMEngine``; the app never touches anything else."""
+    app = FastAPI(title="LitevLLM OpenAI-compatible API", version="1", docs_url=None,
+                  redoc_url=None)
+    app.state.engine, app.state.config = engine, config
+    metrics = Metrics(engine, config.model_name)
+    texts: dict[int, str] = {}  # token id -> text, for logprobs (filled off the event loop)
+    _handlers(app)
 
-    @property
-    def alive(self) -> bool:
-        return self.thread.is_alive()
+    def check_model(name: str | None) -> None:
+        if name is not None and name != config.model_name:
+            raise ApiError(f"the model '{name}' does not exist; this server serves "
+                           f"'{config.model_name}'", "model", status=404)
 
-    def submit(self, req: ApiRequest) -> queue.Queue:
-        q: queue.Queue = queue.Queue()
-        self.inbox.put(("add", req, q))
-        return q
+    def card() -> dict:
+        return {"id": config.model_name, "object": "model", "created": 0,
+                "owned_by": "litevllm", "max_model_len": engine.max_model_len}
 
-    def abort(self, request_id: str) -> None:
-        self.inbox.put(("abort", request_id))  # a no-op for a finished request
+    def fill_texts(ids: set[int]) -> None:  # runs in the tokenizer pool
+        for t in ids:
+            if t not in texts:
+                texts[t] = engine.decode([t]) if engine.tokenizer is not None else str(t)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self.inbox.put(None)
-        self.thread.join(timeout)
+    async def token_texts(fmt: Formatter, out, delta_only: bool) -> None:
+        ids = fmt.needed_ids(out, delta_only)
+        if ids - texts.keys():
+            await engine.run_in_pool(fill_texts, ids)
+        fmt.texts.update({t: texts[t] for t in ids})
 
-    # engine thread -------------------------------------------------------------------------
-    def _run(self):
-        while True:
-            # sleep on the inbox while idle; otherwise take what is there and step
-            msgs = [self.inbox.get()] if not self.engine.has_unfinished_requests() else []
-            while True:
-                try:
-                    msgs.append(self.inbox.get_nowait())
-                except queue.Empty:
-                    break
-            for msg in msgs:
-                if msg is None:
-                    return self._fail_all(ApiError("the server is shutting down", status=503,
-                                                   type="server_error"))
-                if msg[0] == "add":
-                    self._add(*msg[1:])
-                elif self.queues.pop(msg[1], None) is not None:  # abort a running request
-                    self._abort(msg[1])
-            if self.engine.has_unfinished_requests():
-                self._step()
+    def encode(prompt) -> list[int]:
+        if isinstance(prompt, list):
+            return prompt
+        if engine.tokenizer is None:
+            raise ApiError("this model has no tokenizer; send token ids", "prompt")
+        return engine.encode(prompt)
 
-    def _abort(self, rid: str):
+    async def tokenize(prompts: list, param: str) -> list[list[int]]:
         try:
-            self.engine.abort_request(rid)
-            self.aborted += 1
-        except ValueError:  # already gone
-            pass
+            return await engine.run_in_pool(lambda: [encode(p) for p in prompts])
+        except ValueError as e:
+            raise ApiError(str(e), param) from None
 
-    def _add(self, req: ApiRequest, q: queue.Queue):
-        prompt = req.prompt
+    def check(ids: list[int], params, param: str) -> None:
         try:
-            if req.kind == "chat":
-                prompt = {"prompt_token_ids": self.llm.apply_chat_template(prompt)}
-        except Exception as e:  # no template, or the template rejects these messages
-            return q.put(("error", ApiError(f"chat template: {e}", "messages")))
-        try:
-            self.engine.add_request(req.id, prompt, req.params)
-        except ValueError as e:  # bad for this model (too long, ids out of range, ...)
-            return q.put(("error", ApiError(str(e), param_of(str(e), req.prompt_param))))
-        except Exception as e:
-            log.exception("add_request failed")
-            return q.put(("error", ApiError(f"internal error: {e}", status=500, type="server_error")))
-        self.queues[req.id] = (q, req.params.logprobs is not None, req.stream)
-        q.put(("accepted",))
+            engine.check_request(ids, params)
+        except ValueError as e:
+            raise ApiError(str(e), param_of(str(e), param)) from None
 
-    def _step(self):
-        try:
-            # unfinished outputs only when someone streams them
-            outputs = self.engine.step(unfinished_outputs=any(s for *_, s in self.queues.values()))
-        except Exception as e:
-            log.exception("engine step failed")
-            return self._fail_all(ApiError(f"engine error: {e}", status=500, type="server_error"))
-        for out in outputs:
-            q, wants_logprobs, streams = self.queues.get(out.request_id, (None, False, False))
-            if q is None or not (streams or out.finished):
-                continue
-            q.put(("output", out, self._token_texts(out, streams) if wants_logprobs else None))
-            if out.finished:
-                del self.queues[out.request_id]
+    # routes ----------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        ok = engine.healthy()
+        return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
-    def _token_texts(self, out, delta_only: bool) -> dict[int, str]:
-        """Text of every token in this step's logprobs (all of them unless ``delta_only``);
-        the tokenizer stays on this thread."""
-        ids = {t for o in out.outputs if o.logprobs
-               for e in o.logprobs[len(o.logprobs) - len(o.delta_token_ids) if delta_only else 0:]
-               if e for t in e}
-        tok = self.engine.tokenizer
-        for t in ids - self._texts.keys():
-            self._texts[t] = tok.decode([t]) if tok is not None else str(t)
-        return {t: self._texts[t] for t in ids}
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    def _fail_all(self, error: ApiError):
-        for rid, (q, *_) in list(self.queues.items()):
-            try:
-                self.engine.abort_request(rid)
-            except Exception:
-                pass
-            q.put(("error", error))
-        self.queues.clear()
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [card()]}
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        check_model(model_id)
+        return card()
 
-class Handler(BaseHTTPRequestHandler):
-    server: "OpenAIServer"
-    server_version = "litevllm-openai"
-    timeout = 300  # seconds a stalled client may hold a socket
-
-    def log_message(self, fmt, *args):
-        log.debug("%s " + fmt, self.address_string(), *args)
-
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        if path == "/v1/models":
-            self._json(200, self.server.models())
-        elif path == "/health":
-            ok = self.server.loop.alive
-            self._json(200 if ok else 503, {"status": "ok" if ok else "engine stopped"})
+    @app.post("/tokenize")
+    async def tokenize_route(body: TokenizeRequest):
+        check_model(body.model)
+        if (body.prompt is None) == (body.messages is None):
+            raise ApiError("send either 'prompt' or 'messages'", "prompt")
+        if body.messages is not None:
+            ids = await _chat_ids(engine, body.messages)
         else:
-            self._json(404, ApiError(f"no route GET {path}", status=404).body())
+            def run():
+                return engine.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens
+                                        )["input_ids"]
+            if engine.tokenizer is None:
+                raise ApiError("this model has no tokenizer", "prompt")
+            ids = await engine.run_in_pool(run)
+        return {"tokens": list(ids), "count": len(ids), "max_model_len": engine.max_model_len}
 
-    def do_POST(self):
-        path = self.path.split("?")[0]
-        parse = {"/v1/completions": parse_completion, "/v1/chat/completions": parse_chat}.get(path)
+    @app.post("/detokenize")
+    async def detokenize_route(body: DetokenizeRequest):
+        check_model(body.model)
+        if any(not 0 <= t < engine.vocab_size for t in body.tokens):
+            raise ApiError(f"token ids must be in [0, {engine.vocab_size})", "tokens")
+        if engine.tokenizer is None:
+            raise ApiError("this model has no tokenizer", "tokens")
+        return {"prompt": await engine.run_in_pool(engine.decode, body.tokens)}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        check_model(body.model)
+        body.check(config.limits)
+        prompts = body.prompts()
+        ids_list = await tokenize(prompts, "prompt")
+        params = []
+        for ids in ids_list:
+            p = body.params() if body.max_tokens is not None else \
+                body.sampling_params(max_tokens=max(1, engine.max_model_len - len(ids)))
+            check(ids, p, "prompt")
+            params.append(p)
+        rid = new_id("cmpl")
+        fmt = Formatter("completion", rid, now(), config.model_name, body.n, body.logprobs,
+                        echo=body.echo, echo_only=body.echo and body.max_tokens == 0)
+        items = [({"prompt": p if isinstance(p, str) else None, "prompt_token_ids": ids}, sp)
+                 for p, ids, sp in zip(prompts, ids_list, params)]
+        return await _run(request, rid, items, fmt, body.stream, body.include_usage)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        check_model(body.model)
+        body.check(config.limits)
+        ids = await _chat_ids(engine, body.messages)
+        params = body.params(engine.max_model_len - len(ids))
+        check(ids, params, "messages")
+        rid = new_id("chatcmpl")
+        fmt = Formatter("chat", rid, now(), config.model_name, body.n,
+                        (body.top_logprobs or 0) if body.logprobs else None)
+        return await _run(request, rid, [({"prompt_token_ids": ids}, params)], fmt, body.stream,
+                          body.include_usage)
+
+    async def _run(request, rid, items, fmt: Formatter, stream: bool, include_usage: bool):
+        gens = [engine.generate(prompt, params, f"{rid}-{i}", stream=stream)
+                for i, (prompt, params) in enumerate(items)]
+        if stream:
+            return StreamingResponse(_sse(request, gens, fmt, include_usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        final = [None] * len(gens)
+
+        async def collect():
+            async for i, out in merge(gens):
+                if out.finished:
+                    final[i] = out
         try:
-            if parse is None:
-                raise ApiError(f"no route POST {path}", status=404)
-            self._generate(parse(self._body(), self.server.model_name))
-        except ApiError as e:  # raised before any response byte was sent
-            try:
-                self._json(e.status, e.body())
-            except OSError:
-                pass
+            await until_disconnect(request, collect())
+        except ClientGone:
+            log.info("client went away: aborted %s", rid)
+            return Response(status_code=499)
+        except EngineOverloadedError as e:
+            raise ApiError(str(e), status=503, type="server_error",
+                           headers={"Retry-After": "1"}) from None
+        except EngineDeadError as e:
+            raise ApiError(str(e), status=503, type="server_error") from None
+        errors = [o.error for o in final if o.error]
+        if errors:
+            raise ApiError(errors[0], status=500, type="server_error")
+        for out in final:
+            metrics.observe(out)
+            await token_texts(fmt, out, delta_only=False)
+        return fmt.response(final)
 
-    def _body(self):
+    async def _sse(request, gens, fmt: Formatter, include_usage: bool):
+        final = [None] * len(gens)
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(length) if length > 0 else b"")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ApiError(f"the body is not valid JSON ({e})") from None
+            for i in range(len(gens)):
+                for chunk in fmt.first_chunks(i):
+                    yield _event(chunk)
+            async for i, out in iterate_until_disconnect(request, merge(gens)):
+                await token_texts(fmt, out, delta_only=True)
+                for chunk in fmt.chunks(i, out):
+                    yield _event(chunk)
+                if out.error:
+                    yield _event(fmt.error_chunk(out.error))
+                if out.finished:
+                    final[i] = out
+                    metrics.observe(out)
+            if include_usage and all(final):
+                yield _event(fmt.usage_chunk(final))
+        except ClientGone:
+            log.info("client went away: aborted %s", fmt.head["id"])
+            return
+        except (EngineDeadError, EngineOverloadedError) as e:  # headers are out: error chunk
+            yield _event(fmt.error_chunk(str(e)))
+        except Exception:
+            log.exception("stream failed")
+            yield _event(fmt.error_chunk("internal error"))
+        yield "data: [DONE]\n\n"
 
-    def _generate(self, req: ApiRequest):
-        fmt, q = Formatter(req, self.server.model_name), self.server.loop.submit(req)
-        try:
-            msg = self._wait(q)
-            if msg[0] == "error":
-                raise msg[1]
-            if req.stream:
-                self._stream(req, fmt, q)
-            else:
-                while msg[0] != "output" or not msg[1].finished:
-                    msg = self._wait(q)
-                    if msg[0] == "error":
-                        raise msg[1]
-                    fmt.texts.update(msg[2] or {})
-                self._json(200, fmt.response(msg[1]))
-        except OSError:  # the client went away
-            log.info("client disconnected: aborting %s", req.id)
-        finally:
-            self.server.loop.abort(req.id)  # frees the engine's blocks if still running
-
-    def _stream(self, req: ApiRequest, fmt: Formatter, q: queue.Queue):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
-        for chunk in fmt.first_chunks():
-            self._event(chunk)
-        while True:
-            try:
-                msg = self._wait(q)
-            except ApiError as e:
-                msg = ("error", e)
-            if msg[0] == "error":  # headers are out: the error goes in the stream
-                self._event(msg[1].body())
-                break
-            _, out, texts = msg
-            fmt.texts.update(texts or {})
-            for chunk in fmt.chunks(out):
-                self._event(chunk)
-            if out.finished:
-                if req.include_usage:
-                    self._event(fmt.usage_chunk(out))
-                break
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def _wait(self, q: queue.Queue):
-        while True:
-            try:
-                return q.get(timeout=1.0)
-            except queue.Empty:
-                if not self.server.loop.alive:
-                    raise ApiError("the engine is not running", status=503,
-                                   type="server_error") from None
-
-    def _event(self, body: dict):
-        self.wfile.write(b"data: " + json.dumps(body).encode() + b"\n\n")
-
-    def _json(self, status: int, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    return _wrap(app, config)
 
 
-class OpenAIServer(ThreadingHTTPServer):
-    """``OpenAIServer(llm, name, host, port).serve_forever()``; port 0 picks a free port."""
+async def _chat_ids(engine, messages) -> list[int]:
+    conversation = [m.as_dict() for m in messages]
+    try:
+        return await engine.run_in_pool(engine.apply_chat_template, conversation)
+    except Exception as e:  # no template, or the template rejects these messages
+        raise ApiError(f"chat template: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                       "messages") from None
 
-    daemon_threads = True
-    request_queue_size = 128
 
-    def __init__(self, llm, model_name: str, host: str = "127.0.0.1", port: int = 8000):
-        self.llm, self.model_name = llm, model_name
-        super().__init__((host, port), Handler)  # bind first: a busy port fails here
-        self.loop = EngineLoop(llm)
+def _event(body: dict) -> str:
+    return f"data: {json.dumps(body)}\n\n"
 
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
 
-    def models(self) -> dict:
-        return {"object": "list", "data": [{
-            "id": self.model_name, "object": "model", "created": 0, "owned_by": "litevllm",
-            "max_model_len": self.llm.engine.max_model_len}]}
+def _handlers(app: FastAPI) -> None:
+    """Every error as OpenAI-shaped JSON, with no paths, versions or tracebacks."""
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):
+        return JSONResponse(e.body(), e.status, headers=e.headers)
 
-    def close(self):
-        """Stop the engine thread and close the socket (after ``shutdown()`` if serving)."""
-        self.server_close()
-        self.loop.stop()
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return JSONResponse(ApiError("the body is not valid JSON").body(), 400)
+        if not loc:
+            message = "the body must be a JSON object"
+        else:
+            message = f"{'.'.join(loc)}: {first.get('msg', 'invalid value')}"
+        return JSONResponse(ApiError(message, loc[0] if loc else None).body(), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        if isinstance(e.__cause__, TooLarge):
+            return JSONResponse(ApiError("the request body is too large", status=413).body(), 413)
+        if isinstance(e.__cause__, RecursionError) or e.status_code == 400:
+            return JSONResponse(ApiError("the body is not valid JSON (or nested too deeply)").body(),
+                                400)
+        message = {404: "no such route", 405: "method not allowed"}.get(e.status_code, "error")
+        return JSONResponse(ApiError(message, status=e.status_code).body(), e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request, e: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(ApiError("internal error", status=500, type="server_error").body(), 500)
+
+
+def _wrap(app: FastAPI, config: ServerConfig):
+    """Middlewares outside FastAPI: CORS (only with --allowed-origins), then the guard."""
+    app.add_middleware(Guard, api_key=config.api_key, max_request_bytes=config.max_request_bytes)
+    if config.allowed_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=config.allowed_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 
 import pytest
 import torch
@@ -43,17 +44,43 @@ def ref_llm(model_dir):
     return LLM(str(model_dir), **LLM_OPTIONS)
 
 
+class LiveServer:
+    """An in-process server (uvicorn in a thread) on 127.0.0.1 and an ephemeral port."""
+
+    def __init__(self, model_dir, model_name=MODEL_NAME, llm_options=None, engine_options=None,
+                 **config):
+        from litevllm import LLM, AsyncLLMEngine
+        from litevllm_openai.runner import make_server
+        from litevllm_openai.server import ServerConfig
+        self.llm = LLM(str(model_dir), **(llm_options or LLM_OPTIONS))
+        self.engine = AsyncLLMEngine(self.llm, **(engine_options or {}))
+        self.server, sock = make_server(self.engine, ServerConfig(model_name, **config),
+                                        "127.0.0.1", 0, shutdown_timeout=2)
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "the server did not start"
+
+    def all_blocks_free(self) -> bool:
+        s = self.engine.stats()
+        return s["num_unfinished"] == 0 and s["num_free_blocks"] == s["num_blocks"]
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.engine.shutdown(0)
+
+
 @pytest.fixture(scope="session")
 def server(model_dir):
-    from litevllm import LLM
-    from litevllm_openai.server import OpenAIServer
-    srv = OpenAIServer(LLM(str(model_dir), **LLM_OPTIONS), MODEL_NAME, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv = LiveServer(model_dir)
     yield srv
-    srv.shutdown()
     srv.close()
-    thread.join(10)
 
 
 class Client:
@@ -85,7 +112,7 @@ class Client:
         conn, resp = self._send("POST", path, {**body, "stream": True})
         events = []
         try:
-            assert resp.getheader("Content-Type") == "text/event-stream"
+            assert resp.getheader("Content-Type").startswith("text/event-stream")
             for _ in range(max_events):
                 line = resp.readline()
                 if not line:
