@@ -21,12 +21,12 @@ def placement(options: dict, gpus_per_replica: float | None, cpus_per_replica: f
 
 def build(options: dict, config, *, shutdown_timeout: float, replicas: int, min_replicas: int | None,
           max_replicas: int | None, gpus_per_replica: float | None, cpus_per_replica: float,
-          max_waiting: int | None, imbalance: int = 8):
-    """The Serve application (not yet running)."""
+          max_waiting: int | None, routing: str = "prefix", imbalance: int = 8):
+    """The Serve application (not yet running); ``routing`` is "prefix" or "round_robin"."""
     from ray.serve.config import RequestRouterConfig
 
     from litevllm_ray.deploy import EngineReplica, Ingress, StatsBoard
-    from litevllm_ray.router import PrefixAwareRouter
+    from litevllm_ray.router import PrefixAwareRouter, RoundRobinRouter
     actor = placement(options, gpus_per_replica, cpus_per_replica)
     options = dict(options)
     if 0 < actor.get("num_gpus", 0) < 1:  # replicas share a GPU: each takes its share of memory
@@ -41,7 +41,8 @@ def build(options: dict, config, *, shutdown_timeout: float, replicas: int, min_
                                         "initial_replicas": min(max(replicas, lo), hi),
                                         "target_ongoing_requests": max_seqs}}
     router = RequestRouterConfig(request_router_class=PrefixAwareRouter,
-                                 request_router_kwargs={"imbalance": imbalance})
+                                 request_router_kwargs={"imbalance": imbalance}) \
+        if routing == "prefix" else RequestRouterConfig(request_router_class=RoundRobinRouter)
     board = StatsBoard.bind()
     engines = EngineReplica.options(
         ray_actor_options=actor, max_ongoing_requests=max_seqs + (max_waiting or max_seqs),
