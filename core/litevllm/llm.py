@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from typing import Iterator
 
+from litevllm.chat import chat_prompt_ids
 from litevllm.config import CacheConfig, EngineConfig, SchedulerConfig
 from litevllm.engine.engine import LLMEngine
 from litevllm.outputs import CompletionOutput, RequestOutput
@@ -118,14 +119,7 @@ class LLM:
         return self.generate(prompts, sampling_params, stream=stream, **kwargs)
 
     def apply_chat_template(self, conversation: list[dict], chat_template: str | None = None) -> list[int]:
-        tok = self.tokenizer
-        if tok is None:
-            raise ValueError("this model has no tokenizer, so chat() cannot format messages")
-        if chat_template is None and not getattr(tok, "chat_template", None):
-            raise ValueError("this model's tokenizer has no chat template; pass chat_template=...")
-        out = tok.apply_chat_template(conversation, chat_template=chat_template,
-                                      add_generation_prompt=True, tokenize=True)
-        return list(out["input_ids"] if hasattr(out, "keys") else out)
+        return chat_prompt_ids(self.tokenizer, conversation, chat_template)
 
 
 def _error_output(rid: str, prompt, error: str) -> RequestOutput:

@@ -24,6 +24,7 @@ from litevllm.version import PLUGIN_API_VERSION
 _EXPORTS = {
     "litevllm.attention.backend": ["AttentionBackend", "AttentionMetadata", "AttentionSpec"],
     "litevllm.attention.torch_backend": ["TorchAttentionBackend", "paged_attention_ref"],
+    "litevllm.chat": ["chat_prompt_ids"],
     "litevllm.formats.base": ["CheckpointError", "CheckpointFormat"],
     "litevllm.model.context": ["ModelContext"],
     "litevllm.model.decoder": ["LiteAttention", "LiteDecoderLayer", "LiteForCausalLM", "LiteMLP",

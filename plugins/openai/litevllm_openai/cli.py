@@ -38,9 +38,22 @@ def _is_loopback(host: str) -> bool:
               help="Seconds an idle keep-alive connection is held.")
 @click.option("--limit-concurrency", type=click.IntRange(1), default=4096, show_default=True,
               help="Most open connections; beyond it 503.")
+@click.option("--replicas", type=click.IntRange(1), default=None,
+              help="Run N engine replicas on Ray Serve (needs litevllm-plugin-ray).")
+@click.option("--min-replicas", type=click.IntRange(0), default=None,
+              help="Autoscale on queue length, down to this many replicas (Ray Serve).")
+@click.option("--max-replicas", type=click.IntRange(1), default=None,
+              help="Autoscale up to this many replicas (Ray Serve).")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster ('auto' or HOST:PORT); default: start a local one.")
+@click.option("--gpus-per-replica", type=click.FloatRange(0, min_open=True), default=None,
+              help="GPUs per replica (default 1 when the cluster has GPUs; 0.5 shares one).")
+@click.option("--cpus-per-replica", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="CPUs per replica.")
 def serve(host, port, served_model_name, api_key, allowed_origins, max_request_bytes,
           max_logprobs, max_n, max_stop, max_waiting_requests, shutdown_timeout,
-          timeout_keep_alive, limit_concurrency, **options):
+          timeout_keep_alive, limit_concurrency, replicas, min_replicas, max_replicas,
+          ray_address, gpus_per_replica, cpus_per_replica, **options):
     """Serve the model over an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
     from litevllm import AsyncLLMEngine
     from litevllm_openai.protocol import Limits
@@ -54,6 +67,22 @@ def serve(host, port, served_model_name, api_key, allowed_origins, max_request_b
                           [o.strip() for o in allowed_origins.split(",") if o.strip()],
                           max_request_bytes, Limits(max_logprobs=max_logprobs, max_n=max_n,
                                                     max_stop=max_stop))
+    scale_out = (replicas, min_replicas, max_replicas, ray_address, gpus_per_replica)
+    if any(v is not None for v in scale_out):
+        try:
+            from litevllm_ray.launch import serve_replicas
+        except ImportError:
+            fail("--replicas, --min/max-replicas, --ray-address and --gpus-per-replica run on "
+                 "Ray Serve: pip install litevllm-plugin-ray")
+        try:
+            return serve_replicas(options, config, host, port, ray_address=ray_address,
+                                  shutdown_timeout=shutdown_timeout, replicas=replicas or 1,
+                                  min_replicas=min_replicas, max_replicas=max_replicas,
+                                  gpus_per_replica=gpus_per_replica,
+                                  cpus_per_replica=cpus_per_replica,
+                                  max_waiting=max_waiting_requests)
+        except Exception as e:
+            fail(e)
     engine = None
     try:
         engine = AsyncLLMEngine(build_llm(options), max_waiting=max_waiting_requests)

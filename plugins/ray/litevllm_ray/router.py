@@ -51,3 +51,18 @@ class PrefixAwareRouter(FIFOMixin, RequestRouter):
     def on_replica_actor_died(self, replica_id) -> None:
         super().on_replica_actor_died(replica_id)
         self.table.forget(replica_id)
+
+
+class RoundRobinRouter(RequestRouter):
+    """Each request to the next replica in turn: the baseline prefix-aware routing is measured
+    against (``benchmarks/bench_routing.py``)."""
+
+    def initialize_state(self, **_):
+        self.turn = 0
+
+    async def choose_replicas(self, candidate_replicas, pending_request=None):
+        if not candidate_replicas:
+            return []
+        ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
+        self.turn += 1
+        return [[ordered[self.turn % len(ordered)]]]
