@@ -205,7 +205,7 @@ def build_app(engine, config: ServerConfig) -> FastAPI:
         except ClientGone:
             log.info("client went away: aborted %s", fmt.head["id"])
             return
-        except (EngineDeadError, EngineOverloadedError) as e:  # headers are out: error chunk
+        except (EngineDeadError, EngineOverloadedError, ValueError) as e:  # headers are out
             yield _event(fmt.error_chunk(str(e)))
         except Exception:
             log.exception("stream failed")
@@ -241,6 +241,11 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineDeadError)
     async def dead(request, e: EngineDeadError):
         return _busy(str(e), retry=False)
+
+    @app.exception_handler(ValueError)  # bad input the engine found after check_request
+    async def bad_input(request, e: ValueError):
+        return JSONResponse(ApiError(str(e).splitlines()[0] if str(e) else "invalid request").body(),
+                            400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
