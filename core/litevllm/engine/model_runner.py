@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from litevllm.attention.backend import AttentionMetadata
+from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -41,6 +42,7 @@ class ModelRunner:
         self.model, self.attn, self.device = model, attn_backend, device
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
+        self.table_rows = BlockTableRows(self.max_blocks_per_seq, 2 * max_num_seqs + 1)
         self.kv_caches: list[torch.Tensor] = []
         self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
             getattr(attn_backend, "supports_cuda_graphs", False)
@@ -68,22 +70,8 @@ class ModelRunner:
 
     # inputs ----------------------------------------------------------------------------------
     def _block_tables(self, seqs) -> torch.Tensor:
-        """[B, width] int32 on the CPU. Each sequence keeps a tensor row that only receives its
-        newly added blocks, so long tables are not rebuilt from Python lists every step."""
-        rows = []
-        for seq in seqs:
-            cached = seq.runner_state
-            table = seq.block_table
-            if cached is None or cached[1] is not table:  # new, preempted or forked table
-                cached = [torch.zeros(self.max_blocks_per_seq, dtype=torch.int32), table, 0]
-                seq.runner_state = cached
-            row, _, synced = cached
-            if len(table) > synced:
-                row[synced:len(table)] = torch.tensor(table[synced:], dtype=torch.int32)
-                cached[2] = len(table)
-            rows.append(row)
-        width = max(len(s.block_table) for s in seqs)
-        return torch.stack([row[:width] for row in rows])
+        """[B, width] int32 on the CPU, from rows that only receive newly added blocks."""
+        return self.table_rows.gather(seqs)
 
     def _decode_inputs(self, seqs, k: int = 1) -> list[StepInputs]:
         """Inputs of ``k`` decode steps (positions p .. p+k-1 of each sequence) with one copy to
