@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from litevllm.engine.host_tensors import int_tensor
+
 
 class BlockTableRows:
     def __init__(self, max_blocks_per_seq: int, capacity: int):
@@ -28,12 +30,11 @@ class BlockTableRows:
             self.owner += [None] * old
             self.free = list(range(2 * old - 1, old - 1, -1))
 
-    def _row(self, seq) -> int:
-        state = seq.runner_state  # [row, the table object it mirrors, blocks copied]
-        table = seq.block_table
+    def _row(self, seq) -> None:
+        """Give ``seq`` a zeroed row for its current table; its state is
+        [row, the table object the row mirrors, blocks copied]."""
+        state, table = seq.runner_state, seq.block_table
         if state is not None and self.owner[state[0]] is seq:
-            if state[1] is table:
-                return state[0]
             row = state[0]  # preempted and back, or a new table: start over in the same row
         else:
             if not self.free:
@@ -42,19 +43,21 @@ class BlockTableRows:
             self.owner[row] = seq
         self.rows[row].zero_()
         seq.runner_state = [row, table, 0]
-        return row
 
     def gather(self, seqs) -> torch.Tensor:
         """[B, width] int32 on the CPU, width = the longest table in the batch."""
         index, width = [], 1
         rows = self.rows
         for seq in seqs:
-            row = self._row(seq)
             state, table = seq.runner_state, seq.block_table
+            if state is None or state[1] is not table:  # a row is only taken back after this
+                self._row(seq)
+                state = seq.runner_state
             n = len(table)
             if n > state[2]:
-                rows[row, state[2]:n] = torch.tensor(table[state[2]:], dtype=torch.int32)
+                rows[state[0], state[2]:n] = int_tensor(table[state[2]:], torch.int32)
                 state[2] = n
-            index.append(row)
-            width = max(width, n)
-        return rows[torch.tensor(index, dtype=torch.int64), :width]
+            index.append(state[0])
+            if n > width:
+                width = n
+        return rows[:, :width][int_tensor(index)]
