@@ -4,7 +4,10 @@
   peak, and peak KV cache in use) against the number of prompts;
 - ``lengths``: ``--length-prompts`` prompts with input = output = L, against L;
 - ``rates``: Poisson arrivals (``litevllm.bench_arrivals``), lengths U[min, max], about
-  ``--rate-duration`` seconds of arrivals per rate: TTFT and inter-token latency p50/p99.
+  ``--rate-duration`` seconds of arrivals per rate: TTFT and inter-token latency p50/p99;
+- ``sampling``: ``--sampling-prompts`` prompts at once, lengths U[min, max], greedy and then
+  sampled (temperature 0.6, a seed per request), through the arrivals driver at an unbounded
+  rate (so both pay the same streaming-output cost): the sampled/greedy throughput ratio.
 
 GPU (the issue-16 figures; ~5 min on an H200)::
 
@@ -72,9 +75,10 @@ def _commit() -> str:
 
 
 def _line(rec: dict) -> str:
-    x = {"prompts": "num_prompts", "lengths": "length", "rates": "request_rate"}[rec["sweep"]]
-    s = f"{rec['sweep']:<8} {x}={rec[x]:<7g} {rec['output_tok_per_s']:9.0f} out tok/s"
-    if rec["sweep"] == "rates":
+    x = {"prompts": "num_prompts", "lengths": "length", "rates": "request_rate",
+         "sampling": "sampling"}[rec["sweep"]]
+    s = f"{rec['sweep']:<8} {x}={rec[x]:<7} {rec['output_tok_per_s']:9.0f} out tok/s"
+    if rec["sweep"] in ("rates", "sampling"):
         s += (f"  ttft p50/p99 {rec['ttft_ms_p50']:.0f}/{rec['ttft_ms_p99']:.0f} ms"
               f"  itl p50/p99 {rec['itl_ms_p50']:.1f}/{rec['itl_ms_p99']:.1f} ms")
     else:
@@ -84,7 +88,7 @@ def _line(rec: dict) -> str:
 
 @click.command()
 @engine_options
-@click.option("--sweeps", default="prompts,lengths,rates", show_default=True)
+@click.option("--sweeps", default="sampling,prompts,rates,lengths", show_default=True)
 @click.option("--prompt-counts", default="64,256,1024,4096", show_default=True)
 @click.option("--lengths", default="128,256,512,1024,2048,4096,8192", show_default=True,
               help="Input = output length per point.")
@@ -92,12 +96,13 @@ def _line(rec: dict) -> str:
 @click.option("--rates", default="4,8,16,32,64", show_default=True, help="Requests/s.")
 @click.option("--rate-duration", type=float, default=10.0, show_default=True,
               help="Seconds of arrivals per rate (at least 16 requests).")
+@click.option("--sampling-prompts", type=int, default=256, show_default=True)
 @click.option("--min-len", type=int, default=100, show_default=True)
 @click.option("--max-len", type=int, default=1024, show_default=True)
 @click.option("--label", default=None, help="Legend label in the plots (default: model name).")
 @click.option("--out", required=True, help="JSON file to write.")
-def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, min_len, max_len,
-         label, out, **o):
+def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, sampling_prompts,
+         min_len, max_len, label, out, **o):
     sweeps = set(sweeps.split(","))
     records: list[dict] = []
     meta = {"model": o["model"], "label": label or Path(o["model"]).name, "commit": _commit(),
@@ -121,6 +126,18 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, m
     llm = build_llm(o)
     meta.update(device=_device_name(llm), dtype=str(llm.engine.dtype).replace("torch.", ""),
                 startup_s=time.perf_counter() - t0, scheduler_steps=llm.engine.num_scheduler_steps)
+    if "sampling" in sweeps:
+        from litevllm import SamplingParams
+        modes = {"greedy": lambda i, n: SamplingParams(temperature=0, max_tokens=n, ignore_eos=True),
+                 "sampled": lambda i, n: SamplingParams(temperature=0.6, seed=i, max_tokens=n,
+                                                        ignore_eos=True)}
+        for mode, params_for in modes.items():
+            point(llm, "sampling", lambda: measure_arrivals(
+                llm, sampling_prompts, 1e9, None, None, min_len, max_len, o["seed"],
+                params_for=params_for), sampling=mode)
+        greedy, sampled = (r["output_tok_per_s"] for r in records[-2:])
+        meta["sampled_over_greedy"] = sampled / greedy
+        click.echo(f"sampled/greedy throughput: {sampled / greedy:.3f}")
     if "prompts" in sweeps:
         for n in _ints(prompt_counts):
             point(llm, "prompts", lambda: measure_throughput(llm, n, None, None, min_len, max_len,

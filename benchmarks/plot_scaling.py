@@ -31,6 +31,8 @@ def series(files: list[Path]) -> dict[str, dict[str, list[dict]]]:
     for path in files:
         label, records = load(path)
         for rec in records:
+            if rec["sweep"] not in X:  # e.g. the sampled/greedy pair: no curve
+                continue
             out.setdefault(rec["sweep"], {}).setdefault(label, []).append(rec)
     for sweep, by_label in out.items():
         for recs in by_label.values():
