@@ -100,8 +100,9 @@ class ModelRunner:
             rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        if sum(batch.num_new_tokens) == len(batch.seqs) and all(  # one token each, the last
+                s.num_computed_tokens + 1 == len(s.token_ids) and s.params.prompt_logprobs is None
+                for s in batch.seqs):
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
