@@ -8,7 +8,8 @@
    lists through `torch.tensor` (before) vs the runner's cached per-sequence rows.
 4. Host ms per engine decode step at 64, 256, 1024 and 2048 running sequences with a no-op
    model (zero logits over a 32-token vocabulary), so only scheduler, block manager, input
-   preparation, sampler and output handling count. Flat = no O(n^2) host work.
+   preparation, sampler and output handling count. Flat = no O(n^2) host work. Also per
+   decode position with 16 steps per sync at 256 and 1024. Thread CPU time, median step.
 
     python benchmarks/bench_host.py            # all of the above
     python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
@@ -171,6 +172,9 @@ def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
     result = {f"host_ms_per_step_{n}_seqs": host_step(n) for n in sizes}
     per_seq = [result[f"host_ms_per_step_{n}_seqs"] / n * 1e3 for n in sizes]
     result["us_per_seq_min_max"] = [min(per_seq), max(per_seq)]
+    for n in (256, 1024):  # multi-step decode (the CUDA-graph default): host ms per position
+        result[f"host_ms_per_position_16_steps_{n}_seqs"] = \
+            host_step(n, steps=10, num_scheduler_steps=16) / 16
     return result
 
 
