@@ -142,8 +142,9 @@ class Sampler:
             logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
         sampled = self.picker(seqs, greedy)(logits, 0)
         token_ids = sampled.tolist()
-        return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs)
-                            if wants else [None] * len(seqs))
+        logprobs = self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs) if wants \
+            else [None] * len(seqs)
+        return SampleResult(token_ids, logprobs)
 
     @staticmethod
     def picker(seqs: list[Sequence], greedy: bool | None = None):
@@ -152,7 +153,9 @@ class Sampler:
         plus ``j``). The rows' parameters cross to the device once per run, from pinned memory
         on CUDA, so no call waits for the device. ``greedy``: whether every row is greedy, if
         the caller knows."""
-        if greedy if greedy is not None else all(s.params.greedy for s in seqs):
+        if greedy is None:
+            greedy = all(s.params.greedy for s in seqs)
+        if greedy:
             return lambda logits, j: logits.argmax(-1)
         params = [s.params for s in seqs]
         floats = torch.tensor([[p.temperature or 1.0 for p in params], [p.top_p for p in params],
@@ -170,13 +173,13 @@ class Sampler:
                 pin = dev.type == "cuda"
                 on_device[dev] = [(t.pin_memory() if pin else t).to(dev, non_blocking=True)
                                   for t in (floats, ints)]
-            (temp, top_p, min_p), (greedy, top_k, seeds, steps) = on_device[dev]
+            (temp, top_p, min_p), (is_greedy, top_k, seeds, steps) = on_device[dev]
             scaled = logits / temp[:, None]
             if nucleus or (min_top_k is not None and min_top_k < v):
                 scaled = filter_logits(scaled, torch.where(top_k > 0, top_k, v), top_p, min_p)
             # Gumbel-max: argmax(x - log E), E ~ Exp(1), samples softmax(x), as argmax p/E does
             gumbel = scaled - (-uniform_noise(seeds, steps + j, v).log()).log()
-            return torch.where(greedy.bool(), logits.argmax(-1), gumbel.argmax(-1))
+            return torch.where(is_greedy.bool(), logits.argmax(-1), gumbel.argmax(-1))
         return pick
 
     @staticmethod
