@@ -6,8 +6,13 @@
    backend on each of those two attention paths.
 3. Building a decode step's block tables at batch 256, 62 blocks per sequence: padded Python
    lists through `torch.tensor` (before) vs the runner's cached per-sequence rows.
+4. Host ms per engine decode step at 64, 256, 1024 and 2048 running sequences with a no-op
+   model (zero logits over a 32-token vocabulary), so only scheduler, block manager, input
+   preparation, sampler and output handling count. Flat = no O(n^2) host work. Also per
+   decode position with 16 steps per sync at 256 and 1024. Thread CPU time, median step.
 
-    python benchmarks/bench_host.py
+    python benchmarks/bench_host.py            # all of the above
+    python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
 """
 import json
 import time
@@ -16,6 +21,7 @@ import torch
 
 from litevllm.attention.backend import AttentionSpec
 from litevllm.attention.torch_backend import paged_attention_ref, paged_decode_attention
+from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.model_runner import ModelRunner
 
 
@@ -48,9 +54,10 @@ def block_tables(batch=256, blocks=62):
         def __init__(self, i):
             self.block_table = list(range(i * blocks, (i + 1) * blocks))
             self.runner_state = None
+            self.is_finished = False
     seqs = [Seq(i) for i in range(batch)]
     runner = ModelRunner.__new__(ModelRunner)
-    runner.max_blocks_per_seq = 128
+    runner.table_rows = BlockTableRows(128, 2 * batch + 1)
 
     def lists():
         width = max(len(s.block_table) for s in seqs)
@@ -102,7 +109,85 @@ def engine_step(batch=256, steps=30):
         return result
 
 
+class NoopModel:
+    """Stands in for the model: no compute, zero logits, so a step costs only host work."""
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def __call__(self, input_ids, positions, kv_caches, meta):
+        return torch.zeros(input_ids.shape[0], 1)
+
+    def compute_logits(self, hidden):
+        return torch.zeros(hidden.shape[0], self.vocab)
+
+
+def host_step(num_seqs: int, steps: int = 40, prompt_len: int = 32, profile: bool = False,
+              **engine_kw) -> float:
+    """Median host CPU ms per decode step with ``num_seqs`` running sequences and a no-op forward."""
+    import tempfile
+
+    from transformers import LlamaConfig
+
+    from litevllm import LLM, SamplingParams
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
+        cfg.architectures = ["LlamaForCausalLM"]
+        cfg.save_pretrained(d)
+        llm = LLM(d, load_format="dummy", max_num_seqs=num_seqs, max_model_len=1024,
+                  max_num_batched_tokens=max(8192, num_seqs * prompt_len), **engine_kw)
+    engine = llm.engine
+    engine.runner.model = NoopModel(cfg.vocab_size)
+    params = SamplingParams(temperature=0, max_tokens=1024 - prompt_len - 1, ignore_eos=True)
+    for i in range(num_seqs):
+        engine.add_request(f"r{i}", {"prompt_token_ids": [1 + (i + j) % 30 for j in range(prompt_len)]},
+                           params)
+    while engine.scheduler.waiting or any(not s.num_output_tokens for s in engine.scheduler.running):
+        engine.step(unfinished_outputs=False)
+    assert len(engine.scheduler.running) == num_seqs
+    for _ in range(3):
+        engine.step(unfinished_outputs=False)
+    if profile:
+        import cProfile
+        import pstats
+        prof = cProfile.Profile()
+        prof.enable()
+    # CPU time of this thread (the host work itself; wall time on a shared, loaded machine
+    # also counts the time slices other processes take), median over the steps
+    times = []
+    for _ in range(steps):
+        t = time.thread_time()
+        engine.step(unfinished_outputs=False)
+        times.append(time.thread_time() - t)
+    ms = sorted(times)[len(times) // 2] * 1e3
+    if profile:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    return ms
+
+
+def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
+    result = {f"host_ms_per_step_{n}_seqs": host_step(n) for n in sizes}
+    per_seq = [result[f"host_ms_per_step_{n}_seqs"] / n * 1e3 for n in sizes]
+    result["us_per_seq_min_max"] = [min(per_seq), max(per_seq)]
+    for n in (256, 1024):  # multi-step decode (the CUDA-graph default): host ms per position
+        result[f"host_ms_per_position_16_steps_{n}_seqs"] = \
+            host_step(n, steps=10, num_scheduler_steps=16) / 16
+    return result
+
+
 if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["steps"]:
+        torch.set_num_threads(1)  # host work is one thread; spare the shared cores the spinning
+        if "--profile" in sys.argv:
+            n = int(sys.argv[sys.argv.index("--profile") + 1])
+            print(f"{n} seqs: {host_step(n, profile=True):.3f} ms/step")
+        else:
+            print(json.dumps({"threads": torch.get_num_threads(), **host_steps()}, indent=2))
+        sys.exit()
     torch.set_num_threads(torch.get_num_threads())
     print(json.dumps({"threads": torch.get_num_threads(), **attention()}, indent=2))
     print(json.dumps(engine_step(), indent=2))

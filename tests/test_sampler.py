@@ -207,3 +207,38 @@ def test_eos_and_ignore_eos(baseline, tmp_path):
     c = eos_llm.generate(prompt, SamplingParams(temperature=0, max_tokens=10,
                                                 ignore_eos=True))[0].outputs[0]
     assert c.token_ids == base and c.finish_reason == "length"
+
+
+def _fmix32_ref(x):
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_noise_matches_its_int64_definition():
+    """The int32 [B, V] hash gives the bits of the plain int64 murmur3 definition."""
+    from litevllm.engine.sampler import uniform_noise
+    g = torch.Generator().manual_seed(0)
+    seeds = torch.randint(0, 2**62, (33,), generator=g)
+    steps = torch.randint(0, 100_000, (33,), generator=g)
+    m = 0xFFFFFFFF
+    row = _fmix32_ref((_fmix32_ref(seeds & m) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & m)
+    cols = torch.arange(3001, dtype=torch.int64)
+    x = _fmix32_ref(_fmix32_ref((cols[None, :] * 0x27D4EB2F + row[:, None]) & m) ^ row[:, None])
+    want = ((x >> 8).to(torch.float32) + 0.5) / (1 << 24)
+    got = uniform_noise(seeds, steps, 3001)
+    assert torch.equal(got, want) and 0 < got.min() and got.max() < 1
+
+
+def test_picker_steps_continue_the_noise_stream():
+    """Step j of a multi-step run samples what a single step j positions later samples."""
+    torch.manual_seed(2)
+    logits = torch.randn(5, 40)
+    params = SamplingParams(temperature=0.7, top_k=20, seed=11)
+    seqs = seqs_for(params, 5)
+    pick = Sampler.picker(seqs)
+    later = seqs_for(params, 5, outputs=(3, 4))   # two outputs on: the stream is 2 further
+    assert torch.equal(pick(logits, 2), Sampler.picker(later)(logits, 0))
+    assert not torch.equal(pick(logits, 0), pick(logits, 2))

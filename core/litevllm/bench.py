@@ -105,6 +105,12 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
     }
 
 
+def show_progress(no_progress: bool) -> bool:
+    """A progress bar only on a terminal, and not with --no-progress."""
+    import sys
+    return not no_progress and sys.stderr.isatty()
+
+
 def _nullbar(it):
     import contextlib
     return contextlib.nullcontext(it)
@@ -151,11 +157,16 @@ THROUGHPUT_DEFAULTS = {"cuda": (256, 100, 1024), "cpu": (8, 16, 64)}
               help="Uniform length range, low end (default 100 on a GPU, 16 on the CPU).")
 @click.option("--max-len", type=click.IntRange(min=1), default=None,
               help="Uniform length range, high end (default 1024 on a GPU, 64 on the CPU).")
-@click.option("--json-out", default=None)
-def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, **o):
+@click.option("--json-out", default=None, help="Also write the results as JSON.")
+@click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Poisson arrivals at this many requests/s (TTFT/ITL p50/p99), not all at once.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (never shown off a terminal).")
+def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, request_rate,
+               no_progress, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
     if min_len is not None and max_len is not None and min_len > max_len:
         raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
+    progress = show_progress(no_progress)
     try:
         llm = build_llm(o)
     except Exception as e:
@@ -172,8 +183,13 @@ def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, *
     if min_len > max_len:  # one given, the other a default
         raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
     try:
-        result = measure_throughput(llm, num_prompts, input_len, output_len, min_len, max_len,
-                                    o["seed"], progress=True)
+        if request_rate:
+            from litevllm.bench_arrivals import measure_arrivals
+            result = measure_arrivals(llm, num_prompts, request_rate, input_len, output_len,
+                                      min_len, max_len, o["seed"], progress)
+        else:
+            result = measure_throughput(llm, num_prompts, input_len, output_len, min_len,
+                                        max_len, o["seed"], progress=progress)
     except Exception as e:
         fail(e)
     _emit({"model": o["model"], **result}, json_out)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from litevllm.attention.backend import AttentionMetadata
+from litevllm.engine.block_tables import BlockTableRows
+from litevllm.engine.host_tensors import int_tensor
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -41,6 +43,7 @@ class ModelRunner:
         self.model, self.attn, self.device = model, attn_backend, device
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
+        self.table_rows = BlockTableRows(self.max_blocks_per_seq, 2 * max_num_seqs + 1)
         self.kv_caches: list[torch.Tensor] = []
         self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
             getattr(attn_backend, "supports_cuda_graphs", False)
@@ -71,46 +74,38 @@ class ModelRunner:
 
     # inputs ----------------------------------------------------------------------------------
     def _block_tables(self, seqs) -> torch.Tensor:
-        """[B, width] int32 on the CPU. Each sequence keeps a tensor row that only receives its
-        newly added blocks, so long tables are not rebuilt from Python lists every step."""
-        rows = []
-        for seq in seqs:
-            cached = seq.runner_state
-            table = seq.block_table
-            if cached is None or cached[1] is not table:  # new, preempted or forked table
-                cached = [torch.zeros(self.max_blocks_per_seq, dtype=torch.int32), table, 0]
-                seq.runner_state = cached
-            row, _, synced = cached
-            if len(table) > synced:
-                row[synced:len(table)] = torch.tensor(table[synced:], dtype=torch.int32)
-                cached[2] = len(table)
-            rows.append(row)
-        width = max(len(s.block_table) for s in seqs)
-        return torch.stack([row[:width] for row in rows])
+        """[B, width] int32 on the CPU, from rows that only receive newly added blocks."""
+        return self.table_rows.gather(seqs)
 
     def _decode_inputs(self, seqs, k: int = 1) -> list[StepInputs]:
         """Inputs of ``k`` decode steps (positions p .. p+k-1 of each sequence) with one copy to
-        the device per dtype. Input ids after the first step come from the device at run time."""
+        the device per dtype. Positions, slots and lengths of all ``k`` steps come from tensor
+        ops on the host (one Python pass over the batch); input ids after the first step come
+        from the device at run time."""
         bs, n, dev = self.block_size, len(seqs), self.device
         start = [s.num_computed_tokens for s in seqs]
-        pos = [[p + j for p in start] for j in range(k)]
-        slots = [[s.block_table[q // bs] * bs + q % bs for s, q in zip(seqs, row)] for row in pos]
-        lens = [[q + 1 for q in row] for row in pos]
-        ids = [[s.token_ids[p] for s, p in zip(seqs, start)]] + [[0] * n] * (k - 1)
-        ints = torch.tensor([ids, pos, slots], dtype=torch.int64).to(dev, non_blocking=True)
-        int32 = torch.tensor([list(range(n + 1))] + [row + [0] for row in lens],
-                             dtype=torch.int32).to(dev, non_blocking=True)
-        tables = self._block_tables(seqs).to(dev, non_blocking=True)
-        rows = list(range(n))
+        first_ids = [s.token_ids[p] for s, p in zip(seqs, start)]
+        tables = self._block_tables(seqs)
+        pos = int_tensor(start)[None, :] + torch.arange(k)[:, None]  # [k, n]
+        slots = tables.gather(1, (pos // bs).T).T.to(torch.int64) * bs + pos % bs
+        ids = torch.zeros(k, n, dtype=torch.int64)
+        ids[0] = int_tensor(first_ids)
+        ints = torch.stack([ids, pos, slots]).to(dev, non_blocking=True)
+        int32 = torch.cat([torch.arange(n + 1, dtype=torch.int32),
+                           (pos + 1).to(torch.int32).flatten()]).to(dev, non_blocking=True)
+        tables = tables.to(dev, non_blocking=True)
+        top, rows = max(start), list(range(n))
         return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
-            slot_mapping=ints[2, j], query_start_loc=int32[0], seq_lens=int32[j + 1, :n],
-            block_tables=tables, max_query_len=1, max_seq_len=max(lens[j]), num_seqs=n,
-            is_decode=True, query_lens_cpu=[1] * n, seq_lens_cpu=lens[j]),
+            slot_mapping=ints[2, j], query_start_loc=int32[:n + 1],
+            seq_lens=int32[n + 1 + j * n:n + 1 + (j + 1) * n], block_tables=tables,
+            max_query_len=1, max_seq_len=top + j + 1, num_seqs=n, is_decode=True,
+            query_lens_cpu=[1] * n, seq_lens_cpu=[p + j + 1 for p in start]),
             rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        if sum(batch.num_new_tokens) == len(batch.seqs) and all(  # one token each, the last
+                s.num_computed_tokens + 1 == len(s.token_ids) and s.params.prompt_logprobs is None
+                for s in batch.seqs):
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
@@ -137,14 +132,14 @@ class ModelRunner:
         block_tables = self._block_tables(batch.seqs)
         dev = self.device
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64).to(dev, non_blocking=True),
-            query_start_loc=torch.tensor(qsl, dtype=torch.int32).to(dev, non_blocking=True),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32).to(dev, non_blocking=True),
+            slot_mapping=int_tensor(slots).to(dev, non_blocking=True),
+            query_start_loc=int_tensor(qsl, torch.int32).to(dev, non_blocking=True),
+            seq_lens=int_tensor(seq_lens, torch.int32).to(dev, non_blocking=True),
             block_tables=block_tables.to(dev, non_blocking=True),
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(torch.tensor(ids, dtype=torch.int64).to(dev, non_blocking=True),
-                          torch.tensor(pos, dtype=torch.int64).to(dev, non_blocking=True),
+        return StepInputs(int_tensor(ids).to(dev, non_blocking=True),
+                          int_tensor(pos).to(dev, non_blocking=True),
                           meta, logit_rows, sample_index, prompt_index)
 
     @torch.inference_mode()
@@ -171,7 +166,7 @@ class ModelRunner:
         hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
         rows = inputs.logit_rows
         if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: every row
-            index = torch.tensor(rows, dtype=torch.int64).to(self.device, non_blocking=True)
+            index = int_tensor(rows).to(self.device, non_blocking=True)
             hidden = hidden.index_select(0, index)
         return self.model.compute_logits(hidden)
 

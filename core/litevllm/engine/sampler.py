@@ -24,13 +24,35 @@ def _fmix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _i32(c: int) -> int:
+    """A 32-bit constant as the int32 with the same bits."""
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+def _shr(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Logical right shift of int32 bit patterns."""
+    return (x >> r) & ((1 << (32 - r)) - 1)
+
+
+def _fmix32_i32(x: torch.Tensor) -> torch.Tensor:
+    """``_fmix32`` on int32 bit patterns (products wrap mod 2**32): the same bits, half the
+    memory traffic on [B, V] tensors."""
+    x = x ^ _shr(x, 16)
+    x = x * _i32(0x85EBCA6B)
+    x = x ^ _shr(x, 13)
+    x = x * _i32(0xC2B2AE35)
+    return x ^ _shr(x, 16)
+
+
 def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[B, V] uniforms in (0, 1) from per-row seeds and steps."""
+    """[B, V] uniforms in (0, 1) from per-row seeds and steps (the row hash in int64, the
+    [B, V] part in int32 bit patterns)."""
     row = _fmix32((_fmix32(seeds & _M32) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & _M32)
-    cols = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    x = _fmix32((cols[None, :] * 0x27D4EB2F + row[:, None]) & _M32)
-    x = _fmix32(x ^ row[:, None])
-    return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    row = torch.where(row >= 1 << 31, row - (1 << 32), row).to(torch.int32)[:, None]
+    cols = torch.arange(vocab, device=seeds.device, dtype=torch.int32)
+    x = _fmix32_i32(cols[None, :] * _i32(0x27D4EB2F) + row)
+    x = _fmix32_i32(x ^ row)
+    return (_shr(x, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 @dataclass
@@ -104,41 +126,60 @@ class Sampler:
         self.eos_token_ids = eos_token_ids
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
-        want_logprobs = [s.params.logprobs for s in seqs]
-        raw_logprobs = logits.log_softmax(-1) if any(k is not None for k in want_logprobs) else None
-        if any(s.params.repetition_penalty != 1 or s.params.presence_penalty
-               or s.params.frequency_penalty for s in seqs):
+        want_logprobs, penalties, min_tokens, greedy = [], False, False, True
+        for s in seqs:  # one pass over the batch for every flag
+            p = s.params
+            want_logprobs.append(p.logprobs)
+            penalties = penalties or p.repetition_penalty != 1 or bool(p.presence_penalty
+                                                                        or p.frequency_penalty)
+            min_tokens = min_tokens or p.min_tokens > 0
+            greedy = greedy and p.greedy
+        wants = any(k is not None for k in want_logprobs)
+        raw_logprobs = logits.log_softmax(-1) if wants else None
+        if penalties:
             logits = apply_penalties(logits, seqs)
-        logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
-        sampled = self.picker(seqs)(logits, 0)
+        if min_tokens:
+            logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
+        sampled = self.picker(seqs, greedy)(logits, 0)
         token_ids = sampled.tolist()
-        return SampleResult(token_ids, self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs))
+        logprobs = self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs) if wants \
+            else [None] * len(seqs)
+        return SampleResult(token_ids, logprobs)
 
     @staticmethod
-    def picker(seqs: list[Sequence]):
+    def picker(seqs: list[Sequence], greedy: bool | None = None):
         """``pick(logits, j)``: greedy or seeded random choice per row on the device, for step
         ``j`` of a run over the same rows (row ``i``'s noise stream position is its output count
-        plus ``j``). The rows' parameters cross to the device once per run, without a host sync."""
-        if all(s.params.greedy for s in seqs):
+        plus ``j``). The rows' parameters cross to the device once per run, from pinned memory
+        on CUDA, so no call waits for the device. ``greedy``: whether every row is greedy, if
+        the caller knows."""
+        if greedy is None:
+            greedy = all(s.params.greedy for s in seqs)
+        if greedy:
             return lambda logits, j: logits.argmax(-1)
-        floats = torch.tensor([[s.params.temperature or 1.0 for s in seqs],
-                               [s.params.top_p for s in seqs], [s.params.min_p for s in seqs]])
-        ints = torch.tensor([[s.params.greedy for s in seqs], [s.params.top_k for s in seqs],
+        params = [s.params for s in seqs]
+        floats = torch.tensor([[p.temperature or 1.0 for p in params], [p.top_p for p in params],
+                               [p.min_p for p in params]])
+        ints = torch.tensor([[p.greedy for p in params], [p.top_k for p in params],
                              [s.seed for s in seqs], [s.num_output_tokens for s in seqs]],
                             dtype=torch.int64)
+        nucleus = any(p.top_p < 1 or p.min_p > 0 for p in params)
+        min_top_k = min((p.top_k for p in params if p.top_k > 0), default=None)
         on_device = {}
 
         def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
             dev, v = logits.device, logits.shape[-1]
             if dev not in on_device:
-                on_device[dev] = (floats.to(dev, non_blocking=True), ints.to(dev, non_blocking=True))
-            (temp, top_p, min_p), (greedy, top_k, seeds, steps) = on_device[dev]
+                pin = dev.type == "cuda"
+                on_device[dev] = [(t.pin_memory() if pin else t).to(dev, non_blocking=True)
+                                  for t in (floats, ints)]
+            (temp, top_p, min_p), (is_greedy, top_k, seeds, steps) = on_device[dev]
             scaled = logits / temp[:, None]
-            if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0
-                   for s in seqs):
+            if nucleus or (min_top_k is not None and min_top_k < v):
                 scaled = filter_logits(scaled, torch.where(top_k > 0, top_k, v), top_p, min_p)
-            noise = -torch.log(uniform_noise(seeds, steps + j, v))  # Exp(1): argmax p/E samples p
-            return torch.where(greedy.bool(), logits.argmax(-1), (scaled.softmax(-1) / noise).argmax(-1))
+            # Gumbel-max: argmax(x - log E), E ~ Exp(1), samples softmax(x), as argmax p/E does
+            gumbel = scaled - (-uniform_noise(seeds, steps + j, v).log()).log()
+            return torch.where(is_greedy.bool(), logits.argmax(-1), gumbel.argmax(-1))
         return pick
 
     @staticmethod

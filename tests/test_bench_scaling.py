@@ -1,0 +1,91 @@
+"""Scaling tooling on a tiny model: Poisson arrivals, the sweep driver, the plot script."""
+import importlib.util
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from litevllm import LLM
+from litevllm.bench_arrivals import lengths, measure_arrivals, percentile
+from litevllm.cli import cli
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_percentile():
+    assert percentile([], 50) == 0.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(range(101)), 99) == 99
+
+
+def test_poisson_arrivals_serve_every_token_after_its_arrival(llama_dir):
+    llm = LLM(str(llama_dir), max_model_len=64)
+    rate, n = 40.0, 5
+    r = measure_arrivals(llm, n, rate, min_len=3, max_len=10, seed=1, warmup=False)
+    # replay the function's draws: lengths, prompt tokens, then the arrival gaps
+    rng = random.Random(1)
+    ins, outs = lengths(rng, n, None, None, 3, 10)
+    for _ in range(sum(ins)):
+        rng.randrange(llm.engine.hf_config.vocab_size)
+    last = list(itertools.accumulate([0.0] + [rng.expovariate(rate) for _ in range(n - 1)]))[-1]
+    assert r["output_tok_per_s"] * r["elapsed_s"] == pytest.approx(sum(outs))
+    assert 0 < r["ttft_ms_p50"] <= r["ttft_ms_p99"]
+    assert 0 <= r["itl_ms_p50"] <= r["itl_ms_p99"]
+    assert r["kv_peak_gib"] > 0 and not llm.engine.has_unfinished_requests()
+    assert r["elapsed_s"] >= last
+
+
+def test_bench_throughput_request_rate_json(llama_dir, tmp_path):
+    out = tmp_path / "rate.json"
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir), "--num-prompts",
+                                 "4", "--min-len", "3", "--max-len", "8", "--request-rate", "50",
+                                 "--no-progress", "--json-out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["request_rate"] == 50 and data["ttft_ms_p99"] >= data["ttft_ms_p50"] > 0
+    assert "requests:" not in r.output  # no progress bar off a terminal
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir),
+                                 "--request-rate", "0"])
+    assert r.exit_code == 2 and "--request-rate" in r.output
+
+
+def test_sweep_driver_and_plots(llama_dir, tmp_path):
+    out = tmp_path / "scaling.json"
+    r = CliRunner().invoke(_module("bench_scaling").main, [
+        "--model", str(llama_dir), "--max-model-len", "128", "--prompt-counts", "2,4",
+        "--lengths", "8,64", "--length-prompts", "2", "--rates", "100", "--rate-duration", "0.05",
+        "--sampling-prompts", "3", "--min-len", "3", "--max-len", "8", "--label", "tiny",
+        "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    key = {"prompts": "num_prompts", "lengths": "length", "rates": "request_rate",
+           "sampling": "sampling"}
+    points = {(rec["sweep"], rec[key[rec["sweep"]]]) for rec in data["records"]}
+    assert points == {("prompts", 2), ("prompts", 4), ("lengths", 8), ("lengths", 64),
+                      ("rates", 100), ("sampling", "greedy"), ("sampling", "sampled")}
+    assert data["meta"]["sampled_over_greedy"] > 0
+    assert data["meta"]["lengths_max_model_len"] == 144  # a second engine for 64 + 64 tokens
+    assert all(rec["output_tok_per_s"] > 0 and rec["kv_peak_gib"] > 0 for rec in data["records"])
+    assert "wrote" in r.output and "ttft p50/p99" in r.output
+
+    # one sweep file plus a bare `lite bench throughput` result (a point of the prompts curve)
+    bare = tmp_path / "cli.json"
+    bare.write_text(json.dumps({"model": "x/other", "num_prompts": 8, "output_tok_per_s": 9.0,
+                                "peak_memory_gib": 1.0}))
+    plots = _module("plot_scaling")
+    written = plots.plot([out, bare], tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["scaling_length.png", "scaling_prompts.png",
+                                              "scaling_rate.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+    assert set(plots.series([out, bare])["prompts"]) == {"tiny", "other"}
