@@ -30,13 +30,19 @@ TUNED: dict = {}
 
 @triton.jit
 def _fma(acc, w, x_ptrs, k_ok, EVEN_K: tl.constexpr, EACH: tl.constexpr):
+    # x is loaded broadcast to the weight tile's shape, so the load takes the tile's layout
+    # (a [BLOCK_K] load would be spread over all warps and need a shared-memory exchange)
+    x_ptrs = tl.broadcast_to(x_ptrs[None, :], w.shape)
     if EVEN_K:
         x = tl.load(x_ptrs).to(tl.float32)
     else:
-        x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+        x = tl.load(x_ptrs, mask=tl.broadcast_to(k_ok[None, :], w.shape), other=0.0)
+        x = x.to(tl.float32)
     if EACH:
-        return acc + tl.sum(w * x[None, :], axis=1)
-    return acc + w * x[None, :]
+        acc += tl.sum(w * x, axis=1)
+    else:
+        acc += w * x
+    return acc
 
 
 @triton.jit
@@ -60,11 +66,13 @@ def _w8_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, part_ptr, N, K, GROU
                     ROWS: tl.constexpr, BLOCKWISE: tl.constexpr, HAS_BIAS: tl.constexpr,
                     NATIVE: tl.constexpr, W_SCALE: tl.constexpr, EVEN_K: tl.constexpr,
                     EACH: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr):
+                    BLOCK_K: tl.constexpr, VEC: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
+    # VEC consecutive K per thread: 8 lets a 16-bit x load land in the weight tile's layout
+    # (no shared-memory layout change in the loop), 16 gives 16-byte weight loads
+    offs_k = tl.max_contiguous(tl.multiple_of(tl.arange(0, BLOCK_K), VEC), VEC)
     n_ok = offs_n < N
     rows = tl.minimum(offs_n, N - 1)  # ragged N: re-read the last row, loads stay unmasked
     k_start = pid_k * K_SPLIT  # K_SPLIT: a multiple of BLOCK_K
@@ -148,7 +156,7 @@ def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
     tiles, split, sms = triton.cdiv(n, block_n), 1, num_sms(device)
     while tiles * split < 4 * sms and k // (split * 2) >= 2 * block_k and split < 16:
         split *= 2
-    return dict(BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, EACH=False, num_warps=4)
+    return dict(BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, EACH=False, VEC=8, num_warps=4)
 
 
 def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, group_k: int,
