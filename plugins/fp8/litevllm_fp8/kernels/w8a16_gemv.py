@@ -24,7 +24,8 @@ from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
 
 MAX_M = 4  # rows of x one program serves (one accumulator set per row)
-# (N, K) -> config picked by benchmarks/bench_fp8.py --sweep (None: the tl.dot kernel wins)
+# (N, K, 1 or MAX_M) -> config picked by benchmarks/bench_fp8.py --pick (None: the tl.dot
+# kernel won that shape)
 TUNED: dict = {}
 
 
@@ -141,22 +142,34 @@ def _split_sum_kernel(part_ptr, bias_ptr, out_ptr, MN, N, SPLIT_K: tl.constexpr,
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+def split_for(n: int, k: int, block_n: int, block_k: int, programs: int) -> int:
+    """K splits (a power of two, <= 16) until the grid has ``programs`` programs, keeping at
+    least two K tiles per split."""
+    split = 1
+    while triton.cdiv(n, block_n) * split < programs and k // (split * 2) >= 2 * block_k \
+            and split < 16:
+        split *= 2
+    return split
+
+
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict | None:
-    """The benchmark's pick for this shape, else 32-row tiles of 512 columns (the widest one
-    warp spans with 16-byte loads) with K split until ~4 programs per SM. None: use the
-    ``tl.dot`` kernel instead."""
-    if (n, k) in TUNED:
-        return TUNED[(n, k)]
-    block_k = 512
+    """The benchmark's pick for this shape (keyed by N, K and M = 1 or M > 1), else 16 rows by
+    512 columns (the widest one warp spans with 16-byte loads) with a private accumulator per
+    weight for M = 1, and 32 rows summed per tile (registers) for M > 1; K split until ~4
+    programs per SM. None: the ``tl.dot`` kernel serves this shape."""
+    key = (n, k, 1 if m == 1 else MAX_M)
+    if key in TUNED:
+        return TUNED[key]
+    vec = 16 if dtype != torch.float32 else 8
+    block_k = 32 * vec
     if group_k < k:
         block_k = min(block_k, group_k & -group_k)
-    block_k = min(block_k, max(16, triton.next_power_of_2(k)))
-    block_n = 32 if m <= 2 else 16
-    tiles, split, sms = triton.cdiv(n, block_n), 1, num_sms(device)
-    while tiles * split < 4 * sms and k // (split * 2) >= 2 * block_k and split < 16:
-        split *= 2
-    return dict(BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, EACH=False, VEC=8, num_warps=4)
+    block_k = max(vec, min(block_k, triton.next_power_of_2(k)))
+    block_n = 16 if m == 1 else 32
+    split = split_for(n, k, block_n, block_k, 4 * num_sms(device))
+    return dict(BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, EACH=m > 1, VEC=vec,
+                num_warps=4)
 
 
 def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, group_k: int,
