@@ -102,10 +102,13 @@ def sweep(out) -> None:
             emit(out, rec)
 
 
-# GEMV candidates (BLOCK_N, BLOCK_K, VEC, EACH, num_warps, programs per SM for the K split)
-GEMV_M1 = [(16, 512, 16, False, 4, 4), (8, 512, 16, False, 4, 4), (16, 256, 8, False, 4, 4),
-           (32, 512, 16, True, 4, 4), (16, 512, 16, False, 4, 8), (16, 512, 16, False, 4, 1)]
-GEMV_M4 = [(32, 512, 16, True, 4, 4), (16, 256, 8, True, 4, 4), (8, 256, 8, False, 4, 4)]
+# GEMV candidates: (BLOCK_N, BLOCK_K, VEC, EACH, num_warps, UNROLL, programs per SM for split-K)
+GEMV_M1 = [(16, 512, 16, False, 4, 1, 4), (8, 512, 16, False, 4, 2, 4),
+           (8, 512, 16, False, 8, 2, 4), (32, 512, 16, True, 4, 1, 4),
+           (16, 512, 16, False, 4, 2, 8), (16, 256, 8, False, 4, 2, 4),
+           (16, 512, 16, False, 4, 1, 1)]
+GEMV_M4 = [(32, 512, 16, True, 4, 1, 4), (16, 512, 16, True, 4, 2, 4),
+           (8, 256, 8, False, 4, 1, 4)]
 
 
 def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
@@ -129,9 +132,9 @@ def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
             x = torch.randn(m, k, device=device).to(torch.bfloat16 if device == "cuda" else
                                                       torch.float16)
             want = x.float() @ ref.dequantize(q, s, k).t()
-            cfgs = [dict(BLOCK_N=bn, BLOCK_K=bk, VEC=v, EACH=e, num_warps=nw,
+            cfgs = [dict(BLOCK_N=bn, BLOCK_K=bk, VEC=v, EACH=e, num_warps=nw, UNROLL=u,
                          SPLIT_K=gemv.split_for(n, k, bn, bk, p * sms))
-                    for bn, bk, v, e, nw, p in cands]
+                    for bn, bk, v, e, nw, u, p in cands]
             times = []
             for c in cfgs:
                 got = gemv.w8a16_gemv(x, q, s, k, config=c).float()

@@ -52,9 +52,10 @@ def loop_barriers(ptx: str) -> tuple[int, int]:
 
 
 def main():
-    base = dict(BLOCKWISE=False, HAS_BIAS=True, NATIVE=True, W_SCALE=1.0, EVEN_K=True)
+    base = dict(BLOCKWISE=False, HAS_BIAS=True, NATIVE=True, W_SCALE=1.0, EVEN_K=True,
+                UNROLL=1)
     variants = [dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=32, BLOCK_K=512, VEC=16),
-                dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=32, BLOCK_K=256, VEC=8),
+                dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=8, BLOCK_K=512, VEC=16, UNROLL=2),
                 dict(ROWS=1, EACH=True, SPLIT_K=1, BLOCK_N=32, BLOCK_K=512, VEC=16),
                 dict(ROWS=4, EACH=False, SPLIT_K=2, BLOCK_N=16, BLOCK_K=256, VEC=8),
                 dict(ROWS=2, EACH=True, SPLIT_K=2, BLOCK_N=16, BLOCK_K=128, VEC=8,

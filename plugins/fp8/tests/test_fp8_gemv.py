@@ -53,7 +53,8 @@ def test_gemv_default_config(m, dtype, scheme):
 @pytest.mark.parametrize("split", [1, 3])
 def test_gemv_explicit_configs(each, split):
     """Ragged K (200 is no multiple of 64), odd N, both accumulator kinds, split-K on and off."""
-    cfg = dict(BLOCK_N=16, BLOCK_K=64, SPLIT_K=split, EACH=each, VEC=16, num_warps=2)
+    cfg = dict(BLOCK_N=16, BLOCK_K=64, SPLIT_K=split, EACH=each, VEC=16, UNROLL=2,
+               num_warps=2)
     check(3, 37, 200, "channel", torch.float32, cfg)
     check(1, 37, 256, "block", torch.float16, cfg, bias=False)
 
@@ -92,5 +93,5 @@ def test_gemv_rejects_bad_inputs():
         w8a16_gemv(torch.randn(1, 64).to(DEV), w, s, gk, torch.zeros(8).to(DEV))
     with pytest.raises(ValueError, match="not a multiple of BLOCK_K"):
         w8a16_gemv(torch.randn(1, 64).to(DEV), w, s[:, :1].repeat(1, 2).contiguous(), 32,
-                   config=dict(BLOCK_N=16, BLOCK_K=64, SPLIT_K=1, EACH=False, VEC=8,
+                   config=dict(BLOCK_N=16, BLOCK_K=64, SPLIT_K=1, EACH=False, VEC=8, UNROLL=1,
                                num_warps=4))

@@ -67,7 +67,7 @@ def _w8_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, part_ptr, N, K, GROU
                     ROWS: tl.constexpr, BLOCKWISE: tl.constexpr, HAS_BIAS: tl.constexpr,
                     NATIVE: tl.constexpr, W_SCALE: tl.constexpr, EVEN_K: tl.constexpr,
                     EACH: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, VEC: tl.constexpr):
+                    BLOCK_K: tl.constexpr, VEC: tl.constexpr, UNROLL: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -87,7 +87,8 @@ def _w8_gemv_kernel(x_ptr, w_ptr, s_ptr, bias_ptr, out_ptr, part_ptr, N, K, GROU
     acc1 = acc0
     acc2 = acc0
     acc3 = acc0
-    for k0 in range(k_start, k_end, BLOCK_K):
+    # UNROLL > 1: several tiles' loads in flight per thread before their FMAs
+    for k0 in tl.range(k_start, k_end, BLOCK_K, loop_unroll_factor=UNROLL):
         k_ok = offs_k < k_end - k0
         if EVEN_K:
             w = tl.load(w_ptrs)
@@ -169,7 +170,7 @@ def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
     block_n = 16 if m == 1 else 32
     split = split_for(n, k, block_n, block_k, 4 * num_sms(device))
     return dict(BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, EACH=m > 1, VEC=vec,
-                num_warps=4)
+                UNROLL=1, num_warps=4)
 
 
 def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, group_k: int,
