@@ -103,12 +103,12 @@ def sweep(out) -> None:
 
 
 # GEMV candidates: (BLOCK_N, BLOCK_K, VEC, EACH, num_warps, UNROLL, programs per SM for split-K)
-GEMV_M1 = [(16, 512, 16, False, 4, 1, 4), (8, 512, 16, False, 4, 2, 4),
-           (8, 512, 16, False, 8, 2, 4), (32, 512, 16, True, 4, 1, 4),
-           (16, 512, 16, False, 4, 2, 8), (16, 256, 8, False, 4, 2, 4),
-           (16, 512, 16, False, 4, 1, 1)]
-GEMV_M4 = [(32, 512, 16, True, 4, 1, 4), (16, 512, 16, True, 4, 2, 4),
-           (8, 256, 8, False, 4, 1, 4)]
+GEMV_M1 = [(8, 512, 16, False, 8, 2, 4), (4, 512, 16, False, 4, 2, 4),
+           (8, 512, 16, False, 4, 2, 4), (16, 512, 16, False, 4, 1, 4),
+           (32, 512, 16, True, 4, 1, 4), (16, 256, 8, False, 4, 2, 4),
+           (8, 512, 16, False, 8, 2, 8), (8, 512, 16, False, 8, 2, 1)]
+GEMV_M4 = [(8, 512, 16, True, 8, 2, 4), (4, 256, 8, False, 4, 2, 4),
+           (8, 256, 8, False, 4, 1, 4), (4, 512, 16, False, 4, 2, 4)]
 
 
 def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:

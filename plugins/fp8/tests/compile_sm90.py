@@ -54,9 +54,11 @@ def loop_barriers(ptx: str) -> tuple[int, int]:
 def main():
     base = dict(BLOCKWISE=False, HAS_BIAS=True, NATIVE=True, W_SCALE=1.0, EVEN_K=True,
                 UNROLL=1)
-    variants = [dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=32, BLOCK_K=512, VEC=16),
+    variants = [dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=8, BLOCK_K=512, VEC=16, UNROLL=2,
+                     num_warps=8),  # the defaults for M = 1 and M = 4
+                dict(ROWS=4, EACH=True, SPLIT_K=4, BLOCK_N=8, BLOCK_K=512, VEC=16, UNROLL=2,
+                     num_warps=8),
                 dict(ROWS=1, EACH=False, SPLIT_K=4, BLOCK_N=8, BLOCK_K=512, VEC=16, UNROLL=2),
-                dict(ROWS=1, EACH=True, SPLIT_K=1, BLOCK_N=32, BLOCK_K=512, VEC=16),
                 dict(ROWS=4, EACH=False, SPLIT_K=2, BLOCK_N=16, BLOCK_K=256, VEC=8),
                 dict(ROWS=2, EACH=True, SPLIT_K=2, BLOCK_N=16, BLOCK_K=128, VEC=8,
                      BLOCKWISE=True),
@@ -64,8 +66,9 @@ def main():
                      EVEN_K=False, NATIVE=False, W_SCALE=256.0)]
     for v in variants:
         c = dict(base, **v)
+        warps = c.pop("num_warps", 4)
         types = dict(TYPES, w_ptr="*fp8e4nv" if c["NATIVE"] else "*u8")
-        k = compile_sm90(_w8_gemv_kernel, c, types, num_warps=4)
+        k = compile_sm90(_w8_gemv_kernel, c, types, num_warps=warps)
         in_loop, total = loop_barriers(k.asm["ptx"])
         vec16 = len(re.findall(r"ld\.global(?:\.\w+)*\.v4\.b32", k.asm["ptx"]))
         print(json.dumps({**v, "loop_barriers": in_loop, "barriers": total,
