@@ -81,6 +81,8 @@ def test_fp8_linear_routes_small_m_to_gemv(monkeypatch):
     torch.testing.assert_close(fp8_linear(x, w, s, gk, None, None, WEIGHT_ONLY), want,
                                atol=1e-4, rtol=1e-4)
     assert not calls
+    # called directly, the GEMV still runs (on its heuristic config)
+    torch.testing.assert_close(real(x, w, s, gk), want, atol=1e-4, rtol=1e-4)
 
 
 def test_gemv_rejects_bad_inputs():

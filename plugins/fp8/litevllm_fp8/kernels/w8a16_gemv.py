@@ -155,14 +155,20 @@ def split_for(n: int, k: int, block_n: int, block_k: int, programs: int) -> int:
 
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict | None:
-    """The benchmark's pick for this shape (keyed by N, K and M = 1 or M > 1), else 8 warps,
-    each streaming its own rows in 512-column tiles (the widest one warp spans with 16-byte
-    loads; narrower under block-wise scales), loop unrolled twice, a private accumulator per
-    weight for M = 1 and per row for M > 1 (registers: 45 and 61 on sm_90); K split until ~4
-    programs per SM. None: the ``tl.dot`` kernel serves this shape."""
+    """The benchmark's pick for this shape (keyed by N, K and M = 1 or M > 1; None: the
+    ``tl.dot`` kernel serves it), else ``heuristic_config``."""
     key = (n, k, 1 if m == 1 else MAX_M)
     if key in TUNED:
         return TUNED[key]
+    return heuristic_config(m, n, k, group_k, device, dtype)
+
+
+def heuristic_config(m: int, n: int, k: int, group_k: int, device: torch.device,
+                     dtype: torch.dtype) -> dict:
+    """8 warps, each streaming its own rows in 512-column tiles (the widest one warp spans
+    with 16-byte loads; narrower under block-wise scales), loop unrolled twice, a private
+    accumulator per weight for M = 1 and per row for M > 1 (registers: 45 and 61 on sm_90);
+    K split until ~4 programs per SM."""
     vec = 16 if dtype != torch.float32 else 8
     block_k = 32 * vec
     if group_k < k:
@@ -197,7 +203,8 @@ def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
         check_tensor("bias", bias, 1, device=dev)
         if bias.shape[0] != n:
             raise ValueError(f"bias must be [N={n}], got {tuple(bias.shape)}")
-    cfg = dict(config or default_config(m, n, k, group_k, dev, x.dtype))
+    cfg = dict(config or default_config(m, n, k, group_k, dev, x.dtype)
+               or heuristic_config(m, n, k, group_k, dev, x.dtype))
     split, block_k = cfg.pop("SPLIT_K"), cfg["BLOCK_K"]
     blockwise = w_scale.shape[1] > 1
     if blockwise and group_k % block_k:
