@@ -41,7 +41,8 @@ def loop_barriers(ptx: str) -> tuple[int, int]:
     """(barriers inside loops, barriers in all): a loop is a label that a later branch jumps
     back to; everything between the label and that branch is its body."""
     lines = ptx.splitlines()
-    labels = {m.group(1): i for i, l in enumerate(lines) if (m := re.match(r"^\$?(\w+):", l.strip()))}
+    labels = {m.group(1): i for i, line in enumerate(lines)
+              if (m := re.match(r"^\$?(\w+):", line.strip()))}
     in_loop = set()
     for i, l in enumerate(lines):
         m = re.search(r"\bbra(?:\.uni)?\s+\$?(\w+);", l)
