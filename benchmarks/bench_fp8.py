@@ -1,11 +1,15 @@
 """FP8 against bf16 on Llama-3-8B (dummy weights), one process, same run:
 
-    python benchmarks/bench_fp8.py --out results.jsonl [--sweep] [--skip-engine]
+    python benchmarks/bench_fp8.py --out results.jsonl [--sweep] [--pick] [--skip-engine]
+        [--runs decode_b1,decode_b64]
 
 Engine: batch-1 and batch-64 decode ms/step, prefill of 2048 tokens (``measure_latency``, as
 ``lite bench latency``) for bf16 and for online ``quantization="fp8"``. ``--sweep``: the fp8
 GEMM kernels at the model's shapes with a few tile configs next to the default, and bf16
-``torch.matmul``, for picking defaults. One JSON result per line.
+``torch.matmul``, for picking defaults. ``--pick`` (before the engine runs): a few configs of
+the M <= 4 GEMV at each shape, at M = 1 and M = 4, against the split-K ``tl.dot`` kernel; the
+fastest is put in ``w8a16_gemv.TUNED`` for the engine runs that follow (None where ``tl.dot``
+wins). One JSON result per line.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def emit(out, record: dict) -> None:
     out.flush()
 
 
-def engine(out, iters: int, config: Path, device: str) -> None:
+def engine(out, iters: int, config: Path, device: str, runs: list[str]) -> None:
     from litevllm import LLM
     from litevllm.bench import measure_latency
     for quant in (None, "fp8"):
@@ -43,6 +47,8 @@ def engine(out, iters: int, config: Path, device: str) -> None:
         emit(out, {"quantization": quant or "bf16", "startup_s": time.perf_counter() - t0,
                    "weights_gib": sum(p.numel() * p.element_size() for p in params) / 2**30})
         for name, kw in RUNS:
+            if name not in runs:
+                continue
             r = measure_latency(llm, num_iters=iters, num_iters_warmup=1, **kw)
             emit(out, {"run": name, "quantization": quant or "bf16", **r})
         del llm
@@ -96,11 +102,73 @@ def sweep(out) -> None:
             emit(out, rec)
 
 
+# GEMV candidates: (BLOCK_N, BLOCK_K, VEC, EACH, num_warps, UNROLL, programs per SM for split-K)
+GEMV_M1 = [(8, 512, 16, False, 8, 2, 4), (4, 512, 16, False, 4, 2, 4),
+           (8, 512, 16, False, 4, 2, 4), (16, 512, 16, False, 4, 1, 4),
+           (32, 512, 16, True, 4, 1, 4), (16, 256, 8, False, 4, 2, 4),
+           (8, 512, 16, False, 8, 2, 8), (8, 512, 16, False, 8, 2, 1)]
+GEMV_M4 = [(8, 512, 16, True, 8, 2, 4), (4, 256, 8, False, 4, 2, 4),
+           (8, 256, 8, False, 4, 1, 4), (4, 512, 16, False, 4, 2, 4)]
+
+
+def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
+    """Time the GEMV candidates and the split-K tl.dot default under CUDA graphs, at M = 1 and
+    M = 4 on each Llama-3-8B shape (online fp8: per-channel scales), and keep the fastest."""
+    from triton.testing import do_bench_cudagraph
+
+    from litevllm_fp8 import reference as ref
+    from litevllm_fp8.kernels import w8a16_gemv as gemv
+    from litevllm_fp8.kernels._device import num_sms
+    from litevllm_fp8.kernels.w8a16_gemm import w8a16_gemm
+
+    ms = ms or (lambda fn: do_bench_cudagraph(fn, rep=20, return_mode="median"))
+    sms = num_sms(torch.device(device))
+    act = torch.bfloat16 if device == "cuda" else torch.float16
+    layer = {"bf16_ms": 0.0, "fp8_ms": 0.0}  # M = 1, the four linears of one layer
+    for name, k, n in shapes:
+        w = torch.randn(n, k, device=device) / k ** 0.5
+        q, s = ref.quantize_rows(w)
+        q, wb = q.view(torch.uint8), w.to(act)
+        del w
+        for m, cands in ((1, GEMV_M1), (4, GEMV_M4)):
+            x = torch.randn(m, k, device=device).to(act)
+            want = x.float() @ ref.dequantize(q, s, k).t()
+            cfgs = [dict(BLOCK_N=bn, BLOCK_K=bk, VEC=v, EACH=e, num_warps=nw, UNROLL=u,
+                         SPLIT_K=gemv.split_for(n, k, bn, bk, p * sms))
+                    for bn, bk, v, e, nw, u, p in cands]
+            times, errors = [], []
+            for c in cfgs:
+                try:
+                    got = gemv.w8a16_gemv(x, q, s, k, config=c).float()
+                    err = ((got - want).abs().max() / want.abs().max()).item()
+                    t = ms(lambda c=c: gemv.w8a16_gemv(x, q, s, k, config=c)) \
+                        if err < 2e-2 else float("inf")
+                except Exception as e:  # a config that does not compile here: skip it
+                    err, t = f"{type(e).__name__}: {str(e)[:200]}", float("inf")
+                times.append(t)
+                errors.append(err)
+            dot_ms = ms(lambda: w8a16_gemm(x, q, s, k))
+            bf16_ms = ms(lambda: x @ wb.t())
+            best = min(range(len(cfgs)), key=times.__getitem__)
+            win = cfgs[best] if times[best] < dot_ms else None
+            gemv.TUNED[(n, k, 1 if m == 1 else gemv.MAX_M)] = win
+            fp8_ms = min(times[best], dot_ms)
+            if m == 1:
+                layer["bf16_ms"] += bf16_ms
+                layer["fp8_ms"] += fp8_ms
+            emit(out, {"pick": name, "M": m, "K": k, "N": n, "gemv_ms": times, "errors": errors,
+                       "configs": cfgs, "dot_ms": dot_ms, "bf16_ms": bf16_ms, "picked": win,
+                       "weight_gb_per_s": n * k / fp8_ms / 1e6})
+    emit(out, {"pick_layer_m1": layer})
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--skip-engine", action="store_true")
+    p.add_argument("--pick", action="store_true", help="tune the M <= 4 GEMV first")
+    p.add_argument("--runs", default=",".join(r for r, _ in RUNS))
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--config", default=str(CONFIG), help="a model config dir (smoke tests)")
     a = p.parse_args()
@@ -108,8 +176,10 @@ def main():
     with open(a.out, "a") as out:
         emit(out, {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                    "torch": torch.__version__})
+        if a.pick:
+            pick(out)
         if not a.skip_engine:
-            engine(out, a.iters, Path(a.config), device)
+            engine(out, a.iters, Path(a.config), device, a.runs.split(","))
         if a.sweep:
             sweep(out)
 

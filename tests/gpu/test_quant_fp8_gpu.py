@@ -14,11 +14,12 @@ from litevllm_fp8 import reference as ref  # noqa: E402
 from litevllm_fp8.kernels.act_quant import quant_act  # noqa: E402
 from litevllm_fp8.kernels.fused_moe_fp8 import fused_moe_fp8  # noqa: E402
 from litevllm_fp8.kernels.w8a16_gemm import w8a16_gemm  # noqa: E402
+from litevllm_fp8.kernels.w8a16_gemv import w8a16_gemv  # noqa: E402
 from litevllm_fp8.kernels.w8a8_gemm import w8a8_gemm  # noqa: E402
 from litevllm_fp8.ops import fp8_linear  # noqa: E402
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096)]  # (K, N)
-MS = [1, 16, 64, 512]
+MS = [1, 4, 16, 64, 512]
 _cache = {}
 
 
@@ -52,6 +53,8 @@ def test_kernels_match_reference(k, n, m, group_k):
     # weight-only: bf16 activations x dequantized weights
     want = x.float() @ deq.t()
     assert rel_err(w8a16_gemm(x, w, s, gk), want) < 1e-2
+    if m <= 4:  # the barrier-free GEMV
+        assert rel_err(w8a16_gemv(x, w, s, gk), want) < 1e-2
     # activation quant: the same codes and scales as torch
     group = None if group_k == "channel" else gk
     xq, xs = quant_act(x, group)
@@ -76,9 +79,10 @@ def test_static_input_scale_w8a8():
     assert rel_err(got, want) < 1e-2
 
 
-@pytest.mark.parametrize("m", [1, 64])
+@pytest.mark.parametrize("m", [1, 3, 64])
 def test_fp8_linear_in_cuda_graph(m):
-    """No host sync: the dispatch (weight-only at M=1, act quant + W8A8 at 64) replays."""
+    """No host sync: the dispatch (GEMV with split-K at M <= 4, act quant + W8A8 at 64)
+    replays."""
     w, s = weights(4096, 14336, 4096)
     bias = torch.randn(14336, device="cuda").to(torch.bfloat16)
     x = torch.randn(m, 4096, device="cuda").to(torch.bfloat16)

@@ -11,10 +11,18 @@ SKINNY_M = 16  # up to here the step is weight-bandwidth bound: weight-only dequ
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, group_k: int,
                in_scale: torch.Tensor | None, bias: torch.Tensor | None, path: str,
                w8a8_ok: bool = True) -> torch.Tensor:
-    """x [M, K] -> [M, N]: W8A8 (fp8 activations, per-token or per-token-group scales, or the
-    static ``in_scale``) for M > SKINNY_M on FP8 GPUs, else the weight-only kernel."""
+    """x [M, K] -> [M, N]: the GEMV for M <= 4 (unless the tl.dot kernel won this shape in
+    the benchmark's sweep), the split-K weight-only kernel up to SKINNY_M, W8A8 (fp8
+    activations, per-token or per-token-group scales, or the static ``in_scale``) above on FP8
+    GPUs."""
+    from litevllm_fp8.kernels import w8a16_gemv as gemv
     from litevllm_fp8.kernels.w8a16_gemm import w8a16_gemm
-    if path == WEIGHT_ONLY or x.shape[0] <= SKINNY_M or not w8a8_ok:
+    m = x.shape[0]
+    if 1 <= m <= gemv.MAX_M:
+        cfg = gemv.default_config(m, weight.shape[0], x.shape[1], group_k, x.device, x.dtype)
+        if cfg is not None:
+            return gemv.w8a16_gemv(x, weight, w_scale, group_k, bias, cfg)
+    if path == WEIGHT_ONLY or m <= SKINNY_M or not w8a8_ok:
         return w8a16_gemm(x, weight, w_scale, group_k, bias)
     from litevllm_fp8.kernels.act_quant import quant_act
     from litevllm_fp8.kernels.w8a8_gemm import w8a8_gemm
