@@ -35,6 +35,11 @@ class LLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
+    @property
+    def hf_config(self):
+        """The checkpoint's transformers config (vocab_size, quantization_config, ...)."""
+        return self.engine.hf_config
+
     def _submit(self, prompts, sampling_params, return_errors: bool = False
                 ) -> tuple[list[str], dict[str, RequestOutput]]:
         """Queue every prompt. An invalid one raises ValueError naming its index (nothing runs);

@@ -14,7 +14,7 @@ MAX_TOKENS = 8
 def run(path, **kwargs):
     llm = LLM(str(path), dtype="float32", device="cpu", block_size=8, max_model_len=64,
               enforce_eager=True, **kwargs)
-    vocab = llm.engine.hf_config.vocab_size
+    vocab = llm.hf_config.vocab_size
     params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
                             logprobs=vocab, prompt_logprobs=vocab)
     return llm, llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)

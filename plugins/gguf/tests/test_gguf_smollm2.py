@@ -87,7 +87,7 @@ def test_greedy_answer_names_paris(greedy_answer):
 
 def test_cpu_dequantizes_through_the_gguf_scheme(cpu_llm):
     """The config names the gguf scheme; on the CPU every linear layer is a dense weight."""
-    assert cpu_llm.engine.hf_config.quantization_config == {"quant_method": "gguf"}
+    assert cpu_llm.hf_config.quantization_config == {"quant_method": "gguf"}
     linears = [m for m in cpu_llm.engine.model.modules() if isinstance(m, LiteLinear)]
     assert len(linears) == 4 * 30 and all(m.packed_bits is None for m in linears)
     assert all(m.weight.dtype == torch.float32 and m.weight.dim() == 2 for m in linears)
