@@ -1,0 +1,73 @@
+"""transformers' own config classes, imported without transformers' modelling stack.
+
+A transformers configuration module (``configuration_llama``, ...) pulls in, through shared
+utilities, modules that only modelling needs: its type validators import ``activations`` and so
+hub kernels, weight conversion, accelerate, ``torch.distributed.tensor`` and FSDP (transformers
+5.2x); its docstring decorator imports the auto model classes, generation and ``torch._dynamo``
+(5.1x). That is seconds of every start. While ``config_imports()`` loads a config those two modules
+are stand-ins: ``ACT2FN`` is a mapping that imports the real one on first use (only configs that
+validate an activation name touch it), and the model-class lookup of the docstring decorator
+finds nothing, which transformers skips. The stand-ins leave ``sys.modules`` right after, so
+a later real import (transformers' models, in tests) gets the real modules. Config semantics stay
+transformers': same classes, defaults, validation and ``from_pretrained``.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+
+class _DeferredMapping(Mapping):
+    """A module-level mapping that imports its module on first use."""
+
+    def __init__(self, module: str, attr: str):
+        self._where = (module, attr)
+
+    def _real(self):
+        module, attr = self._where
+        return getattr(importlib.import_module(module), attr)
+
+    def __getitem__(self, key):
+        return self._real()[key]
+
+    def __iter__(self):
+        return iter(self._real())
+
+    def __len__(self):
+        return len(self._real())
+
+
+class _StandIn(types.ModuleType):
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise ImportError(f"{self.__name__}.{attr} is not loaded while a config class is imported")
+
+
+_STAND_INS = {
+    "transformers.activations": {"ACT2FN": _DeferredMapping("transformers.activations", "ACT2FN")},
+    "transformers.models.auto.modeling_auto": {},
+}
+
+
+@contextmanager
+def config_imports():
+    """Wrap transformers config loading (``AutoConfig.from_pretrained``, ``AutoConfig.for_model``)."""
+    added = {}
+    for name, attrs in _STAND_INS.items():
+        if name not in sys.modules:
+            added[name] = sys.modules[name] = _StandIn(name)
+            added[name].__dict__.update(attrs)
+    try:
+        yield
+    finally:
+        for name, stand_in in added.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            cached = vars(sys.modules[parent]) if parent in sys.modules else {}
+            if cached.get(child) is stand_in:  # a lazy package keeps what it imported
+                delattr(sys.modules[parent], child)
