@@ -25,6 +25,7 @@ _EXPORTS = {
     "litevllm.attention.backend": ["AttentionBackend", "AttentionMetadata", "AttentionSpec"],
     "litevllm.attention.torch_backend": ["TorchAttentionBackend", "paged_attention_ref"],
     "litevllm.formats.base": ["CheckpointError", "CheckpointFormat"],
+    "litevllm.formats.hf_config": ["config_imports"],
     "litevllm.model.context": ["ModelContext"],
     "litevllm.model.decoder": ["LiteAttention", "LiteDecoderLayer", "LiteForCausalLM", "LiteMLP",
                                "LiteModel"],
