@@ -1,4 +1,4 @@
-"""transformers' own config classes, imported without transformers' modelling stack.
+"""transformers' config and tokenizer classes, imported without its modelling stack.
 
 A transformers configuration module (``configuration_llama``, ...) pulls in, through shared
 utilities, modules that only modelling needs: its type validators import ``activations`` and so
@@ -55,7 +55,7 @@ _STAND_INS = {
 
 @contextmanager
 def config_imports():
-    """Wrap transformers config loading (``AutoConfig.from_pretrained``, ``AutoConfig.for_model``)."""
+    """Wrap loading a config or tokenizer with transformers (``AutoConfig``, ``AutoTokenizer``)."""
     added = {}
     for name, attrs in _STAND_INS.items():
         if name not in sys.modules:

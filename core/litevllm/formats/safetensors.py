@@ -75,5 +75,6 @@ class SafetensorsFormat(CheckpointFormat):
             "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json"))
         if not has_tokenizer:
             return None
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(self.path)
+        with config_imports():
+            from transformers import AutoTokenizer
+            return AutoTokenizer.from_pretrained(self.path)
