@@ -5,10 +5,11 @@ import sys
 
 from transformers import AutoConfig
 
-# seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf)
+# seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf;
+# sympy: torch's meta-tensor path)
 HEAVY = ["torch.distributed.tensor", "torch.distributed.fsdp", "torch._dynamo", "accelerate",
          "transformers.activations", "transformers.core_model_loading",
-         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf"]
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy"]
 
 START = """
 import sys

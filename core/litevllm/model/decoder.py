@@ -174,9 +174,11 @@ class LiteForCausalLM(nn.Module):
         if self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
         else:
-            self.lm_head = nn.utils.skip_init(nn.Linear, config.hidden_size, config.vocab_size,
-                                              bias=False, dtype=ctx.dtype, device=ctx.device)
-            self.lm_head.weight.requires_grad_(False)
+            with torch.device("meta"):  # no random init (see embed_tokens)
+                self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head.weight = nn.Parameter(torch.empty(
+                config.vocab_size, config.hidden_size, dtype=ctx.dtype, device=ctx.device),
+                requires_grad=False)
         self.final_logit_softcap = getattr(config, "final_logit_softcapping", None)
 
     def num_kv_layers(self) -> int:
