@@ -20,6 +20,12 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 
 
+def _real_module(name: str):
+    if isinstance(sys.modules.get(name), _StandIn):
+        del sys.modules[name]
+    return importlib.import_module(name)
+
+
 class _DeferredMapping(Mapping):
     """A module-level mapping that imports its module on first use."""
 
@@ -28,7 +34,7 @@ class _DeferredMapping(Mapping):
 
     def _real(self):
         module, attr = self._where
-        return getattr(importlib.import_module(module), attr)
+        return getattr(_real_module(module), attr)
 
     def __getitem__(self, key):
         return self._real()[key]
@@ -41,15 +47,26 @@ class _DeferredMapping(Mapping):
 
 
 class _StandIn(types.ModuleType):
+    """Names in ``absent`` raise ImportError (which transformers skips); any other name not
+    set on the stand-in imports the real module."""
+
+    def __init__(self, name: str, attrs: dict, absent: frozenset = frozenset()):
+        super().__init__(name)
+        self.__dict__.update(attrs)
+        self._absent = absent
+
     def __getattr__(self, attr):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        raise ImportError(f"{self.__name__}.{attr} is not loaded while a config class is imported")
+        if attr in self._absent:
+            raise ImportError(f"{self.__name__}.{attr} is not loaded while a config loads")
+        return getattr(_real_module(self.__name__), attr)
 
 
-_STAND_INS = {
-    "transformers.activations": {"ACT2FN": _DeferredMapping("transformers.activations", "ACT2FN")},
-    "transformers.models.auto.modeling_auto": {},
+_STAND_INS = {  # name: (attributes, absent names)
+    "transformers.activations": (
+        {"ACT2FN": _DeferredMapping("transformers.activations", "ACT2FN")}, frozenset()),
+    "transformers.models.auto.modeling_auto": ({}, frozenset({"MODEL_MAPPING_NAMES"})),
 }
 
 
@@ -57,10 +74,9 @@ _STAND_INS = {
 def config_imports():
     """Wrap loading a config or tokenizer with transformers (``AutoConfig``, ``AutoTokenizer``)."""
     added = {}
-    for name, attrs in _STAND_INS.items():
+    for name, (attrs, absent) in _STAND_INS.items():
         if name not in sys.modules:
-            added[name] = sys.modules[name] = _StandIn(name)
-            added[name].__dict__.update(attrs)
+            added[name] = sys.modules[name] = _StandIn(name, attrs, absent)
     try:
         yield
     finally:
