@@ -4,12 +4,12 @@ A transformers configuration module (``configuration_llama``, ...) pulls in, thr
 utilities, modules that only modelling needs: its type validators import ``activations`` and so
 hub kernels, weight conversion, accelerate, ``torch.distributed.tensor`` and FSDP (transformers
 5.2x); its docstring decorator imports the auto model classes, generation and ``torch._dynamo``
-(5.1x). That is seconds of every start. While ``config_imports()`` loads a config those two modules
-are stand-ins: ``ACT2FN`` is a mapping that imports the real one on first use (only configs that
-validate an activation name touch it), and the model-class lookup of the docstring decorator
-finds nothing, which transformers skips. The stand-ins leave ``sys.modules`` right after, so
-a later real import (transformers' models, in tests) gets the real modules. Config semantics stay
-transformers': same classes, defaults, validation and ``from_pretrained``.
+(5.1x). That is seconds of every start. Inside ``config_imports()`` those two modules are
+stand-ins: ``ACT2FN`` is a mapping that imports the real module on first use (only configs that
+validate an activation name touch it); the docstring decorator's model-class lookup raises
+ImportError, which transformers skips; any other name imports the real module. The stand-ins
+leave ``sys.modules`` on exit, so later imports (transformers' models, in tests) get the real
+modules. Config semantics stay transformers': same classes, defaults, validation, loading.
 """
 from __future__ import annotations
 
