@@ -9,8 +9,9 @@ TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image w
 files, so without it every start compiles every module's source): the first run compiles every
 kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
 the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its
-phases, and the first request after ready (1 prompt, 8 tokens). Phases come from wrapping
-engine functions, so the script also times versions of LitevLLM that predate it:
+phases, the first request after ready (1 prompt, 8 tokens) and ``modules`` (how many were
+imported by ready). Phases come from wrapping engine functions, so the script also times
+versions of LitevLLM that predate it:
 
 - ``import``: torch and litevllm; ``cuda_init``: the CUDA context;
 - ``config``: plugin discovery, checkpoint format and config, up to building the ops;
@@ -78,6 +79,7 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t_ready = time.perf_counter()
+    modules = len(sys.modules)
     if prof is not None:
         prof.disable()
     llm.generate([{"prompt_token_ids": list(range(3, 67))}],
@@ -97,7 +99,8 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     result = {"total_s": t_ready - t_start, "llm_s": llm_s,
               "first_request_s": t_first - t_ready,
               "phases_s": {k: round(v, 3) for k, v in phases.items()},
-              "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks}
+              "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks,
+              "modules": modules}
     if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
         from litevllm.bench import measure_latency
         for bs in (1, 128):

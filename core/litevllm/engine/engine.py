@@ -16,6 +16,7 @@ from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.sampler import Sampler, prompt_logprobs
 from litevllm.engine.scheduler import ScheduledBatch, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
+from litevllm.formats.hf_config import config_imports
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
@@ -134,8 +135,9 @@ class LLMEngine:
 
     def _load_tokenizer(self, fmt):
         if self.config.tokenizer:
-            from transformers import AutoTokenizer
-            return AutoTokenizer.from_pretrained(self.config.tokenizer)
+            with config_imports():
+                from transformers import AutoTokenizer
+                return AutoTokenizer.from_pretrained(self.config.tokenizer)
         return fmt.load_tokenizer()
 
     def _eos_ids(self) -> list[int]:

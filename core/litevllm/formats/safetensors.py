@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from litevllm.formats.base import CheckpointError, CheckpointFormat
+from litevllm.formats.hf_config import config_imports
 
 
 class SafetensorsFormat(CheckpointFormat):
@@ -37,7 +38,8 @@ class SafetensorsFormat(CheckpointFormat):
         from transformers import AutoConfig, PretrainedConfig
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         try:
-            return AutoConfig.from_pretrained(self.path)
+            with config_imports():
+                return AutoConfig.from_pretrained(self.path)
         except (ValueError, OSError, KeyError) as e:
             raw = self._raw_config()
             if raw.get("model_type") and raw["model_type"] not in CONFIG_MAPPING_NAMES:
@@ -69,9 +71,10 @@ class SafetensorsFormat(CheckpointFormat):
                     yield name, tensor
 
     def load_tokenizer(self):
-        from transformers import AutoTokenizer
         has_tokenizer = any((self.path / f).is_file() for f in (
             "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json"))
         if not has_tokenizer:
             return None
-        return AutoTokenizer.from_pretrained(self.path)
+        with config_imports():
+            from transformers import AutoTokenizer
+            return AutoTokenizer.from_pretrained(self.path)

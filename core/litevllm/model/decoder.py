@@ -119,7 +119,9 @@ class LiteModel(nn.Module):
 
     def __init__(self, config, ctx: ModelContext, prefix: str = "model"):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=ctx.dtype)
+        # uninitialised (no random init): weights are loaded or drawn by init_dummy_weights
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, _weight=torch.empty(
+            config.vocab_size, config.hidden_size, dtype=ctx.dtype, device=ctx.device))
         self.embed_tokens.weight.requires_grad_(False)
         self.layers = nn.ModuleList(self.layer_cls(config, i, ctx, f"{prefix}.layers.{i}")
                                     for i in range(config.num_hidden_layers))
@@ -172,9 +174,11 @@ class LiteForCausalLM(nn.Module):
         if self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
         else:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False,
-                                     dtype=ctx.dtype)
-            self.lm_head.weight.requires_grad_(False)
+            with torch.device("meta"):  # no random init (see embed_tokens)
+                self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head.weight = nn.Parameter(torch.empty(
+                config.vocab_size, config.hidden_size, dtype=ctx.dtype, device=ctx.device),
+                requires_grad=False)
         self.final_logit_softcap = getattr(config, "final_logit_softcapping", None)
 
     def num_kv_layers(self) -> int:

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from litevllm.plugin_api import CheckpointError, CheckpointFormat
+from litevllm.plugin_api import CheckpointError, CheckpointFormat, config_imports
 
 from .arch import (ARCHITECTURES, CONFIG_KEYS, CONFIG_TENSORS, EXPERT_TENSORS, LINEAR_TENSORS,
                    TOKEN_ID_KEYS, hf_tensor_name, llama3_rope_scaling, split_name, unpermute_rows)
-from .dequant import GGUFBlocks, is_supported, unsupported_type_error
-from .quant import GGUFQuantConfig
-from .reader import GGUFFile, TensorInfo
+
+if TYPE_CHECKING:  # the gguf library loads on use: detecting a format must stay cheap
+    from .dequant import GGUFBlocks
+    from .reader import TensorInfo
 
 
 def _find_gguf_file(path: Path) -> Path:
@@ -39,6 +40,7 @@ class GGUFFormat(CheckpointFormat):
     name = "gguf"
 
     def __init__(self, path: Path):
+        from .reader import GGUFFile
         super().__init__(path)
         self.file = GGUFFile(_find_gguf_file(self.path))
         self.arch_name = self.file.architecture
@@ -90,7 +92,8 @@ class GGUFFormat(CheckpointFormat):
         rope_scaling = self._rope_scaling(fields)
         if rope_scaling:
             fields["rope_scaling"] = rope_scaling
-        config = AutoConfig.for_model(self.arch.model_type, **{**self.arch.config_defaults, **fields})
+        with config_imports():
+            config = AutoConfig.for_model(self.arch.model_type, **{**self.arch.config_defaults, **fields})
         config.architectures = [self.arch.hf_class]
         config.quantization_config = {"quant_method": "gguf"}  # GGUFQuantConfig; "none" dequantizes
         return config
@@ -120,6 +123,7 @@ class GGUFFormat(CheckpointFormat):
         self.quant = quant
 
     def _blocks(self, info: TensorInfo, row_order: torch.Tensor | None = None) -> GGUFBlocks:
+        from .dequant import GGUFBlocks
         raw = self.file.raw(info)
         if row_order is not None:  # rows are whole blocks, so reorder the bytes before decoding
             raw = raw.view(info.shape[0], -1)[row_order].reshape(-1)
@@ -129,6 +133,8 @@ class GGUFFormat(CheckpointFormat):
         return self._blocks(info, row_order).dequantize(dtype)
 
     def iter_tensors(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        from .dequant import is_supported, unsupported_type_error
+        from .quant import GGUFQuantConfig
         for info in self.file.tensors.values():  # fail before any weight is loaded
             if not is_supported(info.ggml_type):
                 raise unsupported_type_error(info.name, info.ggml_type)

@@ -1,0 +1,59 @@
+"""Start-up imports: an engine start loads transformers' config, never its modelling stack."""
+import json
+import subprocess
+import sys
+
+from transformers import AutoConfig
+
+# seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf;
+# sympy: torch's meta-tensor path)
+HEAVY = ["torch.distributed.tensor", "torch.distributed.fsdp", "torch._dynamo", "accelerate",
+         "transformers.activations", "transformers.core_model_loading",
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy"]
+
+START = """
+import sys
+from litevllm import LLM
+llm = LLM(sys.argv[1])
+assert llm.engine.tokenizer is not None
+print(" ".join(m for m in sys.argv[2:] if m in sys.modules))
+"""
+
+CONFIGS = """
+import json, sys
+from transformers import AutoConfig
+from litevllm.formats.hf_config import config_imports
+out = {}
+for path in sys.argv[1:]:
+    with config_imports():
+        out[path] = json.loads(AutoConfig.from_pretrained(path).to_json_string())
+assert "transformers.activations" not in sys.modules
+from transformers.utils.type_validators import ACT2FN  # deferred: loads the real one on use
+assert "silu" in ACT2FN and "no-such-act" not in ACT2FN
+import transformers.activations as real
+assert type(real).__name__ == "module" and real.ACT2FN is not ACT2FN
+print(json.dumps(out))
+"""
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_engine_start_skips_modelling_imports(llama_dir):
+    assert run(START, llama_dir, *HEAVY).split() == []
+
+
+def test_configs_match_transformers(tmp_path):
+    paths = []
+    for model_type in ("llama", "mistral", "gemma2", "qwen2_moe", "qwen3", "phi3"):
+        (tmp_path / model_type).mkdir()
+        (tmp_path / model_type / "config.json").write_text(json.dumps(
+            {"model_type": model_type, "hidden_act": "gelu_pytorch_tanh", "vocab_size": 99}))
+        paths.append(str(tmp_path / model_type))
+    light = json.loads(run(CONFIGS, *paths))
+    for path in paths:
+        assert light[path] == json.loads(AutoConfig.from_pretrained(path).to_json_string()), path
