@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
-# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup ...]
+# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
+#                                    throughput|serve|ray ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
+if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydantic; ray[serve])
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+      .whl/*.whl > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
+  export PYTHONPATH=/tmp/site
+fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
-    -e plugins/qwen_moe -e plugins/gemma > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+    -e plugins/qwen_moe -e plugins/gemma -e plugins/gguf -e plugins/gptq -e plugins/fp8 \
+    -e plugins/openai -e plugins/ray > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+C=benchmarks/configs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout 300 python3 -m pytest -q tests/gpu 2>&1 | tail -15 ;;
+    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/gpu \
+        > "$OUT/gpu_tests.log" 2>&1; grep -E "passed|failed|^FAILED|^ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
+    quant) timeout 200 python3 benchmarks/bench_quant.py ${QUANT_ARGS:-} --out "$OUT/quant" 2>&1 \
+        | grep -v -i warn | tail -25 ;;
+    fp8) timeout 200 python3 benchmarks/bench_fp8.py --pick --runs decode_b1,decode_b64 --iters 2 \
+        --out "$OUT/fp8_pick.jsonl" 2>&1 | grep -v -i warn | tail -20 ;;
+    throughput) timeout 120 lite bench throughput --model $C/tinyllama-1.1b --load-format dummy \
+        --max-model-len 4096 --num-prompts 256 --min-len 100 --max-len 1024 --no-progress \
+        --json-out "$OUT/cli_throughput.json" 2>&1 | tail -4 ;;
+    serve) timeout 200 python3 benchmarks/bench_serve.py --model $C/tinyllama-1.1b \
+        --serve-args "--load-format dummy --max-model-len 4096" --concurrency ${SERVE_C:-16,256} \
+        --full --json-out "$OUT/serve.json" 2>&1 | grep -v -i warn | tail -12 ;;
+    ray) RAY_AUTH_MODE=disabled timeout 240 python3 benchmarks/bench_routing.py --replicas 2 \
+        --gpus-per-replica 0.5 --conversations 32 --turns 4 --json-out "$OUT/routing.json" -- \
+        --model $C/tinyllama-1.1b --load-format dummy --max-model-len 4096 2>&1 \
+        | grep -E '^\{|Error|error' | tail -8 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
              python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;
-    baselines) C=benchmarks/configs  # result lines, or the error that stopped a baseline
+    baselines)  # result lines, or the error that stopped a baseline
       hf() { timeout 200 python3 benchmarks/hf_baseline.py "$@" 2>&1 | grep -E '^\{|Error|error:' | tail -4; }
       hf $C/tinyllama-1.1b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_tinyllama.json"
       hf $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json"
