@@ -46,11 +46,12 @@ def attention(batch=256, ctx=500, block=16, hkv=2, heads=4, dim=16):
 def block_tables(batch=256, blocks=62):
     class Seq:
         def __init__(self, i):
+            self.seq_id = i
             self.block_table = list(range(i * blocks, (i + 1) * blocks))
-            self.runner_state = None
     seqs = [Seq(i) for i in range(batch)]
     runner = ModelRunner.__new__(ModelRunner)
     runner.max_blocks_per_seq = 128
+    runner.tables = {}
 
     def lists():
         width = max(len(s.block_table) for s in seqs)

@@ -76,7 +76,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
     enable_chunked_prefill: bool = True
     # decode steps run back to back on the device between host syncs (vLLM's
-    # num_scheduler_steps); only for batches of plain decodes, see LLMEngine._multi_step_count.
+    # num_scheduler_steps); only for batches of plain decodes, see Scheduler._lookahead.
     # None: DEFAULT_GRAPH_STEPS when decode replays CUDA graphs, else 1 (nothing to amortise)
     num_scheduler_steps: int | None = attrs.field(default=None, validator=_positive)
 

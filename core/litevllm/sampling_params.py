@@ -24,6 +24,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    structured_outputs: object = None     # a StructuredOutputsParams: constrain the output
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -45,6 +45,7 @@ class ModelRunner:
         self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
             getattr(attn_backend, "supports_cuda_graphs", False)
         self.graphs: dict[int, tuple] = {}
+        self.tables: dict[int, list] = {}  # seq_id -> [cpu row, the block list it mirrors, synced]
         self.capture_seconds = 0.0
 
     # KV cache --------------------------------------------------------------------------------
@@ -67,16 +68,21 @@ class ModelRunner:
             cache[:, dst] = cache[:, src]
 
     # inputs ----------------------------------------------------------------------------------
+    def release(self, seq_ids) -> None:
+        """Forget finished sequences' cached block-table rows."""
+        for seq_id in seq_ids:
+            self.tables.pop(seq_id, None)
+
     def _block_tables(self, seqs) -> torch.Tensor:
         """[B, width] int32 on the CPU. Each sequence keeps a tensor row that only receives its
         newly added blocks, so long tables are not rebuilt from Python lists every step."""
         rows = []
         for seq in seqs:
-            cached = seq.runner_state
+            cached = self.tables.get(seq.seq_id)
             table = seq.block_table
             if cached is None or cached[1] is not table:  # new, preempted or forked table
                 cached = [torch.zeros(self.max_blocks_per_seq, dtype=torch.int32), table, 0]
-                seq.runner_state = cached
+                self.tables[seq.seq_id] = cached
             row, _, synced = cached
             if len(table) > synced:
                 row[synced:len(table)] = torch.tensor(table[synced:], dtype=torch.int32)
@@ -106,30 +112,33 @@ class ModelRunner:
             rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        if not batch.drafts and all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
+                                    for s, n in zip(batch.seqs, batch.num_new_tokens)):
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         bs = self.block_size
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            draft = batch.drafts.get(seq.seq_id, ())  # verified in the same pass: n + d rows
             start = seq.num_computed_tokens
             end = start + n
             ids.extend(seq.token_ids[start:end])
-            pos.extend(range(start, end))
+            ids.extend(draft)
+            n += len(draft)
+            pos.extend(range(start, end + len(draft)))
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
             prompt_index.append(-1)
             if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
                 prompt_index[-1] = len(logit_rows)
                 logit_rows.extend(range(qsl[-1], qsl[-1] + n - (end == seq.num_tokens)))
             if end == seq.num_tokens:
                 sample_index.append(len(logit_rows))
-                logit_rows.append(qsl[-1] + n - 1)
+                logit_rows.extend(range(qsl[-1] + n - 1 - len(draft), qsl[-1] + n))
             else:
                 sample_index.append(-1)
             qsl.append(qsl[-1] + n)
-            seq_lens.append(end)
+            seq_lens.append(start + n)
             query_lens.append(n)
         block_tables = self._block_tables(batch.seqs)
         dev = self.device
