@@ -14,6 +14,7 @@ from litevllm.engine.output_processor import OutputProcessor, Request
 from litevllm.engine.sampler import Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
+from litevllm.engine.speculative import SpeculativeDecoder
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
@@ -91,7 +92,8 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
-        self.spec = None
+        self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len) \
+            if config.speculative else None
         log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
                  "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
                  self.num_blocks * config.cache.block_size / self.max_model_len,
@@ -231,6 +233,8 @@ class LLMEngine:
         del self.requests[request.request_id]
         for seq in request.seqs:
             self.output.free(seq.seq_id)
+            if self.spec:
+                self.spec.forget(seq.seq_id)
         self.runner.release([seq.seq_id for seq in request.seqs])
 
     def has_unfinished_requests(self) -> bool:

@@ -224,7 +224,7 @@ class Scheduler:
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             if seq.num_computed_tokens + n == seq.num_tokens and self.will_fork(seq):
                 batch.forks[seq.seq_id] = [self.make_child(seq, i) for i in range(1, seq.params.n)]
-        if lookahead and not drafts:
+        if lookahead and not batch.drafts:
             batch.num_steps = self._lookahead(batch, lookahead + 1)
         return batch
 
