@@ -1,7 +1,7 @@
 """LitevLLM: a small, fast LLM inference engine in Python and Triton."""
 from litevllm.version import PLUGIN_API_VERSION, __version__
 
-__all__ = ["LLM", "SamplingParams", "PLUGIN_API_VERSION", "__version__"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputsParams", "PLUGIN_API_VERSION", "__version__"]
 
 
 def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
@@ -11,4 +11,7 @@ def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
     if name == "SamplingParams":
         from litevllm.sampling_params import SamplingParams
         return SamplingParams
+    if name == "StructuredOutputsParams":
+        from litevllm.structured.params import StructuredOutputsParams
+        return StructuredOutputsParams
     raise AttributeError(f"module 'litevllm' has no attribute {name!r}")

@@ -36,6 +36,8 @@ _EXPORTS = {
     "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",
                                    "UnquantizedMoEMethod", "copy_shard"],
     "litevllm.plugins": ["PluginError"],
+    "litevllm.structured.backend": ["GrammarMatcher", "StructuredOutputBackend", "apply_bitmask"],
+    "litevllm.structured.params": ["StructuredOutputsParams"],
     "litevllm.cli": ["engine_options", "build_llm", "fail"],  # for register_commands plugins
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from litevllm.structured.params import StructuredOutputsParams
+
 
 @dataclass
 class SamplingParams:
@@ -24,7 +26,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
-    structured_outputs: object = None     # a StructuredOutputsParams: constrain the output
+    structured_outputs: StructuredOutputsParams | None = None  # constrain the output
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -82,6 +84,9 @@ class SamplingParams:
             bad("prompt_logprobs", "must be a non-negative integer or None")
         if self.seed is not None and not isinstance(self.seed, int):
             bad("seed", "must be an integer or None")
+        if self.structured_outputs is not None and \
+                not isinstance(self.structured_outputs, StructuredOutputsParams):
+            bad("structured_outputs", "must be a StructuredOutputsParams or None")
 
     @property
     def greedy(self) -> bool:

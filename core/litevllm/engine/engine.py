@@ -21,6 +21,7 @@ from litevllm.ops import Ops, pick_attention_backend
 from litevllm.outputs import RequestOutput
 from litevllm.plugins import PluginError, get_plugin_manager
 from litevllm.sampling_params import SamplingParams
+from litevllm.structured.manager import StructuredOutputManager
 
 log = logging.getLogger("litevllm")
 
@@ -80,6 +81,8 @@ class LLMEngine:
                                    config.cache.enable_prefix_caching, self.max_model_len,
                                    self._eos_ids(), self._make_child)
         self.output = OutputProcessor(self.tokenizer, self.scheduler)
+        self.structured = StructuredOutputManager(manager, self.tokenizer, self.hf_config.vocab_size,
+                                                  sorted(self.scheduler.eos_token_ids))
         # the longest sequence the KV cache can hold alone; longer ones finish with "length"
         self.max_seq_len = self.scheduler.max_seq_len
         if self.max_seq_len < self.max_model_len:
@@ -176,6 +179,8 @@ class LLMEngine:
         if not ids:
             raise ValueError("prompt is empty")
         self._check_request(ids, params)
+        if params.structured_outputs is not None:
+            self.structured.submit(params.structured_outputs)
         request = Request(request_id, text, ids, params)
         request.seqs.append(self._new_seq(request, 0))
         self.requests[request_id] = request
@@ -233,6 +238,7 @@ class LLMEngine:
         del self.requests[request.request_id]
         for seq in request.seqs:
             self.output.free(seq.seq_id)
+            self.structured.free(seq.seq_id)
             if self.spec:
                 self.spec.forget(seq.seq_id)
         self.runner.release([seq.seq_id for seq in request.seqs])
@@ -279,6 +285,9 @@ class LLMEngine:
             request.forked = True
         for s in [seq] + children:
             new = self.output.process(s, result.logprobs.get(s.seq_id))
+            if new and s.params.structured_outputs is not None \
+                    and self.structured.accept(s, new) and not s.is_finished:
+                self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
             if new or s.seq_id in result.tokens:
                 touched.setdefault(s.request_id, {}).setdefault(s.index, []).extend(new)
 
@@ -309,7 +318,7 @@ class LLMEngine:
         result = StepResult({}, {})
         if sample_seqs:
             picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
-            out = self.sampler(picked, sample_seqs)
+            out = self.sampler(self.structured.mask(picked, sample_seqs), sample_seqs)
             for s, token, lp in zip(sample_seqs, out.token_ids, out.logprobs):
                 result.tokens[s.seq_id] = [token]
                 result.logprobs[s.seq_id] = [lp]
