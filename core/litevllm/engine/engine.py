@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
+        self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
         self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len) \
             if config.speculative else None
         log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
@@ -179,12 +181,15 @@ class LLMEngine:
         if not ids:
             raise ValueError("prompt is empty")
         self._check_request(ids, params)
-        if params.structured_outputs is not None:
-            self.structured.submit(params.structured_outputs)
+        grammar = self.structured.submit(params.structured_outputs) \
+            if params.structured_outputs is not None else None
         request = Request(request_id, text, ids, params)
         request.seqs.append(self._new_seq(request, 0))
         self.requests[request_id] = request
-        self.scheduler.add(request.seqs[0])
+        if grammar is not None and not grammar.done():
+            self.compiling.append((grammar, request.seqs[0]))  # scheduled once compiled
+        else:
+            self.scheduler.add(request.seqs[0])
 
     def _check_request(self, ids: list[int], p: SamplingParams) -> None:
         """Checks that need the model or the cache; each raises ValueError naming the cause."""
@@ -252,14 +257,18 @@ class LLMEngine:
         ``unfinished_outputs=False`` only those that finished (cheaper when not streaming).
         An error inside the step fails only the request that caused it (finish reason
         "error", ``RequestOutput.error`` says why); the others go on."""
+        touched: dict[str, dict[int, list[int]]] = {}
+        if self.compiling:
+            self._admit_compiled(touched)
         drafts = self.spec.propose(self.scheduler.running) if self.spec else None
         batch = self.scheduler.schedule(self.num_scheduler_steps - 1, drafts)
         if not batch:
             if self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
-            return []
+            if self.compiling and not touched:  # only grammars to wait for: do not spin
+                wait([f for f, _ in self.compiling], timeout=0.05, return_when=FIRST_COMPLETED)
+            return self._outputs(touched, unfinished_outputs)
         self.runner.copy_blocks(self.scheduler.take_copies())
-        touched: dict[str, dict[int, list[int]]] = {}
         try:
             result = self._execute(batch)
         except Exception:  # noqa: BLE001 - find the request that broke the batch
@@ -277,6 +286,21 @@ class LLMEngine:
         if self.spec:
             self.spec.observe(batch, result.tokens)
         return self._outputs(touched, unfinished_outputs)
+
+    def _admit_compiled(self, touched) -> None:
+        """Schedule the requests whose grammar finished compiling; fail those it rejected."""
+        still = []
+        for future, seq in self.compiling:
+            request = self.requests.get(seq.request_id)
+            if request is None or seq.is_finished:
+                continue  # aborted meanwhile
+            if not future.done():
+                still.append((future, seq))
+            elif future.exception() is not None:
+                self._fail(request, future.exception(), touched)
+            else:
+                self.scheduler.add(seq)
+        self.compiling = still
 
     def _process(self, request: Request, batch, seq: Sequence, result: StepResult, touched) -> None:
         children = batch.forks.get(seq.seq_id, [])

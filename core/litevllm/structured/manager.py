@@ -44,16 +44,18 @@ class StructuredOutputManager:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="litevllm-grammar")
         return self._backend
 
-    def submit(self, params) -> None:
-        """Check ``params`` now (ValueError naming the problem) and start compiling it."""
+    def submit(self, params) -> Future:
+        """Check ``params`` now (ValueError naming the problem) and start compiling it on the
+        worker thread, or return the cached compilation."""
         key = params.key()
         done = self.compiled.get(key)
         if done is not None:
             if done.done() and done.exception() is not None:
                 raise ValueError(str(done.exception()))
-            return
+            return done
         self.backend.validate(params)
-        self.compiled[key] = self._pool.submit(self.backend.compile, params)
+        future = self.compiled[key] = self._pool.submit(self.backend.compile, params)
+        return future
 
     def _matcher(self, seq):
         m = self.matchers.get(seq.seq_id)

@@ -146,3 +146,33 @@ def test_apply_bitmask():
     out = apply_bitmask(logits, bitmask)
     assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [0, 2]
     assert torch.isfinite(out[1]).nonzero().flatten().tolist() == [31]
+
+
+def test_compiling_does_not_hold_up_other_requests(llm, monkeypatch):
+    import threading
+    engine = llm.engine
+    backend = engine.structured.backend
+    release, compile_ = threading.Event(), backend.compile
+
+    def slow(params):
+        release.wait(10)
+        if params.regex == "q+":
+            raise RuntimeError("compiler crashed")
+        return compile_(params)
+    monkeypatch.setattr(backend, "compile", slow)
+    slow_params = SamplingParams(temperature=0, max_tokens=5,
+                                 structured_outputs=StructuredOutputsParams(regex="[pq]{3}"))
+    broken = SamplingParams(structured_outputs=StructuredOutputsParams(regex="q+"))
+    engine.add_request("slow", "hi", slow_params)
+    engine.add_request("broken", "hi", broken)
+    engine.add_request("free", "hi", SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    finals = {}
+    for _ in range(3):  # the free request runs while both grammars compile
+        finals.update((o.request_id, o) for o in engine.step() if o.finished)
+    assert set(finals) == {"free"}
+    release.set()
+    while engine.has_unfinished_requests():
+        finals.update((o.request_id, o) for o in engine.step() if o.finished)
+    assert re.fullmatch("[pq]{3}", finals["slow"].outputs[0].text)
+    assert finals["broken"].outputs[0].finish_reason == "error"
+    assert "compiler crashed" in finals["broken"].error
