@@ -97,8 +97,8 @@ class LLMEngine:
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
         self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
-        self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len) \
-            if config.speculative else None
+        self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len,
+                                       self.structured.valid_draft) if config.speculative else None
         log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
                  "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
                  self.num_blocks * config.cache.block_size / self.max_model_len,
@@ -350,7 +350,8 @@ class LLMEngine:
             seqs = [s for s, _ in verify]
             drafts = [batch.drafts[s.seq_id] for s in seqs]
             index = [i + j for (_, i), d in zip(verify, drafts) for j in range(len(d) + 1)]
-            accepted = self.sampler.verify(logits[index], seqs, drafts)
+            rows = self.structured.mask_drafts(logits[index], seqs, drafts)
+            accepted = self.sampler.verify(rows, seqs, drafts)
             result.tokens.update((s.seq_id, t) for s, t in zip(seqs, accepted))
         return result
 

@@ -70,13 +70,18 @@ def default_child(parent: Sequence, index: int) -> Sequence:
                     parent.seed + index)
 
 
-def multi_step_ok(seq: Sequence) -> bool:
-    """Whether a decode can run several steps without the host: nothing the sampler or the
-    output needs between tokens (logprobs, penalties, min_tokens, a grammar)."""
+def plain_sampling(seq: Sequence) -> bool:
+    """Whether each token is sampled from the logits alone: no logprobs to record, no
+    penalties or min_tokens depending on the tokens before it (speculative drafts need this)."""
     p = seq.params
     return p.logprobs is None and p.repetition_penalty == 1 and not p.presence_penalty \
-        and not p.frequency_penalty and seq.num_output_tokens >= p.min_tokens \
-        and p.structured_outputs is None
+        and not p.frequency_penalty and seq.num_output_tokens >= p.min_tokens
+
+
+def multi_step_ok(seq: Sequence) -> bool:
+    """Whether a decode can run several steps without the host: plain sampling and no grammar
+    to advance between tokens."""
+    return plain_sampling(seq) and seq.params.structured_outputs is None
 
 
 class Scheduler:

@@ -1,15 +1,16 @@
 """Speculative decoding around the scheduler: drafts before scheduling, acceptance statistics
 after the step, and the switch that stops drafting when it does not pay.
 
-Drafts go only to sequences that decode one token at a time anyway without host work between
-tokens (see ``multi_step_ok``). Verification (``Sampler.verify``) keeps greedy output identical
+Drafts go only to sequences whose tokens depend on the logits alone (``plain_sampling``); a
+constrained sequence's draft is cut where its grammar rejects it (``trim``) and every verify
+row gets the grammar's mask for its position. Verification (``Sampler.verify``) keeps greedy output identical
 to plain decoding and samples exactly from the target distribution otherwise.
 """
 from __future__ import annotations
 
 from litevllm.config import SpeculativeConfig
 from litevllm.engine.ngram_proposer import NgramProposer
-from litevllm.engine.scheduler import ScheduledBatch, multi_step_ok
+from litevllm.engine.scheduler import ScheduledBatch, plain_sampling
 from litevllm.engine.sequence import Sequence
 
 EMA = 0.8            # weight of the past in the recent acceptance rate
@@ -17,8 +18,9 @@ PAUSE_STEPS = 8      # engine steps without drafts once the acceptance rate is t
 
 
 class SpeculativeDecoder:
-    def __init__(self, config: SpeculativeConfig, max_seq_len: int):
+    def __init__(self, config: SpeculativeConfig, max_seq_len: int, trim=None):
         self.config, self.max_seq_len = config, max_seq_len
+        self.trim = trim   # (seq, draft) -> the draft's prefix a constrained sequence may take
         self.proposer = NgramProposer(config.num_speculative_tokens, config.prompt_lookup_min,
                                       config.prompt_lookup_max)
         self.synced: dict[int, int] = {}
@@ -36,7 +38,7 @@ class SpeculativeDecoder:
             return None
         drafts = {}
         for seq in running:
-            if not seq.num_output_tokens or not seq.is_decode or not multi_step_ok(seq):
+            if not seq.num_output_tokens or not seq.is_decode or not plain_sampling(seq):
                 continue
             p = seq.params
             room = self.max_seq_len - seq.num_tokens
@@ -48,6 +50,8 @@ class SpeculativeDecoder:
             tokens = self.proposer.tokens(seq.seq_id, seq.token_ids, self.synced.get(seq.seq_id, 0))
             self.synced[seq.seq_id] = len(tokens)
             draft = self.proposer.propose(tokens, k)
+            if draft and self.trim is not None and p.structured_outputs is not None:
+                draft = self.trim(seq, draft)
             if draft:
                 drafts[seq.seq_id] = draft
         return drafts or None

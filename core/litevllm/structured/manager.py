@@ -77,6 +77,44 @@ class StructuredOutputManager:
         index = torch.tensor(rows, device=logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
 
+    def valid_draft(self, seq, draft: list[int]) -> list[int]:
+        """The longest prefix of ``draft`` that ``seq``'s grammar accepts (state unchanged)."""
+        m = self._matcher(seq)
+        n = 0
+        for token in draft:
+            if m.is_terminated() or not m.accept_token(token):
+                break
+            n += 1
+        if n:
+            m.rollback(n)
+        return draft[:n]
+
+    def mask_drafts(self, logits: torch.Tensor, seqs, drafts) -> torch.Tensor:
+        """Mask verify rows (1 + len(draft) per sequence): row j of a constrained sequence gets
+        its grammar's mask after the first j draft tokens (which ``valid_draft`` checked)."""
+        if all(s.params.structured_outputs is None for s in seqs):
+            return logits
+        rows, start = [], 0
+        for seq, draft in zip(seqs, drafts):
+            if seq.params.structured_outputs is not None:
+                rows.append((seq, draft, start))
+            start += len(draft) + 1
+        bitmask = self.backend.allocate_bitmask(sum(len(d) + 1 for _, d, _ in rows))
+        index, j = [], 0
+        for seq, draft, start in rows:
+            m = self._matcher(seq)
+            for i in range(len(draft) + 1):
+                if not m.is_terminated():  # after a drafted stop token: unused, left open
+                    m.fill_bitmask(bitmask, j)
+                index.append(start + i)
+                j += 1
+                if i < len(draft):
+                    m.accept_token(draft[i])
+            if draft:
+                m.rollback(len(draft))
+        index = torch.tensor(index, device=logits.device)
+        return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
+
     def accept(self, seq, tokens: list[int]) -> bool:
         """Advance ``seq``'s grammar; returns whether it is now terminated."""
         m = self._matcher(seq)

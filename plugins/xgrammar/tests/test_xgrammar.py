@@ -176,3 +176,28 @@ def test_compiling_does_not_hold_up_other_requests(llm, monkeypatch):
     assert re.fullmatch("[pq]{3}", finals["slow"].outputs[0].text)
     assert finals["broken"].outputs[0].finish_reason == "error"
     assert "compiler crashed" in finals["broken"].error
+
+
+@pytest.mark.parametrize("spoil", [0, 3])
+def test_speculative_drafts_for_constrained_rows(model_dir, llm, spoil):
+    """Drafts (an oracle: the plain constrained output, every ``spoil``-th token changed) are cut
+    where the grammar rejects them and verified under per-position masks: same output."""
+    spec = LLM(str(model_dir), block_size=8, max_num_seqs=8, speculative_config={
+        "method": "ngram", "num_speculative_tokens": 4, "min_acceptance_rate": 0.01})
+    params = SamplingParams(temperature=0, max_tokens=80,
+                            structured_outputs=CONSTRAINTS["json"][0])
+    ref = llm.generate("the cat", params)[0]
+    oracle = ref.prompt_token_ids + ref.outputs[0].token_ids
+
+    def propose(tokens, k):
+        draft = oracle[len(tokens):len(tokens) + k]
+        return [t + 1 if spoil and (len(tokens) + i) % spoil == 0 else t
+                for i, t in enumerate(draft)]
+    spec.engine.spec.proposer.propose = propose
+    out = spec.generate("the cat", params)[0]
+    assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+    check([out], "json")
+    stats = spec.engine.stats()
+    assert stats["spec_num_accepted_tokens"] > 0
+    if spoil:
+        assert stats["spec_num_accepted_tokens"] < len(ref.outputs[0].token_ids) - 1
