@@ -303,11 +303,11 @@ class LLMEngine:
         self.compiling = still
 
     def _process(self, request: Request, batch, seq: Sequence, result: StepResult, touched) -> None:
-        children = batch.forks.get(seq.seq_id, [])
+        children = batch.forks.get(seq.seq_id)
         if children:
             request.seqs.extend(children)
             request.forked = True
-        for s in [seq] + children:
+        for s in (seq, *children) if children else (seq,):
             new = self.output.process(s, result.logprobs.get(s.seq_id))
             if new and s.params.structured_outputs is not None \
                     and self.structured.accept(s, new) and not s.is_finished:
@@ -336,16 +336,18 @@ class LLMEngine:
             if seq.seq_id in batch.drafts:
                 verify.append((seq, idx))
                 continue
-            for s in batch.sample_seqs(seq):
+            rows.append(idx)
+            sample_seqs.append(seq)
+            for child in batch.forks.get(seq.seq_id, ()):
                 rows.append(idx)
-                sample_seqs.append(s)
+                sample_seqs.append(child)
         result = StepResult({}, {})
         if sample_seqs:
             picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
             out = self.sampler(self.structured.mask(picked, sample_seqs), sample_seqs)
-            for s, token, lp in zip(sample_seqs, out.token_ids, out.logprobs):
-                result.tokens[s.seq_id] = [token]
-                result.logprobs[s.seq_id] = [lp]
+            result.tokens = {s.seq_id: [t] for s, t in zip(sample_seqs, out.token_ids)}
+            if any(lp is not None for lp in out.logprobs):
+                result.logprobs = {s.seq_id: [lp] for s, lp in zip(sample_seqs, out.logprobs)}
         if verify:
             seqs = [s for s, _ in verify]
             drafts = [batch.drafts[s.seq_id] for s in seqs]
@@ -383,9 +385,10 @@ class LLMEngine:
         outputs = []
         for rid, deltas in touched.items():
             request = self.requests[rid]
-            if unfinished_outputs or request.finished:
+            finished = request.finished
+            if unfinished_outputs or finished:
                 outputs.append(self.output.output(request, deltas))
-            if request.finished:
+            if finished:
                 self._forget(request)
         return outputs
 

@@ -94,11 +94,8 @@ class Scheduler:
         self.make_child = make_child
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-
-    @property
-    def max_seq_len(self) -> int:
-        """The longest sequence that fits: max_model_len, or the whole KV cache if smaller."""
-        return min(self.max_model_len, self.bm.num_blocks * self.bm.block_size)
+        # the longest sequence that fits: max_model_len, or the whole KV cache if smaller
+        self.max_seq_len = min(max_model_len, self.bm.num_blocks * self.bm.block_size)
 
     def check_admissible(self, num_prompt_tokens: int, n: int = 1) -> None:
         """Raise ValueError if a request could never be scheduled (it would wait forever)."""
@@ -227,7 +224,7 @@ class Scheduler:
             batch.num_new_tokens.append(n)
             budget -= n
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            if seq.num_computed_tokens + n == seq.num_tokens and self.will_fork(seq):
+            if seq.params.n > 1 and self.will_fork(seq) and seq.num_computed_tokens + n == seq.num_tokens:
                 batch.forks[seq.seq_id] = [self.make_child(seq, i) for i in range(1, seq.params.n)]
         if lookahead and not batch.drafts:
             batch.num_steps = self._lookahead(batch, lookahead + 1)
@@ -301,24 +298,26 @@ class Scheduler:
         """Append tokens one at a time (each one's predecessor is now computed) until one
         finishes the sequence; commit, then roll back blocks past the verified tokens."""
         p = seq.params
+        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
+        if seq.metrics.first_token_time is None:
+            seq.metrics.first_token_time = time.monotonic()
         for token in tokens:
             seq.num_computed_tokens += 1
             seq.append_token(token)
-            if seq.metrics.first_token_time is None:
-                seq.metrics.first_token_time = time.monotonic()
+            num_out = seq.num_output_tokens
             reason = None
             if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
-                    and seq.num_output_tokens > p.min_tokens:
+                    and num_out > p.min_tokens:
                 reason = "stop"
                 seq.stop_reason = token if token in p.stop_token_ids else None
-            elif (p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens) \
-                    or seq.num_tokens >= self.max_seq_len:
+            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
                 reason = "length"
             if reason is not None:
                 self.finish(seq, reason)
                 return
         self.bm.commit(seq)
-        self.bm.trim(seq, seq.num_tokens)
+        if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
+            self.bm.trim(seq, seq.num_tokens)
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
         """A stop string ended ``seq`` after its first ``num_tokens`` tokens (seen by the output
