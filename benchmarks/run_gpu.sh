@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
-# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines ...]   (default: all)
+# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|spec ...]   (default: all)
+# WHEELS=dir: wheels to install first without dependencies (e.g. xgrammar for the device)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
-    -e plugins/qwen_moe -e plugins/gemma > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+    -e plugins/qwen_moe -e plugins/gemma -e plugins/xgrammar > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+[ -z "${WHEELS:-}" ] || python3 -m pip install -q --no-deps "$WHEELS"/*.whl >> "$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
     tests) timeout 300 python3 -m pytest -q tests/gpu 2>&1 | tail -15 ;;
+    spec) python3 benchmarks/bench_spec.py --model benchmarks/configs/tinyllama-1.1b \
+              --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
              python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;
