@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
-# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|spec ...]   (default: all)
+# Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|spec ...]
+#   (default: tests suite kernels baselines)
 # WHEELS=dir: wheels to install first without dependencies (e.g. xgrammar for the device)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,5 +25,7 @@ for part in $parts; do
       [ -n "${SKIP_QWEN_BASELINE:-}" ] || hf $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 \
           --output-len 16 --json-out "$OUT/hf_qwen_moe.json" ;;
     profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
+    startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency \
+        --engine '{"max_model_len": 4096}' --out "$OUT/startup.jsonl" 2> "$OUT/startup_profile.txt" ;;
   esac
 done

@@ -2,7 +2,10 @@
 built once per session in a temporary directory."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,3 +113,23 @@ def llm(llama_dir):
     """A shared engine on the tokenized Llama (small block size so prefixes span blocks)."""
     from litevllm import LLM
     return LLM(str(llama_dir), block_size=8, max_num_seqs=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def private_install(tmp_path_factory):
+    """``private_install(src)`` pip-installs a package directory into a temporary ``--target``
+    (never into the running environment) and returns an ``env`` for subprocesses that see it."""
+    done = {}
+
+    def install(src) -> dict:
+        if src not in done:
+            tmp = tmp_path_factory.mktemp("private-install")
+            copy, site = tmp / "src", tmp / "site"  # a copy: the build writes next to the sources
+            shutil.copytree(src, copy, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                            "--no-build-isolation", "--no-compile", "--target", str(site),
+                            str(copy)], check=True, capture_output=True)
+            done[src] = site
+        path = [str(done[src]), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return install

@@ -42,6 +42,36 @@ def test_unknown_architecture(tmp_path, llama_notok_dir, arch, hint):
     assert f"pip install {hint}" in msg
 
 
+def test_unknown_model_type_gets_the_plugin_hint(tmp_path, llama_notok_dir):
+    """Not transformers' "your Transformers is out of date": the plugin to install."""
+    path = copy_ckpt(llama_notok_dir, tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(model_type="frobnicator", architectures=["FrobnicatorForCausalLM"])
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(PluginError) as err:
+        LLM(str(path))
+    msg = str(err.value)
+    assert "architecture 'FrobnicatorForCausalLM'" in msg and "Transformers" not in msg
+    assert "pip install litevllm-plugin-<name>" in msg
+
+@pytest.mark.parametrize("scheme, hint", [("fp8", "pip install litevllm-plugin-fp8"),
+                                           ("bitsandbytes", "no known plugin provides it")])
+def test_unknown_quantization_names_schemes_and_plugin(tmp_path, llama_notok_dir, scheme, hint):
+    from litevllm.plugins import get_plugin_manager
+    if scheme in get_plugin_manager().names("quant_methods"):
+        pytest.skip(f"{scheme} is installed")
+    path = copy_ckpt(llama_notok_dir, tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": scheme}
+    (path / "config.json").write_text(json.dumps(cfg))
+    for kwargs in ({}, {"quantization": scheme}):  # from the checkpoint, or asked for
+        with pytest.raises(PluginError) as err:
+            LLM(str(path if not kwargs else llama_notok_dir), **kwargs)
+        msg = str(err.value)
+        assert f"quantization '{scheme}'" in msg and "installed schemes: " in msg and "none" in msg
+        assert hint in msg
+
+
 def test_no_weights_suggests_dummy(tmp_path, llama_notok_dir):
     path = copy_ckpt(llama_notok_dir, tmp_path / "m", files=("config.json",))
     with pytest.raises(CheckpointError, match="load_format='dummy'"):
@@ -78,7 +108,10 @@ def test_wrong_tensor_shape_is_named(tmp_path, llama_notok_dir):
 
 def test_text_prompt_without_tokenizer(llama_notok_dir):
     llm = LLM(str(llama_notok_dir), block_size=8)
-    text, ids = llm.generate(["hello", {"prompt_token_ids": [3, 4, 5]}], greedy())
+    with pytest.raises(ValueError, match="^prompt 0: .*no tokenizer"):
+        llm.generate(["hello", {"prompt_token_ids": [3, 4, 5]}], greedy())
+    text, ids = llm.generate(["hello", {"prompt_token_ids": [3, 4, 5]}], greedy(),
+                             return_errors=True)
     assert text.outputs[0].finish_reason == "error" and "no tokenizer" in text.error
     assert len(ids.outputs[0].token_ids) == 4 and ids.error is None
     with pytest.raises(ValueError, match="no tokenizer"):
@@ -149,9 +182,24 @@ def test_engine_errors_abort_and_duplicates(small):
         eng.abort_request("x")  # finished requests are gone
 
 
+@pytest.mark.parametrize("prompts, message", [
+    (["Hello", ""], "prompt 1: prompt is empty"),
+    (["Hello", "world", "hello " * 100], "prompt 2: .*max_model_len is 32"),
+    ([{"prompt_token_ids": [3]}, {"prompt_token_ids": [1, 10**6]}], "prompt 1: prompt token ids"),
+])
+def test_generate_raises_naming_the_prompt(small, prompts, message):
+    """vLLM's behaviour: a bad prompt raises before any request runs; none is left queued."""
+    with pytest.raises(ValueError, match=message):
+        small.generate(prompts, greedy(3))
+    with pytest.raises(ValueError, match=message):
+        small.generate(prompts, greedy(3), stream=True)
+    assert not small.engine.has_unfinished_requests()
+    assert small.engine.block_manager.num_free_blocks == small.engine.num_blocks
+
+
 def test_generate_batch_with_bad_prompts(small):
     outs = small.generate(["Hello", "", {"prompt_token_ids": list(range(3, 50))}, "world"],
-                          greedy(3))
+                          greedy(3), return_errors=True)
     assert [o.outputs[0].finish_reason for o in outs] == ["length", "error", "error", "length"]
     assert "empty" in outs[1].error and "max_model_len" in outs[2].error
     assert outs[0].error is None and len(outs[3].outputs[0].token_ids) == 3

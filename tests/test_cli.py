@@ -1,6 +1,7 @@
 """The `lite` CLI end to end on tiny checkpoints (CPU)."""
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from litevllm.cli import cli
@@ -41,6 +42,55 @@ def test_missing_model_is_one_line_error(tmp_path):
     assert "Traceback" not in r.output
 
 
+def test_errors_use_cli_spelling(tmp_path, llama_notok_dir):
+    (tmp_path / "config.json").write_text((llama_notok_dir / "config.json").read_text())
+    r = invoke("run", "--model", tmp_path, "--prompt", "x")
+    assert r.exit_code == 1 and "(use --load-format dummy for random weights)" in r.output
+    assert "load_format" not in r.output
+
+
+def test_missing_plugin_command_says_what_to_install(monkeypatch):
+    from litevllm import cli as cli_mod
+    from litevllm import plugins as plugins_mod
+    monkeypatch.setitem(cli_mod.PLUGIN_COMMANDS, "frob", ("frob", "litevllm-plugin-frob", "plugins/frob"))
+    r = invoke("frob", "--model", "x")
+    assert r.exit_code == 1 and r.output.strip() == (
+        "Error: `lite frob` comes from the litevllm-plugin-frob plugin, which is not installed: "
+        "pip install litevllm-plugin-frob (from a checkout: pip install -e plugins/frob)")
+    monkeypatch.setenv("LITEVLLM_DISABLE_PLUGINS", "openai")
+    monkeypatch.setattr(plugins_mod, "_manager", None)
+    monkeypatch.setattr(cli, "_loaded", False, raising=False)
+    monkeypatch.setattr(cli, "commands", {k: v for k, v in cli.commands.items() if k != "serve"})
+    r = invoke("serve", "--model", "x")
+    assert r.exit_code == 1 and "installed but disabled by LITEVLLM_DISABLE_PLUGINS=openai" in r.output
+
+
+def test_port_in_use_is_named_before_the_model_loads(tmp_path):
+    import socket
+    pytest.importorskip("litevllm_openai")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # a missing model would fail later, at load: the port is checked first
+        r = invoke("serve", "--model", tmp_path / "no-model", "--port", port)
+    assert r.exit_code == 1
+    assert r.output.startswith(f"Error: port {port} on 127.0.0.1 is not available (Address "
+                               f"already in use)"), r.output
+
+
+def test_unknown_lite_toml_keys_warn(llama_dir, tmp_path, monkeypatch):
+    (tmp_path / "lite.toml").write_text(
+        f'model = "{llama_dir}"\ntemprature = 0.0\n[run]\nmax_token = 3\n[bench.latency]\nbatchsize = 2\n')
+    monkeypatch.chdir(tmp_path)
+    r = invoke("plugins")
+    assert r.exit_code == 0
+    assert "lite.toml: unknown key 'temprature' (did you mean 'temperature'?)" in r.stderr
+    assert "lite.toml [run]: unknown key 'max_token' (did you mean 'max_tokens'?)" in r.stderr
+    assert "lite.toml [bench.latency]: unknown key 'batchsize' (did you mean 'batch_size'?)" in r.stderr
+    assert "'model'" not in r.stderr
+
+
 def test_bad_sampling_value_is_one_line_error(llama_dir):
     r = invoke("run", "--model", llama_dir, "--prompt", "x", "--top-p", 1.5)
     assert r.exit_code == 1 and "top_p" in r.output and "Traceback" not in r.output
@@ -70,6 +120,20 @@ def test_bench_throughput_reports_ttft_and_itl(llama_dir, tmp_path):
     data = json.loads(out.read_text())
     assert data["num_prompts"] == 6 and data["output_tok_per_s"] > 0
     assert data["ttft_ms_median"] > 0 and data["itl_ms_mean"] > 0
+    # the warm-up runs other prompts: random timed prompts find nothing in the prefix cache,
+    # and cached input is reported apart from computed input
+    assert data["prefix_cache_hit_rate"] == 0 and data["input_tokens_cached"] == 0
+    assert data["input_tokens_computed"] >= 6 * 4
+
+
+def test_bench_throughput_cpu_defaults_are_small_and_said(llama_dir, tmp_path):
+    out = tmp_path / "tp.json"
+    r = invoke("bench", "throughput", "--model", llama_dir, "--load-format", "dummy",
+               "--max-len", 24, "--json-out", out)
+    assert r.exit_code == 0, r.output
+    assert "cpu: small defaults --num-prompts 8 --min-len 16 (GPU: --num-prompts 256 " \
+           "--min-len 100 --max-len 1024); pass them to change" in r.stderr
+    assert json.loads(out.read_text())["num_prompts"] == 8
 
 
 def test_options_from_lite_toml(llama_dir, tmp_path, monkeypatch):

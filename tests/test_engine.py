@@ -191,7 +191,7 @@ def test_fork_reserves_blocks_and_seq_budget(llama_dir):
 def test_prompt_that_never_fits_fails_at_admission(llama_dir):
     llm = make(llama_dir, num_gpu_blocks_override=4)  # 32 tokens of cache
     big, ok = llm.generate([{"prompt_token_ids": rand_ids(40, 1)}, {"prompt_token_ids": [5, 6]}],
-                           greedy(3))
+                           greedy(3), return_errors=True)
     assert big.finished and big.outputs[0].finish_reason == "error"
     assert "KV-cache blocks" in big.error
     assert ok.outputs[0].finish_reason == "length" and len(ok.outputs[0].token_ids) == 3

@@ -100,3 +100,8 @@ def test_dummy_weights_from_config_only_dir(tmp_path, llama_dir):
     assert len(out.outputs[0].token_ids) == 4
     weight = llm.engine.model.model.layers[0].mlp.down_proj.weight
     assert weight.abs().max() > 0 and weight.abs().max() <= 0.02
+    # drawn by a generator seeded with the engine's seed: same seed, same weights
+    same = LLM(str(tmp_path), load_format="dummy").engine.model.model.layers[0].mlp.down_proj
+    other = LLM(str(tmp_path), load_format="dummy", seed=1).engine.model.model.layers[0]
+    assert torch.equal(same.weight, weight)
+    assert not torch.equal(other.mlp.down_proj.weight, weight)

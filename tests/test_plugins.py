@@ -58,11 +58,40 @@ def test_raising_hook_is_reported(fake_entrypoints):
 
 
 def test_deny_list_hides_plugin(monkeypatch):
+    """The hint names the disabled plugin and the variable, instead of `pip install` it."""
     monkeypatch.setenv("LITEVLLM_DISABLE_PLUGINS", "llama")
     pm = PluginManager()
     assert pm.info["llama"].status == "disabled"
-    with pytest.raises(PluginError, match="no installed plugin provides architecture 'LlamaForCausalLM'"):
+    with pytest.raises(PluginError) as e:
         pm.model_class("LlamaForCausalLM")
+    assert str(e.value) == ("architecture 'LlamaForCausalLM' needs plugin 'llama' "
+                            "(litevllm-plugin-llama), which is installed but disabled by "
+                            "LITEVLLM_DISABLE_PLUGINS=llama")
+
+
+@pytest.mark.parametrize("var", ["LITEVLLM_DISABLE_PLUGINS", "LITEVLLM_PLUGINS"])
+def test_disabled_alias_plugin_is_named(monkeypatch, var):
+    from litevllm.engine.engine import resolve_model_path
+    monkeypatch.setenv(var, "gguf" if var == "LITEVLLM_DISABLE_PLUGINS" else "llama")
+    monkeypatch.setattr(plugins_mod, "_manager", None)
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_model_path("smollm2")
+    msg = str(e.value)
+    assert "aliases: none installed; plugin" in msg and "'gguf'" in msg
+    assert (f"disabled by {var}=gguf" if var == "LITEVLLM_DISABLE_PLUGINS"
+            else f"not in {var}=llama") in msg
+
+
+def test_unknown_names_in_plugin_lists_warn(monkeypatch, caplog):
+    monkeypatch.setenv("LITEVLLM_DISABLE_PLUGINS", "lama")
+    monkeypatch.setenv("LITEVLLM_PLUGINS", "llama,litevllm-plugin-gguf,nosuch")
+    pm = PluginManager()
+    assert pm.info["llama"].status == "loaded" and pm.info["gguf"].status == "loaded"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("LITEVLLM_DISABLE_PLUGINS names 'lama', which is not an installed "
+                            "plugin; did you mean 'llama'?") for w in warnings), warnings
+    assert any(w.startswith("LITEVLLM_PLUGINS names 'nosuch'") for w in warnings), warnings
+    assert len(warnings) == 2
 
 
 def test_allow_list(monkeypatch):
@@ -127,14 +156,11 @@ def plugins_mod_cli():
     return cli
 
 
-def test_out_of_tree_plugin_installed_and_runs(tmp_path):
-    """pip-install the fixture package, then use its architecture in a fresh interpreter."""
+def test_out_of_tree_plugin_installed_and_runs(tmp_path, private_install):
+    """pip-install the fixture package privately, then use its architecture in a fresh
+    interpreter."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    try:
-        metadata.distribution("litevllm-plugin-demo")
-    except metadata.PackageNotFoundError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--no-build-isolation", str(FIXTURES / "demo_plugin")], check=True)
+    env = private_install(FIXTURES / "demo_plugin")
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
     torch.manual_seed(0)
@@ -146,18 +172,27 @@ def test_out_of_tree_plugin_installed_and_runs(tmp_path):
     code = (f"from litevllm import LLM, SamplingParams; llm = LLM({str(tmp_path)!r});"
             "out = llm.generate({'prompt_token_ids': [1, 2, 3]}, SamplingParams(temperature=0, max_tokens=4));"
             "print(type(llm.engine.model).__module__, len(out[0].outputs[0].token_ids))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["litevllm_demo.model", "4"]
 
 
-def test_broken_checkpoint_format_is_skipped(fake_entrypoints, tmp_path, caplog):
-    """A format plugin whose module cannot import must not block the other formats."""
+def test_broken_checkpoint_format_is_skipped(fake_entrypoints, tmp_path, caplog, monkeypatch):
+    """A format plugin whose module cannot import must not block the other formats; it is
+    reported only when no format takes a path, and in `lite plugins`."""
     fake_entrypoints("lv_broken_format")
     pm = PluginManager()
     (tmp_path / "config.json").write_text("{}")
     assert pm.checkpoint_format(tmp_path).name == "safetensors"
-    assert "lv_broken_format" in caplog.text
+    assert "lv_broken_format" not in caplog.text
+    with pytest.raises(PluginError, match="no checkpoint format recognises .*; plugin "
+                                          "'lv_broken_format' registered .*lv_missing_module"):
+        pm.checkpoint_format(tmp_path / "nothing-here")
+    monkeypatch.setattr(plugins_mod, "_manager", pm)
+    data = {p["name"]: p for p in json.loads(
+        CliRunner().invoke(plugins_mod_cli(), ["plugins", "--json"]).output)}
+    assert "No module named 'lv_missing_module'" in data["lv_broken_format"]["error"]
+    assert data["llama"]["error"] == ""
 
 
 def test_named_kernels_must_serve_the_device(monkeypatch):

@@ -137,20 +137,41 @@ def latency(input_len, output_len, batch_size, num_iters, num_iters_warmup, json
     _emit({"model": o["model"], **result, "startup_s": startup}, json_out)
 
 
+# (num_prompts, min_len, max_len) when not given: the GPU workload takes minutes on a CPU
+THROUGHPUT_DEFAULTS = {"cuda": (256, 100, 1024), "cpu": (8, 16, 64)}
+
+
 @bench.command()
 @engine_options
-@click.option("--num-prompts", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-prompts", type=click.IntRange(min=1), default=None,
+              help="Default 256 on a GPU, 8 on the CPU.")
 @click.option("--input-len", type=click.IntRange(min=1), default=None, help="Fixed input length.")
 @click.option("--output-len", type=click.IntRange(min=1), default=None, help="Fixed output length.")
-@click.option("--min-len", type=click.IntRange(min=1), default=100, show_default=True, help="Uniform length range, low end.")
-@click.option("--max-len", type=click.IntRange(min=1), default=1024, show_default=True, help="Uniform length range, high end.")
+@click.option("--min-len", type=click.IntRange(min=1), default=None,
+              help="Uniform length range, low end (default 100 on a GPU, 16 on the CPU).")
+@click.option("--max-len", type=click.IntRange(min=1), default=None,
+              help="Uniform length range, high end (default 1024 on a GPU, 64 on the CPU).")
 @click.option("--json-out", default=None)
 def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
-    if min_len > max_len:
+    if min_len is not None and max_len is not None and min_len > max_len:
         raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
     try:
         llm = build_llm(o)
+    except Exception as e:
+        fail(e)
+    device = llm.engine.device.type
+    given = {"num-prompts": num_prompts, "min-len": min_len, "max-len": max_len}
+    defaults = dict(zip(given, THROUGHPUT_DEFAULTS["cuda" if device == "cuda" else "cpu"]))
+    picked = {k: defaults[k] for k, v in given.items() if v is None}
+    if picked and device != "cuda":
+        gpu = " ".join(f"--{k} {v}" for k, v in zip(given, THROUGHPUT_DEFAULTS["cuda"]))
+        click.echo(f"{device}: small defaults {' '.join(f'--{k} {v}' for k, v in picked.items())}"
+                   f" (GPU: {gpu}); pass them to change", err=True)
+    num_prompts, min_len, max_len = ({**given, **picked}[k] for k in given)
+    if min_len > max_len:  # one given, the other a default
+        raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
+    try:
         result = measure_throughput(llm, num_prompts, input_len, output_len, min_len, max_len,
                                     o["seed"], progress=True)
     except Exception as e:
@@ -160,7 +181,8 @@ def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, *
 
 def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len: int | None,
                        min_len: int, max_len: int, seed: int = 0, progress: bool = False) -> dict:
-    """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]."""
+    """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]. Input
+    tokens served from the prefix cache are reported apart and not counted as throughput."""
     from litevllm import SamplingParams
     engine = llm.engine
     rng = random.Random(seed)
@@ -168,9 +190,11 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     out_lens = [output_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
     params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in out_lens]
-    # warm-up on a slice of the same workload (batched and chunked prefill, mixed steps,
-    # multi-step decode) so Triton compiles its shape variants outside the timed run
-    warm = prompts[:min(32, num_prompts)]
+    # warm-up on prompts of the same shapes that are not timed (batched and chunked prefill,
+    # mixed steps, multi-step decode), so Triton compiles its shape variants outside the
+    # timed run and the timed prompts find nothing of theirs in the prefix cache
+    warm = _random_prompts(random.Random(seed + 1), engine.hf_config.vocab_size,
+                           in_lens[:min(32 if engine.device.type == "cuda" else 2, num_prompts)])
     llm.generate(warm, [SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)] * len(warm))
     _sync(llm)
     start = time.perf_counter()
@@ -178,15 +202,18 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     _sync(llm)
     elapsed = time.perf_counter() - start
     n_out = sum(len(r.outputs[0].token_ids) for r in outputs)
+    cached = sum(r.num_cached_tokens for r in outputs)
+    computed = sum(in_lens) - cached
     ttft = [r.metrics.first_token_time - r.metrics.arrival_time for r in outputs]
     itl = [(r.metrics.finished_time - r.metrics.first_token_time) / max(1, len(r.outputs[0].token_ids) - 1)
            for r in outputs]
     return {
         "device": _device_name(llm), "num_prompts": num_prompts,
         "elapsed_s": elapsed, "requests_per_s": num_prompts / elapsed,
-        "output_tok_per_s": n_out / elapsed, "total_tok_per_s": (n_out + sum(in_lens)) / elapsed,
+        "output_tok_per_s": n_out / elapsed, "total_tok_per_s": (n_out + computed) / elapsed,
+        "input_tokens_computed": computed, "input_tokens_cached": cached,
         "ttft_ms_median": statistics.median(ttft) * 1e3, "itl_ms_mean": statistics.mean(itl) * 1e3,
-        "prefix_cache_hit_rate": engine.stats()["prefix_cache_hit_rate"],
+        "prefix_cache_hit_rate": cached / max(1, sum(in_lens)),
         "peak_memory_gib": _peak_memory_gib(llm),
         **{k: v for k, v in engine.stats().items() if k.startswith("spec_")},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import click
 
@@ -34,7 +35,9 @@ def engine_options(f):
         click.option("--max-num-seqs", type=int, default=256, show_default=True),
         click.option("--max-num-batched-tokens", type=int, default=8192, show_default=True),
         click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
-        click.option("--cpu-kv-cache-gib", type=float, default=2.0, show_default=True),
+        click.option("--cpu-kv-cache-gib", type=float, default=None,
+                     help="KV cache on the CPU; default: room for max(max-model-len, "
+                          "max-num-batched-tokens) tokens."),
         click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
         click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=None,
                      help=f"Decode steps per host sync (plain decodes only); default "
@@ -42,7 +45,9 @@ def engine_options(f):
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
         click.option("--device", default=None),
-        click.option("--quantization", "-q", default=None, help="A registered quantization method."),
+        click.option("--quantization", "-q", default=None,
+                     help="none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the "
+                          "installed schemes); default: the checkpoint's quantization_config."),
         click.option("--seed", type=int, default=0),
         click.option("--speculative-config", type=_json_dict, default=None,
                      help='Speculative decoding as JSON, e.g. \'{"method": "ngram", '
@@ -54,7 +59,12 @@ def engine_options(f):
 
 
 def build_llm(o: dict):
+    """The engine for a command's options. A command with ``--port`` (``lite serve``) has the
+    port checked first, so a port in use is named before a long model load, not after."""
     from litevllm import LLM
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.params.get("port"):
+        check_port_free(ctx.params.get("host") or "127.0.0.1", ctx.params["port"])
     return LLM(o["model"], dtype=o["dtype"], kernels=o["kernels"], max_model_len=o["max_model_len"],
                enforce_eager=o["enforce_eager"], load_format=o["load_format"], seed=o["seed"],
                device=o["device"], quantization=o["quantization"], max_num_seqs=o["max_num_seqs"],
@@ -66,21 +76,78 @@ def build_llm(o: dict):
                speculative_config=o.get("speculative_config"))
 
 
+def check_port_free(host: str, port: int) -> None:
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"--host {host}: {e}") from e
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind(address)
+        except OSError as e:
+            raise ValueError(f"port {port} on {host} is not available ({e.strerror}); "
+                             f"stop what uses it or pick another with --port") from e
+
+
 def fail(e: BaseException):
     """One line naming the cause, no stack trace, exit status 1."""
-    raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    raise click.ClickException(cli_spelling(str(e).splitlines()[0] if str(e) else type(e).__name__))
+
+
+_PY_OPTION = re.compile(r"(?<![.\w])([a-z][a-z0-9]*(?:_[a-z0-9]+)*)(?:=(['\"]?)([\w.\-/]+)\2)?")
+
+
+def cli_spelling(message: str) -> str:
+    """Python spellings of the running command's options in ``message`` as the CLI spells
+    them: ``load_format='dummy'`` -> ``--load-format dummy``, ``max_model_len`` -> ``--max-model-len``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return message
+    options = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+
+    def respell(m: re.Match) -> str:
+        name, value = m.group(1), m.group(3)
+        opt = options.get(name)
+        if opt is None or (value is None and "_" not in name):
+            return m.group(0)  # not an option, or a plain word that may not mean one
+        flag = max(opt.opts, key=len)
+        if value is None or (opt.is_flag and value == "True"):
+            return flag
+        return f"{flag} {value}"
+    return _PY_OPTION.sub(respell, message)
+
+
+# commands that plugins of this repository add, for the hint when one is missing
+PLUGIN_COMMANDS = {"serve": ("openai", "litevllm-plugin-openai", "plugins/openai")}
+
+
+def _missing_command(name: str) -> str:
+    from litevllm.plugins import get_plugin_manager
+    plugin, dist, folder = PLUGIN_COMMANDS[name]
+    info = get_plugin_manager().info.get(plugin)
+    if info is not None and info.status != "loaded":
+        return f"`lite {name}` comes from plugin '{plugin}' ({dist}), which is installed but {info.error}"
+    return (f"`lite {name}` comes from the {dist} plugin, which is not installed: "
+            f"pip install {dist} (from a checkout: pip install -e {folder})")
 
 
 class LiteGroup(click.Group):
     """Adds plugin commands on first lookup, so ``lite --help`` stays cheap."""
 
-    def _plugin_commands(self, builtin_only: bool = False):
+    def _plugin_commands(self, builtin_only: bool = False, only: str | None = None):
+        """Add plugin commands (only the one named ``only``, if given: a broken other command
+        is not reported then)."""
         if getattr(self, "_loaded", False):
             return
         from litevllm.plugins import PluginManager, get_plugin_manager
         manager = PluginManager(load_entrypoints=False) if builtin_only else get_plugin_manager()
-        self._loaded = not builtin_only
+        self._loaded = not builtin_only and only is None
         for entry in manager.entries["commands"]:
+            if only is not None and entry.name != only:
+                continue
             if manager._ok(entry.plugin) and entry.name not in self.commands:
                 try:
                     self.add_command(entry.load())
@@ -89,7 +156,9 @@ class LiteGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name not in self.commands:
-            self._plugin_commands()
+            self._plugin_commands(only=name)
+        if name not in self.commands and name in PLUGIN_COMMANDS:
+            raise click.ClickException(_missing_command(name))
         return super().get_command(ctx, name)
 
     def list_commands(self, ctx):
@@ -116,7 +185,7 @@ def cli(ctx, config_path, verbose):
     Commands added by plugins (e.g. `lite serve` from litevllm-plugin-openai) are not listed
     here, so that help imports no plugin code: `lite plugins` shows them.
     """
-    # litevllm's own start-up report (KV-cache blocks, max concurrency, graph capture) is shown;
+    # litevllm's own start-up line (device, dtype, kernels, KV-cache size) is shown;
     # other libraries only warn; -v shows everything
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -131,18 +200,43 @@ def cli(ctx, config_path, verbose):
 
 def _default_map(ctx, defaults: dict) -> dict:
     """click's default_map from ``lite.toml``: top-level keys apply to every command (plugin
-    commands too), a ``[name]`` table to one command, ``[bench.latency]`` to a subcommand."""
+    commands too), a ``[name]`` table to one command, ``[bench.latency]`` to a subcommand.
+    Keys no command takes are reported with the closest valid key."""
     group = ctx.command
     common = {k: v for k, v in defaults.items() if not isinstance(v, dict)}
-    result = {}
+    result, every = {}, set()
     for name in group.list_commands(ctx):
         table = defaults.get(name) if isinstance(defaults.get(name), dict) else {}
         own = {**common, **{k: v for k, v in table.items() if not isinstance(v, dict)}}
         cmd = group.get_command(ctx, name)
-        if isinstance(cmd, click.Group):
-            own.update({sub: {**own, **table.get(sub, {})} for sub in cmd.list_commands(ctx)})
+        subs = {s: cmd.get_command(ctx, s) for s in cmd.list_commands(ctx)} \
+            if isinstance(cmd, click.Group) else {}
+        valid = _params(cmd).union(*map(_params, subs.values()))
+        every |= valid
+        _warn_unknown([k for k, v in table.items() if not isinstance(v, dict) or k not in subs],
+                      valid | set(subs), f"[{name}]")
+        for sub, sub_cmd in subs.items():
+            _warn_unknown(list(table.get(sub, {})), _params(sub_cmd), f"[{name}.{sub}]")
+        if subs:
+            own.update({sub: {**own, **table.get(sub, {})} for sub in subs})
         result[name] = own
+    _warn_unknown([k for k, v in defaults.items() if not isinstance(v, dict) or k not in result],
+                  every | set(result), "")
     return result
+
+
+def _params(cmd) -> set[str]:
+    return {p.name for p in cmd.params if p.name}
+
+
+def _warn_unknown(keys, valid: set[str], where: str) -> None:
+    import difflib
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key.replace("-", "_"), sorted(valid), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            click.echo(f"Warning: lite.toml{' ' + where if where else ''}: unknown key "
+                       f"'{key}'{hint}; it is ignored", err=True)
 
 
 @cli.command()
@@ -165,35 +259,67 @@ def run(prompt, max_tokens, temperature, top_p, top_k, system, no_chat_template,
     use_chat = not no_chat_template and getattr(llm.tokenizer, "chat_template", None)
     history = [{"role": "system", "content": system}] if system else []
 
-    def answer(text: str) -> str:
+    def answer(text: str, pieces: list[str]) -> None:
+        """Stream the reply to ``text``, collecting it in ``pieces`` (kept on Ctrl-C)."""
         if use_chat:
             request = {"prompt_token_ids": llm.apply_chat_template(history + [{"role": "user", "content": text}])}
         else:
             request = text
-        pieces = []
-        for out in llm.generate([request], params, stream=True):
-            if out.error:
-                fail(ValueError(out.error))
-            piece = out.outputs[0].delta_text
-            pieces.append(piece)
-            click.echo(piece, nl=False)
+        stream = llm.generate([request], params, stream=True)
+        try:
+            for out in stream:
+                piece = out.outputs[0].delta_text
+                pieces.append(piece)
+                click.echo(piece, nl=False)
+        finally:
+            stream.close()  # on Ctrl-C too: the request is aborted, its blocks freed
         click.echo()
-        return "".join(pieces)
 
     if prompt is not None:
-        answer(prompt)
+        try:
+            answer(prompt, [])
+        except ValueError as e:
+            fail(e)
         return
-    click.echo("Interactive chat. Ctrl-D or /exit to quit.", err=True)
+    chat_loop(answer, history)
+
+
+def chat_loop(answer, history: list[dict]) -> None:
+    """The interactive chat: Ctrl-C stops a reply and keeps the conversation; Ctrl-C twice at
+    the prompt, Ctrl-D or /exit quits; blank lines are ignored."""
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    click.echo("Interactive chat. Ctrl-C stops a reply; Ctrl-D or /exit quits.", err=True)
+    armed = False
     while True:
         try:
-            text = click.prompt(">", prompt_suffix=" ")
-        except (EOFError, click.Abort):
+            text = input("> ").strip()
+        except EOFError:
             click.echo()
             return
-        if text.strip() in ("/exit", "/quit"):
+        except KeyboardInterrupt:
+            if armed:
+                click.echo()
+                return
+            armed = True
+            click.echo("\n(Ctrl-C again or Ctrl-D to quit)", err=True)
+            continue
+        armed = False
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
             return
-        reply = answer(text)
-        history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+        pieces: list[str] = []
+        try:
+            answer(text, pieces)
+        except ValueError as e:
+            click.echo(f"Error: {e}", err=True)
+            continue
+        except KeyboardInterrupt:
+            click.echo("\n[reply stopped]", err=True)
+        history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
 
 
 @cli.group(invoke_without_command=True)
@@ -208,8 +334,9 @@ def plugins(ctx, as_json):
     report = []
     for info in manager.info.values():
         regs = {k: sorted(e.name for e in manager.entries[k] if e.plugin == info.name) for k in KINDS}
+        error = info.error or "; ".join(manager.load_errors(info.name))
         report.append({"name": info.name, "distribution": info.distribution, "version": info.version,
-                       "status": info.status, "error": info.error,
+                       "status": info.status, "error": error,
                        "registers": {k: v for k, v in regs.items() if v}})
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -220,6 +347,7 @@ def plugins(ctx, as_json):
             click.echo(f"  error: {p['error']}")
         for kind, names in p["registers"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+    click.echo(f"quantization schemes: {', '.join(manager.names('quant_methods'))}")
 
 
 from litevllm.plugin_check import check as _plugins_check  # noqa: E402  (only imports click)

@@ -59,7 +59,8 @@ def resolve_dtype(dtype, config_dtype, device):
 class CacheConfig:
     block_size: int = attrs.field(default=16, validator=_one_of(8, 16, 32, 64, 128))
     gpu_memory_utilization: float = attrs.field(default=0.9, validator=_fraction)
-    cpu_kv_cache_gib: float = attrs.field(default=2.0, validator=_positive)
+    # None: room for max(max_model_len, max_num_batched_tokens) tokens (LLMEngine._num_blocks)
+    cpu_kv_cache_gib: float | None = attrs.field(default=None, validator=_positive)
     enable_prefix_caching: bool = True
     num_gpu_blocks_override: int | None = attrs.field(default=None, validator=_positive)
 

@@ -35,7 +35,10 @@ class LLM:
     def tokenizer(self):
         return self.engine.tokenizer
 
-    def _submit(self, prompts, sampling_params) -> tuple[list[str], dict[str, RequestOutput]]:
+    def _submit(self, prompts, sampling_params, return_errors: bool = False
+                ) -> tuple[list[str], dict[str, RequestOutput]]:
+        """Queue every prompt. An invalid one raises ValueError naming its index (nothing runs);
+        with ``return_errors`` it becomes an output with ``finish_reason="error"`` instead."""
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         prompts = list(prompts)
@@ -46,19 +49,28 @@ class LLM:
         if len(sampling_params) != len(prompts):
             raise ValueError(f"got {len(sampling_params)} SamplingParams for {len(prompts)} prompts")
         ids, failed = [], {}
-        for prompt, params in zip(prompts, sampling_params):
+        for i, (prompt, params) in enumerate(zip(prompts, sampling_params)):
             rid = str(next(self._ids))
             ids.append(rid)
             try:
                 self.engine.add_request(rid, prompt, params)
-            except ValueError as e:  # this request fails; the others still run
+            except ValueError as e:
+                if not return_errors:
+                    for queued in ids[:-1]:
+                        if queued not in failed:
+                            self.engine.abort_request(queued)
+                    raise ValueError(f"prompt {i}: {e}") from None
                 failed[rid] = _error_output(rid, prompt, str(e))
         return ids, failed
 
     def generate(self, prompts, sampling_params=None, *, stream: bool = False,
-                 use_tqdm: bool = False):
-        """Outputs in input order; with ``stream=True`` an iterator of incremental outputs."""
-        ids, failed = self._submit(prompts, sampling_params)
+                 use_tqdm: bool = False, return_errors: bool = False):
+        """Outputs in input order; with ``stream=True`` an iterator of incremental outputs.
+
+        An invalid prompt raises ValueError ("prompt 3: prompt is empty") before any request
+        runs. ``return_errors=True`` (batch jobs) runs the valid ones instead and gives each
+        invalid one an output with ``finish_reason="error"`` and the cause in ``.error``."""
+        ids, failed = self._submit(prompts, sampling_params, return_errors)
         if stream:
             return self._stream(ids, failed)
         done = dict(failed)
@@ -92,10 +104,18 @@ class LLM:
 
     def chat(self, messages, sampling_params=None, *, chat_template: str | None = None,
              stream: bool = False, **kwargs):
-        """Apply the chat template (``add_generation_prompt``) to one conversation or a list."""
+        """Apply the chat template (``add_generation_prompt``) to one conversation or a list.
+        Without ``sampling_params`` a reply runs until the model ends it (or the context is
+        full), unlike ``generate``'s 16-token default, which would cut replies short."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
-        prompts = [{"prompt_token_ids": self.apply_chat_template(c, chat_template)}
-                   for c in conversations]
+        prompts = []
+        for i, c in enumerate(conversations):
+            try:
+                prompts.append({"prompt_token_ids": self.apply_chat_template(c, chat_template)})
+            except ValueError as e:
+                raise ValueError(f"conversation {i}: {e}" if len(conversations) > 1 else str(e)) from None
+        if sampling_params is None:
+            sampling_params = SamplingParams(max_tokens=None)
         return self.generate(prompts, sampling_params, stream=stream, **kwargs)
 
     def apply_chat_template(self, conversation: list[dict], chat_template: str | None = None) -> list[int]:

@@ -5,7 +5,7 @@ and optional arguments here; removing or changing the meaning of anything export
 new major version. The promise also covers the hook specs (``litevllm.hookspecs``), the
 attributes and methods the core looks up on plugin classes (``packed_modules``,
 ``map_checkpoint_name``, ``route_checkpoint_tensor``, ``load_shard``, ``process_after_loading``,
-``tiny_test_config``, ...), the conformance kit ``litevllm.testing``, and the top-level
+``set_quantization``, ``tiny_test_config``, ...), the conformance kit ``litevllm.testing``, and the top-level
 ``litevllm.LLM`` / ``SamplingParams``. Modules not re-exported here are private and may change
 at any time; ``tests/test_plugin_boundary.py`` keeps in-repo plugins to this API.
 

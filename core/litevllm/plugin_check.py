@@ -10,8 +10,9 @@ from __future__ import annotations
 import click
 
 
-def _architecture_reports(name: str, echo):
-    """Check every architecture plugin ``name`` registers; yields reports as they finish."""
+def _architecture_reports(name: str, echo, kernels, requested: bool):
+    """Check every architecture plugin ``name`` registers; yields reports as they finish.
+    ``requested``: the plugin was named, so an architecture that cannot be checked fails."""
     from litevllm import testing
     from litevllm.plugins import PluginManager
     ep = testing._find_entry_point(name)
@@ -27,12 +28,12 @@ def _architecture_reports(name: str, echo):
             configs = testing.conformance_configs(entry.name, model_cls)
         except Exception as e:
             report = testing.Report(entry.name)
-            report.add("tiny_config", testing.SKIP, str(e))
+            report.add("tiny_config", testing.FAIL if requested else testing.SKIP, str(e))
             yield report
             continue
         for i, config in enumerate(configs):
             echo(f"checking {entry.name} against transformers ...")
-            report = testing.check_architecture(entry.name, config)
+            report = testing.check_architecture(entry.name, config, kernels=kernels)
             if len(configs) > 1:
                 report.subject = f"{entry.name} [config {i + 1}/{len(configs)}]"
             yield report
@@ -42,17 +43,22 @@ def _architecture_reports(name: str, echo):
 @click.argument("names", nargs=-1)
 @click.option("--registrations-only", is_flag=True,
               help="Skip the architecture checks against transformers.")
-def check(names, registrations_only):
+@click.option("--kernels", "kernels", multiple=True, metavar="NAME",
+              help="Kernel provider to check the architectures with (repeatable); one that "
+                   "cannot run here fails. Default: every installed one that can run here.")
+def check(names, registrations_only, kernels):
     """Check plugins (all installed ones by default).
 
     Each plugin must load, declare a compatible API version and register valid objects; each
     model architecture it registers must match transformers on tiny random checkpoints
-    (greedy tokens, logits, batching, prefix caching, Triton kernels where available).
-    Exit status 1 on any failure.
+    (greedy tokens, logits, batching, prefix caching, each kernel provider such as Triton).
+    Checks that could not run are listed as SKIP with the reason. Exit status 1 on any
+    failure, including a check asked for (a named plugin, a --kernels NAME) that cannot run.
     """
     from importlib import metadata
 
     from litevllm import testing
+    requested = bool(names)
     if not names:
         names = sorted({ep.name for ep in metadata.entry_points(group="litevllm")})
     reports = []
@@ -69,14 +75,15 @@ def check(names, registrations_only):
         show(report)
         registered = report.get("registers")
         if not registrations_only and registered and registered.status == testing.PASS:
-            for arch_report in _architecture_reports(name, progress):
+            for arch_report in _architecture_reports(name, progress, kernels or None,
+                                                     requested):
                 show(arch_report)
     checks = [c for r in reports for c in r.checks]
     counts = {s: sum(c.status == s for c in checks) for s in (testing.PASS, testing.FAIL,
                                                              testing.SKIP)}
     click.echo(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
-    for report in reports:
-        for line in report.failure_lines():
-            click.echo(line)
+    for line in [line for r in reports for line in r.skip_lines()] + \
+            [line for r in reports for line in r.failure_lines()]:
+        click.echo(line)
     if counts["FAIL"]:
         raise SystemExit(1)

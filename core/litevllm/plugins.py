@@ -5,6 +5,7 @@ first lookup, never at ``import litevllm``. Built-ins register through the same 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import os
@@ -54,7 +55,7 @@ class PluginInfo:
     version: str
     distribution: str
     status: str = "loaded"   # loaded | failed | disabled
-    error: str = ""
+    error: str = ""          # why it failed, or the variable that disabled it
 
 
 def _api_compatible(required: str) -> bool:
@@ -88,13 +89,24 @@ class PluginManager:
     # discovery -------------------------------------------------------------------------------
     def _load_entrypoints(self):
         allow, deny = _env_list("LITEVLLM_PLUGINS"), _env_list("LITEVLLM_DISABLE_PLUGINS") or set()
-        for ep in sorted(metadata.entry_points(group="litevllm"), key=lambda e: e.name):
+        eps = sorted(metadata.entry_points(group="litevllm"), key=lambda e: e.name)
+        known = {BUILTIN} | {n for ep in eps for n in (ep.name, ep.dist.name if ep.dist else ep.name)}
+        for var, names in (("LITEVLLM_PLUGINS", allow or set()), ("LITEVLLM_DISABLE_PLUGINS", deny)):
+            for name in sorted(names - known):
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                log.warning("%s names '%s', which is not an installed plugin%s (installed: %s)",
+                            var, name, f"; did you mean '{close[0]}'?" if close else "",
+                            ", ".join(sorted(ep.name for ep in eps)) or "none")
+        for ep in eps:
             dist = ep.dist.name if ep.dist else ep.name
             version = ep.dist.version if ep.dist else "?"
             info = PluginInfo(ep.name, version, dist)
             self.info[ep.name] = info
-            if ep.name in deny or dist in deny or (allow is not None and not ({ep.name, dist} & allow)):
-                info.status = "disabled"
+            if ep.name in deny or dist in deny:
+                info.status, info.error = "disabled", f"disabled by LITEVLLM_DISABLE_PLUGINS={os.environ['LITEVLLM_DISABLE_PLUGINS']}"
+                continue
+            if allow is not None and not ({ep.name, dist} & allow):
+                info.status, info.error = "disabled", f"not in LITEVLLM_PLUGINS={os.environ['LITEVLLM_PLUGINS']}"
                 continue
             try:
                 module = ep.load()
@@ -157,33 +169,73 @@ class PluginManager:
     def loaded_plugins(self) -> list[str]:
         return [n for n, i in self.info.items() if i.status == "loaded"]
 
+    def not_loaded(self) -> str:
+        """'; plugin 'gguf' disabled by LITEVLLM_DISABLE_PLUGINS=gguf' (or ''), for messages
+        that list what is available."""
+        why: dict[str, list[str]] = {}
+        for info in self.info.values():
+            if info.status != "loaded":
+                why.setdefault(info.error, []).append(f"'{info.name}'")
+        return "".join(f"; plugin{'s' * (len(names) > 1)} {', '.join(names)} {error}"
+                       for error, names in why.items())
+
     def model_class(self, architecture: str):
         entry = self.pick("models", architecture)
         if entry is None:
+            hint = _install_hint(architecture)
+            off = [i for i in self.info.values() if i.distribution == hint and i.status != "loaded"]
+            if off:  # installed, but disabled or broken: installing it again would not help
+                raise PluginError(f"architecture '{architecture}' needs plugin '{off[0].name}' "
+                                  f"({hint}), which is installed but {off[0].error}")
             installed = ", ".join(f"{p.distribution} {p.version}" for p in self.info.values()
                                   if p.status == "loaded")
-            hint = _install_hint(architecture)
             raise PluginError(f"no installed plugin provides architecture '{architecture}' "
-                              f"(installed plugins: {installed}); try `pip install {hint}`")
+                              f"(installed plugins: {installed}{self.not_loaded()}); "
+                              f"try `pip install {hint}`")
         return entry.load()
 
     def checkpoint_format(self, path):
         entries = sorted((e for e in self.entries["checkpoint_formats"] if self._ok(e.plugin)),
                          key=lambda e: -e.priority)
+        broken = []
         for entry in entries:
             try:
                 cls = entry.load()
-            except PluginError as e:  # one broken format must not block the others
-                log.warning("%s", e)
+            except PluginError as e:  # one broken format must not block the others; it is
+                broken.append(str(e))  # reported only when no other format takes the path
                 continue
             if cls.detect(path):
                 return cls
         names = ", ".join(e.name for e in entries)
-        raise PluginError(f"no checkpoint format recognises '{path}' (installed formats: {names})")
+        raise PluginError(f"no checkpoint format recognises '{path}' (installed formats: "
+                          f"{names}{self.not_loaded()})" + "".join(f"; {b}" for b in broken))
+
+    def load_errors(self, plugin: str) -> list[str]:
+        """Why each registration of ``plugin`` that cannot be imported fails (`lite plugins`)."""
+        errors = []
+        for kind in KINDS:
+            for entry in self.entries[kind]:
+                if entry.plugin == plugin:
+                    try:
+                        entry.load()
+                    except PluginError as e:
+                        errors.append(str(e))
+        return errors
 
     def resolve_alias(self, name: str):
         entry = self.pick("model_aliases", name)
         return None if entry is None else entry.load()()
+
+
+# quantization schemes -> the distribution that provides them (for "not installed" hints)
+QUANT_PLUGINS = {"gptq": "litevllm-plugin-gptq", "awq": "litevllm-plugin-gptq",
+                 "int8": "litevllm-plugin-gptq", "fp8": "litevllm-plugin-fp8",
+                 "gguf": "litevllm-plugin-gguf"}
+
+
+def quant_install_hint(name: str) -> str:
+    dist = QUANT_PLUGINS.get(str(name).lower())
+    return f"try `pip install {dist}`" if dist else "no known plugin provides it"
 
 
 def _install_hint(architecture: str) -> str:

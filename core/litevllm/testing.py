@@ -19,14 +19,19 @@ import importlib.util
 import inspect
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["Check", "Report", "TINY_SIZES", "model_type_for", "tiny_config",
-           "conformance_configs", "build_checkpoint", "check_architecture", "assert_architecture",
-           "check_plugin", "assert_plugin", "model_class", "model_context", "expected_tensors"]
+__all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_for",
+           "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture",
+           "assert_architecture", "check_plugin", "assert_plugin", "model_class", "model_context",
+           "expected_tensors", "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul",
+           "norm_test_inputs"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -66,11 +71,18 @@ class Report:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == FAIL]
 
+    @property
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.status == SKIP]
+
     def get(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
     def failure_lines(self) -> list[str]:
         return [f"FAIL {self.subject}: {c.name}: {c.reason}" for c in self.failures]
+
+    def skip_lines(self) -> list[str]:
+        return [f"SKIP {self.subject}: {c.name}: {c.reason}" for c in self.skipped]
 
     def table(self) -> str:
         width = max([len(c.name) for c in self.checks] + [5])
@@ -78,9 +90,16 @@ class Report:
         return "\n".join([self.subject, *rows])
 
     def assert_ok(self) -> "Report":
+        """Raise on any failure; warn (visible in pytest's summary) for each skipped check."""
         if not self.ok:
             raise AssertionError("\n".join(self.failure_lines()) + "\n\n" + self.table())
+        for line in self.skip_lines():
+            warnings.warn(line, SkippedCheckWarning, stacklevel=2)
         return self
+
+
+class SkippedCheckWarning(UserWarning):
+    """A conformance check that did not run (its reason says why)."""
 
 
 def _one_line(text) -> str:
@@ -275,24 +294,42 @@ def _compare(report, name, results, ok_reason) -> None:
         report.add(name, PASS, ok_reason)
 
 
-def _kernels_skip_reason(name: str) -> str | None:
+# Environment that lets a kernel provider run on the CPU in a fresh process (read at import)
+_CPU_ENV = {"triton": {"TRITON_INTERPRET": "1"}}
+
+
+def _kernels_plan(name: str) -> tuple[str | None, str]:
+    """Where ``kernels=name`` can run: ``"cuda"``, ``"cpu"`` (in this process), ``"subprocess"``
+    (on the CPU in a fresh process with :data:`_CPU_ENV`), or None and why not."""
     import torch
 
+    from litevllm.ops import Ops, kernel_providers
+    from litevllm.plugins import PluginError, get_plugin_manager
+    manager = get_plugin_manager()
+    if name == "triton" and importlib.util.find_spec("triton") is None:
+        return None, "triton is not installed"
+    if name not in kernel_providers(manager):
+        return None, f"no '{name}' kernel provider installed"
+    if torch.cuda.is_available():
+        return "cuda", ""
+    try:
+        Ops(name, "cpu", manager)
+        return "cpu", ""
+    except PluginError as e:
+        if name in _CPU_ENV:
+            return "subprocess", ""
+        return None, _one_line(e)
+
+
+def _default_kernels() -> list[str]:
     from litevllm.ops import kernel_providers
     from litevllm.plugins import get_plugin_manager
-    if name == "triton":
-        if importlib.util.find_spec("triton") is None:
-            return "triton is not installed"
-        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-            return "no GPU (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
-    if name not in kernel_providers(get_plugin_manager()):
-        return f"no '{name}' kernel provider installed"
-    return None
+    return sorted(kernel_providers(get_plugin_manager()) - {"torch"})
 
 
 def check_architecture(arch: str, hf_config, tmp_path=None, *, max_tokens: int = 6,
                        atol: float = 1e-3, rtol: float = 1e-3, kernel_atol: float = 1e-2,
-                       seed: int = 0, kernels=("triton",)) -> Report:
+                       seed: int = 0, kernels=None) -> Report:
     """Compare LitevLLM with transformers on a tiny random checkpoint of ``arch``.
 
     ``hf_config`` is a transformers config (see :func:`tiny_config`) or a dict with
@@ -305,10 +342,15 @@ def check_architecture(arch: str, hf_config, tmp_path=None, *, max_tokens: int =
     - ``greedy``: each generated token is HF's argmax given prompt + our previous tokens;
     - ``logits``: our logits at each generated position are close to HF's;
     - ``batched``: all prompts in one batch (prefill chunked to 16 tokens) == one at a time;
-    - ``prefix_caching``: with prefix caching on (the cache hit) == off;
-    - ``kernels=NAME`` for each kernel provider in ``kernels``: ``LLM(kernels=NAME)`` (on the GPU
-      when there is one) vs HF, greedy and logits within ``kernel_atol``; skipped when the
-      provider is not installed, and for ``triton`` without a GPU or ``TRITON_INTERPRET=1``.
+    - ``prefix_caching``: with prefix caching on == off, and the cache must be hit;
+    - ``kernels=NAME``: ``LLM(kernels=NAME)`` (on the GPU when there is one) vs HF, greedy and
+      logits within ``kernel_atol``; the attention backend and every op NAME provides must be
+      NAME's. Triton runs on a CPU through its interpreter (in a subprocess with
+      ``TRITON_INTERPRET=1`` unless this process already has it).
+
+    ``kernels``: the providers to check; None checks every installed one that can run here and
+    reports the others as SKIP with the reason. A provider named explicitly that cannot run is
+    a FAIL.
     """
     if tmp_path is None:
         with tempfile.TemporaryDirectory(prefix="litevllm-check-") as tmp:
@@ -316,6 +358,8 @@ def check_architecture(arch: str, hf_config, tmp_path=None, *, max_tokens: int =
                                       rtol=rtol, kernel_atol=kernel_atol, seed=seed,
                                       kernels=kernels)
     report = Report(arch)
+    required = kernels is not None
+    kernels = list(kernels) if required else _default_kernels()
     later = ["greedy", "logits", "batched", "prefix_caching", *(f"kernels={k}" for k in kernels)]
     path = Path(tmp_path) / f"{arch}-{seed}"
     try:
@@ -353,12 +397,13 @@ def check_architecture(arch: str, hf_config, tmp_path=None, *, max_tokens: int =
     _guarded(report, "prefix_caching", lambda: _check_prefix(report, path, max_len, prompts,
                                                              tokens, ours, max_tokens, atol))
     for name in kernels:
-        skip = _kernels_skip_reason(name)
-        if skip:
-            report.add(f"kernels={name}", SKIP, skip)
+        where, why = _kernels_plan(name)
+        if where is None:
+            report.add(f"kernels={name}", FAIL if required else SKIP,
+                       f"requested but cannot run: {why}" if required else why)
         else:
             _guarded(report, f"kernels={name}", lambda: _check_kernels(
-                report, name, path, max_len, prompts, refs, max_tokens, kernel_atol))
+                report, name, where, path, max_len, prompts, refs, max_tokens, kernel_atol))
     return report
 
 
@@ -391,21 +436,73 @@ def _check_prefix(report, path, max_len, prompts, tokens, ours, max_tokens, tol)
         out = run.generate([prompts[i]], max_tokens)[0]
         cached += out.num_cached_tokens
         results.append((i, _same_tokens(out.outputs[0].token_ids, tokens[i], ours[i], tol)))
-    if cached == 0 and not any(why for _, why in results):
-        report.add("prefix_caching", SKIP, "the prefix cache was never hit")
-        return
+    if cached == 0:
+        results.append((3, "the prefix cache was never hit (num_cached_tokens == 0)"))
     _compare(report, "prefix_caching", results, f"{cached} cached prompt tokens, same tokens")
 
 
-def _check_kernels(report, name, path, max_len, prompts, refs, max_tokens, atol):
-    import torch
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    run = _Run(path, max_len, kernels=name, device=device)
-    tokens, logits = run.one_at_a_time(prompts, max_tokens)
+def _check_kernels(report, name, where, path, max_len, prompts, refs, max_tokens, atol):
+    if where == "subprocess":
+        tokens, logits, used = _kernels_in_subprocess(name, path, max_len, prompts, max_tokens)
+    else:
+        run = _Run(path, max_len, kernels=name, device=where)
+        tokens, logits = run.one_at_a_time(prompts, max_tokens)
+        used = run.llm.engine.kernels_in_use
     greedy = [(i, _teacher_forced(t, r, atol)) for i, (t, r) in enumerate(zip(tokens, refs))]
     close = [(i, _logits_close(o, r, atol, atol)) for i, (o, r) in enumerate(zip(logits, refs))]
-    _compare(report, f"kernels={name}", greedy + close, f"{run.llm.engine.runner.attn.name} "
-             f"attention on {device} matches HF (atol={atol:g})")
+    if why := _not_served_by(name, used):
+        report.add(f"kernels={name}", FAIL, why)
+        return
+    mine = sorted(op for op, p in used.items() if op != "attention" and p == name)
+    device = "cpu (interpreter subprocess)" if where == "subprocess" else where
+    _compare(report, f"kernels={name}", greedy + close, f"{used['attention']} attention, "
+             f"{name} {'/'.join(mine) or 'no ops'} on {device} match HF (atol={atol:g})")
+
+
+def _not_served_by(name: str, used: dict) -> str | None:
+    """Why the run did not use provider ``name`` for everything it provides (None if it did)."""
+    from litevllm.ops import provider
+    from litevllm.plugins import get_plugin_manager
+    manager = get_plugin_manager()
+    offered = {e.name for e in manager.entries["ops"] if provider(e) == name}
+    wrong = [f"{op} from {p}" for op, p in used.items() if op in offered and p != name]
+    if name in manager.names("attention_backends") and used.get("attention") != name:
+        wrong.insert(0, f"attention backend {used.get('attention')}")
+    if wrong:
+        return f"kernels={name} ran {', '.join(wrong)} instead of '{name}'"
+    if name not in used.values():
+        return f"nothing ran on '{name}' kernels (in use: {used})"
+    return None
+
+
+def _kernels_in_subprocess(name, path, max_len, prompts, max_tokens):
+    """Run ``kernels=name`` on the CPU in a fresh interpreter with ``_CPU_ENV[name]`` set
+    before anything is imported; returns (tokens, logits, kernels in use)."""
+    import torch
+    job = Path(path).parent / f"{Path(path).name}-kernels-{name}"
+    job.mkdir(exist_ok=True)
+    spec = dict(path=str(path), max_len=max_len, prompts=prompts, max_tokens=max_tokens,
+                kernels=name, out=str(job / "out.pt"))
+    (job / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, **_CPU_ENV[name]}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from litevllm.testing import "
+                           "_kernels_worker; _kernels_worker(sys.argv[1])", str(job / "spec.json")],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise RuntimeError(f"the kernels={name} subprocess failed: {lines[-1]}")
+    out = torch.load(job / "out.pt")
+    return out["tokens"], out["logits"], out["used"]
+
+
+def _kernels_worker(spec_file: str) -> None:
+    """The subprocess side of :func:`_kernels_in_subprocess`."""
+    import torch
+    spec = json.loads(Path(spec_file).read_text())
+    run = _Run(spec["path"], spec["max_len"], kernels=spec["kernels"], device="cpu")
+    tokens, logits = run.one_at_a_time(spec["prompts"], spec["max_tokens"])
+    torch.save(dict(tokens=tokens, logits=logits, used=run.llm.engine.kernels_in_use),
+               spec["out"])
 
 
 def assert_architecture(arch: str, hf_config, tmp_path=None, **kwargs) -> Report:
@@ -567,6 +664,49 @@ def model_context(device="cpu", dtype=None, kernels: str = "torch", max_model_le
     attn = pick_attention_backend(manager, kernels, device.type)(device, dtype, block_size)
     return ModelContext(Ops(kernels, device.type, manager), attn, quant or UnquantizedConfig(),
                         dtype, device, max_model_len)
+
+
+# transformers' name for the activation of each gated-activation op
+HF_ACTIVATIONS = {"silu_and_mul": "silu", "gelu_tanh_and_mul": "gelu_pytorch_tanh"}
+
+
+def hf_rms_norm(x, weight, eps: float, residual=None, offset: float = 0.0):
+    """transformers' own RMSNorm module (``LlamaRMSNorm``; ``GemmaRMSNorm`` for ``offset=1``)
+    as an independent reference for the ``rms_norm`` op, with the op's calling convention."""
+    import torch
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    if offset not in (0.0, 1.0):
+        raise ValueError(f"transformers has no RMSNorm with offset {offset}")
+    cls = GemmaRMSNorm if offset else LlamaRMSNorm
+    norm = cls(x.shape[-1], eps=eps).to(device=x.device, dtype=weight.dtype)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        if residual is None:
+            return norm(x)
+        x = residual + x  # the decoder layer's residual add, in the activation dtype
+        return norm(x), x
+
+
+def norm_test_inputs(hidden: int, dtype=None, device="cpu", seed: int = 0):
+    """``(x, weight)`` to test an RMSNorm with: three rows at each rms in 1e-5, 1e-3, 3e-3, 1,
+    30 (around sqrt(eps) for eps 1e-6 / 1e-5, where the placement of eps decides the result)
+    and a zero row; weight ~ 1 + N(0, 0.5)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randn(3, hidden, generator=g) * s for s in (1e-5, 1e-3, 3e-3, 1.0, 30.0)]
+    x = torch.cat(rows + [torch.zeros(1, hidden)])
+    w = 1 + 0.5 * torch.randn(hidden, generator=g)
+    dtype = dtype or torch.float32
+    return x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)
+
+
+def hf_act_and_mul(op: str, x):
+    """``ACT2FN[name](x[..., :I]) * x[..., I:]``: transformers' activation modules as an
+    independent reference for the gated-activation ops in :data:`HF_ACTIVATIONS`."""
+    from transformers.activations import ACT2FN
+    a, b = x.chunk(2, dim=-1)
+    return ACT2FN[HF_ACTIVATIONS[op]](a) * b
 
 
 def expected_tensors(model) -> dict:

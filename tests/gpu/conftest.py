@@ -1,22 +1,44 @@
 """Shared GPU-test fixtures."""
+import os
+
 import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def compiled_triton():
+    """Triton's interpreter (TRITON_INTERPRET=1, set by plugins/triton/tests/conftest.py when
+    collected in the same run) would stand in for the GPU kernels: fail rather than test it."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.fail("TRITON_INTERPRET=1 in this process: run tests/gpu in its own pytest run "
+                    "(without plugins/triton/tests)")
+
+
 @pytest.fixture(scope="module")
 def random_hf_checkpoint(tmp_path_factory):
-    """``make(name, config, norm=(mean, std), std=0.05, **from_config)``: a bf16 HF model with
-    normal random weights (norm weights drawn separately), saved under a fresh directory;
-    returns ``(path, model on CUDA)``."""
+    """``make(name, config, norm=(mean, std), std=0.05, logit_scale=1.0, norm_offset=0.0,
+    **from_config)``: a float32 HF model with normal random weights (norm weights drawn
+    separately), saved under a fresh directory; returns ``(path, {"float32": model,
+    "bfloat16": model})``, both eval models on CUDA.
+
+    ``logit_scale`` multiplies the final norm's scale (``norm_offset + weight``; Gemma's is
+    ``1 + weight``), so the logits spread by that factor without changing anything upstream
+    (tied embeddings included): top-2 gaps grow, and logprobs tell tokens apart."""
     from transformers import AutoModelForCausalLM
 
-    def make(name, config, norm=(1.0, 0.1), std=0.05, **from_config):
+    def make(name, config, norm=(1.0, 0.1), std=0.05, logit_scale=1.0, norm_offset=0.0,
+             **from_config):
         path = tmp_path_factory.mktemp(name)
         torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, **from_config)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **from_config)
         with torch.no_grad():
             for pname, p in model.named_parameters():
                 p.normal_(*(norm if "norm" in pname else (0.0, std)))
+            final = model.model.norm.weight
+            final.copy_((norm_offset + final) * logit_scale - norm_offset)
         model.save_pretrained(path)
-        return path, model.cuda().eval()
+        hf32 = model.cuda().eval()
+        hf16 = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                    **from_config).cuda().eval()
+        return path, {"float32": hf32, "bfloat16": hf16}
     return make

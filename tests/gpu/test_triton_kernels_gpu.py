@@ -1,10 +1,13 @@
-"""Triton kernels at real sizes on a CUDA GPU, bf16 and fp16, against the torch references."""
+"""Triton kernels at real sizes on a CUDA GPU: bf16 and fp16 against the torch references,
+float32 attention against the float32 torch reference (IEEE products, not TF32), and the norm and
+activation kernels (and torch references) in bf16 against transformers' own modules."""
 import pytest
 import torch
 
 from litevllm.attention.backend import AttentionSpec
 from litevllm.attention.torch_backend import paged_attention_ref
 from litevllm.ops import torch_ops as ref
+from litevllm.testing import HF_ACTIVATIONS, hf_act_and_mul, hf_rms_norm, norm_test_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -149,3 +152,83 @@ def test_reshape_and_cache(dtype):
     ref.reshape_and_cache(key, value, want[0], want[1], slots)
     ops.reshape_and_cache(key, value, cache[0], cache[1], slots)
     assert torch.equal(cache, want)
+
+
+@pytest.mark.parametrize("d", [48, 80, 96, 112, 64])
+def test_head_dims_off_the_power_of_2_grid(d):
+    """Head dims padded to the next power of 2 inside the kernels: a mixed batch (chunk after a
+    prefix, a fresh prompt, decodes) through prefill, then a decode step with and without
+    splits, bf16, against the torch reference."""
+    from litevllm_triton.kernels import decode_attention, prefill_attention
+    dtype, h, hkv = torch.bfloat16, 16, 4
+    query_lens, seq_lens = [300, 1, 700, 1], [1000, 513, 700, 2048]
+    k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, d, 16, dtype)
+    spec = AttentionSpec(h, hkv, d, d ** -0.5)
+    q = torch.randn(sum(query_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
+                            out=nan_like(q))
+    assert_rel_close(got, want, dtype)
+    dq = torch.randn(len(seq_lens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
+    for splits in (None, 1):
+        got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq),
+                               num_splits=splits)
+        assert_rel_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_float32_attention_is_ieee(head_dim):
+    """float32 prefill and decode within 1e-5 of the torch reference (IEEE float32 matmuls):
+    TF32 products (10-bit mantissa) would be ~1e-3 off."""
+    assert torch.get_float32_matmul_precision() == "highest"
+    from litevllm_triton.kernels import decode_attention, prefill_attention
+    h, hkv, dt = 8, 2, torch.float32
+    query_lens, seq_lens = [300, 1, 77], [300, 513, 200]
+    k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, head_dim, 16, dt)
+    spec = AttentionSpec(h, hkv, head_dim, head_dim ** -0.5)
+    q = torch.randn(sum(query_lens), h, head_dim, dtype=dt, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
+                            out=nan_like(q))
+    err = ((got - want).norm() / want.norm()).item()
+    assert err < 1e-5, f"float32 prefill relative error {err:.2e}"
+    dq = torch.randn(len(seq_lens), h, head_dim, dtype=dt, device="cuda")
+    want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
+    got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq))
+    err = ((got - want).norm() / want.norm()).item()
+    assert err < 1e-5, f"float32 decode relative error {err:.2e}"
+
+
+# bf16 against transformers: it rounds the normalized value (Llama) or the activation before
+# the multiply, the ops round once; three roundings of u = 2^-8 bound the difference
+BF16_RTOL = 3 * 2.0 ** -8
+
+
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("eps", [1e-6, 1e-5])
+@pytest.mark.parametrize("offset", [0.0, 1.0], ids=["llama", "gemma"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_rms_norm_bf16_matches_transformers(impl, eps, offset, residual):
+    from litevllm_triton import ops
+    rms_norm = ops.rms_norm if impl == "triton" else ref.rms_norm
+    x, w = norm_test_inputs(4096, torch.bfloat16, "cuda")  # rms 1e-5 .. 30, around sqrt(eps)
+    w = w - offset  # gemma stores weight - 1
+    res = torch.flip(x, (0,)) * 0.5 if residual else None
+    got, want = rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
+    if residual:
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+        got, want = got[0], want[0]
+    torch.testing.assert_close(got, want, rtol=BF16_RTOL, atol=0)
+
+
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("op", sorted(HF_ACTIVATIONS))
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 4.0])
+def test_act_and_mul_bf16_matches_transformers(impl, op, scale):
+    from litevllm_triton import ops
+    fn = getattr(ops if impl == "triton" else ref, op)
+    x = (torch.randn(64, 2 * 4096, device="cuda") * scale).to(torch.bfloat16)
+    got, want = fn(x), hf_act_and_mul(op, x)
+    # atol: far in the negative tail gelu_tanh is a cancellation, tiny next to the row maxima
+    torch.testing.assert_close(got, want, rtol=BF16_RTOL, atol=1e-5 * want.abs().max().item())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
 from litevllm.outputs import RequestOutput
-from litevllm.plugins import PluginError, get_plugin_manager
+from litevllm.plugins import PluginError, get_plugin_manager, quant_install_hint
 from litevllm.sampling_params import SamplingParams
 from litevllm.structured.manager import StructuredOutputManager
 
@@ -38,7 +39,7 @@ def resolve_model_path(model: str) -> Path:
         return Path(resolved)
     aliases = ", ".join(manager.names("model_aliases")) or "none installed"
     raise FileNotFoundError(f"model path '{model}' does not exist and is not a known model "
-                            f"alias (aliases: {aliases})")
+                            f"alias (aliases: {aliases}{manager.not_loaded()})")
 
 
 class LLMEngine:
@@ -60,10 +61,11 @@ class LLMEngine:
         if self.max_model_len > limit:
             log.warning("max_model_len=%d is beyond the model's max_position_embeddings=%d",
                         self.max_model_len, limit)
-        ops = Ops(config.kernels, self.device.type, manager)
+        self.ops = ops = Ops(config.kernels, self.device.type, manager)
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
         quant = self._quant_config(manager)
+        fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
         torch.manual_seed(config.seed)
         with torch.device(self.device):
@@ -99,10 +101,17 @@ class LLMEngine:
         self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
         self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len,
                                        self.structured.valid_draft) if config.speculative else None
-        log.info("KV cache: %d blocks of %d tokens (max concurrency %.1f at %d tokens/seq); "
-                 "kernels=%s attention=%s", self.num_blocks, config.cache.block_size,
-                 self.num_blocks * config.cache.block_size / self.max_model_len,
-                 self.max_model_len, config.kernels, attn.name)
+        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB)",
+                 self.device, str(self.dtype).replace("torch.", ""), attn.name,
+                 "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
+                 self.num_blocks * config.cache.block_size,
+                 self.num_blocks * self.runner.bytes_per_block() / 2**20)
+
+    @property
+    def kernels_in_use(self) -> dict[str, str]:
+        """``{"attention": backend name, op: provider}`` for every op resolved so far (ops
+        resolve on first use, so after a step this names everything the model ran)."""
+        return {"attention": self.runner.attn.name, **self.ops.chosen}
 
     # set-up helpers --------------------------------------------------------------------------
     def _quant_config(self, manager):
@@ -111,7 +120,8 @@ class LLMEngine:
         entry = manager.pick("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
-                              f"(available: {', '.join(manager.names('quant_methods'))})")
+                              f"(installed schemes: {', '.join(manager.names('quant_methods'))}); "
+                              f"{quant_install_hint(name)}")
         return entry.load().from_hf(hf_quant or {})
 
     def _load_tokenizer(self, fmt):
@@ -144,8 +154,12 @@ class LLMEngine:
             used_elsewhere = total - free - torch.cuda.memory_reserved(self.device)
             budget = total * cache.gpu_memory_utilization - peak - max(0, used_elsewhere)
             blocks = int(budget // per_block)
-        else:
+        elif cache.cpu_kv_cache_gib is not None:
             blocks = int(cache.cpu_kv_cache_gib * 2**30 // per_block)
+        else:  # CPU: one full-length sequence or one full batch, at most 1/4 of the memory
+            tokens = max(self.max_model_len, self.config.scheduler.max_num_batched_tokens)
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            blocks = min(-(-tokens // cache.block_size), int(ram // 4 // per_block))
         blocks = min(blocks, useful)
         if blocks < 1:
             raise RuntimeError("no memory left for the KV cache after loading the model; "

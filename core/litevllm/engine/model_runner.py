@@ -55,9 +55,12 @@ class ModelRunner:
         return 2 * self.block_size * heads * dim * itemsize * self.model.num_kv_layers()
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
+        t0 = time.perf_counter()
         heads, dim = self.model.kv_shape()
         self.kv_caches = [self.attn.allocate_kv_cache(num_blocks, heads, dim)
                           for _ in range(self.model.num_kv_layers())]
+        log.debug("start-up: KV cache of %d blocks allocated in %.2f s", num_blocks,
+                  time.perf_counter() - t0)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
@@ -207,10 +210,11 @@ class ModelRunner:
         pool = None
         buf = self.graph_buffers
         for bs in reversed(graph_buckets(m)):
+            t1 = time.perf_counter()
             meta = self.attn.prepare(self._graph_meta(bs))
-            for _ in range(2):  # warm up: compile kernels, settle allocator
-                self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
-                                                     self.kv_caches, meta))
+            # one eager run first: compiles this shape's kernels outside the capture
+            self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
+                                                 self.kv_caches, meta))
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
@@ -218,6 +222,8 @@ class ModelRunner:
                     self.model(buf["ids"][:bs], buf["pos"][:bs], self.kv_caches, meta))
             pool = graph.pool()
             self.graphs[bs] = (graph, logits)
+            log.debug("start-up: graph for batch %d captured in %.2f s", bs,
+                      time.perf_counter() - t1)
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
         log.info("captured %d CUDA graphs in %.1f s", len(self.graphs), self.capture_seconds)
@@ -242,6 +248,7 @@ class ModelRunner:
     @torch.inference_mode()
     def profile_peak_memory(self, max_num_batched_tokens: int) -> int:
         """Run a maximal prefill batch and return peak allocated bytes (CUDA only)."""
+        t0 = time.perf_counter()
         tokens = min(max_num_batched_tokens, self.max_model_len * self.max_num_seqs)
         seq_len = min(tokens, self.max_model_len)
         num_seqs = -(-tokens // seq_len)
@@ -267,4 +274,6 @@ class ModelRunner:
         peak = torch.cuda.max_memory_allocated(self.device)
         self.kv_caches = []
         torch.cuda.empty_cache()
+        log.debug("start-up: memory profiled on %d tokens in %.2f s", tokens,
+                  time.perf_counter() - t0)
         return peak

@@ -33,6 +33,11 @@ class CheckpointFormat:
         """Return a ``transformers.PretrainedConfig`` describing the model."""
         raise NotImplementedError
 
+    def set_quantization(self, quant) -> None:
+        """Called by the engine with its ``QuantConfig`` before ``iter_tensors``. A format whose
+        scheme takes tensors as stored (GGUF's quantized blocks) yields them only to that scheme;
+        any other (e.g. ``quantization="none"``) gets values."""
+
     def iter_tensors(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(hf_name, tensor)`` pairs. Tensors may be mmap-backed; the loader copies them
         into the model's parameters one at a time. ``dtype`` is the engine's dtype: formats that

@@ -34,11 +34,24 @@ class SafetensorsFormat(CheckpointFormat):
         return files
 
     def load_config(self):
-        from transformers import AutoConfig
+        from transformers import AutoConfig, PretrainedConfig
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
         try:
             return AutoConfig.from_pretrained(self.path)
         except (ValueError, OSError, KeyError) as e:
+            raw = self._raw_config()
+            if raw.get("model_type") and raw["model_type"] not in CONFIG_MAPPING_NAMES:
+                # a model type transformers does not know: a plugin may still provide the
+                # architecture, and the engine's lookup names the plugin to install if none does
+                return PretrainedConfig.from_dict(raw)
             raise CheckpointError(f"{self.path / 'config.json'}: {str(e).splitlines()[0]}") from e
+
+    def _raw_config(self) -> dict:
+        try:
+            raw = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
     def iter_tensors(self, dtype=None):
         from safetensors import safe_open

@@ -5,6 +5,8 @@ already-allocated parameters, so the checkpoint is never held twice in memory.
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Iterable
 
 import torch
@@ -12,6 +14,8 @@ from torch import nn
 
 from litevllm.formats.base import CheckpointError
 from litevllm.model.layers import RMSNorm
+
+log = logging.getLogger("litevllm")
 
 
 def _owner(model: nn.Module, param_name: str):
@@ -97,23 +101,36 @@ def _copy(param: torch.Tensor, tensor: torch.Tensor, name: str):
 
 @torch.no_grad()
 def init_dummy_weights(model: nn.Module, seed: int = 0) -> None:
-    """Random weights of the right shapes, like vLLM's ``--load-format dummy``."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    """Random weights of the right shapes, like vLLM's ``--load-format dummy``: drawn in place
+    on the parameters' device by a generator seeded with ``seed`` (same seed, device and dtype,
+    same weights)."""
+    t0 = time.perf_counter()
+    gens: dict[torch.device, torch.Generator] = {}
+
+    def gen_for(device: torch.device) -> torch.Generator:
+        if device not in gens:
+            gens[device] = torch.Generator(device).manual_seed(seed)
+        return gens[device]
     # norms scale by 1: weight 1, or 0 for a norm computing (offset + weight)
     offsets = {f"{n}.weight": m.offset for n, m in model.named_modules() if isinstance(m, RMSNorm)}
     for name, param in model.named_parameters():
         if "norm" in name and param.dim() == 1:
             param.fill_(1.0 - offsets.get(name, 0.0))
-            continue
-        if param.is_floating_point():
-            cpu = torch.empty(param.shape, dtype=torch.float32).uniform_(-0.02, 0.02, generator=gen) \
-                if param.device.type == "cpu" else None
-            if cpu is not None:
-                param.copy_(cpu)
-            else:
-                param.uniform_(-0.02, 0.02)
-        else:
+        elif param.is_floating_point():
+            gen = gen_for(param.device)
+            if param.element_size() >= 2:
+                param.uniform_(-0.02, 0.02, generator=gen)
+            else:  # float8 and other narrow dtypes have no uniform_: draw in float32, cast
+                param.copy_(torch.empty(param.shape, device=param.device)
+                            .uniform_(-0.02, 0.02, generator=gen))
+        elif param.dtype == torch.bool:
             param.zero_()
+        else:
+            # integer params hold packed quantized codes: random bits, as a real checkpoint has
+            info = torch.iinfo(param.dtype)
+            param.copy_(torch.randint(info.min, info.max, param.shape, dtype=param.dtype,
+                                      device=param.device, generator=gen_for(param.device)))
     for module in model.modules():
         if hasattr(module, "process_after_loading"):
             module.process_after_loading()
+    log.debug("start-up: dummy weights in %.2f s", time.perf_counter() - t0)

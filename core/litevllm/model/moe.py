@@ -1,7 +1,8 @@
 """FusedMoE: a layer of experts stored stacked, run through the ``fused_moe`` op.
 
 The quant config's MoE method owns the weights (``w13 [E, 2I, H]``: gate then up, and
-``w2 [E, H, I]`` when unquantized). Checkpoints name one tensor per expert
+``w2 [E, H, I]`` when unquantized; a quantized method names its params ``w13_<attr>`` /
+``w2_<attr>`` after the checkpoint's per-expert tensors, e.g. ``w13_qweight``). Checkpoints name one tensor per expert
 (``mlp.experts.3.up_proj.weight``); ``route_expert_tensor`` sends each into its expert's slice
 of the stacked parameters, so the weights are never held twice.
 """
@@ -26,9 +27,11 @@ def route_expert_tensor(module_name: str, attr: str):
     (3, 1))``; a tensor stacked over all experts gets shard None. Anything else: None.
     """
     m = _EXPERT_TENSOR.match(module_name)
-    if m and attr == "weight":
+    if m:
+        # ``weight`` goes to the stacked param itself; a quantized tensor (``qweight``,
+        # ``scales``, ...) to ``<param>_<attr>``, which the quant method's MoE weights name
         param, shard = _SHARD[m.group(3)]
-        return m.group(1), param, (int(m.group(2)), shard)
+        return m.group(1), param if attr == "weight" else f"{param}_{attr}", (int(m.group(2)), shard)
     if module_name.endswith(".experts") and attr in _STACKED:
         return module_name, _STACKED[attr], None
     return None
@@ -59,13 +62,14 @@ class FusedMoE(nn.Module):
     # loading ---------------------------------------------------------------------------------
     def expected_shards(self, attr: str, module_name: str):
         """Every (shard, checkpoint name) the loader must see for parameter ``attr``."""
-        subs = self.expert_tensors.get(attr)
+        base, _, suffix = attr.partition("_")  # w13 -> .weight; w13_qweight -> .qweight
+        subs = self.expert_tensors.get(base)
         if subs is None:
             yield None, f"{module_name}.{attr}"
             return
         for e in range(self.num_experts):
             for s, sub in enumerate(subs):
-                yield (e, s), f"{module_name}.{e}.{sub}.weight"
+                yield (e, s), f"{module_name}.{e}.{sub}.{suffix or 'weight'}"
 
     def load_shard(self, attr: str, loaded: torch.Tensor, shard) -> None:
         expert, s = shard if shard is not None else (None, None)

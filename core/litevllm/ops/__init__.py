@@ -60,7 +60,7 @@ class Ops:
             raise PluginError(f"kernels='{kernels}' does not run on {device_type} (it serves: "
                               f"{', '.join(devices)}); use kernels='auto' or 'torch'")
 
-    def _resolve(self, op: str):
+    def _best(self, op: str):
         entries = [e for e in self.manager.entries["ops"] if e.name == op and self.manager._ok(e.plugin)]
         if self.kernels == "auto":
             entries = [e for e in entries if _serves(e, self.device_type)]
@@ -70,9 +70,16 @@ class Ops:
         if not entries:
             raise PluginError(f"no implementation of op '{op}' for kernels='{self.kernels}' "
                               f"on {self.device_type}")
-        best = max(entries, key=lambda e: e.priority)
+        return max(entries, key=lambda e: e.priority)
+
+    def _resolve(self, op: str):
+        best = self._best(op)
         self.chosen[op] = provider(best)
         return best.load()
+
+    def providers(self) -> list[str]:
+        """The providers the registered ops resolve to here (what ``kernels=auto`` picked)."""
+        return sorted({provider(self._best(op)) for op in self.manager.names("ops")})
 
     def __getattr__(self, op: str):
         if op.startswith("_"):

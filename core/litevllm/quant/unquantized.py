@@ -45,6 +45,8 @@ class UnquantizedMoEMethod:
 
     def load_expert(self, layer, param_name, loaded, expert, shard):
         """Copy one expert's shard (gate 0 / up 1 of w13, or w2); expert None: all experts."""
+        if param_name not in ("w13", "w2"):
+            raise ValueError(f"unexpected expert tensor '{param_name}' for unquantized experts")
         param = getattr(layer, param_name)
         if expert is not None:
             param = param[expert]

@@ -82,6 +82,9 @@ BLOCK_TENSORS = {
     "ffn_up_shexp": "mlp.shared_expert.up_proj",
     "ffn_down_shexp": "mlp.shared_expert.down_proj",
 }
+# weights of the model's linear layers (LiteLinear), handed over as stored when kept packed
+LINEAR_TENSORS = {"attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_gate", "ffn_up",
+                  "ffn_down", "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp"}
 # stacked (n_experts, out, in) tensors, split into one HF tensor per expert
 EXPERT_TENSORS = {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}
 # folded into the config instead of loaded as weights

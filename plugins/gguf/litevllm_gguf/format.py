@@ -8,9 +8,10 @@ import torch
 
 from litevllm.plugin_api import CheckpointError, CheckpointFormat
 
-from .arch import (ARCHITECTURES, CONFIG_KEYS, CONFIG_TENSORS, EXPERT_TENSORS, TOKEN_ID_KEYS,
-                   hf_tensor_name, llama3_rope_scaling, split_name, unpermute_rows)
-from .dequant import dequantize, is_supported, unsupported_type_error
+from .arch import (ARCHITECTURES, CONFIG_KEYS, CONFIG_TENSORS, EXPERT_TENSORS, LINEAR_TENSORS,
+                   TOKEN_ID_KEYS, hf_tensor_name, llama3_rope_scaling, split_name, unpermute_rows)
+from .dequant import GGUFBlocks, is_supported, unsupported_type_error
+from .quant import GGUFQuantConfig
 from .reader import GGUFFile, TensorInfo
 
 
@@ -44,6 +45,7 @@ class GGUFFormat(CheckpointFormat):
         if not self.arch_name:
             raise CheckpointError(f"{self.file.path} has no general.architecture in its metadata")
         self.arch = ARCHITECTURES.get(self.arch_name)  # None: no HF mapping known
+        self.quant = None  # the engine's QuantConfig (set_quantization)
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -90,6 +92,7 @@ class GGUFFormat(CheckpointFormat):
             fields["rope_scaling"] = rope_scaling
         config = AutoConfig.for_model(self.arch.model_type, **{**self.arch.config_defaults, **fields})
         config.architectures = [self.arch.hf_class]
+        config.quantization_config = {"quant_method": "gguf"}  # GGUFQuantConfig; "none" dequantizes
         return config
 
     def _rope_scaling(self, fields: dict) -> dict | None:
@@ -113,16 +116,23 @@ class GGUFFormat(CheckpointFormat):
 
     # -- tensors --------------------------------------------------------------------------------
 
-    def _decode(self, info: TensorInfo, dtype: torch.dtype | None, row_order: torch.Tensor | None = None):
+    def set_quantization(self, quant) -> None:
+        self.quant = quant
+
+    def _blocks(self, info: TensorInfo, row_order: torch.Tensor | None = None) -> GGUFBlocks:
         raw = self.file.raw(info)
         if row_order is not None:  # rows are whole blocks, so reorder the bytes before decoding
             raw = raw.view(info.shape[0], -1)[row_order].reshape(-1)
-        return dequantize(raw, info.ggml_type, info.shape, dtype, info.name)
+        return GGUFBlocks(raw, info.ggml_type, info.shape, info.name)
+
+    def _decode(self, info: TensorInfo, dtype: torch.dtype | None, row_order: torch.Tensor | None = None):
+        return self._blocks(info, row_order).dequantize(dtype)
 
     def iter_tensors(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         for info in self.file.tensors.values():  # fail before any weight is loaded
             if not is_supported(info.ggml_type):
                 raise unsupported_type_error(info.name, info.ggml_type)
+        keep_packed = isinstance(self.quant, GGUFQuantConfig)
         heads = {"attn_q": self._arch_meta("attention.head_count"),
                  "attn_k": self._arch_meta("attention.head_count_kv")}
 
@@ -138,8 +148,12 @@ class GGUFFormat(CheckpointFormat):
                 for expert, values in enumerate(self._decode(info, dtype)):
                     yield f"model.layers.{layer}.mlp.experts.{expert}.{EXPERT_TENSORS[base]}.{kind}", values
                 continue
-            if self.arch and self.arch.permute_qk and heads.get(base):
-                values = self._decode(info, dtype, unpermute_rows(info.shape[0], heads[base]))
+            row_order = (unpermute_rows(info.shape[0], heads[base])
+                         if self.arch and self.arch.permute_qk and heads.get(base) else None)
+            if keep_packed and kind == "weight" and base in LINEAR_TENSORS:
+                values = self._blocks(info, row_order)  # as stored: GGUFLinearMethod takes it
+            elif row_order is not None:
+                values = self._decode(info, dtype, row_order)
             elif self.arch and self.arch.norm_offset and base.endswith("norm"):  # subtract, then round
                 values = (self._decode(info, torch.float32) - self.arch.norm_offset).to(dtype or torch.float32)
             else:

@@ -12,3 +12,8 @@ def register_checkpoint_formats(register):
 @hookimpl
 def register_model_aliases(register):
     register("smollm2", "litevllm_gguf.demo:fetch_smollm2")
+
+
+@hookimpl
+def register_quant_methods(register):
+    register("gguf", "litevllm_gguf.quant:GGUFQuantConfig")

@@ -14,13 +14,13 @@ SCALE_OFFSETS = {T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q
                  T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
 
 
-def random_blocks(ggml_type: T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
-    """(rows, row_bytes) uint8: random quantized blocks with sane fp16 scales."""
+def random_blocks(ggml_type: T, rows: int, cols: int, seed: int = 0, scale: float = 0.1) -> np.ndarray:
+    """(rows, row_bytes) uint8: random quantized blocks with fp16 scales in [-scale, scale]."""
     rng = np.random.default_rng(seed)
     block_size, block_bytes = GGML_QUANT_SIZES[ggml_type]
     blocks = rng.integers(0, 256, (rows * cols // block_size, block_bytes), dtype=np.uint8)
     for at in SCALE_OFFSETS[ggml_type]:
-        scales = rng.uniform(-0.1, 0.1, len(blocks)).astype(np.float16)
+        scales = rng.uniform(-scale, scale, len(blocks)).astype(np.float16)
         blocks[:, at:at + 2] = scales.view(np.uint8).reshape(-1, 2)
     return blocks.reshape(rows, -1)
 
@@ -84,7 +84,12 @@ def write_tiny_llama(path: Path, state_dict: dict[str, torch.Tensor], arch: str 
         elif name.endswith("k_proj.weight"):
             weight = llamacpp_permute(weight, c["num_key_value_heads"])
         tensors[hf_to_gguf_name(name)] = (weight.float().numpy(), None)
-    metadata = {
+    return write_gguf(path, arch, tensors, llama_metadata(c, arch))
+
+
+def llama_metadata(c: dict, arch: str = "llama") -> dict:
+    """GGUF metadata for an HF-style llama config dict."""
+    return {
         f"{arch}.context_length": c["max_position_embeddings"],
         f"{arch}.embedding_length": c["hidden_size"],
         f"{arch}.block_count": c["num_hidden_layers"],
@@ -97,6 +102,39 @@ def write_tiny_llama(path: Path, state_dict: dict[str, torch.Tensor], arch: str 
         "tokenizer.ggml.bos_token_id": 1,
         "tokenizer.ggml.eos_token_id": 2,
     }
+
+
+# fp16 scale ranges that keep each type's weights near 1/sqrt(256) (6-bit K-quant sub-scales
+# and Q6_K's int8 scales multiply in)
+WEIGHT_SCALES = {T.Q4_0: 8e-3, T.Q4_1: 8e-3, T.Q5_0: 4e-3, T.Q5_1: 4e-3, T.Q8_0: 5e-4,
+                 T.Q4_K: 3e-4, T.Q5_K: 1.5e-4, T.Q6_K: 4e-5}
+
+
+def write_quantized_llama(path: Path, config: dict, types: dict[str, T | None], seed: int = 0,
+                          metadata: dict | None = None) -> Path:
+    """A llama GGUF of random weights: ``types`` maps GGUF tensor names (``blk.0.attn_q.weight``)
+    to a block type; the rest (norms, embeddings) are F32, or F16 where the type is None.
+    ``metadata`` overrides what ``config`` says."""
+    rng = np.random.default_rng(seed)
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    shapes = {"token_embd": (v, h), "output_norm": (h,), "output": (v, h)}
+    for layer in range(config["num_hidden_layers"]):
+        shapes.update({f"blk.{layer}.{k}": s for k, s in {
+            "attn_norm": (h,), "ffn_norm": (h,), "attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h),
+            "attn_output": (h, h), "ffn_gate": (i, h), "ffn_up": (i, h), "ffn_down": (h, i)}.items()})
+    tensors = {}
+    for n, (base, shape) in enumerate(shapes.items()):
+        name = f"{base}.weight"
+        if name in types and types[name] is not None:
+            ggml_type = types[name]
+            tensors[name] = (random_blocks(ggml_type, *shape, seed=seed + n, scale=WEIGHT_SCALES[ggml_type]),
+                             ggml_type)
+            continue
+        values = (rng.uniform(0.5, 1.5, shape) if len(shape) == 1 else
+                  rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+        tensors[name] = (values.astype(np.float16) if name in types else values, None)
+    return write_gguf(path, "llama", tensors, {**llama_metadata(config), **(metadata or {})})
     return write_gguf(path, arch, tensors, metadata)
 
 

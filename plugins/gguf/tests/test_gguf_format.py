@@ -116,8 +116,8 @@ def test_unknown_architecture_is_reported(tmp_path):
 def test_unknown_architecture_end_to_end(tmp_path):
     from litevllm import LLM
     from importlib.metadata import entry_points
-    if not any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")):
-        pytest.skip("litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)")
+    assert any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")), \
+        "litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)"
     tensors = {"token_embd.weight": (np.zeros((10, 8), np.float32), None)}
     path = write_gguf(tmp_path / "alien.gguf", "alienlm", tensors, {"alienlm.block_count": 1})
     with pytest.raises(Exception, match="alienlm"):

@@ -25,11 +25,13 @@ def test_hooks_register_lazy_targets():
 
 def test_installed_plugin_is_discovered():
     from importlib.metadata import entry_points
-    if not any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")):
-        pytest.skip("litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)")
+    assert any(ep.value == "litevllm_gguf.plugin" for ep in entry_points(group="litevllm")), \
+        "litevllm-plugin-gguf is not installed (pip install -e plugins/gguf)"
     from litevllm.testing import check_plugin
     report = check_plugin("gguf").assert_ok()
-    assert "gguf" in report.table() or report.ok
+    assert not report.skipped, report.table()
+    assert report.get("checkpoint format gguf").reason == "litevllm_gguf.format:GGUFFormat"
+    assert report.get("model alias smollm2").reason == "litevllm_gguf.demo:fetch_smollm2"
 
 
 def test_cached_model_needs_no_download(tmp_path, monkeypatch):

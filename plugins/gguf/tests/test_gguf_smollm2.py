@@ -9,6 +9,7 @@ import torch
 
 from gguf_synth import one_thread
 from litevllm import LLM, SamplingParams
+from litevllm.plugin_api import LiteLinear
 from litevllm_gguf.demo import ModelFetchError, fetch_smollm2
 from litevllm_gguf.format import GGUFFormat
 
@@ -70,14 +71,26 @@ def test_tokenizer_has_chat_template(smollm2):
 
 
 @pytest.fixture(scope="module")
-def greedy_answer(smollm2):
-    llm = LLM(model=str(smollm2), dtype="float32", device="cpu")
-    output = llm.chat(QUESTION, SamplingParams(max_tokens=32, temperature=0))[0]
+def cpu_llm(smollm2):
+    return LLM(model=str(smollm2), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def greedy_answer(cpu_llm):
+    output = cpu_llm.chat(QUESTION, SamplingParams(max_tokens=32, temperature=0))[0]
     return output.prompt_token_ids, list(output.outputs[0].token_ids), output.outputs[0].text
 
 
 def test_greedy_answer_names_paris(greedy_answer):
     assert "Paris" in greedy_answer[2]
+
+
+def test_cpu_dequantizes_through_the_gguf_scheme(cpu_llm):
+    """The config names the gguf scheme; on the CPU every linear layer is a dense weight."""
+    assert cpu_llm.engine.hf_config.quantization_config == {"quant_method": "gguf"}
+    linears = [m for m in cpu_llm.engine.model.modules() if isinstance(m, LiteLinear)]
+    assert len(linears) == 4 * 30 and all(m.packed_bits is None for m in linears)
+    assert all(m.weight.dtype == torch.float32 and m.weight.dim() == 2 for m in linears)
 
 
 def test_greedy_tokens_match_transformers(greedy_answer, hf_model):

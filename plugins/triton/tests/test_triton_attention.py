@@ -20,6 +20,12 @@ ATTN_CASES = {
     "softcap": (4, 2, 64, 16, None, 20.0),
     "wide-window": (2, 1, 16, 16, 90, None),
     "window+softcap": (2, 1, 16, 4, 10, 5.0),
+    # head dims that are not powers of 2 (padded to the next one inside the kernels)
+    "d48": (4, 2, 48, 16, None, None),
+    "d80-window": (4, 1, 80, 16, 24, None),
+    "d96-mha": (2, 2, 96, 8, None, None),
+    "d112-softcap": (6, 2, 112, 16, None, 20.0),
+    "d40": (2, 1, 40, 16, None, None),
 }
 
 # mixed batch: a fresh prompt, decodes, prefix hits + chunks, lengths off the block grid
@@ -75,11 +81,12 @@ def test_decode(case, dtype, num_splits):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-def test_decode_empty_sequence_gives_zeros():
+@pytest.mark.parametrize("num_splits", [1, 4])  # 1: no merge kernel
+def test_decode_empty_sequence_gives_zeros(num_splits):
     k_cache, v_cache, bt, _, sl = make_paged_batch([1, 1], [30, 1], 1, 16, 16, torch.float32)
     sl[1] = 0  # a padding row of a captured batch
     q = torch.randn(2, 2, 16)
-    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=4)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=num_splits)
     assert torch.equal(got[1], torch.zeros_like(got[1]))
     assert torch.isfinite(got).all()
 
@@ -93,6 +100,30 @@ def test_decode_splits_depend_on_shapes_only():
     assert all(s & (s - 1) == 0 for s in (num_decode_splits(b, 4, 8192) for b in range(1, 300)))
 
 
+@pytest.mark.parametrize("d", [48, 80])
+def test_backend_odd_head_dim_chunked_prefill_then_decode(d):
+    """A prompt in two chunks, then decode steps, through the backend: every output matches
+    the torch backend on the same cache (head dims off the power-of-2 grid)."""
+    h, hkv, bs, dtype = 4, 2, 8, torch.float32
+    spec = _spec(h, hkv, d, None, None)
+    steps = [(12, 12), (9, 21), (1, 22), (1, 23)]  # (query_len, seq_len)
+    bt = torch.randperm(6).to(torch.int32)[None, :4]
+    cache = torch.zeros(2, 6, bs, hkv, d, dtype=dtype)
+    ref_cache = cache.clone()
+    ours = TritonAttentionBackend(torch.device("cpu"), dtype, bs)
+    ref = TorchAttentionBackend(torch.device("cpu"), dtype, bs)
+    for ql, s in steps:
+        pos = torch.arange(s - ql, s)
+        slots = bt[0, pos // bs].long() * bs + pos % bs
+        qsl = torch.tensor([0, ql], dtype=torch.int32)
+        meta = _meta([ql], [s], bt, qsl, torch.tensor([s], dtype=torch.int32), slots)
+        q, k, v = (torch.randn(ql, n, d, dtype=dtype) for n in (h, hkv, hkv))
+        got = ours.forward(spec, q, k, v, cache, meta)
+        want = ref.forward(spec, q, k, v, ref_cache, meta)
+        torch.testing.assert_close(cache, ref_cache, rtol=0, atol=0)
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
 def test_attention_input_errors():
     k_cache, v_cache, bt, qsl, sl = make_paged_batch([3], [3], 2, 32, 16, torch.float32)
     q = torch.randn(3, 4, 32)
@@ -104,6 +135,9 @@ def test_attention_input_errors():
         kernels.decode_attention(q, k_cache, v_cache, bt, sl, 1.0)
     with pytest.raises(ValueError, match="dtype"):
         kernels.decode_attention(q[:1].half(), k_cache, v_cache, bt, sl, 1.0)
+    big = make_paged_batch([1], [3], 1, 320, 16, torch.float32)
+    with pytest.raises(ValueError, match="head_dim must be in 1..256, got 320"):
+        kernels.decode_attention(torch.randn(1, 1, 320), big[0], big[1], big[2], big[4], 1.0)
 
 
 def _meta(qlens, slens, block_tables, qsl, sl, slots):

@@ -19,3 +19,13 @@ def test_registers_every_op_and_the_backend():
     from litevllm_triton.backend import TritonAttentionBackend
     assert TritonAttentionBackend.supports_cuda_graphs
     assert check_plugin("triton").ok
+
+
+def test_llama_with_head_dim_48_matches_transformers(tmp_path):
+    """A head dim off the power-of-2 grid end to end: LLM(kernels="triton") in the interpreter
+    against transformers (the conformance checks include kernels=triton here)."""
+    from litevllm.testing import check_architecture, tiny_config
+    config = tiny_config("LlamaForCausalLM", head_dim=48)
+    report = check_architecture("LlamaForCausalLM", config, tmp_path)
+    report.assert_ok()
+    assert any(c.name == "kernels=triton" and c.status == "PASS" for c in report.checks)

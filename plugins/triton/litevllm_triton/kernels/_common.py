@@ -55,8 +55,8 @@ def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs
         raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
     if dc != d:
         raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
-    if not (is_pow2(d) and d >= 16):
-        raise ValueError(f"head_dim must be a power of 2 >= 16, got {d}")
+    if not 0 < d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be in 1..{MAX_HEAD_DIM}, got {d}")
     if h % hkv:
         raise ValueError(f"num_heads {h} is not a multiple of num_kv_heads {hkv}")
     if block_tables.shape[0] < num_seqs:
@@ -77,9 +77,29 @@ def is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+MAX_HEAD_DIM = 256
+
+
+def padded_head_dim(d: int) -> int:
+    """Tile width of a head: the next power of 2, at least 16 (tl.dot's minimum K).
+    The attention kernels mask the padding columns."""
+    return max(16, triton.next_power_of_2(d))
+
+
 @triton.jit
 def tanh(x):
     """tanh through exp2 (portable, no libdevice); never overflows."""
     e = tl.exp2(-2.8853900817779268 * tl.abs(x))  # exp(-2|x|)
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0, -t, t)
+
+
+@triton.jit
+def dot(a, b, IEEE: tl.constexpr):
+    """``a @ b`` accumulated in float32. IEEE (for float32 inputs): exact float32 products;
+    without it tl.dot rounds float32 inputs to TF32 (10-bit mantissa) on NVIDIA GPUs."""
+    if IEEE:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out

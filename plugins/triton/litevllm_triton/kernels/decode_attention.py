@@ -2,9 +2,11 @@
 
 Stage 1: program (seq, kv head, split) attends the GROUP query heads of that KV head (padded to
 16 rows for tl.dot) to its share of the context and writes partial (max, sum, acc). Stage 2
-merges the splits. The split count depends only on shapes (batch size, heads, block-table width),
-never on per-step values, so the launch is CUDA-graph safe; splits past a sequence's end write
-neutral partials (max -1e30, sum 0, acc 0).
+merges the splits; with one split, stage 1 writes the output itself and there is no stage 2.
+Head dims that are not powers of 2 are padded to the next one with masks. The split count
+depends only on shapes (batch size, heads, block-table width), never on per-step values, so the
+launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves every batch
+size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_attention_inputs, is_pow2, tanh
+from litevllm_triton.kernels._common import (check_attention_inputs, dot, is_pow2,
+                                             padded_head_dim, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -23,45 +26,49 @@ MAX_SPLITS = 64
 
 @triton.jit
 def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
-                         part_m_ptr, part_l_ptr, part_acc_ptr,
+                         part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
                          stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
-                         num_heads, scale, softcap, window,
+                         stride_ot, stride_oh, num_heads, scale, softcap, window,
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
-                         PAGE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                         USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+                         BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                         USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                         SINGLE: tl.constexpr, IEEE: tl.constexpr):
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
+    num_splits = tl.num_programs(2)  # not a constexpr: one compiled kernel for every bucket
 
     seq_len = tl.load(seq_lens_ptr + b)
     kv_lo = seq_len * 0
     if USE_WINDOW:
         kv_lo = tl.maximum(seq_len - window, 0)
-    split_len = tl.cdiv(tl.cdiv(seq_len - kv_lo, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    split_len = tl.cdiv(tl.cdiv(seq_len - kv_lo, num_splits), BLOCK_N) * BLOCK_N
     start = kv_lo + split * split_len
     end = tl.minimum(start + split_len, seq_len)
 
     offs_h = tl.arange(0, BLOCK_H)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM  # head dims padded to a power of 2 read as zeros
     head = kv_head * GROUP + offs_h
     h_ok = offs_h < GROUP
     q = tl.load(q_ptr + b.to(tl.int64) * stride_qt + (head * stride_qh)[:, None] + offs_d[None, :],
-                mask=h_ok[:, None], other=0.0)
+                mask=h_ok[:, None] & d_ok[None, :], other=0.0)
 
     bt_row = block_tables_ptr + b.to(tl.int64) * stride_bt
     k_base = k_cache_ptr + kv_head * stride_ch
     v_base = v_cache_ptr + kv_head * stride_ch
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
         page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
         kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
-        k = tl.load(k_base + kv_off, mask=n_ok[:, None], other=0.0)
-        v = tl.load(v_base + kv_off, mask=n_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k))
+        kv_ok = n_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
+        v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
+        s = dot(q, tl.trans(k), IEEE)
         if USE_SOFTCAP:
             s = softcap * tanh(s * (scale / softcap)) * 1.4426950408889634
         else:
@@ -71,42 +78,53 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
 
-    # partials laid out [B, H, NUM_SPLITS(, D)]
-    part = (b * num_heads + head).to(tl.int64) * NUM_SPLITS + split
-    tl.store(part_m_ptr + part, m_i, mask=h_ok)
-    tl.store(part_l_ptr + part, l_i, mask=h_ok)
-    tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=h_ok[:, None])
+    if SINGLE:  # one split: normalise and write the output, no merge kernel
+        o = acc / tl.maximum(l_i, 1e-30)[:, None]  # empty sequence -> 0
+        o_ptrs = out_ptr + b.to(tl.int64) * stride_ot + (head * stride_oh)[:, None] \
+            + offs_d[None, :]
+        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
+    else:  # partials laid out [B, H, num_splits(, D)]
+        part = (b * num_heads + head).to(tl.int64) * num_splits + split
+        tl.store(part_m_ptr + part, m_i, mask=h_ok)
+        tl.store(part_l_ptr + part, l_i, mask=h_ok)
+        tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc,
+                 mask=h_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
 def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_ot, stride_oh,
-                         num_heads, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr):
+                         num_heads, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                         NUM_SPLITS: tl.constexpr):
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, NUM_SPLITS)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
     part = (b * num_heads + h).to(tl.int64) * NUM_SPLITS + offs_s
     m = tl.load(part_m_ptr + part)
     l = tl.load(part_l_ptr + part)
-    acc = tl.load(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :])
+    acc = tl.load(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], mask=d_ok[None, :],
+                  other=0.0)
     w = tl.exp2(m - tl.max(m, axis=0))  # empty splits: exp2(-1e30 - max) = 0
     l_sum = tl.sum(w * l, axis=0)
     o = tl.sum(w[:, None] * acc, axis=0) / tl.maximum(l_sum, 1e-30)  # empty sequence -> 0
     tl.store(out_ptr + b.to(tl.int64) * stride_ot + h * stride_oh + offs_d,
-             o.to(out_ptr.dtype.element_ty))
+             o.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
 # tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
+# float32 (exact IEEE products, for parity tests): half the tile, no pipelining (shared memory)
+FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
                       head_dim: int = 128) -> int:
     """Power-of-2 split count from static shapes only (CUDA-graph safe)."""
-    target = TARGET_PROGRAMS[128 if head_dim <= 128 else 256]
+    target = TARGET_PROGRAMS[128 if padded_head_dim(head_dim) <= 128 else 256]
     want = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
     cap = max(1, max_context // MIN_SPLIT_TOKENS)
     splits = min(want, cap, MAX_SPLITS)
@@ -138,18 +156,26 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if b == 0:
         return out
 
-    group = h // hkv
+    group, block_d = h // hkv, padded_head_dim(d)
+    single = num_splits == 1
+    fp32 = q.dtype == torch.float32
+    block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
-    part_acc = torch.empty((b, h, num_splits, d), dtype=torch.float32, device=dev)
+    part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
+                                              device=dev)
     _decode_split_kernel[(b, hkv, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc,
+        q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc, out,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0), h, float(scale), float(logit_softcap or 1.0),
-        int(sliding_window or 0),
-        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d, PAGE=page,
-        BLOCK_N=BLOCK_N, NUM_SPLITS=num_splits, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+        block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale),
+        float(logit_softcap or 1.0), int(sliding_window or 0),
+        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
+        BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
+        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, num_warps=NUM_WARPS,
+        num_stages=stages)
+    if single:
+        return out
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,
-                                 HEAD_DIM=d, NUM_SPLITS=num_splits, num_warps=4)
+                                 HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=num_splits,
+                                 num_warps=4)
     return out

@@ -13,17 +13,19 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_attention_inputs, check_tensor, tanh
+from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot,
+                                             padded_head_dim, tanh)
 
 
 @triton.jit
 def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                  stride_cb, stride_cs, kv_end, qk_scale, softcap, window,
-                 PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-                 MASKED: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+                 PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_N: tl.constexpr, MASKED: tl.constexpr, USE_WINDOW: tl.constexpr,
+                 USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
     """One online-softmax step over keys start_n .. start_n + BLOCK_N (log2 domain)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     if MASKED:
         n_ok = offs_n < kv_end
         page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
@@ -31,13 +33,17 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
         page = tl.load(bt_row + offs_n // PAGE).to(tl.int64)
     kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
     if MASKED:
-        k = tl.load(k_base + kv_off, mask=n_ok[:, None], other=0.0)
-        v = tl.load(v_base + kv_off, mask=n_ok[:, None], other=0.0)
+        kv_ok = n_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+        k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
+        v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
+    elif BLOCK_D != HEAD_DIM:  # padded head dims read as zeros
+        k = tl.load(k_base + kv_off, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+        v = tl.load(v_base + kv_off, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
     else:
         k = tl.load(k_base + kv_off)
         v = tl.load(v_base + kv_off)
 
-    s = tl.dot(q, tl.trans(k))
+    s = dot(q, tl.trans(k), IEEE)
     if USE_SOFTCAP:
         s = softcap * tanh(s * (qk_scale / softcap)) * 1.4426950408889634
     else:
@@ -52,7 +58,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
     return acc, l_i, m_new
 
 
@@ -62,9 +68,10 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     stride_qt, stride_qh, stride_ot, stride_oh,
                     stride_cb, stride_cs, stride_ch, stride_bt,
                     scale, softcap, window,
-                    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr,
+                    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                    PAGE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr):
+                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # launch the longest (last) tiles first
     kv_head = tl.program_id(1)
 
@@ -88,14 +95,15 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
 
     # rows of the tile: m -> (query row q_idx, head kv_head * GROUP + m % GROUP)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     q_idx = q_tile * BLOCK_Q + offs_m // GROUP
     head = kv_head * GROUP + offs_m % GROUP
     row_ok = (offs_m < BLOCK_Q * GROUP) & (q_idx < q_len)
+    io_ok = row_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
     q_pos = ctx_len + tl.minimum(q_idx, q_len - 1)  # padding rows copy the last real row
     q_rows = (q_start + q_idx).to(tl.int64)
     q = tl.load(q_ptr + (q_rows * stride_qt + head * stride_qh)[:, None] + offs_d[None, :],
-                mask=row_ok[:, None], other=0.0)
+                mask=io_ok, other=0.0)
 
     # key range [kv_lo, kv_end) and its part [full_lo, full_hi) that needs no mask
     first_pos = ctx_len + q_tile * BLOCK_Q
@@ -116,32 +124,38 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     v_base = v_cache_ptr + kv_head * stride_ch
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: fully masked tiles stay NaN-free
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(kv_lo, full_lo, BLOCK_N):  # left edge of the sliding window
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
-                                     PAGE, HEAD_DIM, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP)
+                                     PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
+                                     USE_SOFTCAP, IEEE)
     for start_n in range(full_lo, full_hi, BLOCK_N):  # visible to every row
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
-                                     PAGE, HEAD_DIM, BLOCK_N, False, USE_WINDOW, USE_SOFTCAP)
+                                     PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, False, USE_WINDOW,
+                                     USE_SOFTCAP, IEEE)
     for start_n in range(full_hi, kv_end, BLOCK_N):  # causal diagonal
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
-                                     PAGE, HEAD_DIM, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP)
+                                     PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
+                                     USE_SOFTCAP, IEEE)
 
     out = acc / l_i[:, None]
     o_ptrs = out_ptr + (q_rows * stride_ot + head * stride_oh)[:, None] + offs_d[None, :]
-    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=io_ok)
 
 
-def _config(head_dim: int, group: int, max_query_len: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages); measured best on an H100 (bf16, T=4096)."""
-    block_n = 128 if head_dim == 128 else 64
+def _config(block_d: int, group: int, max_query_len: int,
+            fp32: bool = False) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim; measured best on an
+    H100 (bf16, T=4096). float32 (exact IEEE products, for parity tests) takes smaller tiles,
+    unpipelined, to fit in shared memory."""
+    block_n = 32 if fp32 else 128 if block_d == 128 else 64
     # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
-    block_m = min(128, max(16, triton.next_power_of_2(max_query_len * group)))
+    block_m = min(64 if fp32 else 128, max(16, triton.next_power_of_2(max_query_len * group)))
     block_m = max(block_m, triton.next_power_of_2(group))
-    return block_m, block_n, 8 if block_m >= 64 else 4, 3
+    return block_m, block_n, 8 if block_m >= 64 else 4, 1 if fp32 else 3
 
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -168,7 +182,9 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         return out
 
     group = h // hkv
-    block_m, block_n, warps, stages = _config(d, group, max(1, int(max_query_len)))
+    block_d = padded_head_dim(d)
+    fp32 = q.dtype == torch.float32
+    block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)), fp32)
     block_q = block_m // group
     grid = (t // block_q + num_seqs, hkv)  # upper bound on sum_b cdiv(query_len_b, BLOCK_Q)
     _prefill_kernel[grid](
@@ -176,7 +192,8 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         float(scale), float(logit_softcap or 1.0), int(sliding_window or 0),
-        GROUP=group, HEAD_DIM=d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n,
+        GROUP=group, HEAD_DIM=d, BLOCK_D=block_d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q,
+        BLOCK_N=block_n,
         USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),
-        num_warps=warps, num_stages=stages)
+        IEEE=fp32, num_warps=warps, num_stages=stages)
     return out

@@ -1,0 +1,160 @@
+"""Start-up to ready, by phase, in fresh processes with a cold and then a warm Triton cache.
+
+    python benchmarks/bench_startup.py [--model benchmarks/configs/tinyllama-1.1b]
+        [--warm-runs 2] [--profile] [--latency] [--no-pycache] [--out results.jsonl]
+        [--engine JSON]
+
+Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
+TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image writes no .pyc
+files, so without it every start compiles every module's source): the first run compiles every
+kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
+the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its
+phases, and the first request after ready (1 prompt, 8 tokens). Phases come from wrapping
+engine functions, so the script also times versions of LitevLLM that predate it:
+
+- ``import``: torch and litevllm; ``cuda_init``: the CUDA context;
+- ``config``: plugin discovery, checkpoint format and config, up to building the ops;
+- ``model``: ops, attention backend, model construction;
+- ``weights``: dummy weights (``load_format="dummy"``), ``kv_profile``: the peak-memory prefill,
+  ``kv_alloc``: the KV cache, ``graph_capture``: CUDA graphs; ``other``: the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.1b")
+
+
+def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
+    t_start = time.perf_counter()
+    import torch
+
+    import litevllm.engine.engine as engine_mod
+    from litevllm import LLM, SamplingParams
+    from litevllm.engine.model_runner import ModelRunner
+    t_import = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.empty(1, device="cuda")
+        torch.cuda.synchronize()
+    t_cuda = time.perf_counter()
+
+    marks: dict[str, list[float]] = {}
+    depth = {"n": 0}
+
+    def wrap(owner, attr, name):
+        fn = getattr(owner, attr)
+
+        def timed(*a, **k):
+            top = depth["n"] == 0  # allocate_kv_cache also runs inside the profile
+            depth["n"] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                depth["n"] -= 1
+                if top:
+                    marks.setdefault(name, [t0, 0.0])[1] += time.perf_counter() - t0
+        setattr(owner, attr, timed)
+
+    wrap(engine_mod, "Ops", "model")  # only its start time is used
+    wrap(engine_mod, "init_dummy_weights", "weights")
+    wrap(ModelRunner, "profile_peak_memory", "kv_profile")
+    wrap(ModelRunner, "allocate_kv_cache", "kv_alloc")
+    wrap(ModelRunner, "capture_cuda_graphs", "graph_capture")
+
+    prof = None
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    llm = LLM(model, load_format="dummy", **engine_kw)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t_ready = time.perf_counter()
+    if prof is not None:
+        prof.disable()
+    llm.generate([{"prompt_token_ids": list(range(3, 67))}],
+                 SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    t_first = time.perf_counter()
+
+    durations = {k: v[1] for k, v in marks.items() if k != "model"}
+    phases = {"import": t_import - t_start, "cuda_init": t_cuda - t_import}
+    model_start = marks.get("model", [t0])[0]
+    weights_start = marks.get("weights", [t_ready])[0]
+    phases["config"] = model_start - t0
+    phases["model"] = weights_start - model_start
+    phases.update(durations)
+    llm_s = t_ready - t0
+    phases["other"] = llm_s - sum(v for k, v in phases.items()
+                                  if k not in ("import", "cuda_init"))
+    result = {"total_s": t_ready - t_start, "llm_s": llm_s,
+              "first_request_s": t_first - t_ready,
+              "phases_s": {k: round(v, 3) for k, v in phases.items()},
+              "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks}
+    if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
+        from litevllm.bench import measure_latency
+        for bs in (1, 128):
+            r = measure_latency(llm, bs, 128, 128)
+            result[f"latency_b{bs}"] = {k: r[k] for k in ("prefill_ms", "decode_ms_per_step")}
+    if prof is not None:
+        import io
+        import pstats
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
+        result["profile"] = buf.getvalue()
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--warm-runs", type=int, default=2)
+    p.add_argument("--profile", action="store_true", help="cProfile the last warm run")
+    p.add_argument("--latency", action="store_true",
+                   help="the last warm run also measures decode latency (batch 1 and 128)")
+    p.add_argument("--no-pycache", action="store_true",
+                   help="leave Python's bytecode caching as the environment has it")
+    p.add_argument("--out", help="append the JSON lines here too")
+    p.add_argument("--engine", default="{}", help="engine options as JSON")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    engine_kw = json.loads(a.engine)
+    if a.child:
+        print(json.dumps(child(a.model, engine_kw, a.profile, a.latency)), flush=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="litevllm-triton-cache-") as cache:
+        env = {**os.environ, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        if not a.no_pycache:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "pycache")
+        for i in range(1 + a.warm_runs):
+            kind = "cold" if i == 0 else "warm"
+            cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
+            if i == a.warm_runs:
+                cmd += ["--profile"] * a.profile + ["--latency"] * a.latency
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if out.returncode != 0:
+                sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+            result = {"run": kind, "pycache": not a.no_pycache, "process_wall_s": round(wall, 3),
+                      **json.loads(out.stdout.strip().splitlines()[-1])}
+            profile = result.pop("profile", None)
+            line = json.dumps(result)
+            print(line, flush=True)
+            if profile:
+                print(profile, file=sys.stderr)
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Triton kernels over ``PackedWeight`` (imported only on CUDA or under TRITON_INTERPRET=1)."""

@@ -1,0 +1,106 @@
+"""The Triton kernels through Triton's CPU interpreter (float32/float16, small shapes) against
+the torch reference ``layout.matmul_ref``."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from litevllm_gptq.layout import PackedWeight, matmul_ref, pack_rows  # noqa: E402
+from litevllm_gptq.linear import kernel_linear  # noqa: E402
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("needs TRITON_INTERPRET=1 (set before triton is imported)", allow_module_level=True)
+
+
+def random_packed(k, n, bits, group, zero_bias=True, perm=False, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 2**bits, (k, n), generator=gen)
+    scales = (torch.rand(k // group, n, generator=gen) * 0.02 + 0.005).to(dtype)
+    bias = (torch.randn(k // group, n, generator=gen) * 0.05).to(dtype) if zero_bias else None
+    p = torch.randperm(k, generator=gen) if perm else None
+    return PackedWeight(pack_rows(codes, bits), scales, bias, bits, group, p)
+
+
+SHAPES = [  # (M, K, N, bits, group, zero_bias, perm)
+    (1, 256, 96, 4, 32, True, False),
+    (1, 512, 64, 4, 128, False, True),
+    (3, 256, 128, 8, 64, True, False),
+    (1, 384, 64, 8, 384, False, False),
+    (5, 256, 96, 4, 64, True, True),
+    (20, 128, 64, 4, 128, False, False),
+    (33, 256, 64, 8, 32, True, False),
+    (2, 64, 32, 4, 16, True, False),
+]
+
+
+@pytest.mark.parametrize("path", ["gemv", "gemm", "cublas"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_kernel_matches_reference(path, shape, dtype):
+    m, k, n, bits, group, zb, perm = shape
+    w = random_packed(k, n, bits, group, zb, perm, dtype)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).to(dtype)
+    bias = torch.randn(n).to(dtype)
+    ref = matmul_ref(x.float(), w) + bias.float()
+    got = kernel_linear(x, w, bias, path=path)
+    assert got.dtype == dtype and got.shape == (m, n)
+    tol = dict(atol=2e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=1e-2)
+    torch.testing.assert_close(got.float(), ref, **tol)
+
+
+def test_split_k_and_no_bias():
+    w = random_packed(1024, 64, 4, 128, True, False)
+    x = torch.randn(1, 1024)
+    from litevllm_gptq.kernels.gemv import gemv
+    from litevllm_gptq.kernels.gemm import gemm
+    ref = matmul_ref(x, w)
+    for split in (1, 2, 4):
+        torch.testing.assert_close(gemv(x, w, config=dict(SPLIT=split)), ref, atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(gemm(x, w, config=dict(SPLIT=split)), ref, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(gemv(x, w, config=dict(PER_ELEMENT=True)), ref, atol=2e-4, rtol=1e-4)
+
+
+def test_kernel_checks_inputs():
+    w = random_packed(256, 64, 4, 32)
+    with pytest.raises(ValueError, match="features"):
+        kernel_linear(torch.randn(2, 128), w, path="gemv")
+    with pytest.raises(ValueError, match="2-D"):
+        kernel_linear(torch.randn(2, 256).int(), w, path="gemm")
+
+
+def stacked(experts, k, n, bits, group, zero_bias, perm):
+    ws = [random_packed(k, n, bits, group, zero_bias, perm, seed=e) for e in range(experts)]
+    return PackedWeight(torch.stack([w.qweight for w in ws]), torch.stack([w.scales for w in ws]),
+                        torch.stack([w.bias for w in ws]) if zero_bias else None, bits, group,
+                        torch.stack([w.perm for w in ws]) if perm else None), ws
+
+
+@pytest.mark.parametrize("zero_bias", [True, False])
+def test_gemv_experts_rows_use_their_expert(zero_bias):
+    from litevllm_gptq.kernels.gemv import gemv_experts
+    w, ws = stacked(4, 256, 96, 4, 64, zero_bias, False)
+    eids = torch.tensor([2, 0, 3, 2, 1], dtype=torch.int32)
+    x = torch.randn(5, 256)
+    want = torch.cat([matmul_ref(x[i:i + 1], ws[e]) for i, e in enumerate(eids.tolist())])
+    torch.testing.assert_close(gemv_experts(x, w, eids), want, atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="expert_ids"):
+        gemv_experts(x, w, eids[:3])
+
+
+def test_moe_per_row_path_matches_per_expert_path():
+    """The CUDA (graph-safe, per-row GEMV) MoE path against the sorted per-expert path."""
+    from types import SimpleNamespace
+
+    from litevllm.plugin_api import torch_ops
+    from litevllm_gptq.moe import PackedMoEMethod
+    w13, _ = stacked(4, 128, 2 * 64, 4, 32, True, True)
+    w2, _ = stacked(4, 64, 128, 4, 32, False, True)
+    layer = SimpleNamespace(w13_packed=w13, w2_packed=w2, num_experts=4)
+    x = torch.randn(3, 128)
+    weights, ids = torch_ops.moe_route(torch.randn(3, 4), 2, True)
+    act = torch_ops.silu_and_mul
+    torch.testing.assert_close(PackedMoEMethod._per_row(layer, x, weights, ids, act),
+                               PackedMoEMethod._per_expert(layer, x, weights, ids, act),
+                               atol=2e-4, rtol=1e-4)
