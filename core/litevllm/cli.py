@@ -49,7 +49,7 @@ def engine_options(f):
                      help="none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the "
                           "installed schemes); default: the checkpoint's quantization_config."),
         click.option("--seed", type=int, default=0),
-        click.option("--speculative-config", type=_json_dict, default=None,
+        click.option("--speculative-config", type=_json_dict, default=None, metavar="JSON",
                      help='Speculative decoding as JSON, e.g. \'{"method": "ngram", '
                           '"num_speculative_tokens": 4, "prompt_lookup_max": 4}\'.'),
     ]
