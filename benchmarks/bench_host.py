@@ -52,8 +52,8 @@ def attention(batch=256, ctx=500, block=16, hkv=2, heads=4, dim=16):
 def block_tables(batch=256, blocks=62):
     class Seq:
         def __init__(self, i):
+            self.seq_id = i
             self.block_table = list(range(i * blocks, (i + 1) * blocks))
-            self.runner_state = None
             self.is_finished = False
     seqs = [Seq(i) for i in range(batch)]
     runner = ModelRunner.__new__(ModelRunner)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray ...]
+#                                    throughput|serve|ray|spec ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -13,7 +13,7 @@ if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydan
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
     -e plugins/qwen_moe -e plugins/gemma -e plugins/gguf -e plugins/gptq -e plugins/fp8 \
-    -e plugins/openai -e plugins/ray > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+    -e plugins/openai -e plugins/ray -e plugins/xgrammar > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
 C=benchmarks/configs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
@@ -34,6 +34,8 @@ for part in $parts; do
         --gpus-per-replica 0.5 --conversations 32 --turns 4 --json-out "$OUT/routing.json" -- \
         --model $C/tinyllama-1.1b --load-format dummy --max-model-len 4096 2>&1 \
         | grep -E '^\{|Error|error' | tail -8 ;;
+    spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b \
+              --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
              python3 benchmarks/bench_moe.py 2>&1 | tail -12 ;;

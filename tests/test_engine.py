@@ -30,8 +30,8 @@ def record_batches(llm):
     """Wrap the scheduler so every scheduled batch's (num_tokens, seqs, n) is recorded."""
     seen, schedule = [], llm.engine.scheduler.schedule
 
-    def wrapped():
-        batch = schedule()
+    def wrapped(*args, **kwargs):
+        batch = schedule(*args, **kwargs)
         seen.append((batch.num_tokens, len(batch.seqs), list(batch.num_new_tokens)))
         return batch
     llm.engine.scheduler.schedule = wrapped

@@ -41,13 +41,14 @@ def test_act_and_mul_matches_transformers(dtype, op, scale):
 
 
 def test_every_activation_name_maps_to_the_matching_op():
-    """layers._ACTS (the hidden_act names the decoder accepts) against transformers
+    """layers.ACTIVATIONS (the hidden_act names the decoder accepts) against transformers
     ("gelu_tanh" is not a transformers name: an alias for gelu_pytorch_tanh)."""
     from transformers.activations import ACT2FN
 
-    from litevllm.model.layers import _ACTS
+    from litevllm.model.layers import ACTIVATIONS
     x = torch.randn(4, 64) * 3
-    for name, op in _ACTS.items():
+    for name, canonical in ACTIVATIONS.items():
+        op = f"{canonical}_and_mul"
         name = "gelu_pytorch_tanh" if name == "gelu_tanh" else name
         a, b = x.chunk(2, dim=-1)
         torch.testing.assert_close(getattr(torch_ops, op)(x), ACT2FN[name](a) * b,

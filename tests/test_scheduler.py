@@ -1,6 +1,5 @@
-"""Scheduler + block manager under random workloads, with a fake model: a step advances
-``num_computed_tokens`` by the scheduled chunk and appends a token when a sequence's last
-token was computed."""
+"""The real Scheduler (and its block manager) under random workloads, driven without a model:
+``update`` gets made-up tokens for each sequence whose last token was computed."""
 from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +7,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from litevllm.config import SchedulerConfig
-from litevllm.engine.block_manager import BlockManager
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.sampling_params import SamplingParams
@@ -16,14 +14,16 @@ from litevllm.sampling_params import SamplingParams
 PREFIXES = [[], [7] * 8, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
 
 
-class FakeEngine:
-    """What LLMEngine.step does around the model, minus the model."""
+class Driver:
+    """The real Scheduler driven without a model: made-up tokens, optional lookahead (multi-step)
+    and draft tokens with a made-up number accepted (speculative decoding)."""
 
     def __init__(self, num_blocks, block_size, max_num_seqs, max_tokens_per_step, chunked,
                  caching, max_model_len=64):
-        self.bm = BlockManager(num_blocks, block_size, caching)
         self.sched = Scheduler(SchedulerConfig(max_num_seqs, max_tokens_per_step, chunked),
-                               self.bm, max_model_len)
+                               num_blocks, block_size, caching, max_model_len, eos_token_ids=[10],
+                               make_child=self._child)
+        self.bm = self.sched.bm
         self.requests: dict[int, list[Sequence]] = {}   # live request -> its sequences
         self.finals = Counter()                          # request -> final outputs emitted
         self.admitted = 0
@@ -35,19 +35,27 @@ class FakeEngine:
         except ValueError:
             return False
         rid, self.admitted = self.admitted, self.admitted + 1
-        s = self._seq(rid, prompt, SamplingParams(n=n, max_tokens=max_tokens), 0)
+        self.next_id += 1
+        s = Sequence(self.next_id, rid, prompt, SamplingParams(n=n, max_tokens=max_tokens), 0)
         self.requests[rid] = [s]
         self.sched.add(s)
         return True
 
-    def _seq(self, rid, prompt, params, index):
+    def _child(self, parent, index):
         self.next_id += 1
-        return Sequence(self.next_id, rid, prompt, params, index)
+        return Sequence(self.next_id, parent.request_id, parent.token_ids, parent.params, index)
 
-    def step(self):
+    @staticmethod
+    def token(s, j=0):
+        return (s.seq_id * 31 + s.num_tokens + j) % 11
+
+    def step(self, lookahead=0, draft_len=0):
         cfg, bm = self.sched.config, self.bm
-        batch = self.sched.schedule()
+        drafts = {s.seq_id: [self.token(s, j + 1) for j in range(draft_len)]
+                  for s in self.sched.running if s.num_output_tokens} if draft_len else None
+        batch = self.sched.schedule(lookahead, drafts)
         assert batch.num_tokens <= cfg.max_num_batched_tokens
+        assert batch.num_steps == 1 or not batch.drafts
         running = self.sched.running
         assert len(running) + sum(self.sched.will_fork(s) for s in running) <= cfg.max_num_seqs
         assert len(set(map(id, batch.seqs))) == len(batch.seqs)
@@ -56,30 +64,36 @@ class FakeEngine:
             assert s.num_computed_tokens + n <= s.num_tokens
             if not cfg.enable_chunked_prefill and s.num_output_tokens == 0:
                 assert n == s.num_tokens - s.num_computed_tokens  # prompts are never split
-            # new KV goes only into blocks this sequence owns alone and that are not published
-            for pos in range(s.num_computed_tokens, s.num_computed_tokens + n):
+            # new KV (lookahead and drafts included) goes only into blocks this sequence owns
+            # alone and that are not published
+            ahead = len(batch.drafts.get(s.seq_id, ())) + batch.num_steps - 1
+            for pos in range(s.num_computed_tokens, s.num_computed_tokens + n + ahead):
                 block = s.block_table[pos // bm.block_size]
                 assert bm.ref_count[block] == 1 and bm.hash_of[block] is None
         if not batch and self.sched.waiting:
             assert self.sched.running, "deadlock: nothing running, nothing admitted"
-        bm.take_copies()
+        self.sched.take_copies()
+        sampled = {}
         for s, n in zip(batch.seqs, batch.num_new_tokens):
-            s.num_computed_tokens += n
-            bm.commit(s)
-            if s.num_computed_tokens < s.num_tokens:
+            if s.num_computed_tokens + n < s.num_tokens:
                 continue
-            new = [s]
-            if self.sched.will_fork(s):
-                for i in range(1, s.params.n):
-                    child = self._seq(s.request_id, s.token_ids, s.params, i)
-                    self.sched.fork(s, child)
-                    self.requests[s.request_id].append(child)
-                    new.append(child)
-            for t in new:
-                t.append_token((t.seq_id * 31 + t.num_tokens) % 11)
-                if t.num_output_tokens >= t.params.max_tokens or \
-                        t.num_tokens >= self.sched.max_seq_len:
-                    self.finish(t, "length")
+            draft = batch.drafts.get(s.seq_id)
+            if draft:  # accept a made-up prefix, then the target's own token
+                accepted = (s.seq_id + s.num_tokens) % (len(draft) + 1)
+                sampled[s.seq_id] = draft[:accepted] + [self.token(s, 7)]
+                continue
+            for t in batch.sample_seqs(s):
+                sampled[t.seq_id] = [self.token(t, j) for j in range(batch.num_steps)]
+        assert not self.sched.update(batch, sampled)
+        for s in batch.seqs:
+            self.requests[s.request_id].extend(batch.forks.get(s.seq_id, []))
+            if s.status is SeqStatus.RUNNING:  # lookahead blocks past the tokens rolled back
+                assert len(s.block_table) <= bm.blocks_needed(s.num_tokens)
+        for rid in {s.request_id for s in batch.seqs}:
+            seqs = self.requests.get(rid)
+            if seqs and len(seqs) == seqs[0].params.n and all(x.is_finished for x in seqs):
+                self.finals[rid] += 1
+                del self.requests[rid]
 
     def finish(self, s, reason):
         self.sched.finish(s, reason)
@@ -126,7 +140,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 max_num_seqs=st.integers(1, 6), budget=st.integers(1, 48),
                 chunked=st.booleans(), caching=st.booleans())
     def setup(self, num_blocks, block_size, max_num_seqs, budget, chunked, caching):
-        self.eng = FakeEngine(num_blocks, block_size, max_num_seqs, budget, chunked, caching)
+        self.eng = Driver(num_blocks, block_size, max_num_seqs, budget, chunked, caching)
 
     @rule(prefix=st.sampled_from(PREFIXES), tail=st.lists(st.integers(0, 20), min_size=1,
                                                           max_size=20),
@@ -134,9 +148,9 @@ class SchedulerMachine(RuleBasedStateMachine):
     def add(self, prefix, tail, n, max_tokens):
         self.eng.add(prefix + tail, n, max_tokens)
 
-    @rule()
-    def step(self):
-        self.eng.step()
+    @rule(lookahead=st.sampled_from([0, 0, 1, 3]), draft_len=st.sampled_from([0, 0, 1, 3]))
+    def step(self, lookahead, draft_len):
+        self.eng.step(lookahead, draft_len)
 
     @precondition(lambda self: self.eng.requests)
     @rule(data=st.data())
@@ -176,7 +190,7 @@ TestSchedulerMachine.settings = settings(max_examples=80, stateful_step_count=40
        num_blocks=st.integers(2, 16), budget=st.integers(1, 32), max_num_seqs=st.integers(1, 4))
 def test_everything_finishes_under_pressure(prompts, num_blocks, budget, max_num_seqs):
     """Tiny caches and budgets: requests get preempted and recomputed, yet all finish once."""
-    eng = FakeEngine(num_blocks, 4, max_num_seqs, budget, True, True)
+    eng = Driver(num_blocks, 4, max_num_seqs, budget, True, True)
     for prefix, tail, n, max_tokens in prompts:
         eng.add(prefix + tail, n, max_tokens)
     eng.drain()
@@ -184,7 +198,7 @@ def test_everything_finishes_under_pressure(prompts, num_blocks, budget, max_num
 
 def test_preemption_order_and_requeue():
     """Out of blocks, the newest running sequence is preempted and requeued at the front."""
-    eng = FakeEngine(num_blocks=4, block_size=4, max_num_seqs=4, max_tokens_per_step=64,
+    eng = Driver(num_blocks=4, block_size=4, max_num_seqs=4, max_tokens_per_step=64,
                      chunked=True, caching=False)
     eng.add([1] * 7, 1, 20)
     eng.add([2] * 7, 1, 20)

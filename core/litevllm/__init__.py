@@ -1,7 +1,8 @@
 """LitevLLM: a small, fast LLM inference engine in Python and Triton."""
 from litevllm.version import PLUGIN_API_VERSION, __version__
 
-__all__ = ["LLM", "SamplingParams", "AsyncLLMEngine", "PLUGIN_API_VERSION", "__version__"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputsParams", "AsyncLLMEngine", "PLUGIN_API_VERSION",
+           "__version__"]
 
 
 def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
@@ -14,4 +15,7 @@ def __getattr__(name):  # keep `import litevllm` (and `lite --help`) light
     if name == "AsyncLLMEngine":
         from litevllm.engine.async_engine import AsyncLLMEngine
         return AsyncLLMEngine
+    if name == "StructuredOutputsParams":
+        from litevllm.structured.params import StructuredOutputsParams
+        return StructuredOutputsParams
     raise AttributeError(f"module 'litevllm' has no attribute {name!r}")

@@ -231,4 +231,5 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
         "ttft_ms_median": statistics.median(ttft) * 1e3, "itl_ms_mean": statistics.mean(itl) * 1e3,
         "prefix_cache_hit_rate": cached / max(1, sum(in_lens)),
         "peak_memory_gib": _peak_memory_gib(llm),
+        **{k: v for k, v in engine.stats().items() if k.startswith("spec_")},
     }

@@ -12,6 +12,18 @@ from litevllm.config import DEFAULT_GRAPH_STEPS, load_toml_defaults
 from litevllm.version import __version__
 
 
+def _json_dict(value):
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object")
+    return parsed
+
+
 def engine_options(f):
     """Options shared by every command that builds an engine."""
     opts = [
@@ -37,6 +49,9 @@ def engine_options(f):
                      help="none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the "
                           "installed schemes); default: the checkpoint's quantization_config."),
         click.option("--seed", type=int, default=0),
+        click.option("--speculative-config", type=_json_dict, default=None, metavar="JSON",
+                     help='Speculative decoding as JSON, e.g. \'{"method": "ngram", '
+                          '"num_speculative_tokens": 4, "prompt_lookup_max": 4}\'.'),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -57,7 +72,8 @@ def build_llm(o: dict):
                gpu_memory_utilization=o["gpu_memory_utilization"],
                cpu_kv_cache_gib=o["cpu_kv_cache_gib"],
                enable_prefix_caching=not o["no_prefix_caching"],
-               num_scheduler_steps=o["num_scheduler_steps"])
+               num_scheduler_steps=o["num_scheduler_steps"],
+               speculative_config=o.get("speculative_config"))
 
 
 def check_port_free(host: str, port: int) -> None:

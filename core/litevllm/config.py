@@ -77,9 +77,43 @@ class SchedulerConfig:
     max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
     enable_chunked_prefill: bool = True
     # decode steps run back to back on the device between host syncs (vLLM's
-    # num_scheduler_steps); only for batches of plain decodes, see LLMEngine._multi_step_count.
+    # num_scheduler_steps); only for batches of plain decodes, see Scheduler._lookahead.
     # None: DEFAULT_GRAPH_STEPS when decode replays CUDA graphs, else 1 (nothing to amortise)
     num_scheduler_steps: int | None = attrs.field(default=None, validator=_positive)
+
+
+@attrs.define
+class SpeculativeConfig:
+    """Speculative decoding, shaped like vLLM's ``speculative_config`` dict."""
+    method: str = attrs.field(validator=_one_of("ngram"))
+    num_speculative_tokens: int = attrs.field(validator=_positive)
+    prompt_lookup_max: int = attrs.field(default=4, validator=_positive)
+    prompt_lookup_min: int = attrs.field(default=1, validator=_positive)
+    # no drafts while more sequences than this decode (verification costs more than it saves)
+    disable_by_batch_size: int | None = attrs.field(default=16, validator=_positive)
+    # drafting pauses while the recent share of accepted draft tokens is below this
+    min_acceptance_rate: float = attrs.field(default=0.3, validator=_fraction)
+
+    def __attrs_post_init__(self):
+        if self.prompt_lookup_min > self.prompt_lookup_max:
+            raise ValueError(f"prompt_lookup_min ({self.prompt_lookup_min}) must not exceed "
+                             f"prompt_lookup_max ({self.prompt_lookup_max})")
+
+    @classmethod
+    def from_dict(cls, d) -> "SpeculativeConfig":
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise ValueError(f"speculative_config must be a dict, got {type(d).__name__}")
+        names = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"speculative_config has unknown keys: {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(names))})")
+        missing = [k for k in ("method", "num_speculative_tokens") if k not in d]
+        if missing:
+            raise ValueError(f"speculative_config needs {' and '.join(missing)}")
+        return cls(**d)
 
 
 @attrs.define
@@ -96,6 +130,8 @@ class EngineConfig:
     quantization: str | None = None
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
+    speculative: SpeculativeConfig | None = attrs.field(
+        default=None, converter=lambda d: None if d is None else SpeculativeConfig.from_dict(d))
 
     def torch_device(self):
         import torch

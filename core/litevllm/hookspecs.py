@@ -74,6 +74,16 @@ def register_model_aliases(register):
 
 
 @hookspec
+def register_structured_output_backends(register):
+    """Register structured-output (guided decoding) backends.
+
+    ``register(name, "module:Class", priority=0)``: the class subclasses
+    ``litevllm.plugin_api.StructuredOutputBackend``. Requests with ``structured_outputs`` use
+    the highest-priority backend.
+    """
+
+
+@hookspec
 def register_commands(register):
     """Register CLI commands.
 

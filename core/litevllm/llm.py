@@ -21,13 +21,14 @@ class LLM:
                  tokenizer: str | None = None, quantization: str | None = None, **kwargs):
         cache = CacheConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _CACHE_KEYS})
         sched = SchedulerConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SCHED_KEYS})
+        speculative = kwargs.pop("speculative_config", None)
         if kwargs:
             raise TypeError(f"LLM() got unknown options: {', '.join(sorted(kwargs))}")
         self.config = EngineConfig(model=str(model), dtype=dtype, kernels=kernels,
                                    max_model_len=max_model_len, enforce_eager=enforce_eager,
                                    load_format=load_format, seed=seed, device=device,
                                    tokenizer=tokenizer, quantization=quantization,
-                                   cache=cache, scheduler=sched)
+                                   cache=cache, scheduler=sched, speculative=speculative)
         self.engine = LLMEngine(self.config)
         self._ids = itertools.count()
 

@@ -1,9 +1,20 @@
 """Result objects, shaped like vLLM's."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
-from litevllm.engine.sequence import RequestMetrics
+
+@dataclass
+class RequestMetrics:
+    arrival_time: float = field(default_factory=time.monotonic)
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_output_tokens: int = 0
+    num_preemptions: int = 0
 
 
 @dataclass

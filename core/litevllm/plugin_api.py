@@ -30,7 +30,8 @@ _EXPORTS = {
     "litevllm.model.context": ["ModelContext"],
     "litevllm.model.decoder": ["LiteAttention", "LiteDecoderLayer", "LiteForCausalLM", "LiteMLP",
                                "LiteModel"],
-    "litevllm.model.layers": ["RMSNorm", "RotaryEmbedding", "act_and_mul_op", "rope_parameters"],
+    "litevllm.model.layers": ["RMSNorm", "RotaryEmbedding", "act_and_mul_op", "canonical_activation",
+                              "rope_parameters"],
     "litevllm.model.linear": ["LiteLinear"],
     "litevllm.model.moe": ["FusedMoE", "route_expert_tensor"],
     "litevllm.ops": ["torch_ops"],
@@ -38,6 +39,8 @@ _EXPORTS = {
     "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",
                                    "UnquantizedMoEMethod", "copy_shard"],
     "litevllm.plugins": ["PluginError"],
+    "litevllm.structured.backend": ["GrammarMatcher", "StructuredOutputBackend", "apply_bitmask"],
+    "litevllm.structured.params": ["StructuredOutputsParams"],
     "litevllm.cli": ["engine_options", "build_llm", "fail"],  # for register_commands plugins
     # the engine API for front ends (servers, Ray Serve replicas)
     "litevllm.engine.async_engine": ["AsyncLLMEngine", "EngineDeadError", "EngineOverloadedError"],

@@ -19,7 +19,7 @@ from litevllm.version import PLUGIN_API_VERSION
 
 log = logging.getLogger("litevllm")
 KINDS = ("models", "attention_backends", "ops", "quant_methods", "checkpoint_formats",
-         "model_aliases", "commands")
+         "model_aliases", "structured_output_backends", "commands")
 BUILTIN = "litevllm"
 
 

@@ -513,7 +513,8 @@ def assert_architecture(arch: str, hf_config, tmp_path=None, **kwargs) -> Report
 # -- plugin registrations --------------------------------------------------------------------
 _SINGULAR = {"models": "model", "attention_backends": "attention backend", "ops": "op",
              "quant_methods": "quant method", "checkpoint_formats": "checkpoint format",
-             "model_aliases": "model alias", "commands": "command"}
+             "model_aliases": "model alias", "commands": "command",
+             "structured_output_backends": "structured-output backend"}
 _MODEL_METHODS = ("forward", "compute_logits", "kv_shape", "num_kv_layers", "map_checkpoint_name")
 
 
@@ -547,6 +548,8 @@ def _validate(kind: str, name: str, obj) -> str | None:
         return None
     if kind == "quant_methods":
         return subclass(api.QuantConfig)
+    if kind == "structured_output_backends":
+        return subclass(api.StructuredOutputBackend)
     if kind == "commands":
         import click
         return None if isinstance(obj, click.Command) else f"{obj!r} is not a click.Command"

@@ -121,6 +121,18 @@ class BlockManager:
                 self.hash_of[block] = h
                 self.cached[h] = block
 
+    def trim(self, seq: Sequence, num_tokens: int) -> None:
+        """Roll back: free the blocks past those holding ``num_tokens`` tokens (lookahead slots
+        that were never filled with verified tokens; such blocks are never published)."""
+        keep = self.blocks_needed(num_tokens)
+        if len(seq.block_table) <= keep:
+            return
+        for block in seq.block_table[keep:]:
+            assert self.ref_count[block] == 1 and self.hash_of[block] is None
+            self.ref_count[block] = 0
+            self.free[block] = None
+        seq.block_table = seq.block_table[:keep]  # a new list: mirrors of the old one resync
+
     def free_seq(self, seq: Sequence) -> None:
         """Drop the sequence's references; blocks reaching zero go to the LRU free list,
         the tail of the sequence first so its prefix stays cached longest."""

@@ -1,8 +1,8 @@
 """Block tables kept as rows of one CPU tensor, so a step gathers them with one index.
 
-Each running sequence owns a row that only receives its newly added blocks. A row is taken
-back when its sequence has finished or left the running set (preempted: its table is rebuilt
-from scratch when it returns), so host work per step is O(batch), not O(batch x table length).
+Each running sequence (by id) owns a row that only receives its newly added blocks; a new table
+object (preempted and back, or forked) starts the row over. ``release`` takes rows back when
+sequences finish, so host work per step is O(batch), not O(batch x table length).
 """
 from __future__ import annotations
 
@@ -14,45 +14,34 @@ from litevllm.engine.host_tensors import int_tensor
 class BlockTableRows:
     def __init__(self, max_blocks_per_seq: int, capacity: int):
         self.rows = torch.zeros(capacity, max_blocks_per_seq, dtype=torch.int32)
-        self.owner: list = [None] * capacity
         self.free = list(range(capacity - 1, -1, -1))
+        self.state: dict[int, list] = {}  # seq_id -> [row, the table it mirrors, blocks copied]
 
-    def _reclaim(self) -> None:
-        """Free the rows of sequences no longer running (finished or preempted)."""
-        for i, seq in enumerate(self.owner):
-            if seq is not None and (seq.is_finished or seq.runner_state[1] is not seq.block_table
-                                    or not seq.block_table):
-                self.owner[i] = None
-                self.free.append(i)
+    def release(self, seq_ids) -> None:
+        for seq_id in seq_ids:
+            state = self.state.pop(seq_id, None)
+            if state is not None:
+                self.free.append(state[0])
+
+    def _take_row(self) -> int:
         if not self.free:  # more live sequences than rows: grow
             old = self.rows.shape[0]
             self.rows = torch.cat([self.rows, torch.zeros_like(self.rows)])
-            self.owner += [None] * old
             self.free = list(range(2 * old - 1, old - 1, -1))
-
-    def _row(self, seq) -> None:
-        """Give ``seq`` a zeroed row for its current table; its state is
-        [row, the table object the row mirrors, blocks copied]."""
-        state, table = seq.runner_state, seq.block_table
-        if state is not None and self.owner[state[0]] is seq:
-            row = state[0]  # preempted and back, or a new table: start over in the same row
-        else:
-            if not self.free:
-                self._reclaim()
-            row = self.free.pop()
-            self.owner[row] = seq
-        self.rows[row].zero_()
-        seq.runner_state = [row, table, 0]
+        return self.free.pop()
 
     def gather(self, seqs) -> torch.Tensor:
         """[B, width] int32 on the CPU, width = the longest table in the batch."""
         index, width = [], 1
         rows = self.rows
         for seq in seqs:
-            state, table = seq.runner_state, seq.block_table
-            if state is None or state[1] is not table:  # a row is only taken back after this
-                self._row(seq)
-                state = seq.runner_state
+            table = seq.block_table
+            state = self.state.get(seq.seq_id)
+            if state is None or state[1] is not table:
+                row = self._take_row() if state is None else state[0]
+                rows = self.rows
+                rows[row].zero_()
+                state = self.state[seq.seq_id] = [row, table, 0]
             n = len(table)
             if n > state[2]:
                 rows[state[0], state[2]:n] = int_tensor(table[state[2]:], torch.int32)

@@ -4,25 +4,27 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
-from litevllm.engine.block_manager import BlockManager
-from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stream_delta
 from litevllm.engine.model_runner import ModelRunner
-from litevllm.engine.sampler import Sampler, prompt_logprobs
-from litevllm.engine.scheduler import ScheduledBatch, Scheduler
+from litevllm.engine.output_processor import OutputProcessor, Request
+from litevllm.engine.sampler import Sampler
+from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
+from litevllm.engine.speculative import SpeculativeDecoder
 from litevllm.formats.hf_config import config_imports
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
-from litevllm.outputs import CompletionOutput, RequestOutput
+from litevllm.outputs import RequestOutput
 from litevllm.plugins import PluginError, get_plugin_manager, quant_install_hint
 from litevllm.sampling_params import SamplingParams
+from litevllm.structured.manager import StructuredOutputManager
 
 log = logging.getLogger("litevllm")
 
@@ -39,20 +41,6 @@ def resolve_model_path(model: str) -> Path:
     aliases = ", ".join(manager.names("model_aliases")) or "none installed"
     raise FileNotFoundError(f"model path '{model}' does not exist and is not a known model "
                             f"alias (aliases: {aliases}{manager.not_loaded()})")
-
-
-class Request:
-    def __init__(self, request_id, prompt, prompt_token_ids, params: SamplingParams):
-        self.request_id, self.prompt, self.params = request_id, prompt, params
-        self.prompt_token_ids = prompt_token_ids
-        self.seqs: list[Sequence] = []
-        self.forked = params.n == 1
-        self.prompt_logprobs: list | None = [None] if params.prompt_logprobs is not None else None
-        self.error: str | None = None  # why the engine failed this request alone
-
-    @property
-    def finished(self) -> bool:
-        return self.forked and all(s.is_finished for s in self.seqs)
 
 
 class LLMEngine:
@@ -88,28 +76,32 @@ class LLMEngine:
         else:
             load_weights(self.model, fmt.iter_tensors(self.dtype))
         self.tokenizer = self._load_tokenizer(fmt)
-        self.detokenizer = Detokenizer(self.tokenizer) if self.tokenizer is not None else None
         sched = config.scheduler
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
                                   self.max_model_len, sched.max_num_seqs, not config.enforce_eager)
         self.num_blocks = self._num_blocks()
         self.runner.allocate_kv_cache(self.num_blocks)
-        self.block_manager = BlockManager(self.num_blocks, config.cache.block_size,
-                                          config.cache.enable_prefix_caching)
-        self.scheduler = Scheduler(sched, self.block_manager, self.max_model_len)
+        self.scheduler = Scheduler(sched, self.num_blocks, config.cache.block_size,
+                                   config.cache.enable_prefix_caching, self.max_model_len,
+                                   self._eos_ids(), self._make_child)
+        self.output = OutputProcessor(self.tokenizer, self.scheduler)
+        self.structured = StructuredOutputManager(manager, self.tokenizer, self.hf_config.vocab_size,
+                                                  sorted(self.scheduler.eos_token_ids))
         # the longest sequence the KV cache can hold alone; longer ones finish with "length"
         self.max_seq_len = self.scheduler.max_seq_len
         if self.max_seq_len < self.max_model_len:
             log.warning("the KV cache holds only %d tokens, fewer than max_model_len=%d; "
                         "longer sequences stop early", self.max_seq_len, self.max_model_len)
-        self.sampler = Sampler(self._eos_ids())
+        self.sampler = Sampler(sorted(self.scheduler.eos_token_ids))
         self.runner.capture_cuda_graphs()
         steps = sched.num_scheduler_steps
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
-        self._single_step_once = False  # a multi-step run failed: find the culprit one step at a time
         self._next_seq_id = 0
+        self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
+        self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len,
+                                       self.structured.valid_draft) if config.speculative else None
         log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB)",
                  self.device, str(self.dtype).replace("torch.", ""), attn.name,
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
@@ -205,10 +197,15 @@ class LLMEngine:
         if not ids:
             raise ValueError("prompt is empty")
         self._check_request(ids, params)
+        grammar = self.structured.submit(params.structured_outputs) \
+            if params.structured_outputs is not None else None
         request = Request(request_id, text, ids, params)
         request.seqs.append(self._new_seq(request, 0))
         self.requests[request_id] = request
-        self.scheduler.add(request.seqs[0])
+        if grammar is not None and not grammar.done():
+            self.compiling.append((grammar, request.seqs[0]))  # scheduled once compiled
+        else:
+            self.scheduler.add(request.seqs[0])
 
     def _check_request(self, ids: list[int], p: SamplingParams) -> None:
         """Checks that need the model or the cache; each raises ValueError naming the cause."""
@@ -228,24 +225,30 @@ class LLMEngine:
                                  f"{self.max_model_len}, got {getattr(p, name)}")
         self.scheduler.check_admissible(len(ids), p.n)
 
-    def _new_seq(self, request: Request, index: int) -> Sequence:
+    def _new_seq(self, request: Request, index: int, parent: Sequence | None = None) -> Sequence:
         p = request.params
         seed = ((p.seed * 1_000_003 + index) & (2**62 - 1)) if p.seed is not None \
             else self.rng.getrandbits(62)
-        seq = Sequence(self._next_seq_id, request.request_id, request.prompt_token_ids, p, index, seed)
+        tokens = parent.token_ids if parent is not None else request.prompt_token_ids
+        seq = Sequence(self._next_seq_id, request.request_id, tokens, p, index, seed)
         self._next_seq_id += 1
-        seq.detok = DetokState(len(request.prompt_token_ids))
+        self.output.add(seq)
         return seq
+
+    def _make_child(self, parent: Sequence, index: int) -> Sequence:
+        return self._new_seq(self.requests[parent.request_id], index, parent)
 
     def abort_request(self, request_id: str) -> RequestOutput:
         """Stop a request and free its blocks at once; returns its final output."""
-        request = self.requests.pop(request_id, None)
+        request = self.requests.get(request_id)
         if request is None:
             raise ValueError(f"unknown request id '{request_id}'")
-        self._finish_request(request, "abort")
-        return self._output(request, {})
+        self._end_request(request, "abort")
+        out = self.output.output(request, {})
+        self._forget(request)
+        return out
 
-    def _finish_request(self, request: Request, reason: str) -> None:
+    def _end_request(self, request: Request, reason: str) -> None:
         for seq in request.seqs:
             if not seq.is_finished:
                 self.scheduler.finish(seq, reason)
@@ -256,72 +259,146 @@ class LLMEngine:
                 seq.status, seq.finish_reason = SeqStatus.FINISHED, reason
                 request.seqs.append(seq)
 
-    def _fail(self, seq: Sequence, error: BaseException, touched: dict) -> None:
-        """Finish ``seq``'s whole request with finish_reason "error"; the rest of the batch
-        goes on. Its output carries the error message."""
-        request = self.requests[seq.request_id]
-        if request.error is None:
-            log.warning("request %s failed in the engine: %r", request.request_id, error)
-            request.error = f"the engine failed on this request: {type(error).__name__}: {error}"
-        self._finish_request(request, "error")
-        touched.setdefault(request.request_id, {})
+    def _forget(self, request: Request) -> None:
+        del self.requests[request.request_id]
+        for seq in request.seqs:
+            self.output.free(seq.seq_id)
+            self.structured.free(seq.seq_id)
+            if self.spec:
+                self.spec.forget(seq.seq_id)
+        self.runner.release([seq.seq_id for seq in request.seqs])
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
-    # the step --------------------------------------------------------------------------------
+    # the step: schedule -> execute -> update -> process ---------------------------------------
     def step(self, unfinished_outputs: bool = True) -> list[RequestOutput]:
         """Run one scheduled step. Returns outputs of the requests it advanced; with
-        ``unfinished_outputs=False`` only those that finished (cheaper when not streaming)."""
-        batch = self.scheduler.schedule()
+        ``unfinished_outputs=False`` only those that finished (cheaper when not streaming).
+        An error inside the step fails only the request that caused it (finish reason
+        "error", ``RequestOutput.error`` says why); the others go on."""
+        touched: dict[str, dict[int, list[int]]] = {}
+        if self.compiling:
+            self._admit_compiled(touched)
+        drafts = self.spec.propose(self.scheduler.running) if self.spec else None
+        batch = self.scheduler.schedule(self.num_scheduler_steps - 1, drafts)
         if not batch:
             if self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
-            return []
-        self.runner.copy_blocks(self.block_manager.take_copies())
-        k = self._multi_step_count(batch)
-        if k > 1:
-            return self._decode_steps(batch, k, unfinished_outputs)
-        touched: dict[str, dict[int, list[int]]] = {}
-        forward = self._forward(batch, touched)
-        if forward is None:  # every sequence of the batch failed
+            if self.compiling and not touched:  # only grammars to wait for: do not spin
+                wait([f for f, _ in self.compiling], timeout=0.05, return_when=FIRST_COMPLETED)
             return self._outputs(touched, unfinished_outputs)
-        batch, inputs, logits = forward
-        rows, sample_seqs = [], []
+        self.runner.copy_blocks(self.scheduler.take_copies())
+        try:
+            result = self._execute(batch)
+        except Exception:  # noqa: BLE001 - find the request that broke the batch
+            result = self._execute_alone(batch, touched)
+        for seq, e in self.scheduler.update(batch, result.tokens):
+            self._fail(self.requests[seq.request_id], e, touched)
+        for seq in batch.seqs:
+            request = self.requests.get(seq.request_id)
+            if request is None or request.error is not None:
+                continue
+            try:
+                self._process(request, batch, seq, result, touched)
+            except Exception as e:  # noqa: BLE001
+                self._fail(request, e, touched)
+        if self.spec:
+            self.spec.observe(batch, result.tokens)
+        return self._outputs(touched, unfinished_outputs)
+
+    def _admit_compiled(self, touched) -> None:
+        """Schedule the requests whose grammar finished compiling; fail those it rejected."""
+        still = []
+        for future, seq in self.compiling:
+            request = self.requests.get(seq.request_id)
+            if request is None or seq.is_finished:
+                continue  # aborted meanwhile
+            if not future.done():
+                still.append((future, seq))
+            elif future.exception() is not None:
+                self._fail(request, future.exception(), touched)
+            else:
+                self.scheduler.add(seq)
+        self.compiling = still
+
+    def _process(self, request: Request, batch, seq: Sequence, result: StepResult, touched) -> None:
+        children = batch.forks.get(seq.seq_id)
+        if children:
+            request.seqs.extend(children)
+            request.forked = True
+        for s in (seq, *children) if children else (seq,):
+            new = self.output.process(s, result.logprobs.get(s.seq_id))
+            if new and s.params.structured_outputs is not None \
+                    and self.structured.accept(s, new) and not s.is_finished:
+                self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
+            if new or s.seq_id in result.tokens:
+                touched.setdefault(s.request_id, {}).setdefault(s.index, []).extend(new)
+
+    def _execute(self, batch) -> StepResult:
+        """Run the model on ``batch`` and sample: no scheduler or request state changes."""
+        if batch.num_steps > 1:
+            seqs = batch.seqs
+            tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs))
+            tokens = tokens.T.tolist()
+            return StepResult({s.seq_id: t for s, t in zip(seqs, tokens)}, {})
+        inputs = self.runner.prepare(batch)
+        logits = self.runner.execute(inputs)
+        rows, sample_seqs, verify = [], [], []
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
-            start = seq.num_computed_tokens
-            seq.num_computed_tokens += n
-            self.block_manager.commit(seq)
             request = self.requests[seq.request_id]
-            if request.prompt_logprobs is not None and start < seq.num_prompt_tokens:
-                try:
-                    self._prompt_logprobs(request, seq, start, n, logits[pidx:])
-                except Exception as e:
-                    self._fail(seq, e, touched)
-            if idx < 0 or seq.is_finished:
+            if request.prompt_logprobs is not None and seq.num_computed_tokens < seq.num_prompt_tokens:
+                self.output.record_prompt_logprobs(request, seq, seq.num_computed_tokens, n,
+                                                   logits[pidx:])
+            if idx < 0:
+                continue
+            if seq.seq_id in batch.drafts:
+                verify.append((seq, idx))
                 continue
             rows.append(idx)
             sample_seqs.append(seq)
-            if not request.forked:
-                request.forked = True
-                for i in range(1, request.params.n):
-                    child = self._new_seq(request, i)
-                    self.scheduler.fork(seq, child)
-                    request.seqs.append(child)
-                    rows.append(idx)
-                    sample_seqs.append(child)
+            for child in batch.forks.get(seq.seq_id, ()):
+                rows.append(idx)
+                sample_seqs.append(child)
+        result = StepResult({}, {})
         if sample_seqs:
-            if rows != list(range(len(rows))):
-                logits = logits[rows]
-            for seq, token, lp in self._sample(logits[:len(rows)], sample_seqs, touched):
-                if seq.is_finished:  # its request failed in this step
-                    continue
-                try:
-                    self._append(seq, token, lp, touched)
-                except Exception as e:
-                    self._fail(seq, e, touched)
-        return self._outputs(touched, unfinished_outputs)
+            picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
+            out = self.sampler(self.structured.mask(picked, sample_seqs), sample_seqs)
+            result.tokens = {s.seq_id: [t] for s, t in zip(sample_seqs, out.token_ids)}
+            if any(lp is not None for lp in out.logprobs):
+                result.logprobs = {s.seq_id: [lp] for s, lp in zip(sample_seqs, out.logprobs)}
+        if verify:
+            seqs = [s for s, _ in verify]
+            drafts = [batch.drafts[s.seq_id] for s in seqs]
+            index = [i + j for (_, i), d in zip(verify, drafts) for j in range(len(d) + 1)]
+            rows = self.structured.mask_drafts(logits[index], seqs, drafts)
+            accepted = self.sampler.verify(rows, seqs, drafts)
+            result.tokens.update((s.seq_id, t) for s, t in zip(seqs, accepted))
+        return result
+
+    def _execute_alone(self, batch, touched) -> StepResult:
+        """The batch failed: run each request's part alone and fail those that still fail."""
+        result = StepResult({}, {})
+        by_request: dict[str, list[Sequence]] = {}
+        for seq in batch.seqs:
+            by_request.setdefault(seq.request_id, []).append(seq)
+        for rid, seqs in by_request.items():
+            try:
+                part = self._execute(batch.subset(seqs))
+            except Exception as e:  # noqa: BLE001
+                self._fail(self.requests[rid], e, touched)
+                continue
+            result.tokens.update(part.tokens)
+            result.logprobs.update(part.logprobs)
+        return result
+
+    def _fail(self, request: Request, error: Exception, touched) -> None:
+        log.error("request %s failed: %s: %s", request.request_id, type(error).__name__, error,
+                  exc_info=error)
+        request.error = f"{type(error).__name__}: {error}"
+        self._end_request(request, "error")
+        touched.setdefault(request.request_id, {})
 
     # isolation: a request that makes a step throw fails alone --------------------------------
     def _forward(self, batch: ScheduledBatch, touched: dict):
@@ -366,128 +443,30 @@ class LLMEngine:
 
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
-        outputs = [self._output(self.requests[rid], deltas) for rid, deltas in touched.items()
-                   if unfinished_outputs or self.requests[rid].finished]
-        for out in outputs:
-            if out.finished:
-                del self.requests[out.request_id]
+        outputs = []
+        for rid, deltas in touched.items():
+            request = self.requests[rid]
+            finished = request.finished
+            if unfinished_outputs or finished:
+                outputs.append(self.output.output(request, deltas))
+            if finished:
+                self._forget(request)
         return outputs
 
-    def _multi_step_count(self, batch) -> int:
-        """How many decode steps to run before the next host sync: num_scheduler_steps for a
-        batch of plain decodes (no new arrivals waiting, no penalties, logprobs or pending
-        min_tokens), fewer near the length limit or when blocks run short; else 1."""
-        k = self.num_scheduler_steps
-        if k == 1 or self.scheduler.waiting or batch.preempted or self._single_step_once:
-            self._single_step_once = False
-            return 1
-        longest_left = 1
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            p = seq.params
-            if n != 1 or not seq.is_decode or p.logprobs is not None \
-                    or p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty \
-                    or seq.num_output_tokens < p.min_tokens or not self.requests[seq.request_id].forked:
-                return 1
-            # a sequence may finish (max_tokens, EOS, stop) part-way: its later tokens are
-            # dropped; the cache's hard length limit caps the lookahead, and so does the
-            # batch's longest remaining max_tokens
-            k = max(1, min(k, self.max_seq_len - seq.num_tokens))
-            left = k if p.max_tokens is None else p.max_tokens - seq.num_output_tokens
-            longest_left = max(longest_left, left)
-        k = min(k, longest_left)
-        bm = self.block_manager
-
-        def blocks_short(k: int) -> bool:
-            need = sum(max(0, bm.blocks_needed(s.num_computed_tokens + k) - len(s.block_table))
-                       for s in batch.seqs)
-            return need > bm.num_free_blocks
-        while k > 1 and blocks_short(k):  # shrink until the lookahead fits
-            k -= 1
-        return k
-
-    def _decode_steps(self, batch, k: int, unfinished_outputs: bool) -> list[RequestOutput]:
-        """Run ``k`` decode steps on the device, then append each sequence's tokens in order,
-        dropping those after it finishes (their cache slots are freed with it)."""
-        seqs = batch.seqs
-        for seq in seqs:
-            self.block_manager.allocate(seq, k)
-        try:
-            tokens = self.runner.decode_steps(seqs, k, self.sampler.picker(seqs)).tolist()
-        except Exception:  # nothing committed: redo as single steps, which isolate the culprit
-            log.warning("a %d-step decode run failed; retrying one step at a time", k)
-            self._single_step_once = True
-            return []
-        touched: dict[str, dict[int, list[int]]] = {}
-        for i, seq in enumerate(seqs):
-            for j in range(k):
-                seq.num_computed_tokens += 1
-                self.block_manager.commit(seq)
-                self._append(seq, tokens[j][i], None, touched)
-                if seq.is_finished:
-                    break
-        return self._outputs(touched, unfinished_outputs)
-
-    def _prompt_logprobs(self, request, seq, start, n, logits):
-        """Logprobs of the prompt tokens this chunk predicts (first sample only). Row ``i`` of
-        ``logits`` is position ``start + i``, which predicts token ``start + i + 1``."""
-        first = len(request.prompt_logprobs) - 1   # first position not yet recorded
-        stop = min(start + n, seq.num_prompt_tokens - 1)
-        if seq.index != 0 or not start <= first < stop:
-            return  # recorded before (recomputation after preemption), or nothing to record
-        next_tokens = seq.token_ids[first + 1:stop + 1]
-        rows = logits[first - start:first - start + len(next_tokens)]
-        request.prompt_logprobs += prompt_logprobs(rows, next_tokens, request.params.prompt_logprobs)
-
-    def _append(self, seq: Sequence, token: int, logprob, touched) -> None:
-        p = seq.params
-        seq.append_token(token)
-        if seq.metrics.first_token_time is None:
-            seq.metrics.first_token_time = time.monotonic()
-        if logprob is not None:
-            seq.logprobs.append(logprob)
-        reason, stop_reason = None, None
-        is_stop_token = token in p.stop_token_ids or (not p.ignore_eos and token in self.sampler.eos_token_ids)
-        if is_stop_token and seq.num_output_tokens > p.min_tokens:
-            reason, stop_reason = "stop", token if token in p.stop_token_ids else None
-        elif self.detokenizer is not None:
-            new = self.detokenizer.step(seq.detok, seq.token_ids, p.skip_special_tokens)
-            if new and p.stop and seq.num_output_tokens >= p.min_tokens:
-                hit = find_stop(seq.detok.text, len(new), p.stop)
-                if hit is not None:
-                    i, stop = hit
-                    seq.detok.text = seq.detok.text[:i + (len(stop) if p.include_stop_str_in_output else 0)]
-                    reason, stop_reason = "stop", stop
-        if reason is None and ((p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens)
-                               or seq.num_tokens >= self.max_seq_len):
-            reason = "length"
-        if reason is not None:
-            if self.detokenizer is not None and not isinstance(stop_reason, str):
-                # text still held back (an incomplete character) is final now; a stop token's
-                # own text is left out
-                ids = seq.token_ids[:-1] if reason == "stop" else seq.token_ids
-                self.detokenizer.step(seq.detok, ids, p.skip_special_tokens, final=True)
-            seq.stop_reason = stop_reason
-            self.scheduler.finish(seq, reason)
-        touched.setdefault(seq.request_id, {}).setdefault(seq.index, []).append(token)
-
-    def _output(self, request: Request, deltas: dict[int, list[int]]) -> RequestOutput:
-        outs = []
-        for seq in request.seqs:
-            state = seq.detok
-            text = state.text if state else ""
-            delta_text = stream_delta(state, seq.params.stop, seq.is_finished) if state else ""
-            outs.append(CompletionOutput(seq.index, text, seq.output_token_ids, seq.finish_reason,
-                                         seq.stop_reason, list(seq.logprobs) if seq.params.logprobs is not None else None,
-                                         delta_text, deltas.get(seq.index, [])))
-        head = request.seqs[0]
-        return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids, outs,
-                             request.finished, head.metrics, request.prompt_logprobs,
-                             head.metrics.num_cached_tokens, request.error)
-
     # stats -----------------------------------------------------------------------------------
+    @property
+    def block_manager(self):
+        """The scheduler's block manager (read-only use: tests and metrics)."""
+        return self.scheduler.bm
+
     def stats(self) -> dict:
-        bm = self.block_manager
-        return {"num_running": len(self.scheduler.running), "num_waiting": len(self.scheduler.waiting),
-                "num_blocks": self.num_blocks, "num_free_blocks": bm.num_free_blocks,
-                "prefix_cache_hit_rate": bm.hit_rate(), "prefix_cache_hits": bm.hits,
-                "prefix_cache_queries": bm.queries}
+        stats = self.scheduler.stats()
+        if self.spec:
+            stats.update(self.spec.stats())
+        return stats
+
+
+@dataclass
+class StepResult:
+    tokens: dict[int, list[int]]            # seq_id -> new tokens (several: multi-step, verify)
+    logprobs: dict[int, list]               # seq_id -> per new token {token: logprob} or None

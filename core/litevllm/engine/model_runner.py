@@ -73,6 +73,10 @@ class ModelRunner:
             cache[:, dst] = cache[:, src]
 
     # inputs ----------------------------------------------------------------------------------
+    def release(self, seq_ids) -> None:
+        """Forget finished sequences' cached block-table rows."""
+        self.table_rows.release(seq_ids)
+
     def _block_tables(self, seqs) -> torch.Tensor:
         """[B, width] int32 on the CPU, from rows that only receive newly added blocks."""
         return self.table_rows.gather(seqs)
@@ -103,31 +107,33 @@ class ModelRunner:
             rows, rows, [-1] * n) for j in range(k)]
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if sum(batch.num_new_tokens) == len(batch.seqs) and all(  # one token each, the last
-                s.num_computed_tokens + 1 == len(s.token_ids) and s.params.prompt_logprobs is None
-                for s in batch.seqs):
+        if not batch.drafts and all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
+                                    for s, n in zip(batch.seqs, batch.num_new_tokens)):
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         bs = self.block_size
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            draft = batch.drafts.get(seq.seq_id, ())  # verified in the same pass: n + d rows
             start = seq.num_computed_tokens
             end = start + n
             ids.extend(seq.token_ids[start:end])
-            pos.extend(range(start, end))
+            ids.extend(draft)
+            n += len(draft)
+            pos.extend(range(start, end + len(draft)))
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
             prompt_index.append(-1)
             if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
                 prompt_index[-1] = len(logit_rows)
                 logit_rows.extend(range(qsl[-1], qsl[-1] + n - (end == seq.num_tokens)))
             if end == seq.num_tokens:
                 sample_index.append(len(logit_rows))
-                logit_rows.append(qsl[-1] + n - 1)
+                logit_rows.extend(range(qsl[-1] + n - 1 - len(draft), qsl[-1] + n))
             else:
                 sample_index.append(-1)
             qsl.append(qsl[-1] + n)
-            seq_lens.append(end)
+            seq_lens.append(start + n)
             query_lens.append(n)
         block_tables = self._block_tables(batch.seqs)
         dev = self.device

@@ -183,6 +183,64 @@ class Sampler:
         return pick
 
     @staticmethod
+    def verify(logits: torch.Tensor, seqs: list[Sequence], drafts: list[list[int]]) -> list[list[int]]:
+        """Speculative verification: ``logits`` holds 1 + len(draft) rows per sequence (the
+        predictions after its last token and after each draft token). Returns each sequence's
+        new tokens: the accepted draft prefix plus one token from the target model.
+
+        Greedy rows accept a draft token that is the argmax. Random rows use rejection sampling
+        with a deterministic (n-gram) proposer: a draft token x is accepted with probability
+        p(x); on rejection the token is drawn from p with x removed, renormalised; after all
+        drafts the bonus token is drawn from p. This samples exactly from p."""
+        dev, v = logits.device, logits.shape[-1]
+        counts = [len(d) + 1 for d in drafts]
+        row_seqs = [s for s, c in zip(seqs, counts) for _ in range(c)]
+        offsets = [j for c in counts for j in range(c)]
+        draft_col = torch.tensor([t for d in drafts for t in d + [0]], device=dev)
+        greedy_rows = all(s.params.greedy for s in seqs)
+        if greedy_rows:
+            target = logits.argmax(-1)
+            accept = target == draft_col
+            residual = target
+        else:
+            temp = torch.tensor([s.params.temperature or 1.0 for s in row_seqs], device=dev)
+            scaled = logits / temp[:, None]
+            if any(0 < s.params.top_k < v or s.params.top_p < 1 or s.params.min_p > 0 for s in seqs):
+                top_k = torch.tensor([s.params.top_k if 0 < s.params.top_k < v else v for s in row_seqs],
+                                     device=dev)
+                scaled = filter_logits(scaled, top_k,
+                                       torch.tensor([s.params.top_p for s in row_seqs], device=dev),
+                                       torch.tensor([s.params.min_p for s in row_seqs], device=dev))
+            probs = scaled.softmax(-1)
+            seeds = torch.tensor([s.seed for s in row_seqs], dtype=torch.int64, device=dev)
+            steps = torch.tensor([s.num_output_tokens + j for s, j in zip(row_seqs, offsets)],
+                                 dtype=torch.int64, device=dev)
+            noise = -torch.log(uniform_noise(seeds, steps, v))
+            target = (probs / noise).argmax(-1)                     # a plain sample from p
+            u = uniform_noise(seeds ^ 0x5DEECE66D, steps, 1)[:, 0]
+            accept = u < probs.gather(1, draft_col[:, None]).squeeze(1)
+            residual = (probs.scatter(1, draft_col[:, None], 0.0) / noise).argmax(-1)
+            greedy = torch.tensor([s.params.greedy for s in row_seqs], device=dev)
+            argmax = logits.argmax(-1)
+            accept = torch.where(greedy, argmax == draft_col, accept)
+            residual = torch.where(greedy, argmax, residual)
+            target = torch.where(greedy, argmax, target)
+        accept, residual, target = accept.tolist(), residual.tolist(), target.tolist()
+        out, row = [], 0
+        for d in drafts:
+            tokens = []
+            for j, t in enumerate(d):
+                if not accept[row + j]:
+                    tokens.append(residual[row + j])
+                    break
+                tokens.append(t)
+            else:
+                tokens.append(target[row + len(d)])
+            out.append(tokens)
+            row += len(d) + 1
+        return out
+
+    @staticmethod
     def _logprobs(raw, sampled, token_ids, want):
         if raw is None:
             return [None] * len(want)

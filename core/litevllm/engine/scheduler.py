@@ -1,18 +1,28 @@
-"""Continuous batching with chunked prefill and recompute preemption.
+"""Continuous batching with chunked prefill and recompute preemption. The scheduler alone owns
+the KV-cache blocks: ``schedule`` picks the step's work and allocates its slots, ``update``
+applies the step's sampled tokens (advances, forks, commits or rolls back blocks, finishes).
 
 Each step spends one token budget: running sequences first (decodes, unfinished prefill
 chunks), oldest first, then waiting ones. When blocks run out, the newest running sequences
 are preempted: their blocks are freed and they return to the front of the queue.
 
-A request with n > 1 runs as one sequence until its prompt is computed, then forks into n
-(``fork``): it counts as n sequences against ``max_num_seqs`` from admission, and the step that
-completes its prompt keeps free the blocks its children copy their partial last block into.
+A request with n > 1 runs as one sequence until its prompt is computed, then forks into n: it
+counts as n sequences against ``max_num_seqs`` from admission, the step that completes its
+prompt keeps free the blocks its children copy their partial last block into, and the batch
+carries the children (``forks``) so the step samples their first tokens too.
+
+Decode sequences may look ahead: ``schedule(lookahead=k)`` runs up to k+1 decode steps on the
+device before the next sync (multi-step), ``schedule(drafts=...)`` verifies draft tokens
+(speculative decoding). Blocks for unverified positions are rolled back in ``update`` and never
+enter the prefix cache.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from litevllm.config import SchedulerConfig
 from litevllm.engine.block_manager import BlockManager
@@ -22,27 +32,70 @@ from litevllm.engine.sequence import Sequence, SeqStatus
 @dataclass
 class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
-    num_new_tokens: list[int] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)   # known tokens computed this step
     preempted: list[Sequence] = field(default_factory=list)
+    forks: dict[int, list[Sequence]] = field(default_factory=dict)   # seq_id -> new children
+    drafts: dict[int, list[int]] = field(default_factory=dict)       # seq_id -> draft tokens
+    num_steps: int = 1                                               # decode steps (multi-step)
 
     @property
     def num_tokens(self) -> int:
-        return sum(self.num_new_tokens)
+        return sum(self.num_new_tokens) + sum(map(len, self.drafts.values()))
+
+    def sample_seqs(self, seq: Sequence) -> list[Sequence]:
+        """``seq`` and the children it forks into after this step."""
+        children = self.forks.get(seq.seq_id)
+        return [seq] + children if children else [seq]
+
+    def subset(self, seqs: list[Sequence]) -> "ScheduledBatch":
+        keep = {s.seq_id for s in seqs}
+        out = ScheduledBatch(num_steps=self.num_steps)
+        for s, n in zip(self.seqs, self.num_new_tokens):
+            if s.seq_id in keep:
+                out.seqs.append(s)
+                out.num_new_tokens.append(n)
+        out.forks = {k: v for k, v in self.forks.items() if k in keep}
+        out.drafts = {k: v for k, v in self.drafts.items() if k in keep}
+        return out
 
     def __bool__(self):
         return bool(self.seqs)
 
 
+_ids = itertools.count(1 << 40)
+
+
+def default_child(parent: Sequence, index: int) -> Sequence:
+    return Sequence(next(_ids), parent.request_id, parent.token_ids, parent.params, index,
+                    parent.seed + index)
+
+
+def plain_sampling(seq: Sequence) -> bool:
+    """Whether each token is sampled from the logits alone: no logprobs to record, no
+    penalties or min_tokens depending on the tokens before it (speculative drafts need this)."""
+    p = seq.params
+    return p.logprobs is None and p.repetition_penalty == 1 and not p.presence_penalty \
+        and not p.frequency_penalty and seq.num_output_tokens >= p.min_tokens
+
+
+def multi_step_ok(seq: Sequence) -> bool:
+    """Whether a decode can run several steps without the host: plain sampling and no grammar
+    to advance between tokens."""
+    return plain_sampling(seq) and seq.params.structured_outputs is None
+
+
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, max_model_len: int):
-        self.config, self.bm, self.max_model_len = config, block_manager, max_model_len
+    def __init__(self, config: SchedulerConfig, num_blocks: int, block_size: int,
+                 enable_prefix_caching: bool, max_model_len: int, eos_token_ids=(),
+                 make_child: Callable[[Sequence, int], Sequence] = default_child):
+        self.config, self.max_model_len = config, max_model_len
+        self.bm = BlockManager(num_blocks, block_size, enable_prefix_caching)
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.make_child = make_child
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-
-    @property
-    def max_seq_len(self) -> int:
-        """The longest sequence that fits: max_model_len, or the whole KV cache if smaller."""
-        return min(self.max_model_len, self.bm.num_blocks * self.bm.block_size)
+        # the longest sequence that fits: max_model_len, or the whole KV cache if smaller
+        self.max_seq_len = min(max_model_len, self.bm.num_blocks * self.bm.block_size)
 
     def check_admissible(self, num_prompt_tokens: int, n: int = 1) -> None:
         """Raise ValueError if a request could never be scheduled (it would wait forever)."""
@@ -82,12 +135,6 @@ class Scheduler:
         self.preempt(seq)
         batch.preempted.append(seq)
 
-    def fork(self, parent: Sequence, child: Sequence) -> None:
-        """Start ``child`` as a running copy of ``parent`` (n > 1), sharing its full blocks."""
-        self.bm.fork(parent, child)
-        child.status = SeqStatus.RUNNING
-        self.running.append(child)
-
     @staticmethod
     def will_fork(seq: Sequence) -> int:
         """How many more samples ``seq`` forks into once its prompt is computed (n > 1)."""
@@ -100,8 +147,13 @@ class Scheduler:
             return 0
         return self.will_fork(seq)
 
-    def schedule(self) -> ScheduledBatch:
+    def schedule(self, lookahead: int = 0, drafts: dict[int, list[int]] | None = None
+                 ) -> ScheduledBatch:
+        """The step's work. ``lookahead``: extra decode steps a batch of plain decodes may run
+        before the next sync; ``drafts``: seq_id -> draft tokens to verify after its last token
+        (dropped for a sequence whose blocks or budget cannot hold them)."""
         batch = ScheduledBatch()
+        drafts = drafts or {}
         budget = self.config.max_num_batched_tokens
         reserved = 0  # free blocks promised to forks that happen after this step's forward
         for seq in list(self.running):
@@ -109,6 +161,16 @@ class Scheduler:
                 break
             if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
                 continue
+            draft = drafts.get(seq.seq_id)
+            if draft and seq.is_decode and seq.num_output_tokens:
+                draft = draft[:max(0, min(budget - 1, self.max_seq_len - seq.num_tokens))]
+                if draft and self.bm.can_allocate(seq, 1 + len(draft), reserve=reserved):
+                    self.bm.allocate(seq, 1 + len(draft))
+                    batch.seqs.append(seq)
+                    batch.num_new_tokens.append(1)
+                    batch.drafts[seq.seq_id] = draft
+                    budget -= 1 + len(draft)
+                    continue
             if seq.is_decode and seq.num_output_tokens \
                     and seq.num_tokens <= len(seq.block_table) * self.bm.block_size:
                 batch.seqs.append(seq)  # a decode that fits its blocks: nothing to allocate
@@ -161,7 +223,110 @@ class Scheduler:
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
             budget -= n
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            if seq.params.n > 1 and self.will_fork(seq) and seq.num_computed_tokens + n == seq.num_tokens:
+                batch.forks[seq.seq_id] = [self.make_child(seq, i) for i in range(1, seq.params.n)]
+        if lookahead and not batch.drafts:
+            batch.num_steps = self._lookahead(batch, lookahead + 1)
         return batch
+
+    def _lookahead(self, batch: ScheduledBatch, k: int) -> int:
+        """Decode steps for a batch of plain decodes (no arrivals waiting): fewer near the length
+        limit, the batch's longest remaining max_tokens, or when blocks run short; else 1. Blocks
+        for all steps are allocated; a sequence finishing part-way drops its later tokens."""
+        if self.waiting or batch.preempted or batch.forks:
+            return 1
+        longest_left = 1
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            if n != 1 or not seq.is_decode or not multi_step_ok(seq):
+                return 1
+            k = max(1, min(k, self.max_seq_len - seq.num_tokens))
+            p = seq.params
+            left = k if p.max_tokens is None else p.max_tokens - seq.num_output_tokens
+            longest_left = max(longest_left, left)
+        k = min(k, longest_left)
+        bm = self.bm
+
+        def blocks_short(k: int) -> bool:
+            need = sum(max(0, bm.blocks_needed(s.num_computed_tokens + k) - len(s.block_table))
+                       for s in batch.seqs)
+            return need > bm.num_free_blocks
+        while k > 1 and blocks_short(k):  # shrink until the lookahead fits
+            k -= 1
+        if k > 1:
+            for seq in batch.seqs:
+                bm.allocate(seq, k)
+        return k
+
+    # after the forward -----------------------------------------------------------------------
+    def update(self, batch: ScheduledBatch, sampled: dict[int, list[int]]
+               ) -> list[tuple[Sequence, Exception]]:
+        """Apply a step: ``sampled`` maps seq_id -> its new tokens (several after a multi-step
+        or verify step; for a forking sequence also its children's). Advances the computed
+        tokens, forks, commits full verified blocks, rolls back unused lookahead blocks and
+        finishes sequences on EOS, stop tokens or length. Returns the sequences whose update
+        raised (each left untouched by the others), for the caller to fail."""
+        failed = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            try:
+                self._update_seq(batch, seq, n, sampled)
+            except Exception as e:  # noqa: BLE001 - isolated per sequence, reported upwards
+                failed.append((seq, e))
+        return failed
+
+    def _update_seq(self, batch: ScheduledBatch, seq: Sequence, n: int, sampled: dict) -> None:
+        if seq.status is not SeqStatus.RUNNING:
+            return  # finished (aborted) since it was scheduled
+        tokens = sampled.get(seq.seq_id)
+        if not tokens:  # a prefill chunk short of the prompt's end
+            seq.num_computed_tokens += n
+            self.bm.commit(seq)
+            return
+        if not seq.is_decode:       # the prompt's last chunk: its first token follows
+            seq.num_computed_tokens += n - 1
+        for child in batch.forks.get(seq.seq_id, ()):
+            seq.num_computed_tokens += 1
+            self.bm.fork(seq, child)
+            seq.num_computed_tokens -= 1
+            child.num_computed_tokens -= 1
+            child.status = SeqStatus.RUNNING
+            self.running.append(child)
+            self._append(child, sampled[child.seq_id])
+        self._append(seq, tokens)
+
+    def _append(self, seq: Sequence, tokens: list[int]) -> None:
+        """Append tokens one at a time (each one's predecessor is now computed) until one
+        finishes the sequence; commit, then roll back blocks past the verified tokens."""
+        p = seq.params
+        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
+        if seq.metrics.first_token_time is None:
+            seq.metrics.first_token_time = time.monotonic()
+        for token in tokens:
+            seq.num_computed_tokens += 1
+            seq.append_token(token)
+            num_out = seq.num_output_tokens
+            reason = None
+            if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
+                    and num_out > p.min_tokens:
+                reason = "stop"
+                seq.stop_reason = token if token in p.stop_token_ids else None
+            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
+                reason = "length"
+            if reason is not None:
+                self.finish(seq, reason)
+                return
+        self.bm.commit(seq)
+        if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
+            self.bm.trim(seq, seq.num_tokens)
+
+    def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
+        """A stop string ended ``seq`` after its first ``num_tokens`` tokens (seen by the output
+        layer, possibly in a token that already finished it): drop the later tokens."""
+        if not seq.is_finished:
+            self.finish(seq, "stop")
+        seq.finish_reason, seq.stop_reason = "stop", stop_reason
+        seq.truncate(num_tokens)
+
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """Finish a running or waiting sequence and release its blocks at once."""
@@ -173,3 +338,14 @@ class Scheduler:
         seq.status = SeqStatus.FINISHED
         seq.finish_reason = seq.finish_reason or reason
         seq.metrics.finished_time = time.monotonic()
+
+    def take_copies(self) -> list[tuple[int, int]]:
+        """(src, dst) block copies the forks since the last call need before the next forward."""
+        return self.bm.take_copies()
+
+    def stats(self) -> dict:
+        bm = self.bm
+        return {"num_running": len(self.running), "num_waiting": len(self.waiting),
+                "num_blocks": bm.num_blocks, "num_free_blocks": bm.num_free_blocks,
+                "prefix_cache_hit_rate": bm.hit_rate(), "prefix_cache_hits": bm.hits,
+                "prefix_cache_queries": bm.queries}

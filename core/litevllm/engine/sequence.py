@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import enum
-import time
-from dataclasses import dataclass, field
 
+from litevllm.outputs import RequestMetrics
 from litevllm.sampling_params import SamplingParams
 
 
@@ -12,18 +11,6 @@ class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
-
-
-@dataclass
-class RequestMetrics:
-    arrival_time: float = field(default_factory=time.monotonic)
-    first_scheduled_time: float | None = None
-    first_token_time: float | None = None
-    finished_time: float | None = None
-    num_prompt_tokens: int = 0
-    num_cached_tokens: int = 0
-    num_output_tokens: int = 0
-    num_preemptions: int = 0
 
 
 class Sequence:
@@ -41,11 +28,7 @@ class Sequence:
         self.num_committed_blocks = 0         # leading blocks already published to the cache
         self.finish_reason: str | None = None
         self.stop_reason: object = None
-        self.logprobs: list[dict] = []        # one {token: logprob} per output token
-        self.prompt_logprobs: list[dict | None] = []
         self.metrics = RequestMetrics(num_prompt_tokens=len(prompt_token_ids))
-        self.detok = None                     # detokenizer state, owned by the engine
-        self.runner_state = None              # cached input rows, owned by the model runner
 
     @property
     def num_tokens(self) -> int:
@@ -70,6 +53,11 @@ class Sequence:
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
+        self.metrics.num_output_tokens = self.num_output_tokens
+
+    def truncate(self, num_tokens: int) -> None:
+        """Drop the tokens after the first ``num_tokens`` (output past a stop string)."""
+        del self.token_ids[num_tokens:]
         self.metrics.num_output_tokens = self.num_output_tokens
 
     def __repr__(self):

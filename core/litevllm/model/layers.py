@@ -77,12 +77,19 @@ class RotaryEmbedding(nn.Module):
                                          self.is_neox)
 
 
-_ACTS = {"silu": "silu_and_mul", "swish": "silu_and_mul", "gelu_pytorch_tanh": "gelu_tanh_and_mul",
-         "gelu_tanh": "gelu_tanh_and_mul"}
+# HF ``hidden_act`` names -> the one name ops use (``<name>_and_mul``, ``fused_moe(activation=)``)
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh",
+               "gelu_tanh": "gelu_tanh"}
+
+
+def canonical_activation(name: str) -> str:
+    """"silu" or "gelu_tanh" for a HF activation name; ValueError for anything else."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation '{name}' is not supported (supported: "
+                         f"{', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name]
 
 
 def act_and_mul_op(ctx: ModelContext, name: str):
     """The gated-activation op for a HF ``hidden_act`` name."""
-    if name not in _ACTS:
-        raise ValueError(f"activation '{name}' is not supported (supported: {', '.join(_ACTS)})")
-    return getattr(ctx.ops, _ACTS[name])
+    return getattr(ctx.ops, f"{canonical_activation(name)}_and_mul")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from litevllm.model.context import ModelContext
+from litevllm.model.layers import canonical_activation
 
 # tensors already stacked over experts (transformers 5's in-memory layout)
 _STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}
@@ -50,7 +51,7 @@ class FusedMoE(nn.Module):
             raise ValueError(f"{prefix}: top_k must be in [1, {num_experts}], got {top_k}")
         self.num_experts, self.top_k = num_experts, top_k
         self.hidden, self.intermediate = hidden_size, intermediate_size
-        self.renormalize, self.activation = renormalize, activation
+        self.renormalize, self.activation = renormalize, canonical_activation(activation)
         self.ops = ctx.ops
         self.method = ctx.quant.moe_method_for(prefix)
         if self.method is None:

@@ -22,11 +22,15 @@ def kernel_providers(manager) -> set[str]:
 
 def pick_attention_backend(manager, kernels: str, device_type: str):
     """The attention backend class for ``kernels``: "auto" takes the highest priority one
-    serving the device; a name takes that backend, else the torch reference."""
+    serving the device; a name takes that backend; a kernel provider without an attention
+    backend of its own uses the torch reference; any other name is an error."""
     entries = [e for e in manager.entries["attention_backends"] if manager._ok(e.plugin)]
     if kernels == "auto":
         entries = [e for e in entries if _serves(e, device_type)]
     else:
+        if kernels != "torch" and kernels not in kernel_providers(manager):
+            raise PluginError(f"unknown attention backend or kernel provider '{kernels}' "
+                              f"(available: auto, {', '.join(sorted(kernel_providers(manager)))})")
         entries = [e for e in entries if e.name == kernels] or \
             [e for e in entries if e.name == "torch"]
     return max(entries, key=lambda e: e.priority).load()

@@ -104,7 +104,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     counts = torch.bincount(flat_ids, minlength=w13.shape[0]).tolist()
     x = hidden.index_select(0, token_of)
     out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
-    act = silu_and_mul if activation == "silu" else gelu_tanh_and_mul
+    from litevllm.model.layers import canonical_activation
+    act = {"silu": silu_and_mul, "gelu_tanh": gelu_tanh_and_mul}[canonical_activation(activation)]
     start = 0
     for e, n in enumerate(counts):
         if n == 0:

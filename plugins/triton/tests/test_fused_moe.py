@@ -104,7 +104,7 @@ def test_configs():
     (dict(w2=torch.zeros(4, 32, 8)), "w2 must be"),
     (dict(logits=torch.zeros(6, 5)), "router_logits must be"),
     (dict(top_k=5), "top_k must be"),
-    (dict(activation="relu"), "activation must be"),
+    (dict(activation="relu"), "activation .relu. is not supported"),
     (dict(hidden=torch.zeros(6, 32, dtype=torch.float16)), "dtype"),
 ])
 def test_bad_input(bad, match):

@@ -19,9 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
+from litevllm.plugin_api import canonical_activation
 from litevllm_triton.kernels._common import check_tensor, tanh
 
-ACTIVATIONS = {"silu": 0, "gelu_tanh": 1, "gelu_pytorch_tanh": 1}
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
 
 
@@ -251,8 +252,7 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
         raise ValueError(f"router_logits must be [T={t}, E={e}], got {tuple(router_logits.shape)}")
     if not (isinstance(top_k, int) and 0 < top_k <= e):
         raise ValueError(f"top_k must be in [1, {e}], got {top_k!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    canonical_activation(activation)  # ValueError naming an unsupported activation
 
 
 def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gated: bool,
@@ -283,7 +283,7 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     # gate_up + activation into [T*k, I], row t*k + slot; then down, scaled by routing weight
     act = torch.empty(t * top_k, inter, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(hidden, w13, act, rows, block_expert, weights, bm, cfg["up"], True,
-             ACTIVATIONS[activation], top_k)
+             ACTIVATIONS[canonical_activation(activation)], top_k)
     out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
     return out.view(t, top_k, h).sum(1)  # accumulates in float32 for 16-bit dtypes

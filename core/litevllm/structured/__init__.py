@@ -1,0 +1,1 @@
+"""Structured outputs: request parameters, the backend contract, the engine-side manager."""

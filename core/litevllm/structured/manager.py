@@ -1,0 +1,127 @@
+"""The engine's structured-output state: the backend (loaded on first use), compiled grammars
+(compiled on a worker thread, cached per constraint) and one matcher per sequence id."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from litevllm.structured.backend import apply_bitmask
+
+log = logging.getLogger("litevllm")
+
+
+class StructuredOutputManager:
+    def __init__(self, plugin_manager, tokenizer, vocab_size: int, stop_token_ids: list[int],
+                 backend: str = "auto"):
+        self.plugins, self.tokenizer = plugin_manager, tokenizer
+        self.vocab_size, self.stop_token_ids, self.backend_name = vocab_size, stop_token_ids, backend
+        self._backend = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.compiled: dict[tuple, Future] = {}
+        self.matchers: dict[int, object] = {}
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            kind = "structured_output_backends"
+            names = self.plugins.names(kind)
+            if not names:
+                raise ValueError("structured outputs need a backend plugin; none is installed "
+                                 "(pip install litevllm-plugin-xgrammar)")
+            if self.backend_name == "auto":
+                entry = max((e for n in names for e in self.plugins.candidates(kind, n)),
+                            key=lambda e: e.priority)
+            else:
+                entry = self.plugins.pick(kind, self.backend_name)
+                if entry is None:
+                    raise ValueError(f"structured-output backend '{self.backend_name}' is not "
+                                     f"installed (available: {', '.join(names)})")
+            if self.tokenizer is None:
+                raise ValueError("structured outputs need the model's tokenizer")
+            self._backend = entry.load()(self.tokenizer, self.vocab_size, self.stop_token_ids)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="litevllm-grammar")
+        return self._backend
+
+    def submit(self, params) -> Future:
+        """Check ``params`` now (ValueError naming the problem) and start compiling it on the
+        worker thread, or return the cached compilation."""
+        key = params.key()
+        done = self.compiled.get(key)
+        if done is not None:
+            if done.done() and done.exception() is not None:
+                raise ValueError(str(done.exception()))
+            return done
+        self.backend.validate(params)
+        future = self.compiled[key] = self._pool.submit(self.backend.compile, params)
+        return future
+
+    def _matcher(self, seq):
+        m = self.matchers.get(seq.seq_id)
+        if m is None:
+            compiled = self.compiled[seq.params.structured_outputs.key()].result()
+            m = self.matchers[seq.seq_id] = self.backend.matcher(compiled)
+        return m
+
+    def mask(self, logits: torch.Tensor, seqs) -> torch.Tensor:
+        """Apply the grammars of the constrained rows of ``logits`` (one row per sequence)."""
+        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        if not rows:
+            return logits
+        bitmask = self.backend.allocate_bitmask(len(rows))
+        for j, i in enumerate(rows):
+            self._matcher(seqs[i]).fill_bitmask(bitmask, j)
+        if len(rows) == len(seqs):
+            return apply_bitmask(logits, bitmask)
+        index = torch.tensor(rows, device=logits.device)
+        return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
+
+    def valid_draft(self, seq, draft: list[int]) -> list[int]:
+        """The longest prefix of ``draft`` that ``seq``'s grammar accepts (state unchanged)."""
+        m = self._matcher(seq)
+        n = 0
+        for token in draft:
+            if m.is_terminated() or not m.accept_token(token):
+                break
+            n += 1
+        if n:
+            m.rollback(n)
+        return draft[:n]
+
+    def mask_drafts(self, logits: torch.Tensor, seqs, drafts) -> torch.Tensor:
+        """Mask verify rows (1 + len(draft) per sequence): row j of a constrained sequence gets
+        its grammar's mask after the first j draft tokens (which ``valid_draft`` checked)."""
+        if all(s.params.structured_outputs is None for s in seqs):
+            return logits
+        rows, start = [], 0
+        for seq, draft in zip(seqs, drafts):
+            if seq.params.structured_outputs is not None:
+                rows.append((seq, draft, start))
+            start += len(draft) + 1
+        bitmask = self.backend.allocate_bitmask(sum(len(d) + 1 for _, d, _ in rows))
+        index, j = [], 0
+        for seq, draft, start in rows:
+            m = self._matcher(seq)
+            for i in range(len(draft) + 1):
+                if not m.is_terminated():  # after a drafted stop token: unused, left open
+                    m.fill_bitmask(bitmask, j)
+                index.append(start + i)
+                j += 1
+                if i < len(draft):
+                    m.accept_token(draft[i])
+            if draft:
+                m.rollback(len(draft))
+        index = torch.tensor(index, device=logits.device)
+        return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
+
+    def accept(self, seq, tokens: list[int]) -> bool:
+        """Advance ``seq``'s grammar; returns whether it is now terminated."""
+        m = self._matcher(seq)
+        for token in tokens:
+            if not m.accept_token(token):
+                raise RuntimeError(f"the grammar rejected token {token} it had allowed")
+        return m.is_terminated()
+
+    def free(self, seq_id: int) -> None:
+        self.matchers.pop(seq_id, None)
