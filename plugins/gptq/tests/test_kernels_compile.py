@@ -35,4 +35,6 @@ def test_wide_gemv_loop_is_barrier_free():
     for loop in loops:
         assert loop["bar"] == 0, loop
         assert loop["ld_v4"] >= loop["R"], loop  # one 16-byte load per packed row at least
-        assert loop["fma"] >= loop["R"] * 4 * 32 // (4 if loop["fmt"] == "w8" else 8), loop
+        codes = 4 if loop["fmt"] == "w8" else 8
+        per_thread_cols = loop["BN"] // (32 * loop["num_warps"])
+        assert loop["fma"] >= loop["R"] * codes * per_thread_cols, loop  # one FMA per weight
