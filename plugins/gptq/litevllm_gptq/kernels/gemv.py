@@ -126,9 +126,9 @@ def _expert0(w):
 
 def config_for(m: int, k: int, n: int, bits: int, device, config: dict | None = None) -> dict:
     """Tuned entry (or ``config``) over its kernel's defaults; ``KERNEL: "wide"`` picks
-    gemv_wide, anything else this module's kernel."""
+    gemv_wide, anything else this module's kernel. ``device`` None: no table."""
     from litevllm_gptq.kernels import gemv_wide
-    cfg = lookup("gemv", m, bits, k, n, device) or {}
+    cfg = (lookup("gemv", m, bits, k, n, device) if device is not None else None) or {}
     if config and config.get("KERNEL", "split") != cfg.get("KERNEL", "split"):
         cfg = {}  # the tuned entry is for the other kernel
     cfg = {**cfg, **(config or {})}
