@@ -5,9 +5,10 @@ A program owns one row and ``BN = 32 * VEC * num_warps`` columns (lane ``i`` of 
 ``VEC`` consecutive columns: 16-byte loads) and a slice of K; a K step is an ``[R, BN]`` int32
 tile inside one quantization group that each thread holds in its own registers, so its rows
 are summed in-thread. ``SPLIT`` programs along K are summed by ``splitk_reduce``. Codes become
-floats without an int-to-float convert: ``f = 1 + q / 2**BITS`` is built in the mantissa, so
-``w = f * (2**BITS * s) + (b - 2**BITS * s)``. tests/compile_sm90.py checks (PTX for sm_90)
-that the K loop has no barrier.
+floats without an int-to-float convert: a shift puts codes in the mantissa of 1.0
+(``f = 1 + q / 256`` or ``1 + q / 16``; ``x * f`` keeps ``x * q`` exact enough in float32);
+at 4 bits one shift serves two codes, so a weight costs half a shift, one mask-or, one FMA. tests/compile_sm90.py checks
+(PTX for sm_90) that the K loop has no barrier.
 """
 from __future__ import annotations
 
@@ -53,25 +54,43 @@ def _gemv_wide_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr,
             bg = tl.load(zb_ptr + grp * N + cols, mask=cmask, other=0.0).to(tl.float32)
         else:
             bg = -MID * sg
-        s2 = sg * SCALE  # w = f * s2 + b2 with f = 1 + q / 2**BITS
-        b2 = bg - s2
-        part = tl.zeros([R, BN], tl.float32)
-        sumx = tl.zeros([R, 1], tl.float32)
+        # 4 bits: codes 2i and 2i+1 share one shift, landing at mantissa bits [15, 19) and
+        # [19, 23): f_lo = 1 + q / 256, f_hi = 1 + q / 16. 8 bits: one shift per code, at
+        # [15, 23): f_hi = 1 + q / 256 (a lower byte would lose float32 precision)
+        p_lo = tl.zeros([R, BN], tl.float32)
+        p_hi = tl.zeros([R, BN], tl.float32)
+        x_lo = tl.zeros([R, 1], tl.float32)
+        x_hi = tl.zeros([R, 1], tl.float32)
         for j in tl.static_range(P):
             k = rows * P + j
             if HAS_PERM:
                 k = tl.load(perm_ptr + k)
             xj = tl.load(x_row + k).to(tl.float32)  # [R, 1]
-            shift = 23 - BITS - BITS * j  # compile-time (j is a static_range index)
-            if shift >= 0:
-                t = packed << shift
+            if BITS == 4 and j % 2 == 0:
+                shift = 15 - 4 * j  # compile-time (j is a static_range index)
+                if shift >= 0:
+                    t = packed << shift
+                else:
+                    t = packed >> (-shift)
+                f = ((t & (TOP << 15)) | 0x3F800000).to(tl.float32, bitcast=True)
+                p_lo += xj * f
+                x_lo += xj
             else:
-                t = packed >> (-shift)
-            f = ((t & (TOP << (23 - BITS))) | 0x3F800000).to(tl.float32, bitcast=True)
-            part += xj * f
-            sumx += xj
-        acc += tl.sum(part, axis=0, keep_dims=True) * s2 + \
-            tl.sum(sumx, axis=0, keep_dims=True) * b2
+                if BITS == 8:
+                    shift = 15 - 8 * j
+                    if shift >= 0:
+                        t = packed << shift
+                    else:
+                        t = packed >> (-shift)
+                f = ((t & (TOP << (23 - BITS))) | 0x3F800000).to(tl.float32, bitcast=True)
+                p_hi += xj * f
+                x_hi += xj
+        # sum_k x q = 256 (p_lo - x_lo) + 2**(23 - HI) (p_hi - x_hi); w = q * s + b
+        xl = tl.sum(x_lo, axis=0, keep_dims=True)
+        xh = tl.sum(x_hi, axis=0, keep_dims=True)
+        xq = (tl.sum(p_lo, axis=0, keep_dims=True) - xl) * 256.0 + \
+            (tl.sum(p_hi, axis=0, keep_dims=True) - xh) * SCALE
+        acc += xq * sg + (xl + xh) * bg
     out = tl.reshape(acc, (BN,))
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)
