@@ -26,6 +26,7 @@ from litevllm_gptq.kernels import tuning
 from litevllm_gptq.kernels.gemm import default_config as gemm_default
 from litevllm_gptq.kernels.gemv import config_for
 from litevllm_gptq.kernels.gemv import default_config as gemv_default
+from litevllm_gptq.kernels.gemv_wide import SWEEP_TILES
 from litevllm_gptq.layout import PackedWeight, matmul_ref, pack_rows
 from litevllm_gptq.linear import kernel_linear
 
@@ -71,7 +72,7 @@ def gemv_variants(m, k, n, bits):
     s = base["SPLIT"]
     rows = k * bits // 32
     out = [{}, dict(TILE_ROWS=32), dict(SPLIT=s * 2)]
-    for nw, vec, r in ((1, 4, 16), (2, 4, 16), (4, 4, 16), (1, 8, 16), (1, 4, 8)):
+    for r, vec, nw in SWEEP_TILES:
         for target in (264, 528, 1056):
             split = _split(n, 32 * vec * nw, rows, max(1, target // m), r)
             cfg = dict(KERNEL="wide", VEC=vec, num_warps=nw, R=r, SPLIT=split)

@@ -16,7 +16,7 @@ except ImportError as e:
 from litevllm_gptq.kernels.dequant import _dequant_kernel
 from litevllm_gptq.kernels.gemm import _gemm_kernel
 from litevllm_gptq.kernels.gemv import _gemv_kernel
-from litevllm_gptq.kernels.gemv_wide import _gemv_wide_kernel
+from litevllm_gptq.kernels.gemv_wide import SWEEP_TILES, _gemv_wide_kernel
 from litevllm_gptq.kernels.reduce import _splitk_reduce_kernel
 
 TYPES = dict(x_ptr="*bf16", qw_ptr="*i32", s_ptr="*fp16", zb_ptr="*fp16", perm_ptr="*i64",
@@ -62,7 +62,7 @@ def loop_stats(fn, constexprs, **options) -> dict:
 
 
 WIDE_LOOPS = [(fmt, dict(R=r, BN=32 * vec * nw), nw) for fmt in FORMATS
-              for r, vec, nw in ((16, 4, 1), (16, 4, 4), (32, 4, 2), (8, 8, 1))]
+              for r, vec, nw in SWEEP_TILES]
 
 
 def main(what):

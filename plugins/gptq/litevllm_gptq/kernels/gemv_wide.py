@@ -19,6 +19,11 @@ import triton.language as tl
 from litevllm_gptq.kernels._common import pow2_tile
 from litevllm_gptq.kernels.reduce import splitk_reduce
 
+# (R, VEC, num_warps) tiles benchmarks/bench_quant.py sweeps; tests/compile_sm90.py checks each
+# compiles for sm_90 to a barrier-free K loop (VEC 8 with R 16 spills registers; VEC 8, R 8 on
+# 2 warps puts 2 barriers in the loop: neither is listed)
+SWEEP_TILES = ((16, 4, 1), (16, 4, 2), (16, 4, 4), (8, 8, 1), (8, 4, 1), (8, 4, 2))
+
 
 @triton.jit
 def _gemv_wide_kernel(x_ptr, qw_ptr, s_ptr, zb_ptr, perm_ptr, bias_ptr, out_ptr, eid_ptr,
