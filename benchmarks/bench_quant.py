@@ -102,7 +102,7 @@ def sweep(out, bits=4, group=128, zero=True, ms=(1, 2, 4, 8, 16), shapes=LLAMA, 
     table = table if table is not None else {}
     table.setdefault("gemv", {})
     table.setdefault("gemm", {})
-    choice, totals = {}, {}
+    choice, totals, gemv_won = {}, {}, {}
     for k, n in shapes:
         w = packed(k, n, bits, group, zero)
         dense = torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16)
@@ -150,6 +150,7 @@ def sweep(out, bits=4, group=128, zero=True, ms=(1, 2, 4, 8, 16), shapes=LLAMA, 
             for path in ("gemv", "gemm"):
                 if path in results:
                     totals.setdefault((m, path), []).append(results[path])
+            gemv_won[(m, k, n)] = "gemv" in results and results["gemv"] < results.get("gemm", 1e9)
             rec = {"kind": "kernel", "bits": bits, "group": group, "m": m, "k": k, "n": n,
                    "ms": results, "best": fastest,
                    "best_cfg": best.get(fastest, (0, {}))[1],
@@ -172,6 +173,14 @@ def sweep(out, bits=4, group=128, zero=True, ms=(1, 2, 4, 8, 16), shapes=LLAMA, 
                 break
             gemv_max = m
         policy["gemv_max_m"] = gemv_max
+        by_shape = policy.setdefault("gemv_max_m_by_shape", {})
+        for k, n in shapes:  # per shape: the GEMV up to the first M where tl.dot wins
+            top = 1
+            for m in sorted(m for m in ms if m > 1):
+                if not gemv_won.get((m, k, n)):
+                    break
+                top = m
+            by_shape[f"b{bits},{k},{n}"] = top
     return table
 
 

@@ -159,3 +159,24 @@ def test_gemv_config_follows_table():
         assert cfg["KERNEL"] == "split" and "R" not in cfg
     finally:
         tuning.set_table(cpu, {})
+
+
+def test_dispatch_uses_gemv_up_to_tuned_rows(monkeypatch):
+    """policy.gemv_max_m_by_shape overrides gemv_max_m for its shape."""
+    from litevllm_gptq.kernels import gemm as gemm_mod
+    from litevllm_gptq.kernels import gemv as gemv_mod
+    from litevllm_gptq.kernels import tuning
+    calls = []
+    monkeypatch.setattr(gemv_mod, "gemv", lambda x, w, b=None: calls.append("gemv"))
+    monkeypatch.setattr(gemm_mod, "gemm", lambda x, w, b=None: calls.append("gemm"))
+    cpu = torch.device("cpu")
+    w = random_packed(256, 64, 4, 128)
+    tuning.set_table(cpu, {"policy": {"gemv_max_m": 1, "cublas_min_m": 512,
+                                      "gemv_max_m_by_shape": {"b4,256,64": 4}}})
+    try:
+        for m in (1, 4, 5):
+            kernel_linear(torch.randn(m, 256), w)
+        kernel_linear(torch.randn(2, 256), random_packed(256, 32, 4, 128))
+    finally:
+        tuning.set_table(cpu, {})
+    assert calls == ["gemv", "gemv", "gemm", "gemm"]
