@@ -3,7 +3,10 @@
 ``wide-loop`` prints the barriers, 16-byte loads and FMAs inside the wide GEMV's K loop."""
 import json
 import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 try:
     import triton
@@ -16,7 +19,7 @@ except ImportError as e:
 from litevllm_gptq.kernels.dequant import _dequant_kernel
 from litevllm_gptq.kernels.gemm import _gemm_kernel
 from litevllm_gptq.kernels.gemv import _gemv_kernel
-from litevllm_gptq.kernels.gemv_wide import SWEEP_TILES, _gemv_wide_kernel
+from litevllm_gptq.kernels.gemv_wide import MAX_R_PERM, SWEEP_TILES, _gemv_wide_kernel
 from litevllm_gptq.kernels.reduce import _splitk_reduce_kernel
 
 TYPES = dict(x_ptr="*bf16", qw_ptr="*i32", s_ptr="*fp16", zb_ptr="*fp16", perm_ptr="*i64",
@@ -49,7 +52,8 @@ def compile_sm90(fn, constexprs, **options):
 def loop_stats(fn, constexprs, **options) -> dict:
     """Counts inside the innermost loop of the PTX (the body between a loop header label and
     its backward branch)."""
-    lines = compile_sm90(fn, constexprs, **options).asm["ptx"].splitlines()
+    kernel = compile_sm90(fn, constexprs, **options)
+    lines = kernel.asm["ptx"].splitlines()
     heads = {ln.split(":")[0]: i for i, ln in enumerate(lines) if "Loop Header" in ln}
     for i, ln in enumerate(lines):
         hit = re.search(r"bra(?:\.uni)?\s+(\$L__BB\d+_\d+);", ln)
@@ -57,12 +61,24 @@ def loop_stats(fn, constexprs, **options) -> dict:
             body = "\n".join(lines[heads[hit.group(1)]:i + 1])
             return {"bar": len(re.findall(r"\bbar\.", body)) + body.count("barrier"),
                     "ld_v4": body.count("ld.global.v4"), "fma": body.count("fma.rn.f32"),
-                    "lines": len(body.splitlines())}
+                    "lines": len(body.splitlines()), "spills": spills(kernel.asm.get("cubin"))}
     raise RuntimeError("no loop found in the PTX")
 
 
-WIDE_LOOPS = [(fmt, dict(R=r, BN=32 * vec * nw), nw) for fmt in FORMATS
-              for r, vec, nw in SWEEP_TILES]
+def spills(cubin) -> int | None:
+    """Local-memory loads and stores in the SASS (register spills); None without nvdisasm."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    if not cubin or not tool.is_file():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([str(tool), "-c", f.name], capture_output=True, text=True).stdout
+    return len(re.findall(r"\b(?:LDL|STL)\b", sass))
+
+
+WIDE_LOOPS = [(fmt, dict(R=min(r, MAX_R_PERM) if FORMATS[fmt]["HAS_PERM"] else r,
+                         BN=32 * vec * nw), nw) for fmt in FORMATS for r, vec, nw in SWEEP_TILES]
 
 
 def main(what):

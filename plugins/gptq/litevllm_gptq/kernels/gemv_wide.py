@@ -23,6 +23,7 @@ from litevllm_gptq.kernels.reduce import splitk_reduce
 # compiles for sm_90 to a barrier-free K loop (VEC 8 with R 16 spills registers; VEC 8, R 8 on
 # 2 warps puts 2 barriers in the loop: neither is listed)
 SWEEP_TILES = ((16, 4, 1), (16, 4, 2), (16, 4, 4), (8, 8, 1), (8, 4, 1), (8, 4, 2))
+MAX_R_PERM = 8  # with a permuted input (desc_act) R 16 spills registers
 
 
 @triton.jit
@@ -121,7 +122,7 @@ def launch(x, w, bias, cfg: dict, expert_ids=None):
     n = w.qweight.shape[-1]
     p = 32 // w.bits
     rows = k // p
-    r = pow2_tile(w.group_size // p, cfg["R"])
+    r = pow2_tile(w.group_size // p, cfg["R"] if w.perm is None else min(cfg["R"], MAX_R_PERM))
     split = cfg["SPLIT"]
     while split > 1 and rows % (split * r):
         split //= 2
