@@ -1,12 +1,17 @@
 """W4A16 / W8A16 on one GPU: kernel tuning sweep, then Llama-3-8B decode (dummy weights) for bf16
-vs W4A16 (GPTQ, group 128) vs online int8, all in ONE process.
+vs W4A16 (GPTQ, group 128) vs online int8 with the table just tuned, all in ONE process.
 
-    python benchmarks/bench_quant.py --out $OUT [--skip-sweep] [--skip-engine]
+    python benchmarks/bench_quant.py --out $OUT [--skip-sweep] [--skip-engine] [--table T]
+        [--ms 1,2,4,8,16]
 
-Writes ``bench_quant.jsonl`` (one JSON result per line, also printed) and ``tuned.json`` (the
-winning tile per shape; copy it to plugins/gptq/litevllm_gptq/kernels/configs/<device>.json).
+The sweep starts from ``--table`` (default: the packaged table for this GPU), re-tunes the
+decode rows ``--ms`` (GEMV variants, both kernels, against the tl.dot kernel), sets
+``policy.gemv_max_m`` and keeps the other entries. Writes ``bench_quant.jsonl`` (one JSON
+result per line, also printed) and ``tuned.json`` (copy it to
+plugins/gptq/litevllm_gptq/kernels/configs/<device>.json).
 """
 import argparse
+import copy
 import gc
 import json
 import shutil
@@ -19,7 +24,9 @@ import triton
 
 from litevllm_gptq.kernels import tuning
 from litevllm_gptq.kernels.gemm import default_config as gemm_default
+from litevllm_gptq.kernels.gemv import config_for
 from litevllm_gptq.kernels.gemv import default_config as gemv_default
+from litevllm_gptq.kernels.gemv_wide import SWEEP_TILES
 from litevllm_gptq.layout import PackedWeight, matmul_ref, pack_rows
 from litevllm_gptq.linear import kernel_linear
 
@@ -58,22 +65,25 @@ def packed_bytes(w: PackedWeight) -> int:
     return sum(t.numel() * t.element_size() for t in (w.qweight, w.scales, w.bias) if t is not None)
 
 
-def gemv_variants(k, n, bits):
+def gemv_variants(m, k, n, bits):
+    """The split-K kernel's default and best measured tiles, then the wide kernel (threads
+    span N, barrier-free K loop) over lanes x warps x rows per step x split-K."""
     base = gemv_default(1, k, n, bits)
     s = base["SPLIT"]
-    return [{}, dict(BN=64), dict(BN=256), dict(TILE_ROWS=32), dict(PER_ELEMENT=True),
-            dict(num_warps=8), dict(SPLIT=max(1, s // 2)), dict(SPLIT=s * 2),
-            dict(TILE_ROWS=32, num_warps=8), dict(BN=256, TILE_ROWS=32, num_warps=8),
-            # BN = 128 * num_warps keeps each thread's rows in its own registers: no barrier
-            # per K tile (see benchmarks/RESULTS.md, W4A16 closing note); not yet measured
-            dict(BN=512, SPLIT=_split(n, 512, k * bits // 32)),
-            dict(BN=512, TILE_ROWS=32, SPLIT=_split(n, 512, k * bits // 32)),
-            dict(BN=256, num_warps=2, SPLIT=_split(n, 256, k * bits // 32))]
+    rows = k * bits // 32
+    out = [{}, dict(TILE_ROWS=32), dict(SPLIT=s * 2)]
+    for r, vec, nw in SWEEP_TILES:
+        for target in (264, 528, 1056):
+            split = _split(n, 32 * vec * nw, rows, max(1, target // m), r)
+            cfg = dict(KERNEL="wide", VEC=vec, num_warps=nw, R=r, SPLIT=split)
+            if cfg not in out:
+                out.append(cfg)
+    return out
 
 
-def _split(n, bn, rows, target=264):
+def _split(n, bn, rows, target=264, step=16):
     split = 1
-    while (n // bn) * split < target and rows // (split * 2) >= 16:
+    while triton.cdiv(n, bn) * split < target and rows // (split * 2) >= step and split < 64:
         split *= 2
     return split
 
@@ -85,24 +95,24 @@ def gemm_variants(m):
     return out
 
 
-def sweep(out, bits=4, group=128, zero=True, ms=(1, 16, 64, 512), shapes=LLAMA, table=None,
+def sweep(out, bits=4, group=128, zero=True, ms=(1, 2, 4, 8, 16), shapes=LLAMA, table=None,
           save=None):
     """Time every candidate per (M, K, N), keep the correct and fastest; ``save(table)`` after
     each shape so a cut-short run keeps what it measured."""
-    table = table if table is not None else {"gemv": {}, "gemm": {}}
-    choice = {}
+    table = table if table is not None else {}
+    table.setdefault("gemv", {})
+    table.setdefault("gemm", {})
+    choice, totals, gemv_won = {}, {}, {}
     for k, n in shapes:
         w = packed(k, n, bits, group, zero)
         dense = torch.randn(k, n, device=DEVICE, dtype=torch.bfloat16)
         for m in ms:
-            if m > 1 and (k, n) == (4096, 14336):
-                continue
             x = torch.randn(m, k, device=DEVICE, dtype=torch.bfloat16)
             ref = matmul_ref(x.float(), w)
             results = {"bf16": bench(lambda: x @ dense)}
             cands = []
-            if m <= 4:
-                cands += [("gemv", c) for c in gemv_variants(k, n, bits)]
+            if m <= 16:
+                cands += [("gemv", c) for c in gemv_variants(m, k, n, bits)]
             if m > 1:
                 cands += [("gemm", c) for c in gemm_variants(m)]
             if m >= 256:
@@ -122,30 +132,55 @@ def sweep(out, bits=4, group=128, zero=True, ms=(1, 16, 64, 512), shapes=LLAMA, 
                     emit(out, {"kind": "fail", "path": path, "cfg": cfg, "m": m, "k": k, "n": n,
                                "error": f"{type(e).__name__}: {str(e)[:200]}"})
                     continue
+                emit(out, {"kind": "cand", "path": path, "cfg": cfg, "m": m, "k": k, "n": n,
+                           "us": round(t * 1e3, 2)})
                 if path not in best or t < best[path][0]:
                     best[path] = (t, cfg)
             for path, (t, cfg) in best.items():
                 results[path] = t
                 if path == "gemv":
-                    table["gemv"][f"b{bits},{k},{n}"] = {**gemv_default(m, k, n, bits), **cfg}
+                    table["gemv"].pop(f"b{bits},{k},{n}", None)  # older M-less entry
+                    table["gemv"][f"{m},b{bits},{k},{n}"] = config_for(m, k, n, bits, x.device, cfg)
                 elif path == "gemm":
                     table["gemm"][f"{m},b{bits},{k},{n}"] = {**gemm_default(m, k, n, bits), **cfg}
             if len(results) == 1:  # nothing compiled or nothing was right
                 continue
             fastest = min((p for p in results if p != "bf16"), key=results.get)
             choice[(m, k, n)] = fastest
+            for path in ("gemv", "gemm"):
+                if path in results:
+                    totals.setdefault((m, path), []).append(results[path])
+            gemv_won[(m, k, n)] = "gemv" in results and results["gemv"] < results.get("gemm", 1e9)
             rec = {"kind": "kernel", "bits": bits, "group": group, "m": m, "k": k, "n": n,
                    "ms": results, "best": fastest,
                    "best_cfg": best.get(fastest, (0, {}))[1],
+                   "gemv_cfg": best.get("gemv", (0, None))[1],
                    "packed_gb_per_s": packed_bytes(w) / (results[fastest] / 1e3) / 1e9}
             emit(out, rec)
         del w, dense
         if save is not None:
             save(table)
+    policy = table.setdefault("policy", {"gemv_max_m": 1, "cublas_min_m": 512})
     at512 = [v for (m, _, _), v in choice.items() if m == 512]
     if at512:
-        table["policy"] = {"gemv_max_m": 1, "cublas_min_m": 512 if at512.count("cublas") * 2 >
-                           len(at512) else 4096}
+        policy["cublas_min_m"] = 512 if at512.count("cublas") * 2 > len(at512) else 4096
+    # GEMV up to the largest M below which it beats tl.dot summed over the swept shapes
+    if bits == 4 and len(ms) > 1:
+        gemv_max = 1
+        for m in sorted(m for m in ms if m > 1):
+            g, d = totals.get((m, "gemv")), totals.get((m, "gemm"))
+            if not g or not d or len(g) != len(d) or sum(g) >= sum(d):
+                break
+            gemv_max = m
+        policy["gemv_max_m"] = gemv_max
+        by_shape = policy.setdefault("gemv_max_m_by_shape", {})
+        for k, n in shapes:  # per shape: the GEMV up to the first M where tl.dot wins
+            top = 1
+            for m in sorted(m for m in ms if m > 1):
+                if not gemv_won.get((m, k, n)):
+                    break
+                top = m
+            by_shape[f"b{bits},{k},{n}"] = top
     return table
 
 
@@ -192,7 +227,9 @@ def main():
     p.add_argument("--out", default=".")
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-engine", action="store_true")
-    p.add_argument("--table", default=None, help="tuned.json of an earlier sweep to use")
+    p.add_argument("--table", default=None, help="tuned.json of an earlier sweep to start from "
+                   "(default: the packaged table)")
+    p.add_argument("--ms", default="1,2,4,8,16", help="decode rows to tune")
     a = p.parse_args()
     outdir = Path(a.out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -205,9 +242,10 @@ def main():
         if not a.skip_sweep:
             def save(t):
                 (outdir / "tuned.json").write_text(json.dumps(t, indent=1))
-            table = sweep(out, save=save)
-            sweep(out, bits=8, group=-1, zero=False, ms=(1,), shapes=[(4096, 14336), (14336, 4096)],
-                  table=table, save=save)
+            table = copy.deepcopy(tuning.table(dev))
+            ms = tuple(int(v) for v in a.ms.split(","))
+            sweep(out, ms=ms, table=table, save=save)
+            sweep(out, bits=8, group=-1, zero=False, ms=(1,), table=table, save=save)
             tuning.set_table(dev, table)
             emit(out, {"kind": "policy", **table.get("policy", {})})
         if not a.skip_engine:

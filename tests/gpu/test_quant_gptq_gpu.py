@@ -40,9 +40,13 @@ def test_kernels_match_dequant_reference(fmt, shape, m, weights):
     x = torch.randn(m, shape[0], device="cuda", dtype=torch.bfloat16)
     bias = torch.randn(shape[1], device="cuda", dtype=torch.bfloat16)
     want = gptq.matmul_ref(x.float(), w) + bias.float()
-    paths = ["gemm", "cublas"] + (["gemv"] if m <= 16 else [])
+    from litevllm_gptq.kernels.gemv import gemv
+    paths = ["gemm", "cublas"] + (["gemv", "gemv-wide", "gemv-split"] if m <= 16 else [])
     for path in paths:
-        got = kernel_linear(x, w, bias, path=path)
+        if path.startswith("gemv-"):  # each GEMV kernel, whatever the table picks
+            got = gemv(x, w, bias, config=dict(KERNEL=path[5:]))
+        else:
+            got = kernel_linear(x, w, bias, path=path)
         assert got.dtype == torch.bfloat16 and got.shape == want.shape
         assert torch.isfinite(got).all(), path
         err = ((got.float() - want).norm() / want.norm()).item()

@@ -10,7 +10,8 @@ import torch
 
 from litevllm_gptq.layout import PackedWeight, matmul_ref
 
-# rows handled by the GEMV kernel, and the row count from which dequantize + cuBLAS is used
+# rows handled by the GEMV kernel (a tuned table may set it per shape in
+# "gemv_max_m_by_shape"), and the row count from which dequantize + cuBLAS is used
 # (measured on an H200: benchmarks/bench_quant.py)
 POLICY = {"gemv_max_m": 1, "cublas_min_m": 1024}
 
@@ -35,7 +36,9 @@ def kernel_linear(x: torch.Tensor, w: PackedWeight, bias: torch.Tensor | None = 
     if path is None:
         from litevllm_gptq.kernels.tuning import policy
         pol = {**POLICY, **policy(x.device)}
-        path = "gemv" if m <= pol["gemv_max_m"] else "cublas" if m >= pol["cublas_min_m"] else "gemm"
+        k, n = w.shape
+        gemv_max = pol.get("gemv_max_m_by_shape", {}).get(f"b{w.bits},{k},{n}", pol["gemv_max_m"])
+        path = "gemv" if m <= gemv_max else "cublas" if m >= pol["cublas_min_m"] else "gemm"
     if path == "gemv":
         from litevllm_gptq.kernels.gemv import gemv
         return gemv(x, w, bias)

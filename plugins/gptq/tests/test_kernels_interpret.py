@@ -104,3 +104,79 @@ def test_moe_per_row_path_matches_per_expert_path():
     torch.testing.assert_close(PackedMoEMethod._per_row(layer, x, weights, ids, act),
                                PackedMoEMethod._per_expert(layer, x, weights, ids, act),
                                atol=2e-4, rtol=1e-4)
+
+
+WIDE_SHAPES = [  # (M, K, N, bits, group, zero_bias, perm): groups 32/128/per-channel, odd N
+    (1, 256, 96, 4, 32, True, False),
+    (2, 512, 64, 4, 128, False, True),
+    (3, 256, 77, 8, 256, False, False),
+    (4, 512, 130, 4, 512, True, False),
+    (1, 256, 64, 8, 32, True, True),
+    (4, 256, 33, 4, 128, True, True),
+]
+WIDE_CONFIGS = [dict(KERNEL="wide"), dict(KERNEL="wide", R=8, VEC=8, SPLIT=2),
+                dict(KERNEL="wide", R=32, num_warps=2, SPLIT=4)]
+
+
+@pytest.mark.parametrize("cfg", WIDE_CONFIGS, ids=["default", "r8v8s2", "r32w2s4"])
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=[str(s) for s in WIDE_SHAPES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_wide_gemv_matches_reference(cfg, shape, dtype):
+    from litevllm_gptq.kernels.gemv import gemv
+    m, k, n, bits, group, zb, perm = shape
+    w = random_packed(k, n, bits, group, zb, perm, dtype)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).to(dtype)
+    tol = dict(atol=2e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=1e-2)
+    for bias in (torch.randn(n).to(dtype), None):
+        ref = matmul_ref(x.float(), w) + (0 if bias is None else bias.float())
+        got = gemv(x, w, bias, config=cfg)
+        assert got.dtype == dtype and got.shape == (m, n)
+        torch.testing.assert_close(got.float(), ref, **tol)
+
+
+def test_wide_gemv_experts():
+    from litevllm_gptq.kernels.gemv import gemv_experts
+    w, ws = stacked(4, 256, 96, 4, 64, True, False)
+    eids = torch.tensor([2, 0, 3], dtype=torch.int32)
+    x = torch.randn(3, 256)
+    want = torch.cat([matmul_ref(x[i:i + 1], ws[e]) for i, e in enumerate(eids.tolist())])
+    got = gemv_experts(x, w, eids, config=dict(KERNEL="wide", SPLIT=2))
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+
+
+def test_gemv_config_follows_table():
+    """A tuned gemv entry keyed by M is used at the nearest M; a config for the other kernel
+    ignores the tuned entry."""
+    from litevllm_gptq.kernels import tuning
+    from litevllm_gptq.kernels.gemv import config_for
+    cpu = torch.device("cpu")
+    tuning.set_table(cpu, {"gemv": {"1,b4,256,64": dict(KERNEL="wide", R=8, SPLIT=2),
+                                    "8,b4,256,64": dict(KERNEL="split", BN=64, SPLIT=1)}})
+    try:
+        assert config_for(2, 256, 64, 4, cpu)["R"] == 8
+        assert config_for(6, 256, 64, 4, cpu)["KERNEL"] == "split"
+        cfg = config_for(2, 256, 64, 4, cpu, dict(KERNEL="split"))
+        assert cfg["KERNEL"] == "split" and "R" not in cfg
+    finally:
+        tuning.set_table(cpu, {})
+
+
+def test_dispatch_uses_gemv_up_to_tuned_rows(monkeypatch):
+    """policy.gemv_max_m_by_shape overrides gemv_max_m for its shape."""
+    from litevllm_gptq.kernels import gemm as gemm_mod
+    from litevllm_gptq.kernels import gemv as gemv_mod
+    from litevllm_gptq.kernels import tuning
+    calls = []
+    monkeypatch.setattr(gemv_mod, "gemv", lambda x, w, b=None: calls.append("gemv"))
+    monkeypatch.setattr(gemm_mod, "gemm", lambda x, w, b=None: calls.append("gemm"))
+    cpu = torch.device("cpu")
+    w = random_packed(256, 64, 4, 128)
+    tuning.set_table(cpu, {"policy": {"gemv_max_m": 1, "cublas_min_m": 512,
+                                      "gemv_max_m_by_shape": {"b4,256,64": 4}}})
+    try:
+        for m in (1, 4, 5):
+            kernel_linear(torch.randn(m, 256), w)
+        kernel_linear(torch.randn(2, 256), random_packed(256, 32, 4, 128))
+    finally:
+        tuning.set_table(cpu, {})
+    assert calls == ["gemv", "gemv", "gemm", "gemm"]

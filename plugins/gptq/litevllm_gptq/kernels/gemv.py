@@ -1,5 +1,6 @@
 """W4A16 / W8A16 GEMV for a few rows (decode at batch 1): CUDA-core FMAs over a ``PackedWeight``,
-split along K when N alone does not fill the GPU.
+split along K when N alone does not fill the GPU. A config with ``KERNEL: "wide"`` runs
+``gemv_wide`` (barrier-free K loop) instead.
 
 Each program owns ``BN`` output columns of one row and a slice of K; a tile is
 ``[NG groups, RG packed rows, BN]`` int32. Codes are turned into floats without an int-to-float
@@ -96,8 +97,8 @@ def default_config(m: int, k: int, n: int, bits: int) -> dict:
     split = 1
     while (n // bn) * split < 512 and rows // (split * 2) >= 64 and split < 16:
         split *= 2
-    return dict(BN=bn, TILE_ROWS=16 if bits == 4 else 32, SPLIT=split, PER_ELEMENT=False,
-                num_warps=4)
+    return dict(KERNEL="split", BN=bn, TILE_ROWS=16 if bits == 4 else 32, SPLIT=split,
+                PER_ELEMENT=False, num_warps=4)
 
 
 def gemv(x: torch.Tensor, w, bias: torch.Tensor | None = None, config: dict | None = None):
@@ -123,13 +124,27 @@ def _expert0(w):
                    w.group_size)
 
 
+def config_for(m: int, k: int, n: int, bits: int, device, config: dict | None = None) -> dict:
+    """Tuned entry (or ``config``) over its kernel's defaults; ``KERNEL: "wide"`` picks
+    gemv_wide, anything else this module's kernel. ``device`` None: no table."""
+    from litevllm_gptq.kernels import gemv_wide
+    cfg = (lookup("gemv", m, bits, k, n, device) if device is not None else None) or {}
+    if config and config.get("KERNEL", "split") != cfg.get("KERNEL", "split"):
+        cfg = {}  # the tuned entry is for the other kernel
+    cfg = {**cfg, **(config or {})}
+    base = gemv_wide.default_config if cfg.get("KERNEL") == "wide" else default_config
+    return {**base(m, k, n, bits), **cfg}
+
+
 def _launch(x, w, bias, config, expert_ids):
     m, k = x.shape
     n = w.qweight.shape[-1]
     p = 32 // w.bits
     rows = k // p
-    cfg = {**default_config(m, k, n, w.bits), **(lookup("gemv", m, w.bits, k, n, x.device) or {}),
-           **(config or {})}
+    cfg = config_for(m, k, n, w.bits, x.device, config)
+    if cfg.get("KERNEL") == "wide":
+        from litevllm_gptq.kernels import gemv_wide
+        return gemv_wide.launch(x, w, bias, cfg, expert_ids)
     tile = pow2_tile(rows, cfg["TILE_ROWS"])
     rg = rows_per_group_tile(w.group_size // p, tile)
     split = cfg["SPLIT"]

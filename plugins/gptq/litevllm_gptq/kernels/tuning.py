@@ -1,8 +1,8 @@
 """Tuned tile configs per GPU: ``configs/<device>.json`` written by benchmarks/bench_quant.py.
 
-``{"gemv": {"b<bits>,K,N": cfg}, "gemm": {"M,b<bits>,K,N": cfg}, "policy": {...}}``;
-gemm entries are looked up at the nearest measured M for the same (K, N). Unlisted shapes use
-each kernel's ``default_config``.
+``{"gemv": {"[M,]b<bits>,K,N": cfg}, "gemm": {"M,b<bits>,K,N": cfg}, "policy": {...}}``;
+entries keyed by M are looked up at the nearest measured M for the same (K, N) (a gemv entry
+without M serves every M). Unlisted shapes use each kernel's ``default_config``.
 """
 from __future__ import annotations
 
@@ -41,11 +41,9 @@ def set_table(device: torch.device, data: dict) -> None:
 def lookup(kind: str, m: int, bits: int, k: int, n: int, device: torch.device) -> dict | None:
     entries = table(device).get(kind, {})
     shape = f"b{bits},{k},{n}"
-    if kind == "gemv":
-        return entries.get(shape)
     ms = [int(key.split(",")[0]) for key in entries if key.endswith("," + shape)]
     if not ms:
-        return None
+        return entries.get(shape)
     best = min(ms, key=lambda x: (abs(x - m) / max(x, m), x))
     return entries[f"{best},{shape}"]
 
