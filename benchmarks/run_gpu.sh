@@ -13,7 +13,7 @@ if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydan
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
     -e plugins/qwen_moe -e plugins/gemma -e plugins/gguf -e plugins/gptq -e plugins/fp8 \
-    -e plugins/openai -e plugins/ray -e plugins/xgrammar > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
+    -e plugins/openai -e plugins/ray -e plugins/xgrammar -e examples/litevllm-plugin-phi3 > "$OUT/install.log" 2>&1 || tail "$OUT/install.log"
 C=benchmarks/configs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do

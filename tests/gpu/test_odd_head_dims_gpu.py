@@ -31,8 +31,10 @@ def test_triton_greedy_matches_hf(name, random_hf_checkpoint):
     plugin, config = CONFIGS[name]
     if plugin:
         pytest.importorskip(plugin, reason="pip install -e examples/litevllm-plugin-phi3")
-    path, hf = random_hf_checkpoint(name, config)
-    llm = LLM(str(path), kernels="triton", max_num_seqs=8, gpu_memory_utilization=0.2)
+    path, models = random_hf_checkpoint(name, config)
+    hf = models["bfloat16"]
+    llm = LLM(str(path), dtype="bfloat16", kernels="triton", max_num_seqs=8,
+              gpu_memory_utilization=0.2)
     assert llm.engine.runner.attn.name == "triton" and llm.engine.runner.graphs
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in (5, 60, 200)]
