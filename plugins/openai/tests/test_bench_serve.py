@@ -8,33 +8,31 @@ import json
 import math
 import pathlib
 
+import httpx
 import pytest
-
-from conftest import Client, LiveServer, save_model
 
 BENCH = pathlib.Path(__file__).resolve().parents[3] / "benchmarks" / "bench_serve.py"
 
 
 @pytest.fixture(scope="module")
-def bare_server(tmp_path_factory):
-    """A tiny random Llama saved without tokenizer files."""
-    path = tmp_path_factory.mktemp("bare") / "llama"
-    save_model(path, 128)
-    assert not any(p.name.startswith("tokenizer") for p in path.iterdir())
-    srv = LiveServer(path)
-    yield srv
-    srv.close()
+def bare_server(start_server, bare_model_dir):
+    assert not any(p.name.startswith("tokenizer") for p in bare_model_dir.iterdir())
+    return start_server(path=bare_model_dir)
 
 
 def test_stream_without_tokenizer_sends_each_step(bare_server):
-    status, events = Client(bare_server.port).stream("/v1/completions", {
-        "model": "tiny-llama", "prompt": [5, 6, 7], "max_tokens": 6, "ignore_eos": True,
-        "stream_options": {"include_usage": True}})
-    assert status == 200 and events[-1] == "[DONE]"
-    chunks = [e for e in events[:-1] if e["choices"]]
+    body = {"model": "tiny-llama", "prompt": [5, 6, 7], "max_tokens": 6, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(base_url=bare_server.url, timeout=30) as http:
+        r = http.post("/v1/completions", json=body)
+    assert r.status_code == 200
+    lines = [x[6:] for x in r.text.splitlines() if x.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    events = [json.loads(x) for x in lines[:-1]]
+    chunks = [e for e in events if e["choices"]]
     assert len(chunks) == 6 and all(c["choices"][0]["text"] == "" for c in chunks)
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 5 + ["length"]
-    assert events[-2]["usage"]["completion_tokens"] == 6
+    assert events[-1]["usage"]["completion_tokens"] == 6
 
 
 def test_bench_serve_measures_latencies(bare_server):
