@@ -55,7 +55,9 @@ async def one_request(http, model, prompt, max_tokens):
             now = time.perf_counter()
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-            if event["choices"] and event["choices"][0]["text"]:
+            # every chunk with a choice is one engine step's new tokens (or the finish), its
+            # text possibly empty (no tokenizer, held-back bytes); the usage chunk has none
+            if event["choices"]:
                 if ttft is None:
                     ttft = now - start
                 else:

@@ -117,7 +117,10 @@ class Formatter:
             prefix, prefix_lp = "", None
             if self.echo and index not in self.started:
                 prefix, prefix_lp = self._echo_prefix(index, out)
-            if not (text or prefix or reason or (self.logprobs is not None and ids)):
+            # completions send every step's tokens, even without text (no tokenizer, held-back
+            # bytes), so clients can time them; chat sends no empty deltas
+            timed = ids and (not self.chat or self.logprobs is not None)
+            if not (text or prefix or reason or timed):
                 continue
             self.started.add(index)
             entries = (o.logprobs or [])[len(o.logprobs or []) - len(ids):] if ids else []

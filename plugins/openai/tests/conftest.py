@@ -38,6 +38,14 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bare_model_dir(tmp_path_factory):
+    """The tiny random Llama without tokenizer files."""
+    path = tmp_path_factory.mktemp("bare") / "llama"
+    save_model(path, 128)
+    return path
+
+
+@pytest.fixture(scope="session")
 def ref_llm(model_dir):
     """The offline API on the same checkpoint: what the server must reproduce."""
     from litevllm import LLM
@@ -86,11 +94,12 @@ def server(model_dir):
 
 @pytest.fixture(scope="module")
 def start_server(model_dir):
-    """``start_server(**LiveServer options)``: more servers, closed after the module."""
+    """``start_server(**LiveServer options)``: more servers, closed after the module;
+    ``path`` serves another checkpoint."""
     servers = []
 
-    def start(*args, **kwargs):
-        servers.append(LiveServer(model_dir, *args, **kwargs))
+    def start(*args, path=None, **kwargs):
+        servers.append(LiveServer(path or model_dir, *args, **kwargs))
         return servers[-1]
     yield start
     for srv in servers:
