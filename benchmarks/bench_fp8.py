@@ -8,8 +8,10 @@ Engine: batch-1 and batch-64 decode ms/step, prefill of 2048 tokens (``measure_l
 GEMM kernels at the model's shapes with a few tile configs next to the default, and bf16
 ``torch.matmul``, for picking defaults. ``--pick`` (before the engine runs): a few configs of
 the M <= 4 GEMV at each shape, at M = 1 and M = 4, against the split-K ``tl.dot`` kernel; the
-fastest is put in ``w8a16_gemv.TUNED`` for the engine runs that follow (None where ``tl.dot``
-wins). One JSON result per line.
+fastest overrides the GPU's table (``litevllm_fp8/kernels/configs/<device>.json``, see
+``kernels/tuning.py``) for the engine runs that follow (null where ``tl.dot`` wins) and is
+written to ``fp8_gemv_tuned.json`` next to ``--out`` (copy its "gemv" into that table). One
+JSON result per line.
 """
 from __future__ import annotations
 
@@ -111,13 +113,15 @@ GEMV_M4 = [(8, 512, 16, True, 8, 2, 4), (4, 256, 8, False, 4, 2, 4),
            (8, 256, 8, False, 4, 1, 4), (4, 512, 16, False, 4, 2, 4)]
 
 
-def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
+def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> dict:
     """Time the GEMV candidates and the split-K tl.dot default under CUDA graphs, at M = 1 and
-    M = 4 on each Llama-3-8B shape (online fp8: per-channel scales), and keep the fastest."""
+    M = 4 on each Llama-3-8B shape (online fp8: per-channel scales), and keep the fastest;
+    returns them as the tuning table's {"M,K,N": cfg or None}."""
     from triton.testing import do_bench_cudagraph
 
     from litevllm_fp8 import reference as ref
     from litevllm_fp8.kernels import w8a16_gemv as gemv
+    from litevllm_fp8.kernels import tuning
     from litevllm_fp8.kernels._device import num_sms
     from litevllm_fp8.kernels.w8a16_gemm import w8a16_gemm
 
@@ -125,6 +129,7 @@ def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
     sms = num_sms(torch.device(device))
     act = torch.bfloat16 if device == "cuda" else torch.float16
     layer = {"bf16_ms": 0.0, "fp8_ms": 0.0}  # M = 1, the four linears of one layer
+    picked = {}
     for name, k, n in shapes:
         w = torch.randn(n, k, device=device) / k ** 0.5
         q, s = ref.quantize_rows(w)
@@ -151,7 +156,8 @@ def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
             bf16_ms = ms(lambda: x @ wb.t())
             best = min(range(len(cfgs)), key=times.__getitem__)
             win = cfgs[best] if times[best] < dot_ms else None
-            gemv.TUNED[(n, k, 1 if m == 1 else gemv.MAX_M)] = win
+            tuning.set_pick(torch.device(device), m, k, n, win)
+            picked[f"{m},{k},{n}"] = win
             fp8_ms = min(times[best], dot_ms)
             if m == 1:
                 layer["bf16_ms"] += bf16_ms
@@ -160,6 +166,7 @@ def pick(out, device: str = "cuda", shapes=SHAPES, ms=None) -> None:
                        "configs": cfgs, "dot_ms": dot_ms, "bf16_ms": bf16_ms, "picked": win,
                        "weight_gb_per_s": n * k / fp8_ms / 1e6})
     emit(out, {"pick_layer_m1": layer})
+    return picked
 
 
 def main():
@@ -177,7 +184,8 @@ def main():
         emit(out, {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                    "torch": torch.__version__})
         if a.pick:
-            pick(out)
+            tuned = Path(a.out).with_name("fp8_gemv_tuned.json")
+            tuned.write_text(json.dumps({"gemv": pick(out)}, indent=1) + "\n")
         if not a.skip_engine:
             engine(out, a.iters, Path(a.config), device, a.runs.split(","))
         if a.sweep:

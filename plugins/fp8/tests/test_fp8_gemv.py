@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from litevllm_fp8 import reference as ref
+from litevllm_fp8.kernels import tuning
 from litevllm_fp8.kernels import w8a16_gemv as gemv_mod
 from litevllm_fp8.kernels.w8a16_gemv import w8a16_gemv
 from litevllm_fp8.ops import fp8_linear
@@ -77,9 +78,13 @@ def test_fp8_linear_routes_small_m_to_gemv(monkeypatch):
                                atol=1e-4, rtol=1e-4)
     assert calls
     calls.clear()
-    monkeypatch.setitem(gemv_mod.TUNED, (48, 128, 4), None)  # the tl.dot kernel won this shape
-    torch.testing.assert_close(fp8_linear(x, w, s, gk, None, None, WEIGHT_ONLY), want,
-                               atol=1e-4, rtol=1e-4)
+    monkeypatch.setattr(tuning, "_picks", {})
+    tuning.set_pick(x.device, 4, 128, 48, None)  # the tl.dot kernel won this shape
+    try:
+        torch.testing.assert_close(fp8_linear(x, w, s, gk, None, None, WEIGHT_ONLY), want,
+                                   atol=1e-4, rtol=1e-4)
+    finally:
+        tuning.lookup.cache_clear()
     assert not calls
     # called directly, the GEMV still runs (on its heuristic config)
     torch.testing.assert_close(real(x, w, s, gk), want, atol=1e-4, rtol=1e-4)

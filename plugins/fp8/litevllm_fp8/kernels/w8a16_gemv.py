@@ -22,11 +22,9 @@ from litevllm_triton.kernels._common import check_tensor
 
 from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
+from litevllm_fp8.kernels import tuning
 
 MAX_M = 4  # rows of x one program serves (one accumulator set per row)
-# (N, K, 1 or MAX_M) -> config picked by benchmarks/bench_fp8.py --pick (None: the tl.dot
-# kernel won that shape)
-TUNED: dict = {}
 
 
 @triton.jit
@@ -155,11 +153,12 @@ def split_for(n: int, k: int, block_n: int, block_k: int, programs: int) -> int:
 
 def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                    dtype: torch.dtype) -> dict | None:
-    """The benchmark's pick for this shape (keyed by N, K and M = 1 or M > 1; None: the
-    ``tl.dot`` kernel serves it), else ``heuristic_config``."""
-    key = (n, k, 1 if m == 1 else MAX_M)
-    if key in TUNED:
-        return TUNED[key]
+    """The measured pick for this GPU and shape (``tuning``; None: the ``tl.dot`` kernel serves
+    it), else ``heuristic_config``; also that where the pick's BLOCK_K does not divide the
+    block-wise scales' ``group_k`` (picks are measured with per-channel scales)."""
+    found, cfg = tuning.lookup(m, k, n, device)
+    if found and (cfg is None or group_k >= k or group_k % cfg["BLOCK_K"] == 0):
+        return cfg
     return heuristic_config(m, n, k, group_k, device, dtype)
 
 
