@@ -7,7 +7,7 @@ import torch
 from litevllm.attention.backend import AttentionSpec
 from litevllm.attention.torch_backend import paged_attention_ref
 from litevllm.ops import torch_ops as ref
-from litevllm.testing import HF_ACTIVATIONS, hf_act_and_mul, hf_rms_norm, norm_test_inputs
+from litevllm.testing import HF_ACTIVATIONS, assert_rms_norm_matches_hf, hf_act_and_mul
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -212,14 +212,8 @@ BF16_RTOL = 3 * 2.0 ** -8
 def test_rms_norm_bf16_matches_transformers(impl, eps, offset, residual):
     from litevllm_triton import ops
     rms_norm = ops.rms_norm if impl == "triton" else ref.rms_norm
-    x, w = norm_test_inputs(4096, torch.bfloat16, "cuda")  # rms 1e-5 .. 30, around sqrt(eps)
-    w = w - offset  # gemma stores weight - 1
-    res = torch.flip(x, (0,)) * 0.5 if residual else None
-    got, want = rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
-    if residual:
-        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-        got, want = got[0], want[0]
-    torch.testing.assert_close(got, want, rtol=BF16_RTOL, atol=0)
+    assert_rms_norm_matches_hf(rms_norm, 4096, eps, offset, residual, torch.bfloat16, "cuda",
+                               rtol=BF16_RTOL)
 
 
 @pytest.mark.parametrize("impl", ["triton", "torch"])
