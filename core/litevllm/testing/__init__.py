@@ -31,7 +31,8 @@ __all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_f
            "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture",
            "assert_architecture", "check_plugin", "assert_plugin", "model_class", "model_context",
            "expected_tensors", "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul",
-           "norm_test_inputs", "assert_rms_norm_matches_hf"]
+           "norm_test_inputs", "assert_rms_norm_matches_hf",
+           "logprob_rows"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -717,6 +718,17 @@ def assert_rms_norm_matches_hf(rms_norm, hidden: int, eps: float, offset: float,
         torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
         got, want = got[0], want[0]
     torch.testing.assert_close(got, want, rtol=rtol, atol=0)
+
+
+def logprob_rows(entries, vocab: int):
+    """Full-vocab ``{token: logprob}`` dicts (``logprobs=vocab``) -> an [N, vocab] float32
+    tensor to compare with transformers' ``log_softmax`` (NaN where a token is missing)."""
+    import torch
+    out = torch.full((len(entries), vocab), float("nan"))
+    for i, entry in enumerate(entries):
+        for tok, lp in entry.items():
+            out[i, tok] = lp
+    return out
 
 
 def hf_act_and_mul(op: str, x):

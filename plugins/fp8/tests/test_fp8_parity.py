@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
 
 from fp8_packer import write_fp8_checkpoint
 
@@ -20,14 +21,6 @@ def run(path, **kwargs):
     return llm, llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
 
 
-def rows(entries, vocab):
-    out = torch.full((len(entries), vocab), float("nan"))
-    for i, entry in enumerate(entries):
-        for tok, lp in entry.items():
-            out[i, tok] = lp
-    return out
-
-
 def hf_log_softmax(hf, ids):
     with torch.no_grad():
         return hf(torch.tensor([ids])).logits[0].float().log_softmax(-1)
@@ -40,10 +33,10 @@ def assert_matches_hf(outs, hf, atol=2e-4):
         ref = hf_log_softmax(hf, prompt + gen)
         n = len(prompt)
         assert gen == ref[n - 1:-1].argmax(-1).tolist()
-        torch.testing.assert_close(rows(out.outputs[0].logprobs, vocab), ref[n - 1:-1],
+        torch.testing.assert_close(logprob_rows(out.outputs[0].logprobs, vocab), ref[n - 1:-1],
                                    atol=atol, rtol=1e-4)
         if n > 1:
-            torch.testing.assert_close(rows(out.prompt_logprobs[1:], vocab), ref[:n - 1],
+            torch.testing.assert_close(logprob_rows(out.prompt_logprobs[1:], vocab), ref[:n - 1],
                                        atol=atol, rtol=1e-4)
 
 

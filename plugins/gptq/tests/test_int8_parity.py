@@ -3,8 +3,10 @@ import json
 
 import torch
 
+from litevllm.testing import logprob_rows
+
 from quant_ckpt import (PROMPTS, VOCAB, assert_matches_hf, generate, make_quant_llama,
-                        random_llama, rows)
+                        random_llama)
 
 
 def test_online_int8_exact_on_int8_grid(models_dir):
@@ -30,7 +32,7 @@ def test_online_int8_close_to_unquantized(models_dir):
     # the quantization is real: logprobs differ from the float model's
     with torch.no_grad():
         ref = hf(torch.tensor([PROMPTS[0]])).logits[0].log_softmax(-1)
-    got = rows(outs[0].prompt_logprobs[1:])
+    got = logprob_rows(outs[0].prompt_logprobs[1:], VOCAB)
     assert (got - ref[:-1]).abs().max() > 1e-4
 
 
