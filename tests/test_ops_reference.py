@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from litevllm.ops import torch_ops
-from litevllm.testing import HF_ACTIVATIONS, hf_act_and_mul, hf_rms_norm, norm_test_inputs
+from litevllm.testing import HF_ACTIVATIONS, assert_rms_norm_matches_hf, hf_act_and_mul
 
 # float32: the same formula up to summation order; bf16: transformers rounds the normalized
 # value (Llama) or the activation before the multiply, the op rounds once: three roundings of
@@ -19,14 +19,8 @@ RTOL = {torch.float32: 1e-5, torch.bfloat16: 3 * 2.0 ** -8}
 @pytest.mark.parametrize("offset", [0.0, 1.0], ids=["llama", "gemma"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_rms_norm_matches_transformers(dtype, eps, offset, residual):
-    x, w = norm_test_inputs(96, dtype)  # rows with rms from 1e-5 to 30, around sqrt(eps)
-    w = w - offset  # gemma stores weight - 1
-    res = torch.flip(x, (0,)) * 0.5 if residual else None
-    got, want = torch_ops.rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
-    if residual:
-        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-        got, want = got[0], want[0]
-    torch.testing.assert_close(got, want, rtol=RTOL[dtype], atol=0)
+    assert_rms_norm_matches_hf(torch_ops.rms_norm, 96, eps, offset, residual, dtype,
+                               rtol=RTOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
 
 PROMPTS = [[5, 17, 99, 3, 250, 42, 7, 8, 9, 10, 11, 120, 130, 140, 150, 160, 170, 180, 190, 200],
            [300, 12, 77],
@@ -30,15 +31,6 @@ def hf_logits(model, token_ids: list[int]) -> torch.Tensor:
         return model(torch.tensor([token_ids])).logits[0].float()
 
 
-def log_softmax_rows(entries, vocab):
-    """A list of full-vocab {token: logprob} dicts -> [N, V] tensor."""
-    out = torch.full((len(entries), vocab), float("nan"))
-    for i, entry in enumerate(entries):
-        for tok, lp in entry.items():
-            out[i, tok] = lp
-    return out
-
-
 def generate(path, vocab, **llm_kwargs):
     llm = LLM(str(path), block_size=8, **llm_kwargs)
     params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
@@ -58,11 +50,11 @@ def test_greedy_and_logits_match_hf(variant, make_model, hf_model, vocab_size):
         # every generated token is HF's argmax at its position (teacher forced)
         assert gen == ref[n - 1:-1].argmax(-1).tolist()
         # logprobs of generated tokens and of prompt tokens match HF's log_softmax
-        got = log_softmax_rows(out.outputs[0].logprobs, vocab_size)
+        got = logprob_rows(out.outputs[0].logprobs, vocab_size)
         torch.testing.assert_close(got, ref[n - 1:-1], atol=2e-4, rtol=1e-4)
         assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == n
         if n > 1:
-            got = log_softmax_rows(out.prompt_logprobs[1:], vocab_size)
+            got = logprob_rows(out.prompt_logprobs[1:], vocab_size)
             torch.testing.assert_close(got, ref[:n - 1], atol=2e-4, rtol=1e-4)
 
 

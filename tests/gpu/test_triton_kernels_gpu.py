@@ -7,7 +7,7 @@ import torch
 from litevllm.attention.backend import AttentionSpec
 from litevllm.attention.torch_backend import paged_attention_ref
 from litevllm.ops import torch_ops as ref
-from litevllm.testing import HF_ACTIVATIONS, hf_act_and_mul, hf_rms_norm, norm_test_inputs
+from litevllm.testing import HF_ACTIVATIONS, assert_rms_norm_matches_hf, hf_act_and_mul
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -154,26 +154,40 @@ def test_reshape_and_cache(dtype):
     assert torch.equal(cache, want)
 
 
-@pytest.mark.parametrize("d", [48, 80, 96, 112, 64])
-def test_head_dims_off_the_power_of_2_grid(d):
-    """Head dims padded to the next power of 2 inside the kernels: a mixed batch (chunk after a
-    prefix, a fresh prompt, decodes) through prefill, then a decode step with and without
-    splits, bf16, against the torch reference."""
-    from litevllm_triton.kernels import decode_attention, prefill_attention
-    dtype, h, hkv = torch.bfloat16, 16, 4
-    query_lens, seq_lens = [300, 1, 700, 1], [1000, 513, 700, 2048]
+def prefill_vs_ref(query_lens, seq_lens, h, hkv, d, dtype):
+    """Prefill of a random paged batch through the kernel and the torch reference:
+    ``(got, want, batch)``; ``batch`` goes on to :func:`decode_vs_ref`."""
+    from litevllm_triton.kernels import prefill_attention
     k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, d, 16, dtype)
     spec = AttentionSpec(h, hkv, d, d ** -0.5)
     q = torch.randn(sum(query_lens), h, d, dtype=dtype, device="cuda")
     want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
     got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
                             out=nan_like(q))
-    assert_rel_close(got, want, dtype)
-    dq = torch.randn(len(seq_lens), h, d, dtype=dtype, device="cuda")
+    return got, want, (k_cache, v_cache, bt, sl, seq_lens, spec)
+
+
+def decode_vs_ref(batch, dtype, splits=(None,)):
+    """One decode step over ``batch`` with the same random queries for each ``num_splits``:
+    ``(want, [got per split])``."""
+    from litevllm_triton.kernels import decode_attention
+    k_cache, v_cache, bt, sl, seq_lens, spec = batch
+    dq = torch.randn(len(seq_lens), spec.num_heads, spec.head_dim, dtype=dtype, device="cuda")
     want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
-    for splits in (None, 1):
-        got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq),
-                               num_splits=splits)
+    return want, [decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq),
+                                   num_splits=n) for n in splits]
+
+
+@pytest.mark.parametrize("d", [48, 80, 96, 112, 64])
+def test_head_dims_off_the_power_of_2_grid(d):
+    """Head dims padded to the next power of 2 inside the kernels: a mixed batch (chunk after a
+    prefix, a fresh prompt, decodes) through prefill, then a decode step with and without
+    splits, bf16, against the torch reference."""
+    dtype = torch.bfloat16
+    got, want, batch = prefill_vs_ref([300, 1, 700, 1], [1000, 513, 700, 2048], 16, 4, d, dtype)
+    assert_rel_close(got, want, dtype)
+    want, gots = decode_vs_ref(batch, dtype, splits=(None, 1))
+    for got in gots:
         assert_rel_close(got, want, dtype)
 
 
@@ -182,20 +196,11 @@ def test_float32_attention_is_ieee(head_dim):
     """float32 prefill and decode within 1e-5 of the torch reference (IEEE float32 matmuls):
     TF32 products (10-bit mantissa) would be ~1e-3 off."""
     assert torch.get_float32_matmul_precision() == "highest"
-    from litevllm_triton.kernels import decode_attention, prefill_attention
-    h, hkv, dt = 8, 2, torch.float32
-    query_lens, seq_lens = [300, 1, 77], [300, 513, 200]
-    k_cache, v_cache, bt, qsl, sl = paged_batch(query_lens, seq_lens, hkv, head_dim, 16, dt)
-    spec = AttentionSpec(h, hkv, head_dim, head_dim ** -0.5)
-    q = torch.randn(sum(query_lens), h, head_dim, dtype=dt, device="cuda")
-    want = paged_attention_ref(q, k_cache, v_cache, bt, query_lens, seq_lens, spec)
-    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(query_lens), spec.scale,
-                            out=nan_like(q))
+    got, want, batch = prefill_vs_ref([300, 1, 77], [300, 513, 200], 8, 2, head_dim,
+                                      torch.float32)
     err = ((got - want).norm() / want.norm()).item()
     assert err < 1e-5, f"float32 prefill relative error {err:.2e}"
-    dq = torch.randn(len(seq_lens), h, head_dim, dtype=dt, device="cuda")
-    want = paged_attention_ref(dq, k_cache, v_cache, bt, [1] * len(seq_lens), seq_lens, spec)
-    got = decode_attention(dq, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(dq))
+    want, (got,) = decode_vs_ref(batch, torch.float32)
     err = ((got - want).norm() / want.norm()).item()
     assert err < 1e-5, f"float32 decode relative error {err:.2e}"
 
@@ -212,14 +217,8 @@ BF16_RTOL = 3 * 2.0 ** -8
 def test_rms_norm_bf16_matches_transformers(impl, eps, offset, residual):
     from litevllm_triton import ops
     rms_norm = ops.rms_norm if impl == "triton" else ref.rms_norm
-    x, w = norm_test_inputs(4096, torch.bfloat16, "cuda")  # rms 1e-5 .. 30, around sqrt(eps)
-    w = w - offset  # gemma stores weight - 1
-    res = torch.flip(x, (0,)) * 0.5 if residual else None
-    got, want = rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
-    if residual:
-        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-        got, want = got[0], want[0]
-    torch.testing.assert_close(got, want, rtol=BF16_RTOL, atol=0)
+    assert_rms_norm_matches_hf(rms_norm, 4096, eps, offset, residual, torch.bfloat16, "cuda",
+                               rtol=BF16_RTOL)
 
 
 @pytest.mark.parametrize("impl", ["triton", "torch"])

@@ -6,9 +6,7 @@ import re
 import sys
 
 try:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from litevllm.testing import sm90
 except ImportError as e:
     print(f"this Triton cannot compile ahead of time ({e})")
     sys.exit(3)
@@ -23,18 +21,9 @@ BARRIER = re.compile(r"\b(bar\.sync|barrier\.sync|bar\.arrive|barrier\.cta)")
 
 
 def compile_sm90(fn, constexprs, types=TYPES, **options):
-    sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
-             if a not in constexprs and (a in DIV16 or sig[a].startswith("*"))}
-    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
-                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    try:
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    except RuntimeError as e:
-        if "ptxas" in str(e).lower():
-            print(f"no ptxas here: {str(e).splitlines()[0]}")
-            sys.exit(3)
-        raise
+    aligned = {a for a in fn.arg_names if a not in constexprs
+               and (a in DIV16 or types.get(a, "i32").startswith("*"))}
+    return sm90.compile_sm90(fn, constexprs, types, aligned, **options)
 
 
 def loop_barriers(ptx: str) -> tuple[int, int]:

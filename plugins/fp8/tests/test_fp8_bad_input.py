@@ -30,7 +30,10 @@ def load(path, **kw):
                **kw)
 
 
-def one_line(e):
+def load_error(src, tmp_path, edit, error=Exception, match=None, **kw) -> str:
+    """The one-line message of the error loading ``src`` rewritten by ``edit`` raises."""
+    with pytest.raises(error, match=match) as e:
+        load(rewrite(src, tmp_path / "bad", edit), **kw)
     msg = str(e.value)
     assert "\n" not in msg and "Traceback" not in msg
     return msg
@@ -39,36 +42,27 @@ def one_line(e):
 def test_wrong_block_scale_shape_names_the_tensor(block_dir, tmp_path):
     def edit(t, c):
         t[f"{Q}.weight_scale_inv"] = torch.ones(3, 2)
-    bad = rewrite(block_dir, tmp_path / "bad", edit)
-    with pytest.raises(Exception) as e:
-        load(bad)
-    msg = one_line(e)
+    msg = load_error(block_dir, tmp_path, edit)
     assert f"{Q}.weight_scale_inv" in msg and "(3, 2)" in msg and "(2, 2)" in msg
 
 
 def test_per_tensor_scale_of_wrong_size_names_the_tensor(tensor_dir, tmp_path):
     def edit(t, c):
         t[f"{Q}.weight_scale"] = torch.ones(7)
-    with pytest.raises(Exception) as e:
-        load(rewrite(tensor_dir, tmp_path / "bad", edit))
-    assert f"{Q}.weight_scale" in one_line(e)
+    assert f"{Q}.weight_scale" in load_error(tensor_dir, tmp_path, edit)
 
 
 def test_unquantized_weight_in_fp8_checkpoint(tensor_dir, tmp_path):
     def edit(t, c):
         t[f"{Q}.weight"] = t[f"{Q}.weight"].float()
-    with pytest.raises(Exception) as e:
-        load(rewrite(tensor_dir, tmp_path / "bad", edit))
-    msg = one_line(e)
+    msg = load_error(tensor_dir, tmp_path, edit)
     assert f"{Q}.weight" in msg and "float8_e4m3fn" in msg
 
 
 def test_missing_scale_is_named(tensor_dir, tmp_path):
     def edit(t, c):
         del t[f"{Q}.weight_scale"]
-    with pytest.raises(Exception) as e:
-        load(rewrite(tensor_dir, tmp_path / "bad", edit))
-    assert f"missing tensor '{Q}.weight_scale'" in one_line(e)
+    assert f"missing tensor '{Q}.weight_scale'" in load_error(tensor_dir, tmp_path, edit)
 
 
 def test_kv_cache_scales_are_ignored_but_strays_are_named(tensor_dir, tmp_path):
@@ -78,17 +72,13 @@ def test_kv_cache_scales_are_ignored_but_strays_are_named(tensor_dir, tmp_path):
 
     def stray(t, c):
         t[f"{Q}.weight_zero_point"] = torch.tensor(0.0)
-    with pytest.raises(Exception) as e:
-        load(rewrite(tensor_dir, tmp_path / "bad", stray))
-    assert f"{Q}.weight_zero_point" in one_line(e)
+    assert f"{Q}.weight_zero_point" in load_error(tensor_dir, tmp_path, stray)
 
 
 def test_block_scales_under_a_per_tensor_config(block_dir, tmp_path):
     def edit(t, c):
         del c["quantization_config"]["weight_block_size"]
-    with pytest.raises(Exception) as e:
-        load(rewrite(block_dir, tmp_path / "bad", edit))
-    assert "weight_scale_inv" in one_line(e)
+    assert "weight_scale_inv" in load_error(block_dir, tmp_path, edit)
 
 
 @pytest.mark.parametrize("qc,match", [
@@ -101,16 +91,14 @@ def test_block_scales_under_a_per_tensor_config(block_dir, tmp_path):
 def test_bad_quantization_config(tensor_dir, tmp_path, qc, match):
     def edit(t, c):
         c["quantization_config"].update(qc)
-    with pytest.raises(ValueError, match=match) as e:
-        load(rewrite(tensor_dir, tmp_path / "bad", edit))
-    one_line(e)
+    load_error(tensor_dir, tmp_path, edit, ValueError, match)
 
 
 def test_fp8_option_on_another_scheme(tensor_dir, tmp_path):
     def edit(t, c):
         c["quantization_config"] = {"quant_method": "gptq", "bits": 4}
-    with pytest.raises(ValueError, match="cannot read a checkpoint quantized with 'gptq'"):
-        load(rewrite(tensor_dir, tmp_path / "bad", edit), quantization="fp8")
+    load_error(tensor_dir, tmp_path, edit, ValueError,
+               "cannot read a checkpoint quantized with 'gptq'", quantization="fp8")
 
 
 def test_cpu_says_once_which_path_it_takes(caplog):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
 
 from fp8_packer import write_fp8_checkpoint
 
@@ -20,14 +21,6 @@ def run(path, **kwargs):
     return llm, llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
 
 
-def rows(entries, vocab):
-    out = torch.full((len(entries), vocab), float("nan"))
-    for i, entry in enumerate(entries):
-        for tok, lp in entry.items():
-            out[i, tok] = lp
-    return out
-
-
 def hf_log_softmax(hf, ids):
     with torch.no_grad():
         return hf(torch.tensor([ids])).logits[0].float().log_softmax(-1)
@@ -40,11 +33,26 @@ def assert_matches_hf(outs, hf, atol=2e-4):
         ref = hf_log_softmax(hf, prompt + gen)
         n = len(prompt)
         assert gen == ref[n - 1:-1].argmax(-1).tolist()
-        torch.testing.assert_close(rows(out.outputs[0].logprobs, vocab), ref[n - 1:-1],
+        torch.testing.assert_close(logprob_rows(out.outputs[0].logprobs, vocab), ref[n - 1:-1],
                                    atol=atol, rtol=1e-4)
         if n > 1:
-            torch.testing.assert_close(rows(out.prompt_logprobs[1:], vocab), ref[:n - 1],
+            torch.testing.assert_close(logprob_rows(out.prompt_logprobs[1:], vocab), ref[:n - 1],
                                        atol=atol, rtol=1e-4)
+
+
+def assert_close_to_hf(outs, hf):
+    """Online fp8 vs the unquantized model: most greedy tokens agree, logprobs stay close."""
+    agree = total = 0
+    worst = 0.0
+    for prompt, out in zip(PROMPTS, outs):
+        gen = out.outputs[0].token_ids
+        ref = hf_log_softmax(hf, prompt + gen)[len(prompt) - 1:-1]
+        agree += sum(int(a == b) for a, b in zip(gen, ref.argmax(-1).tolist()))
+        total += len(gen)
+        got = torch.tensor([lp[t] for lp, t in zip(out.outputs[0].logprobs, gen)])
+        worst = max(worst, float((got - ref[range(len(gen)), gen]).abs().max()))
+    assert agree >= 0.8 * total, f"{agree}/{total} greedy tokens agree"
+    assert worst < 0.25, f"logprob of a generated token off by {worst:.3f}"
 
 
 CASES = {
@@ -103,14 +111,4 @@ def test_online_fp8_close_to_unquantized(tmp_path):
     llm, outs = run(tmp_path, quantization="fp8")
     qkv = llm.engine.model.model.layers[0].self_attn.qkv_proj
     assert qkv.weight.dtype == torch.uint8 and qkv.w_scale.shape == (qkv.weight.shape[0], 1)
-    agree = total = 0
-    worst = 0.0
-    for prompt, out in zip(PROMPTS, outs):
-        gen = out.outputs[0].token_ids
-        ref = hf_log_softmax(hf, prompt + gen)[len(prompt) - 1:-1]
-        agree += sum(int(a == b) for a, b in zip(gen, ref.argmax(-1).tolist()))
-        total += len(gen)
-        got = torch.tensor([lp[t] for lp, t in zip(out.outputs[0].logprobs, gen)])
-        worst = max(worst, float((got - ref[range(len(gen)), gen]).abs().max()))
-    assert agree >= 0.8 * total, f"{agree}/{total} greedy tokens agree"
-    assert worst < 0.25, f"logprob of a generated token off by {worst:.3f}"
+    assert_close_to_hf(outs, hf)

@@ -12,31 +12,22 @@ float32's 24-bit mantissa). Scales and biases are stored in fp16 when that is ex
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import torch
 from litevllm_gptq.layout import PackedWeight, pack_rows
 
-from .dequant import GGUFBlocks, decode_codes
+from .dequant import Codes, GGUFBlocks, decode_codes
 
 
-@dataclass
-class Part:
-    """One shard as ``[K, n]`` codes and ``[K // group, n]`` scales / bias (see ``dequant.Codes``)."""
-    codes: torch.Tensor
-    scales: torch.Tensor
-    bias: torch.Tensor | None
-    bits: int
-    offset: int
-    group: int
-
-
-def to_part(blocks: GGUFBlocks) -> Part:
+def to_part(blocks: GGUFBlocks) -> Codes:
+    """One shard's ``Codes`` transposed to the layout's ``[K, n]`` codes and ``[K // group, n]``
+    scales / bias."""
     rows, cols = blocks.shape
     c = decode_codes(blocks.raw, blocks.ggml_type)
     bias = None if c.bias is None else c.bias.reshape(rows, -1).t()
-    return Part(c.codes.reshape(rows, cols).t(), c.scales.reshape(rows, -1).t(), bias,
-                c.bits, c.offset, c.group)
+    return replace(c, codes=c.codes.reshape(rows, cols).t(), scales=c.scales.reshape(rows, -1).t(),
+                   bias=bias)
 
 
 def _compact(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
@@ -46,7 +37,7 @@ def _compact(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
     return halves if exact else list(tensors)
 
 
-def pack(parts: list[Part]) -> PackedWeight:
+def pack(parts: list[Codes]) -> PackedWeight:
     """Shards stacked on N (output) into one ``PackedWeight``."""
     bits = 4 if all(p.bits <= 4 for p in parts) else 8
     group = min(p.group for p in parts)

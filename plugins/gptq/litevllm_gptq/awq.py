@@ -11,8 +11,8 @@ import torch
 from litevllm.plugin_api import QuantConfig, UnquantizedMethod
 from litevllm_gptq.gptq import unpack_cols, zero_bias
 from litevllm_gptq.layout import PackedWeight, pack_rows
-from litevllm_gptq.method import (PackedMethod, copy_cols, float_param, group_size_of, int_param,
-                                  is_skipped, scale_dtype)
+from litevllm_gptq.method import (PackedMethod, check_checkpoint, copy_cols, float_param,
+                                  group_size_of, int_param, is_skipped, scale_dtype)
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
@@ -63,12 +63,7 @@ class AWQConfig(QuantConfig):
 
     @classmethod
     def from_hf(cls, q: dict) -> "AWQConfig":
-        if not q:
-            raise ValueError("quantization 'awq' needs an AWQ checkpoint (its config.json has no "
-                             "quantization_config); for online weight-only quantization use 'int8'")
-        if q.get("quant_method", "awq") != "awq":
-            raise ValueError(f"quantization 'awq' was asked for, but the checkpoint is "
-                             f"'{q.get('quant_method')}'-quantized")
+        check_checkpoint("awq", q)
         bits = q.get("bits", q.get("w_bit", 4))
         if bits != 4:
             raise ValueError(f"awq: bits={bits} is not supported (4)")

@@ -12,8 +12,8 @@ import torch
 
 from litevllm.plugin_api import QuantConfig, UnquantizedMethod
 from litevllm_gptq.layout import PackedWeight, pack_rows, unpack_rows
-from litevllm_gptq.method import (PackedMethod, copy_cols, float_param, group_size_of, int_param,
-                                  is_skipped, scale_dtype)
+from litevllm_gptq.method import (PackedMethod, check_checkpoint, copy_cols, float_param,
+                                  group_size_of, int_param, is_skipped, scale_dtype)
 
 
 def unpack_cols(packed: torch.Tensor, bits: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -123,12 +123,7 @@ class GPTQConfig(QuantConfig):
 
     @classmethod
     def from_hf(cls, q: dict) -> "GPTQConfig":
-        if not q:
-            raise ValueError("quantization 'gptq' needs a GPTQ checkpoint (its config.json has no "
-                             "quantization_config); for online weight-only quantization use 'int8'")
-        if q.get("quant_method", "gptq") != "gptq":
-            raise ValueError(f"quantization 'gptq' was asked for, but the checkpoint is "
-                             f"'{q.get('quant_method')}'-quantized")
+        check_checkpoint("gptq", q)
         fmt = q.get("checkpoint_format") or q.get("format") or "gptq"
         return cls(bits=q.get("bits", 4), group_size=q.get("group_size", 128),
                    desc_act=q.get("desc_act", False), sym=q.get("sym", True), checkpoint_format=fmt,

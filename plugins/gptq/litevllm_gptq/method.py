@@ -21,6 +21,18 @@ def is_skipped(prefix: str, skip: list[str]) -> bool:
                for s in skip for n in names)
 
 
+def check_checkpoint(name: str, q: dict) -> None:
+    """One-line errors when a ``name`` scheme is asked for on a checkpoint without its
+    ``quantization_config`` or with another ``quant_method``."""
+    if not q:
+        raise ValueError(f"quantization '{name}' needs a checkpoint quantized with it (its "
+                         "config.json has no quantization_config); for online weight-only "
+                         "quantization use 'int8'")
+    if q.get("quant_method", name) != name:
+        raise ValueError(f"quantization '{name}' was asked for, but the checkpoint is "
+                         f"'{q.get('quant_method')}'-quantized")
+
+
 def group_size_of(group_size: int, k: int, prefix: str) -> int:
     g = k if group_size in (-1, 0, None) else int(group_size)
     if g <= 0 or k % g:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 try:
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from litevllm.testing import sm90
 except ImportError as e:
     print(f"this Triton cannot compile ahead of time ({e})")
     sys.exit(3)
@@ -35,18 +34,7 @@ ALIGNED = ("x_ptr", "qw_ptr", "s_ptr", "zb_ptr", "out_ptr", "N", "stride_xm", "s
 
 
 def compile_sm90(fn, constexprs, **options):
-    sig = {a: "constexpr" if a in constexprs else TYPES.get(a, "i32") for a in fn.arg_names}
-    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in ALIGNED
-             if a in fn.arg_names}
-    src = ASTSource(fn=fn, signature=sig, attrs=attrs,
-                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
-    try:
-        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
-    except RuntimeError as e:
-        if "ptxas" in str(e).lower():
-            print(f"no ptxas here: {str(e).splitlines()[0]}")
-            sys.exit(3)
-        raise
+    return sm90.compile_sm90(fn, constexprs, TYPES, ALIGNED, **options)
 
 
 def loop_stats(fn, constexprs, **options) -> dict:

@@ -9,6 +9,7 @@ import zlib
 import torch
 
 from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
 
 SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
@@ -168,14 +169,6 @@ def generate(path, **llm_kwargs):
     return llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
 
 
-def rows(entries):
-    out = torch.full((len(entries), VOCAB), float("nan"))
-    for i, entry in enumerate(entries):
-        for tok, lp in entry.items():
-            out[i, tok] = lp
-    return out
-
-
 def assert_matches_hf(outputs, hf, atol=2e-4, rtol=1e-4, tokens=True):
     """Greedy tokens are HF's argmax and logprobs match HF's log_softmax (teacher forced)."""
     for prompt, out in zip(PROMPTS, outputs):
@@ -185,8 +178,8 @@ def assert_matches_hf(outputs, hf, atol=2e-4, rtol=1e-4, tokens=True):
         n = len(prompt)
         if tokens:
             assert gen == ref[n - 1:-1].argmax(-1).tolist()
-        torch.testing.assert_close(rows(out.outputs[0].logprobs), ref[n - 1:-1], atol=atol,
-                                   rtol=rtol)
+        torch.testing.assert_close(logprob_rows(out.outputs[0].logprobs, VOCAB), ref[n - 1:-1],
+                                   atol=atol, rtol=rtol)
         if n > 1:
-            torch.testing.assert_close(rows(out.prompt_logprobs[1:]), ref[:n - 1], atol=atol,
-                                       rtol=rtol)
+            torch.testing.assert_close(logprob_rows(out.prompt_logprobs[1:], VOCAB), ref[:n - 1],
+                                       atol=atol, rtol=rtol)

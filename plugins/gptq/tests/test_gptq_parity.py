@@ -1,24 +1,31 @@
-"""GPTQ checkpoints (exact on-disk layout) vs transformers on the same dequantized weights."""
+"""GPTQ and AWQ (GEMM) checkpoints in their exact on-disk layouts vs transformers on the same
+dequantized weights."""
 import pytest
 
 from quant_ckpt import VOCAB, assert_matches_hf, generate, make_quant_llama
 
-CASES = {
-    "v1-sym-g128": dict(bits=4, group_size=128, sym=True),
-    "v1-asym-g32-desc": dict(bits=4, group_size=32, sym=False, desc_act=True),
-    "v2-asym-g64": dict(bits=4, group_size=64, sym=False, checkpoint_format="gptq_v2"),
-    "v1-sym-channel-desc": dict(bits=4, group_size=-1, sym=True, desc_act=True),
-    "8bit-asym-g32": dict(bits=8, group_size=32, sym=False),
-    "8bit-sym-v2-desc": dict(bits=8, group_size=64, sym=True, desc_act=True,
-                             checkpoint_format="gptq_v2"),
-    "skip-down": dict(bits=4, group_size=64, sym=False, skip=("mlp.down_proj",)),
+CASES = {  # name -> (scheme, make_quant_llama arguments)
+    "gptq-v1-sym-g128": ("gptq", dict(bits=4, group_size=128, sym=True)),
+    "gptq-v1-asym-g32-desc": ("gptq", dict(bits=4, group_size=32, sym=False, desc_act=True)),
+    "gptq-v2-asym-g64": ("gptq", dict(bits=4, group_size=64, sym=False,
+                                      checkpoint_format="gptq_v2")),
+    "gptq-v1-sym-channel-desc": ("gptq", dict(bits=4, group_size=-1, sym=True, desc_act=True)),
+    "gptq-8bit-asym-g32": ("gptq", dict(bits=8, group_size=32, sym=False)),
+    "gptq-8bit-sym-v2-desc": ("gptq", dict(bits=8, group_size=64, sym=True, desc_act=True,
+                                           checkpoint_format="gptq_v2")),
+    "gptq-skip-down": ("gptq", dict(bits=4, group_size=64, sym=False, skip=("mlp.down_proj",))),
+    "awq-zp-g64": ("awq", dict(group_size=64, sym=False, zero_point=True)),
+    "awq-zp-g128-skip-gate": ("awq", dict(group_size=128, sym=False, zero_point=True,
+                                          skip=("mlp.gate_proj", "mlp.up_proj"))),
+    "awq-nozp-g32": ("awq", dict(group_size=32, sym=True, zero_point=False)),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_gptq_matches_hf(case, models_dir):
-    path = models_dir / f"gptq-{case}"
-    hf = make_quant_llama(path, VOCAB, "gptq", **CASES[case])
+def test_matches_hf(case, models_dir):
+    path = models_dir / case
+    scheme, kwargs = CASES[case]
+    hf = make_quant_llama(path, VOCAB, scheme, **kwargs)
     assert_matches_hf(generate(path), hf)
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
 from qwen_test_utils import VARIANTS, VOCAB, hf_log_softmax, save_hf
 
 PROMPTS = [[5, 17, 99, 3, 120, 42, 7, 8, 9, 10, 11, 100, 101, 102, 103, 104, 127],
@@ -10,15 +11,6 @@ PROMPTS = [[5, 17, 99, 3, 120, 42, 7, 8, 9, 10, 11, 100, 101, 102, 103, 104, 127
            list(range(1, 26)),
            [64]]
 MAX_TOKENS = 8
-
-
-def rows(entries) -> torch.Tensor:
-    """Full-vocab {token: logprob} dicts -> [N, V]."""
-    out = torch.full((len(entries), VOCAB), float("nan"))
-    for i, entry in enumerate(entries):
-        for tok, lp in entry.items():
-            out[i, tok] = lp
-    return out
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -36,10 +28,10 @@ def test_greedy_and_logits_match_hf(variant, tmp_path):
         # each generated token is HF's argmax at its position (teacher forced)
         assert gen == ref[n - 1:-1].argmax(-1).tolist()
         # decode-step and prompt log-probabilities over the whole vocabulary match HF
-        torch.testing.assert_close(rows(out.outputs[0].logprobs), ref[n - 1:-1],
+        torch.testing.assert_close(logprob_rows(out.outputs[0].logprobs, VOCAB), ref[n - 1:-1],
                                    atol=2e-4, rtol=1e-4)
         if n > 1:
-            torch.testing.assert_close(rows(out.prompt_logprobs[1:]), ref[:n - 1],
+            torch.testing.assert_close(logprob_rows(out.prompt_logprobs[1:], VOCAB), ref[:n - 1],
                                        atol=2e-4, rtol=1e-4)
 
 

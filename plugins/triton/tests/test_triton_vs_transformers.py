@@ -4,7 +4,7 @@ the placement of epsilon decides the result (bf16 on a GPU: tests/gpu)."""
 import pytest
 import torch
 
-from litevllm.testing import HF_ACTIVATIONS, hf_act_and_mul, hf_rms_norm, norm_test_inputs
+from litevllm.testing import HF_ACTIVATIONS, assert_rms_norm_matches_hf, hf_act_and_mul
 from litevllm_triton import ops
 
 
@@ -12,14 +12,7 @@ from litevllm_triton import ops
 @pytest.mark.parametrize("offset", [0.0, 1.0], ids=["llama", "gemma"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_rms_norm_matches_transformers(eps, offset, residual):
-    x, w = norm_test_inputs(96)
-    w = w - offset  # gemma stores weight - 1
-    res = torch.flip(x, (0,)) * 0.5 if residual else None
-    got, want = ops.rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
-    if residual:
-        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-        got, want = got[0], want[0]
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    assert_rms_norm_matches_hf(ops.rms_norm, 96, eps, offset, residual)
 
 
 @pytest.mark.parametrize("op", sorted(HF_ACTIVATIONS))

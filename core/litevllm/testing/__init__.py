@@ -31,7 +31,8 @@ __all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_f
            "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture",
            "assert_architecture", "check_plugin", "assert_plugin", "model_class", "model_context",
            "expected_tensors", "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul",
-           "norm_test_inputs"]
+           "norm_test_inputs", "assert_rms_norm_matches_hf",
+           "logprob_rows"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -702,6 +703,32 @@ def norm_test_inputs(hidden: int, dtype=None, device="cpu", seed: int = 0):
     w = 1 + 0.5 * torch.randn(hidden, generator=g)
     dtype = dtype or torch.float32
     return x.to(device=device, dtype=dtype), w.to(device=device, dtype=dtype)
+
+
+def assert_rms_norm_matches_hf(rms_norm, hidden: int, eps: float, offset: float, residual: bool,
+                               dtype=None, device="cpu", rtol: float = 1e-5) -> None:
+    """An ``rms_norm`` op (``(x, w, eps, residual, offset)``) against :func:`hf_rms_norm` on
+    :func:`norm_test_inputs`: the residual sum exactly, the normalized rows within ``rtol``."""
+    import torch
+    x, w = norm_test_inputs(hidden, dtype, device)
+    w = w - offset  # gemma stores weight - 1
+    res = torch.flip(x, (0,)) * 0.5 if residual else None
+    got, want = rms_norm(x, w, eps, res, offset), hf_rms_norm(x, w, eps, res, offset)
+    if residual:
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+        got, want = got[0], want[0]
+    torch.testing.assert_close(got, want, rtol=rtol, atol=0)
+
+
+def logprob_rows(entries, vocab: int):
+    """Full-vocab ``{token: logprob}`` dicts (``logprobs=vocab``) -> an [N, vocab] float32
+    tensor to compare with transformers' ``log_softmax`` (NaN where a token is missing)."""
+    import torch
+    out = torch.full((len(entries), vocab), float("nan"))
+    for i, entry in enumerate(entries):
+        for tok, lp in entry.items():
+            out[i, tok] = lp
+    return out
 
 
 def hf_act_and_mul(op: str, x):
