@@ -208,7 +208,7 @@ def test_generate_batch_with_bad_prompts(small):
 
 
 def test_unknown_llm_option(llama_dir):
-    with pytest.raises(TypeError, match="max_num_seq\\b"):
+    with pytest.raises(ValueError, match="'max_num_seq'; did you mean 'max_num_seqs'"):
         LLM(str(llama_dir), max_num_seq=4)
     with pytest.raises(ValueError, match="block_size"):
         LLM(str(llama_dir), block_size=7)

@@ -197,3 +197,28 @@ def test_moe_weight_bytes_count_touched_experts():
     assert experts > 0
     assert _weight_bytes(llm, 1) == int(total - experts * 0.5)  # top-2 of 4: half the experts
     assert _weight_bytes(llm, 1000) == total
+
+
+def test_engine_options_come_from_the_config_fields(llama_dir, monkeypatch):
+    """Every engine option of litevllm.config is a flag of `lite run`, and reaches LLM()."""
+    import litevllm
+    from litevllm.cli import run
+    from litevllm.config import option_fields
+    names = {p.name for p in run.params}
+    for keyword, field, _ in option_fields():
+        if field.metadata["cli"]:
+            assert field.metadata.get("param", keyword) in names, keyword
+    seen = {}
+
+    def fake_llm(model, **kw):
+        seen.update(kw, model=model)
+        raise ValueError("stop here")
+    monkeypatch.setattr(litevllm, "LLM", fake_llm)
+    r = invoke("run", "-m", llama_dir, "-p", "x", "--block-size", 8, "--no-enable-chunked-prefill",
+               "--tokenizer", llama_dir, "--no-prefix-caching")
+    assert r.exit_code == 1 and "stop here" in r.output
+    assert seen["block_size"] == 8 and seen["enable_chunked_prefill"] is False
+    assert seen["tokenizer"] == str(llama_dir) and seen["enable_prefix_caching"] is False
+    assert seen["max_num_seqs"] == 256 and seen["speculative_config"] is None
+    r = invoke("run", "-m", llama_dir, "-p", "x", "--block-size", 7)
+    assert r.exit_code == 2 and "'7' is not one of" in r.output

@@ -6,9 +6,10 @@ import json
 import logging
 import re
 
+import attrs
 import click
 
-from litevllm.config import DEFAULT_GRAPH_STEPS, load_toml_defaults
+from litevllm.config import load_toml_defaults, option_fields
 from litevllm.version import __version__
 
 
@@ -24,37 +25,41 @@ def _json_dict(value):
     return parsed
 
 
+def _click_option(f, field):
+    """The click option of one engine option (``litevllm.config.opt``)."""
+    m = field.metadata
+    name = m.get("param", m.get("keyword", field.name))
+    flags = m["flags"] or ("--" + name.replace("_", "-"),)
+    kw = {"help": m["help"] or None}
+    if field.default is attrs.NOTHING:
+        kw["required"] = True
+    elif m.get("invert"):
+        kw.update(is_flag=True, default=False)
+    elif isinstance(field.default, bool):
+        kw.update(default=field.default, show_default=True)
+        if "/" not in flags[0]:
+            kw["is_flag"] = True
+    else:
+        kw.update(default=field.default, show_default=field.default is not None)
+        if m.get("json"):
+            kw.update(type=_json_dict, metavar="JSON")
+        elif m["choices"]:
+            kw["type"] = click.Choice(m["choices"])
+        elif m.get("min") is not None:
+            kw["type"] = click.IntRange(min=m["min"])
+        elif field.type in ("int", "int | None"):
+            kw["type"] = int
+        elif field.type in ("float", "float | None"):
+            kw["type"] = float
+    return click.option(*flags, name, **kw)(f)
+
+
 def engine_options(f):
-    """Options shared by every command that builds an engine."""
-    opts = [
-        click.option("--model", "-m", required=True, help="Checkpoint dir, .gguf file or alias."),
-        click.option("--dtype", default="auto", show_default=True),
-        click.option("--kernels", default="auto", show_default=True,
-                     help="auto | torch | a kernel provider (e.g. triton)."),
-        click.option("--max-model-len", type=int, default=None),
-        click.option("--max-num-seqs", type=int, default=256, show_default=True),
-        click.option("--max-num-batched-tokens", type=int, default=8192, show_default=True),
-        click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True),
-        click.option("--cpu-kv-cache-gib", type=float, default=None,
-                     help="KV cache on the CPU; default: room for max(max-model-len, "
-                          "max-num-batched-tokens) tokens."),
-        click.option("--enforce-eager", is_flag=True, help="Disable CUDA graphs."),
-        click.option("--num-scheduler-steps", type=click.IntRange(min=1), default=None,
-                     help=f"Decode steps per host sync (plain decodes only); default "
-                          f"{DEFAULT_GRAPH_STEPS} with CUDA graphs, else 1."),
-        click.option("--no-prefix-caching", is_flag=True),
-        click.option("--load-format", type=click.Choice(["auto", "dummy"]), default="auto"),
-        click.option("--device", default=None),
-        click.option("--quantization", "-q", default=None,
-                     help="none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the "
-                          "installed schemes); default: the checkpoint's quantization_config."),
-        click.option("--seed", type=int, default=0),
-        click.option("--speculative-config", type=_json_dict, default=None, metavar="JSON",
-                     help='Speculative decoding as JSON, e.g. \'{"method": "ngram", '
-                          '"num_speculative_tokens": 4, "prompt_lookup_max": 4}\'.'),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
+    """Options shared by every command that builds an engine, generated from the attrs fields
+    of ``litevllm.config`` (``option_fields``)."""
+    for _, field, _ in reversed(option_fields()):
+        if field.metadata["cli"]:
+            f = _click_option(f, field)
     return f
 
 
@@ -65,15 +70,12 @@ def build_llm(o: dict):
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.params.get("port"):
         check_port_free(ctx.params.get("host") or "127.0.0.1", ctx.params["port"])
-    return LLM(o["model"], dtype=o["dtype"], kernels=o["kernels"], max_model_len=o["max_model_len"],
-               enforce_eager=o["enforce_eager"], load_format=o["load_format"], seed=o["seed"],
-               device=o["device"], quantization=o["quantization"], max_num_seqs=o["max_num_seqs"],
-               max_num_batched_tokens=o["max_num_batched_tokens"],
-               gpu_memory_utilization=o["gpu_memory_utilization"],
-               cpu_kv_cache_gib=o["cpu_kv_cache_gib"],
-               enable_prefix_caching=not o["no_prefix_caching"],
-               num_scheduler_steps=o["num_scheduler_steps"],
-               speculative_config=o.get("speculative_config"))
+    kwargs = {}
+    for keyword, field, _ in option_fields():
+        param = field.metadata.get("param", keyword)
+        if field.metadata["cli"] and param in o:
+            kwargs[keyword] = not o[param] if field.metadata.get("invert") else o[param]
+    return LLM(kwargs.pop("model"), **kwargs)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -1,6 +1,7 @@
 """Engine configuration: attrs classes validated at construction, defaults from ``lite.toml``."""
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,18 @@ def _one_of(*choices):
     return check
 
 
+def opt(default=attrs.NOTHING, help: str = "", *, validator=None, choices=None, flags=None,
+        cli: bool = True, **field):
+    """An engine option: the attrs field plus what generates its CLI option (``cli.engine_options``)
+    and its ``LLM`` keyword. ``choices`` also validates; ``flags`` overrides the derived
+    ``--field-name``; metadata keys ``param``/``invert`` (a negative flag), ``min``, ``json``,
+    ``keyword`` (the LLM keyword, default the field name)."""
+    validators = [v for v in (validator, _one_of(*choices) if choices else None) if v]
+    meta = {"help": help, "choices": choices, "flags": flags, "cli": cli,
+            **{k: field.pop(k) for k in ("param", "invert", "min", "json", "keyword") if k in field}}
+    return attrs.field(default=default, validator=validators or None, metadata=meta, **field)
+
+
 def _dtype_name(inst, att, value):
     if not isinstance(value, str):
         return  # a torch.dtype
@@ -57,12 +70,16 @@ def resolve_dtype(dtype, config_dtype, device):
 
 @attrs.define
 class CacheConfig:
-    block_size: int = attrs.field(default=16, validator=_one_of(8, 16, 32, 64, 128))
-    gpu_memory_utilization: float = attrs.field(default=0.9, validator=_fraction)
+    block_size: int = opt(16, "Tokens per KV-cache block.", choices=(8, 16, 32, 64, 128))
+    gpu_memory_utilization: float = opt(0.9, "Share of GPU memory the engine may use.",
+                                        validator=_fraction)
     # None: room for max(max_model_len, max_num_batched_tokens) tokens (LLMEngine._num_blocks)
-    cpu_kv_cache_gib: float | None = attrs.field(default=None, validator=_positive)
-    enable_prefix_caching: bool = True
-    num_gpu_blocks_override: int | None = attrs.field(default=None, validator=_positive)
+    cpu_kv_cache_gib: float | None = opt(None, "KV cache on the CPU; default: room for "
+                                         "max(max-model-len, max-num-batched-tokens) tokens.",
+                                         validator=_positive)
+    enable_prefix_caching: bool = opt(True, "Disable prefix caching.", flags=("--no-prefix-caching",),
+                                      param="no_prefix_caching", invert=True)
+    num_gpu_blocks_override: int | None = opt(None, validator=_positive, cli=False)
 
 
 # decode steps per host sync by default when decode replays CUDA graphs. H100, TinyLlama, same
@@ -73,13 +90,17 @@ DEFAULT_GRAPH_STEPS = 16
 
 @attrs.define
 class SchedulerConfig:
-    max_num_seqs: int = attrs.field(default=256, validator=_positive)
-    max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
-    enable_chunked_prefill: bool = True
+    max_num_seqs: int = opt(256, "Most sequences in one batch.", validator=_positive)
+    max_num_batched_tokens: int = opt(8192, "Most tokens in one step.", validator=_positive)
+    enable_chunked_prefill: bool = opt(
+        True, "Split long prompts over several steps.",
+        flags=("--enable-chunked-prefill/--no-enable-chunked-prefill",))
     # decode steps run back to back on the device between host syncs (vLLM's
     # num_scheduler_steps); only for batches of plain decodes, see Scheduler._lookahead.
     # None: DEFAULT_GRAPH_STEPS when decode replays CUDA graphs, else 1 (nothing to amortise)
-    num_scheduler_steps: int | None = attrs.field(default=None, validator=_positive)
+    num_scheduler_steps: int | None = opt(
+        None, f"Decode steps per host sync (plain decodes only); default {DEFAULT_GRAPH_STEPS} "
+              f"with CUDA graphs, else 1.", validator=_positive, min=1)
 
 
 @attrs.define
@@ -118,26 +139,65 @@ class SpeculativeConfig:
 
 @attrs.define
 class EngineConfig:
-    model: str
-    dtype: object = attrs.field(default="auto", validator=_dtype_name)
-    kernels: str = "auto"
-    device: str | None = None
-    max_model_len: int | None = attrs.field(default=None, validator=_positive)
-    enforce_eager: bool = False
-    load_format: str = attrs.field(default="auto", validator=_one_of("auto", "dummy"))
-    seed: int = 0
-    tokenizer: str | None = None
-    quantization: str | None = None
+    model: str = opt(help="Checkpoint dir, .gguf file or alias.", flags=("--model", "-m"))
+    dtype: object = opt("auto", "auto | float32 | float16 | bfloat16 (or a torch.dtype in LLM()).",
+                        validator=_dtype_name)
+    kernels: str = opt("auto", "auto | torch | a kernel provider (e.g. triton).")
+    max_model_len: int | None = opt(None, "Longest prompt + output; default: the checkpoint's.",
+                                    validator=_positive)
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
-    speculative: SpeculativeConfig | None = attrs.field(
-        default=None, converter=lambda d: None if d is None else SpeculativeConfig.from_dict(d))
+    enforce_eager: bool = opt(False, "Disable CUDA graphs.")
+    load_format: str = opt("auto", "dummy: random weights (no checkpoint read).",
+                           choices=("auto", "dummy"))
+    device: str | None = opt(None, "cpu | cuda | cuda:N; default: cuda when available.")
+    quantization: str | None = opt(
+        None, "none | gptq | awq | int8 | fp8 | ... (`lite plugins` lists the installed "
+              "schemes); default: the checkpoint's quantization_config.", flags=("--quantization", "-q"))
+    seed: int = opt(0, "Random seed.")
+    tokenizer: str | None = opt(None, "Tokenizer dir or hub name; default: the model's.")
+    speculative: SpeculativeConfig | None = opt(
+        None, 'Speculative decoding as JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": '
+              '4, "prompt_lookup_max": 4}\'.', keyword="speculative_config", json=True,
+        converter=lambda d: None if d is None else SpeculativeConfig.from_dict(d))
 
     def torch_device(self):
         import torch
         if self.device:
             return torch.device(self.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def option_fields() -> list[tuple[str, attrs.Attribute, str | None]]:
+    """(LLM keyword, field, section) for every engine option, in EngineConfig order, with the
+    ``cache``/``scheduler`` sections flattened: the one source for the CLI and ``LLM()``."""
+    out = []
+    for f in attrs.fields(EngineConfig):
+        if f.metadata:
+            out.append((f.metadata.get("keyword", f.name), f, None))
+        else:  # a section: its class is the factory
+            out += [(g.metadata.get("keyword", g.name), g, f.name)
+                    for g in attrs.fields(f.default.factory)]
+    return out
+
+
+def engine_config(model, **kwargs) -> EngineConfig:
+    """The EngineConfig for ``LLM(model, **kwargs)``; an unknown keyword is a one-line ValueError
+    naming the closest valid one."""
+    fields = {kw: (f, section) for kw, f, section in option_fields()}
+    for key in sorted(kwargs):
+        if key not in fields or key == "model":
+            close = difflib.get_close_matches(key, [k for k in fields if k != "model"], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"LLM() got an unknown option '{key}'{hint}")
+    top, sections = {}, {}
+    for key, value in kwargs.items():
+        f, section = fields[key]
+        (sections.setdefault(section, {}) if section else top)[f.name] = value
+    for f in attrs.fields(EngineConfig):
+        if f.name in sections:
+            top[f.name] = f.default.factory(**sections[f.name])
+    return EngineConfig(model=str(model), **top)
 
 
 def load_toml_defaults(path: str | Path | None = None) -> dict:

@@ -5,30 +5,17 @@ import itertools
 from typing import Iterator
 
 from litevllm.chat import chat_prompt_ids
-from litevllm.config import CacheConfig, EngineConfig, SchedulerConfig
+from litevllm.config import engine_config
 from litevllm.engine.engine import LLMEngine
 from litevllm.outputs import CompletionOutput, RequestOutput
 from litevllm.sampling_params import SamplingParams
 
-_CACHE_KEYS = {f.name for f in CacheConfig.__attrs_attrs__}
-_SCHED_KEYS = {f.name for f in SchedulerConfig.__attrs_attrs__}
-
 
 class LLM:
-    def __init__(self, model: str, *, dtype="auto", kernels: str = "auto",
-                 max_model_len: int | None = None, enforce_eager: bool = False,
-                 load_format: str = "auto", seed: int = 0, device: str | None = None,
-                 tokenizer: str | None = None, quantization: str | None = None, **kwargs):
-        cache = CacheConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _CACHE_KEYS})
-        sched = SchedulerConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in _SCHED_KEYS})
-        speculative = kwargs.pop("speculative_config", None)
-        if kwargs:
-            raise TypeError(f"LLM() got unknown options: {', '.join(sorted(kwargs))}")
-        self.config = EngineConfig(model=str(model), dtype=dtype, kernels=kernels,
-                                   max_model_len=max_model_len, enforce_eager=enforce_eager,
-                                   load_format=load_format, seed=seed, device=device,
-                                   tokenizer=tokenizer, quantization=quantization,
-                                   cache=cache, scheduler=sched, speculative=speculative)
+    def __init__(self, model: str, **options):
+        """``options``: the engine options of ``litevllm.config`` (``option_fields``), e.g.
+        dtype, max_model_len, block_size, max_num_seqs, speculative_config."""
+        self.config = engine_config(model, **options)
         self.engine = LLMEngine(self.config)
         self._ids = itertools.count()
 
