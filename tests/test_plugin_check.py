@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from litevllm import testing
 from litevllm.cli import cli
+from litevllm.kinds import KIND_TABLE
 from litevllm.plugin_api import TorchAttentionBackend, torch_ops
 
 BROKEN = Path(__file__).parent / "fixtures" / "broken_plugin"
@@ -25,12 +26,12 @@ def test_unknown_plugin_fails_with_reason():
 
 
 def test_validate_kinds():
-    assert testing._validate("attention_backends", "torch", TorchAttentionBackend) is None
-    assert testing._validate("ops", "rms_norm", torch_ops.rms_norm) is None
-    assert "reference signature" in testing._validate("ops", "rms_norm", lambda x, w: x)
-    assert "not a torch.nn.Module" in testing._validate("models", "X", object)
-    assert "not a subclass of CheckpointFormat" in testing._validate("checkpoint_formats", "x", int)
-    assert "not a click.Command" in testing._validate("commands", "x", print)
+    assert KIND_TABLE["attention_backends"].validate("torch", TorchAttentionBackend) is None
+    assert KIND_TABLE["ops"].validate("rms_norm", torch_ops.rms_norm) is None
+    assert "reference signature" in KIND_TABLE["ops"].validate("rms_norm", lambda x, w: x)
+    assert "not a subclass of torch.nn.Module" in KIND_TABLE["models"].validate("X", object)
+    assert "not a subclass of CheckpointFormat" in KIND_TABLE["checkpoint_formats"].validate("x", int)
+    assert "not a click.Command" in KIND_TABLE["commands"].validate("x", print)
 
 
 def test_cli_registrations_only_and_exit_status():

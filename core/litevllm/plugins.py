@@ -15,11 +15,10 @@ from importlib import metadata
 import pluggy
 
 from litevllm import hookspecs
+from litevllm.kinds import KIND_TABLE, KINDS  # noqa: F401  (KINDS: the kind names, re-exported)
 from litevllm.version import PLUGIN_API_VERSION
 
 log = logging.getLogger("litevllm")
-KINDS = ("models", "attention_backends", "ops", "quant_methods", "checkpoint_formats",
-         "model_aliases", "structured_output_backends", "commands")
 BUILTIN = "litevllm"
 
 
@@ -44,7 +43,7 @@ class Entry:
             for part in attr.split(".") if attr else []:
                 obj = getattr(obj, part)
         except Exception as e:
-            raise PluginError(f"plugin '{self.plugin}' registered {self.kind[:-1]} '{self.name}' "
+            raise PluginError(f"plugin '{self.plugin}' registered {KIND_TABLE[self.kind].singular} '{self.name}' "
                               f"as {self.target}, which failed to load: {type(e).__name__}: {e}") from e
         return obj
 
@@ -157,11 +156,20 @@ class PluginManager:
             forced = [e for e in best if e.override]
             if len(forced) != 1:
                 owners = ", ".join(sorted(e.plugin for e in best))
-                raise PluginError(f"{kind[:-1]} '{name}' is registered by several plugins ({owners}); "
+                raise PluginError(f"{KIND_TABLE[kind].singular} '{name}' is registered by several plugins ({owners}); "
                                   f"give one a higher priority or override=True, or disable one "
                                   f"with LITEVLLM_DISABLE_PLUGINS")
             best = forced
         return best[0]
+
+    def select(self, kind: str, name: str = "auto") -> Entry | None:
+        """The entry a ``"priority"``-selected kind (``KIND_TABLE``) resolves ``name`` to:
+        "auto" is the highest-priority loaded entry, any other name as :meth:`pick`."""
+        assert KIND_TABLE[kind].selector == "priority", kind
+        if name != "auto":
+            return self.pick(kind, name)
+        found = [e for e in self.entries[kind] if self._ok(e.plugin)]
+        return max(found, key=lambda e: e.priority) if found else None
 
     def names(self, kind: str) -> list[str]:
         return sorted({e.name for e in self.entries[kind] if self._ok(e.plugin)})

@@ -30,14 +30,10 @@ class StructuredOutputManager:
             if not names:
                 raise ValueError("structured outputs need a backend plugin; none is installed "
                                  "(pip install litevllm-plugin-xgrammar)")
-            if self.backend_name == "auto":
-                entry = max((e for n in names for e in self.plugins.candidates(kind, n)),
-                            key=lambda e: e.priority)
-            else:
-                entry = self.plugins.pick(kind, self.backend_name)
-                if entry is None:
-                    raise ValueError(f"structured-output backend '{self.backend_name}' is not "
-                                     f"installed (available: {', '.join(names)})")
+            entry = self.plugins.select(kind, self.backend_name)
+            if entry is None:
+                raise ValueError(f"structured-output backend '{self.backend_name}' is not "
+                                 f"installed (available: {', '.join(names)})")
             if self.tokenizer is None:
                 raise ValueError("structured outputs need the model's tokenizer")
             self._backend = entry.load()(self.tokenizer, self.vocab_size, self.stop_token_ids)

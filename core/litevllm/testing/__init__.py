@@ -16,7 +16,6 @@ This module is part of the public plugin API (see ``litevllm.plugin_api``).
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import os
 import subprocess
@@ -512,62 +511,6 @@ def assert_architecture(arch: str, hf_config, tmp_path=None, **kwargs) -> Report
 
 
 # -- plugin registrations --------------------------------------------------------------------
-_SINGULAR = {"models": "model", "attention_backends": "attention backend", "ops": "op",
-             "quant_methods": "quant method", "checkpoint_formats": "checkpoint format",
-             "model_aliases": "model alias", "commands": "command",
-             "structured_output_backends": "structured-output backend"}
-_MODEL_METHODS = ("forward", "compute_logits", "kv_shape", "num_kv_layers", "map_checkpoint_name")
-
-
-def _validate(kind: str, name: str, obj) -> str | None:
-    """Why ``obj`` is not a valid registration of ``kind`` (None when it is)."""
-    import torch
-
-    from litevllm import plugin_api as api
-
-    def subclass(base):
-        if not (isinstance(obj, type) and issubclass(obj, base)):
-            return f"{obj!r} is not a subclass of {base.__name__}"
-        return None
-
-    if kind == "models":
-        if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-            return f"{obj!r} is not a torch.nn.Module subclass"
-        missing = [m for m in _MODEL_METHODS if not callable(getattr(obj, m, None))]
-        return f"missing methods: {', '.join(missing)}" if missing else None
-    if kind == "attention_backends":
-        if why := subclass(api.AttentionBackend):
-            return why
-        if obj.forward is api.AttentionBackend.forward:
-            return "does not implement forward()"
-        return None
-    if kind == "checkpoint_formats":
-        if why := subclass(api.CheckpointFormat):
-            return why
-        if obj.detect.__func__ is api.CheckpointFormat.detect.__func__:
-            return "does not implement detect()"
-        return None
-    if kind == "quant_methods":
-        return subclass(api.QuantConfig)
-    if kind == "structured_output_backends":
-        return subclass(api.StructuredOutputBackend)
-    if kind == "commands":
-        import click
-        return None if isinstance(obj, click.Command) else f"{obj!r} is not a click.Command"
-    if not callable(obj):
-        return f"{obj!r} is not callable"
-    ref = getattr(api.torch_ops, name, None) if kind == "ops" else None
-    if ref is not None:
-        params = list(inspect.signature(ref).parameters)
-        try:
-            inspect.signature(obj).bind(*params)
-        except TypeError:
-            return f"does not accept the reference signature ({', '.join(params)})"
-        except ValueError:
-            pass  # builtins without a signature
-    return None
-
-
 def _find_entry_point(name: str):
     for ep in metadata.entry_points(group="litevllm"):
         if name in (ep.name, ep.dist.name if ep.dist else None):
@@ -583,7 +526,8 @@ def check_plugin(name: str) -> Report:
     attention backends subclass ``AttentionBackend``, formats ``CheckpointFormat``, quant
     methods ``QuantConfig``, ops accept the torch reference's arguments, commands are click
     commands). Names resolved by priority must not conflict with another plugin's."""
-    from litevllm.plugins import KINDS, PluginError, PluginManager, _api_compatible
+    from litevllm.kinds import KIND_TABLE
+    from litevllm.plugins import PluginError, PluginManager, _api_compatible
     from litevllm.version import PLUGIN_API_VERSION
     report = Report(f"plugin {name}")
     ep = _find_entry_point(name)
@@ -616,7 +560,7 @@ def check_plugin(name: str) -> Report:
             "disabled by LITEVLLM_DISABLE_PLUGINS / LITEVLLM_PLUGINS" if info else "not loaded"
         report.add("registers", FAIL, why)
         return report
-    entries = [e for k in KINDS for e in manager.entries[k] if e.plugin == ep.name]
+    entries = [e for k in KIND_TABLE for e in manager.entries[k] if e.plugin == ep.name]
     if not entries:
         report.add("registers", FAIL, "the plugin's hooks registered nothing")
         return report
@@ -625,10 +569,11 @@ def check_plugin(name: str) -> Report:
         counts[e.kind] = counts.get(e.kind, 0) + 1
     report.add("registers", PASS, ", ".join(f"{k}: {n}" for k, n in counts.items()))
     for entry in entries:
-        label = f"{_SINGULAR[entry.kind]} {entry.name}"
+        kind = KIND_TABLE[entry.kind]
+        label = f"{kind.singular} {entry.name}"
         try:
-            why = _validate(entry.kind, entry.name, entry.load())
-            if why is None and entry.kind in ("models", "quant_methods", "model_aliases"):
+            why = kind.validate(entry.name, entry.load())
+            if why is None and kind.selector == "name" and entry.kind != "commands":
                 winner = manager.pick(entry.kind, entry.name)
                 if winner.plugin != entry.plugin:
                     report.add(label, PASS, f"{entry.target} (shadowed by '{winner.plugin}')")

@@ -1,0 +1,93 @@
+"""The registry kinds: one table of what each kind registers, how a name resolves, and what a
+valid registration is. Used by ``litevllm.plugins`` (collection, lookups, messages) and
+``litevllm.testing`` (``check_plugin``)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+_MODEL_METHODS = ("forward", "compute_logits", "kv_shape", "num_kv_layers", "map_checkpoint_name")
+
+
+@dataclass(frozen=True)
+class Kind:
+    singular: str            # for messages: "attention backend"
+    base: str | None         # "module:Class" a registration must subclass (None: see validator)
+    # how a name resolves: "name" (PluginManager.pick: priority, then override), "kernels"
+    # (litevllm.ops: the kernels= provider serving the device), "detect" (the first format,
+    # by priority, whose detect() accepts the path), "priority" ("auto": highest priority)
+    selector: str
+    extra: Callable[[str, object], str | None] | None = None  # checks beyond the base class
+
+    def base_class(self):
+        module, _, attr = self.base.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def validate(self, name: str, obj) -> str | None:
+        """Why ``obj`` is not a valid registration of this kind (None when it is)."""
+        if self.base is not None:
+            base = self.base_class()
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                module, _, attr = self.base.partition(":")
+                shown = attr if module.startswith("litevllm") else f"{module}.{attr}"
+                return f"{obj!r} is not a subclass of {shown}"
+        return self.extra(name, obj) if self.extra else None
+
+
+def _model(name, obj):
+    missing = [m for m in _MODEL_METHODS if not callable(getattr(obj, m, None))]
+    return f"missing methods: {', '.join(missing)}" if missing else None
+
+
+def _overrides(method: str, base: str):
+    def check(name, obj):
+        module, _, attr = base.partition(":")
+        default = getattr(getattr(importlib.import_module(module), attr), method)
+        mine = getattr(obj, method)
+        same = getattr(mine, "__func__", mine) is getattr(default, "__func__", default)
+        return f"does not implement {method}()" if same else None
+    return check
+
+
+def _callable(name, obj):
+    return None if callable(obj) else f"{obj!r} is not callable"
+
+
+def _op(name, obj):
+    if not callable(obj):
+        return f"{obj!r} is not callable"
+    from litevllm.ops import torch_ops
+    ref = getattr(torch_ops, name, None)
+    if ref is not None:
+        params = list(inspect.signature(ref).parameters)
+        try:
+            inspect.signature(obj).bind(*params)
+        except TypeError:
+            return f"does not accept the reference signature ({', '.join(params)})"
+        except ValueError:
+            pass  # builtins without a signature
+    return None
+
+
+def _command(name, obj):
+    import click
+    return None if isinstance(obj, click.Command) else f"{obj!r} is not a click.Command"
+
+
+_API = "litevllm.plugin_api"
+KIND_TABLE: dict[str, Kind] = {
+    "models": Kind("model", "torch.nn:Module", "name", _model),
+    "attention_backends": Kind("attention backend", f"{_API}:AttentionBackend", "kernels",
+                               _overrides("forward", f"{_API}:AttentionBackend")),
+    "ops": Kind("op", None, "kernels", _op),
+    "quant_methods": Kind("quant method", f"{_API}:QuantConfig", "name"),
+    "checkpoint_formats": Kind("checkpoint format", f"{_API}:CheckpointFormat", "detect",
+                               _overrides("detect", f"{_API}:CheckpointFormat")),
+    "model_aliases": Kind("model alias", None, "name", _callable),
+    "structured_output_backends": Kind("structured-output backend",
+                                       f"{_API}:StructuredOutputBackend", "priority"),
+    "commands": Kind("command", None, "name", _command),
+}
+KINDS = tuple(KIND_TABLE)
