@@ -6,7 +6,6 @@ packed along N with slot ``i`` of each int32 holding column ``AWQ_ORDER[i]`` of 
 """
 from __future__ import annotations
 
-import torch
 
 from litevllm.plugin_api import QuantConfig, UnquantizedMethod
 from litevllm_gptq.gptq import unpack_cols, zero_bias

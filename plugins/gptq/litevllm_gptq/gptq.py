@@ -19,7 +19,6 @@ from litevllm_gptq.method import (PackedMethod, check_checkpoint, copy_cols, flo
 def unpack_cols(packed: torch.Tensor, bits: int, order: tuple[int, ...] | None = None) -> torch.Tensor:
     """int32 ``[R, N / p]`` packed along N -> int32 codes ``[R, N]``; ``order[i]`` is the column
     (within each int32) held in slot ``i`` (GPTQ: sequential; AWQ: 0,2,4,6,1,3,5,7)."""
-    p = 32 // bits
     shifts = torch.arange(0, 32, bits, device=packed.device, dtype=torch.int32)
     codes = (packed.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)  # [R, N/p, slot]
     if order is not None:

@@ -1,7 +1,6 @@
 """The OpenAI-compatible app (FastAPI) over the public engine API (``AsyncLLMEngine``)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
