@@ -51,7 +51,8 @@ for n in (16, 128, 512, 1024, 2048):
     on, off = (statistics.median(rows[m][2:]) for m in (True, False))
     print(f"prefill {n:5d} tokens, TTFT median ms: piecewise {on:7.2f}  eager {off:7.2f}  "
           f"({off / on:.2f}x)", flush=True)
-print(f"piecewise buckets captured: {sorted(pw.pieces)} in {pw.capture_seconds:.2f} s total",
+print(f"piecewise buckets captured: {sorted(pw.pieces)} in {pw.capture_seconds:.2f} s total"
+      f" (turned off: {pw.disabled})",
       flush=True)
 
 # batch-1 decoding, 256 tokens: drafts from the plain greedy continuation (100% acceptance)

@@ -1,6 +1,8 @@
 """Piecewise CUDA graphs (engine/piecewise.py) without CUDA: buckets, the attention split, the
 padding rows, the fallback for models that bypass the backend. Graph replay itself is checked
 against eager runs in tests/gpu/test_piecewise_gpu.py."""
+import contextlib
+
 import pytest
 import torch
 
@@ -86,6 +88,54 @@ def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
     for c, r in zip(caches, ref_caches):
         torch.testing.assert_close(c, r, atol=1e-5, rtol=1e-5)
     assert "forward" not in vars(attn)  # the stand-in is gone after the run
+
+
+class NoopGraph:
+    """A CUDA graph stand-in whose replay does nothing (its outputs stay what the capture run
+    left); ``fail`` makes capture_begin raise."""
+    fail = False
+
+    def capture_begin(self, pool=None):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    def capture_end(self):
+        pass
+
+    def replay(self):
+        pass
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    class Stream:
+        def wait_stream(self, other):
+            pass
+    for name, value in (("CUDAGraph", NoopGraph), ("Stream", lambda *a: Stream()),
+                        ("stream", lambda s: contextlib.nullcontext()),
+                        ("graph_pool_handle", lambda: (0, 0)), ("synchronize", lambda *a: None),
+                        ("current_stream", lambda *a: Stream())):
+        monkeypatch.setattr(torch.cuda, name, value)
+    return NoopGraph
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["wrong-replay", "capture-error"])
+@torch.inference_mode()
+def test_a_bucket_that_fails_its_first_replay_turns_piecewise_off(fake_cuda, monkeypatch, caplog,
+                                                                  fail):
+    monkeypatch.setattr(fake_cuda, "fail", fail)
+    model, attn, caches = _tiny()
+    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
+    want = model(ids, pos, [c.clone() for c in caches], _mixed_meta())
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    got = pw.forward(ids, pos, caches, _mixed_meta())
+    if fail:
+        assert got is None and "capturing 16 tokens failed" in caplog.text
+    else:  # the stale capture-run output is caught; the step gets the eager result
+        torch.testing.assert_close(got, want)
+        assert "differ from the eager model" in caplog.text
+    assert pw.disabled and not pw.pieces and "forward" not in vars(attn)
+    assert pw.forward(ids, pos, caches, _mixed_meta()) is None
 
 
 class Bypass(LiteAttention):
