@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray|spec ...]
+#                                    throughput|serve|ray|rayserve|spec ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
 if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydantic; ray[serve])
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-      .whl/*.whl > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
+      .whl/*.whl $(ls .whlray/*.whl 2>/dev/null) > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
   export PYTHONPATH=/tmp/site
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
@@ -34,6 +34,15 @@ for part in $parts; do
         --gpus-per-replica 0.5 --conversations 32 --turns 4 --json-out "$OUT/routing.json" -- \
         --model $C/tinyllama-1.1b --load-format dummy --max-model-len 4096 2>&1 \
         | grep -E '^\{|Error|error' | tail -8 ;;
+    rayserve)  # issue 14: one replica alone, then two sharing the GPU (half the memory each)
+      for r in 1 2; do
+        g=$([ $r = 2 ] && echo "--gpus-per-replica 0.5" || true)
+        RAY_AUTH_MODE=disabled timeout 240 python3 benchmarks/bench_serve.py --model $C/tinyllama-1.1b \
+            --serve-args "--load-format dummy --max-model-len 4096 --replicas $r $g" \
+            --concurrency ${SERVE_C:-256} --full --json-out "$OUT/rayserve_$r.json" \
+            2> "$OUT/rayserve_$r.log" | tail -3
+        pgrep -f "ray::|raylet|gcs_server" > /dev/null && echo "ray processes left after $r" || true
+      done ;;
     spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b \
               --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
