@@ -339,7 +339,11 @@ class LLMEngine:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""
         if batch.num_steps > 1:
             seqs = batch.seqs
-            tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs))
+            pick, done = self.structured.step_picker(seqs, self.sampler.picker(seqs))
+            try:
+                tokens = self.runner.decode_steps(seqs, batch.num_steps, pick)
+            finally:
+                done()
             tokens = tokens.T.tolist()
             return StepResult({s.seq_id: t for s, t in zip(seqs, tokens)}, {})
         inputs = self.runner.prepare(batch)
