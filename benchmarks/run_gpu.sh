@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray|rayserve|spec ...]
+#                                    throughput|serve|ray|rayserve|spec|sweep|tprofile ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -18,7 +18,7 @@ C=benchmarks/configs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/gpu \
+    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -n ${TESTS_N:-8} -p no:cacheprovider --continue-on-collection-errors tests/gpu \
         > "$OUT/gpu_tests.log" 2>&1; grep -E "passed|failed|^FAILED|^ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
     quant) timeout ${QUANT_S:-250} python3 benchmarks/bench_quant.py ${QUANT_ARGS:-} --out "$OUT/quant" 2>&1 \
         | grep -v -i warn | grep -v '"kind": "cand"' | cut -c1-330 | tail -30 ;;
@@ -43,6 +43,13 @@ for part in $parts; do
             2> "$OUT/rayserve_$r.log" | tail -3
         pgrep -f "ray::|raylet|gcs_server" > /dev/null && echo "ray processes left after $r" || true
       done ;;
+    sweep)  # issue 16: scaling curves (JSON + PNG plots under $OUT/plots)
+      timeout ${SWEEP_S:-300} python3 benchmarks/bench_scaling.py --model $C/tinyllama-1.1b \
+          --load-format dummy --max-model-len 16384 ${SWEEP_ARGS:-} --out "$OUT/scaling.json" \
+          2>&1 | grep -v -i warn | tail -12
+      python3 benchmarks/plot_scaling.py "$OUT/scaling.json" --out-dir "$OUT/plots" 2>&1 | tail -3 ;;
+    tprofile) timeout 150 python3 benchmarks/profile_throughput.py --json-out "$OUT/tprofile.json" \
+        2>&1 | grep -v -i warn | tail -40 ;;
     spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b \
               --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
@@ -55,7 +62,7 @@ for part in $parts; do
       [ -n "${SKIP_QWEN_BASELINE:-}" ] || hf $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 \
           --output-len 16 --json-out "$OUT/hf_qwen_moe.json" ;;
     profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
-    startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency \
+    startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency ${STARTUP_ARGS:-} \
         --engine '{"max_model_len": 4096}' --out "$OUT/startup.jsonl" 2> "$OUT/startup_profile.txt" ;;
   esac
 done
