@@ -71,10 +71,11 @@ class StructuredOutputManager:
         return self._apply(logits, rows, bitmask)
 
     @staticmethod
-    def _apply(logits: torch.Tensor, rows: list[int], bitmask) -> torch.Tensor:
+    def _apply(logits: torch.Tensor, rows: list[int], bitmask, index=None) -> torch.Tensor:
         if len(rows) == logits.shape[0]:
             return apply_bitmask(logits, bitmask)
-        index = torch.tensor(rows, device=logits.device)
+        if index is None:
+            index = torch.tensor(rows, device=logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
 
     def step_picker(self, seqs, pick):
@@ -89,8 +90,16 @@ class StructuredOutputManager:
         matchers = [self._matcher(seqs[i]) for i in rows]
         moved = [0] * len(rows)
         last: list = []   # (host tokens, event) of the previous step
+        index: dict = {}  # device -> the rows as a tensor, made once per run
+
+        def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+            # through pinned memory: a pageable copy would wait for the step in flight
+            return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
         def picker(logits: torch.Tensor, j: int) -> torch.Tensor:
+            dev = logits.device
+            if dev not in index:
+                index[dev] = to_device(torch.tensor(rows), dev)
             if last:
                 host, event = last.pop()
                 if event is not None:
@@ -102,9 +111,9 @@ class StructuredOutputManager:
             for r, m in enumerate(matchers):
                 if not m.is_terminated():
                     m.fill_bitmask(bitmask, r)
-            out = pick(self._apply(logits, rows, bitmask), j)
-            picked = out[torch.tensor(rows, device=out.device)]
-            if out.device.type == "cuda":
+            out = pick(self._apply(logits, rows, to_device(bitmask, dev), index[dev]), j)
+            picked = out[index[dev]]
+            if dev.type == "cuda":
                 host = torch.empty(len(rows), dtype=out.dtype, pin_memory=True)
                 host.copy_(picked, non_blocking=True)
                 event = torch.cuda.Event()
