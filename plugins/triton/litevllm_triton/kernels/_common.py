@@ -94,6 +94,23 @@ def tanh(x):
     return tl.where(x < 0, -t, t)
 
 
+def device_name(device: torch.device) -> str:
+    """The key of per-GPU tuned tables: ``NVIDIA_H200``; the device type off CUDA."""
+    if device.type != "cuda":
+        return device.type
+    return torch.cuda.get_device_name(device).replace(" ", "_")
+
+
+@triton.jit
+def gated_act(a, ACT: tl.constexpr):
+    """The gate activation of the gated MLPs: 0 silu, 1 gelu_tanh (float32 in and out)."""
+    if ACT == 0:
+        h = a / (1.0 + tl.exp(-a))
+    else:
+        h = 0.5 * a * (1.0 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
+    return h
+
+
 @triton.jit
 def dot(a, b, IEEE: tl.constexpr):
     """``a @ b`` accumulated in float32. IEEE (for float32 inputs): exact float32 products;
