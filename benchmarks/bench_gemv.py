@@ -1,26 +1,32 @@
 """Sweep the Triton skinny GEMM (plugins/triton/.../kernels/gemv.py) against cuBLAS on this GPU.
 
     python benchmarks/bench_gemv.py --out results/gemv.jsonl --table gemv_table.json
+    LITEVLLM_GEMV=0 python benchmarks/bench_gemv.py --engine tinyllama-1.1b   # decode ms/step
 
 For each weight shape and row count M in 1, 2, 4, 8, 16 it times cuBLAS (``F.linear``; gated
 shapes: ``F.linear`` + the Triton ``silu_and_mul``, today's path) and every candidate tile, each
 as a CUDA graph of back-to-back calls over enough weight copies to defeat the L2 cache (the
-engine's decode situation), checks each candidate against ``F.linear`` in float32, and times the
-best one again launched with programmatic dependent launch. ``--table`` writes the winners
-(``null`` where cuBLAS stays faster) in the format ``litevllm_triton.gemv_table`` reads.
-Needs a CUDA GPU.
+engine's decode situation), checks each candidate against ``F.linear`` in float32. Candidates
+launch with programmatic dependent launch where the engine does (``pdl_enabled``); the best one
+is timed again without it. ``--table`` merges the winners (``null`` where cuBLAS stays faster)
+into that file, in the format ``litevllm_triton.gemv_table`` reads. ``--engine CONFIG`` instead
+measures batch-1 and batch-32 decode of a benchmarks/configs model with dummy weights (set
+``LITEVLLM_GEMV=0`` / ``LITEVLLM_PDL=0`` for the baselines). Needs a CUDA GPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import triton
 
 from litevllm_triton.gemv_table import M_BUCKETS, table_key
+from litevllm_triton.kernels._common import pdl_enabled
 from litevllm_triton.kernels.act_and_mul import silu_and_mul
 from litevllm_triton.kernels.gemv import gemv
 
@@ -84,7 +90,7 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() / us / 1e6  # TB/s, read + write
 
 
-def sweep_shape(model, name, rows, k, gated, m, out, pdl: bool):
+def sweep_shape(model, name, rows, k, gated, m, out):
     dt = torch.bfloat16
     nbytes = rows * k * 2
     copies = max(2, -(-L2_DEFEAT_BYTES // nbytes))
@@ -97,6 +103,7 @@ def sweep_shape(model, name, rows, k, gated, m, out, pdl: bool):
         ref_fn = lambda i: F.linear(x, ws[i])  # noqa: E731
     cublas = time_graph(ref_fn, copies)
     want = ref_fn(0).float()
+    pdl = pdl_enabled(x.device)
     results = []
     for cfg in candidates(m, rows, k, gated):
         try:
@@ -105,27 +112,37 @@ def sweep_shape(model, name, rows, k, gated, m, out, pdl: bool):
             if not err < 1e-2:
                 print(f"  WRONG {cfg}: rel err {err:.2e}", flush=True)
                 continue
-            results.append((time_graph(lambda i: gemv(x, ws[i], None, cfg, act), copies), cfg))
+            results.append((time_graph(lambda i: gemv(x, ws[i], None, cfg, act, pdl), copies),
+                            cfg))
         except Exception as e:  # noqa: BLE001 (a tile that does not compile is skipped)
             print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
     best_us, best = min(results, key=lambda r: r[0])
-    pdl_us = None
-    if pdl:
-        try:
-            pdl_us = time_graph(lambda i: gemv(x, ws[i], None, best, act, pdl=True), copies)
-        except Exception as e:  # noqa: BLE001
-            print(f"  pdl failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+    no_pdl_us = time_graph(lambda i: gemv(x, ws[i], None, best, act), copies) if pdl else None
     row = dict(model=model, shape=name, gated=gated, N=rows, K=k, M=m, cublas_us=cublas,
-               triton_us=best_us, pdl_us=pdl_us, cfg=best, candidates=len(results),
+               triton_us=best_us, pdl=pdl, no_pdl_us=no_pdl_us, cfg=best, candidates=len(results),
                tbps_cublas=nbytes / cublas / 1e6, tbps_triton=nbytes / best_us / 1e6)
     print(f"{model:10s} {name:8s}{'+act' if gated else '    '} {rows:6d}x{k:5d} M={m:2d}  "
           f"cuBLAS {cublas:7.1f} us ({row['tbps_cublas']:.2f} TB/s)  triton {best_us:7.1f} us "
           f"({row['tbps_triton']:.2f} TB/s) x{cublas / best_us:.2f}"
-          f"{'' if pdl_us is None else f'  pdl {pdl_us:7.1f}'}  {best}", flush=True)
+          f"{'' if no_pdl_us is None else f'  (no PDL {no_pdl_us:6.1f})'}  {best}", flush=True)
     out.write(json.dumps(row) + "\n")
     out.flush()
-    del ws
     return row
+
+
+def engine(config: str, out_path: str) -> None:
+    """Decode ms/step at batch 1 and 32 (input 128, output 128), as benchmarks/gpu_suite.py."""
+    from litevllm import LLM
+    from litevllm.bench import measure_latency
+    llm = LLM(str(Path(__file__).parent / "configs" / config), load_format="dummy",
+              max_num_seqs=256, max_model_len=4096)
+    env = {k: os.environ.get(k, "1") for k in ("LITEVLLM_GEMV", "LITEVLLM_PDL")}
+    with open(out_path, "a") as out:
+        for batch in (1, 32):
+            r = dict(config=config, **env, batch_size=batch,
+                     **measure_latency(llm, batch_size=batch, input_len=128, output_len=128))
+            print(json.dumps(r), flush=True)
+            out.write(json.dumps(r) + "\n")
 
 
 def main():
@@ -136,16 +153,21 @@ def main():
     ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)))
     ap.add_argument("--margin", type=float, default=0.97,
                     help="take Triton where it needs at most this fraction of cuBLAS's time")
+    ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
     args = ap.parse_args()
+    if args.engine:
+        return engine(args.engine, args.out)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}"
           f"; copy bandwidth {copy_bandwidth():.2f} TB/s", flush=True)
     table: dict[str, dict] = {}
+    if args.table and Path(args.table).is_file():
+        table = json.loads(Path(args.table).read_text())
     t0 = time.time()
     with open(args.out, "w") as out:
         for model in args.models.split(","):
             for name, rows, k, gated in SHAPES[model]:
                 for m in map(int, args.m.split(",")):
-                    r = sweep_shape(model, name, rows, k, gated, m, out, pdl=m == 1)
+                    r = sweep_shape(model, name, rows, k, gated, m, out)
                     n = rows // 2 if gated else rows
                     key = table_key("gated" if gated else "linear", n, k)
                     win = r["triton_us"] <= args.margin * r["cublas_us"]

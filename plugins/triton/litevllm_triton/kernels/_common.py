@@ -1,6 +1,9 @@
 """Input checks and small device helpers shared by the kernel wrappers."""
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -99,6 +102,37 @@ def device_name(device: torch.device) -> str:
     if device.type != "cuda":
         return device.type
     return torch.cuda.get_device_name(device).replace(" ", "_")
+
+
+@functools.lru_cache(maxsize=None)
+def pdl_enabled(device: torch.device) -> bool:
+    """Programmatic dependent launch (Hopper and newer NVIDIA GPUs; ``LITEVLLM_PDL=0`` turns it
+    off): kernels that take a ``PDL`` flag wait for their predecessor in-kernel
+    (``gdc_wait``) and are launched with ``launch_pdl=True``, so their launch and prologue
+    overlap the previous kernel's tail; kernels that ``trigger`` let their dependents start."""
+    return (device.type == "cuda" and torch.version.hip is None
+            and os.environ.get("TRITON_INTERPRET") != "1"
+            and os.environ.get("LITEVLLM_PDL", "1") != "0"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def pdl_launch(enabled: bool) -> dict:
+    """The launch keyword for a kernel with a ``PDL`` flag."""
+    return {"launch_pdl": True} if enabled else {}
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Wait for the previous kernel in the stream (no-op without PDL)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_trigger(PDL: tl.constexpr):
+    """Let the next kernel, if launched with PDL, start its prologue now."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit

@@ -8,8 +8,8 @@ tiles multiply with tl.dot (rows past M masked); the others multiply in register
 K once, after the loop (small BM). With ``SPLIT_K > 1`` (a run-time count) every program stores its float32 partial
 in a workspace and bumps its tile's counter; the last one sums the partials in a fixed order and
 runs the epilogue (one kernel, deterministic), then zeroes the counter for the next launch.
-``PDL``: wait for the previous kernel in the stream (programmatic dependent launch) before the
-first load, so a launch with ``launch_pdl=True`` may start while its predecessor finishes.
+``PDL`` (programmatic dependent launch): the first weight tile is loaded before waiting for the
+previous kernel, and the next kernel may launch once every program has left the K loop.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import FLOAT_DTYPES, check_tensor, dot, gated_act
+from litevllm_triton.kernels._common import (FLOAT_DTYPES, check_tensor, dot, gated_act,
+                                             pdl_launch, pdl_trigger, pdl_wait)
 
 MAX_M = 16
 NUM_LOCKS = 1 << 16
@@ -38,32 +39,32 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
     m_ok, n_ok = offs_m < M, offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn
+    u_ptrs = w_ptrs + N * stride_wn
     if DOT:
         acc = tl.zeros([BM, BN], tl.float32)
-        acc_up = tl.zeros([BM, BN], tl.float32)
     else:
         acc = tl.zeros([BM, BN, BK], tl.float32)
-        acc_up = tl.zeros([BM, BN, BK], tl.float32)
-    if PDL:
-        tl.extra.cuda.gdc_wait()
+    acc_up = acc
+    # the first weight tile does not depend on the previous kernel: load it before waiting
     k_start = pid_k * K_SPLIT
-    for k0 in range(k_start, tl.minimum(k_start + K_SPLIT, K), BK):
+    kk = k_start + offs_k
+    wk_ok = n_ok[:, None] & (kk < K)[None, :]
+    w = tl.load(w_ptrs + kk[None, :], mask=wk_ok, other=0.0)
+    u = w
+    if GATED:
+        u = tl.load(u_ptrs + kk[None, :], mask=wk_ok, other=0.0)
+    pdl_wait(PDL)
+    x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
+    acc, acc_up = _mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+    for k0 in range(k_start + BK, tl.minimum(k_start + K_SPLIT, K), BK):
         kk = k0 + offs_k
         k_ok = kk < K
         x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         if GATED:
-            u = tl.load(w_ptrs + N * stride_wn + kk[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                        other=0.0)
-        if DOT:
-            acc += dot(x, tl.trans(w), IEEE)
-            if GATED:
-                acc_up += dot(x, tl.trans(u), IEEE)
-        else:
-            xf = x.to(tl.float32)[:, None, :]
-            acc += xf * w.to(tl.float32)[None, :, :]
-            if GATED:
-                acc_up += xf * u.to(tl.float32)[None, :, :]
+            u = tl.load(u_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        acc, acc_up = _mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+    pdl_trigger(PDL)
     if not DOT:
         acc = tl.sum(acc, axis=2)
         acc_up = tl.sum(acc_up, axis=2)
@@ -96,6 +97,21 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
 
 
 @triton.jit
+def _mac(acc, acc_up, x, w, u, GATED: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
+    """acc += x @ w^T (and acc_up += x @ u^T): a [BM, BN] tl.dot, or [BM, BN, BK] products."""
+    if DOT:
+        acc += dot(x, tl.trans(w), IEEE)
+        if GATED:
+            acc_up += dot(x, tl.trans(u), IEEE)
+    else:
+        xf = x.to(tl.float32)[:, None, :]
+        acc += xf * w.to(tl.float32)[None, :, :]
+        if GATED:
+            acc_up += xf * u.to(tl.float32)[None, :, :]
+    return acc, acc_up
+
+
+@triton.jit
 def _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
             GATED: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
     n_ok = offs_n < N
@@ -113,6 +129,9 @@ def _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
 def _lock_buffer(device: torch.device) -> torch.Tensor:
     """Split-K tile counters, zero between launches (each kernel resets the ones it used)."""
     if device not in _locks:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("run the Triton GEMV once before CUDA-graph capture (it "
+                               "allocates its split-K counters then)")
         _locks[device] = torch.zeros(NUM_LOCKS, dtype=torch.int32, device=device)
     return _locks[device]
 
@@ -166,5 +185,5 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
         ACT=ACTS.get(activation, 0), HAS_BIAS=bias is not None, BM=bm, BN=bn, BK=cfg["BK"],
         SPLIT=split > 1, DOT=bool(cfg["DOT"]), IEEE=x.dtype == torch.float32, PDL=pdl,
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
-        **({"launch_pdl": True} if pdl else {}))
+        **pdl_launch(pdl))
     return out
