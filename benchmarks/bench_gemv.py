@@ -51,7 +51,7 @@ def candidates(m: int, n: int, k: int, gated: bool):
     if m <= 4:
         bm = triton.next_power_of_2(m)
         tiles += [dict(DOT=False, BM=bm, BN=bn, BK=bk, num_stages=3, num_warps=4)
-                  for bn in (4, 8, 16) for bk in (256, 512)
+                  for bn in (2, 4, 8, 16) for bk in (256, 512, 1024)
                   if bm * bn * bk * (2 if gated else 1) <= 8192]
     for t in tiles:
         for split in (1, 2, 4, 8, 16):

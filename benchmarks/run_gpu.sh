@@ -48,12 +48,12 @@ for part in $parts; do
     gemv)  # the skinny-GEMM sweep (merged into the plugin's table), then decode with the GEMV
            # and PDL off / GEMV on / both on, each in its own process
       G=${GEMV_MODELS:-tinyllama}
-      timeout ${SWEEP_S:-200} python3 benchmarks/bench_gemv.py --models $G --out "$OUT/gemv_sweep.jsonl" \
+      timeout ${SWEEP_S:-200} python3 benchmarks/bench_gemv.py --models $G --m ${GEMV_M:-1,2,4,8,16} --out "$OUT/gemv_sweep.jsonl" \
           --table plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json > "$OUT/gemv_sweep.log" 2>&1
       grep -v "^  skip" "$OUT/gemv_sweep.log" | cut -c1-250 | tail -40
       cp plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json "$OUT/gemv_table.json"
       for env in "LITEVLLM_GEMV=0 LITEVLLM_PDL=0" "LITEVLLM_GEMV=1 LITEVLLM_PDL=0" \
-                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1" "LITEVLLM_GEMV=0 LITEVLLM_PDL=0"; do
+                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1"; do
         env $env timeout 120 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
             --out "$OUT/gemv_engine.jsonl" 2>&1 | grep '^{' | cut -c1-300
       done ;;
