@@ -84,10 +84,10 @@ def time_graph(fn, copies: int, reps: int = 10) -> float:
 
 
 def copy_bandwidth() -> float:
-    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    a = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
     b = torch.empty_like(a)
     us = time_graph(lambda i: b.copy_(a), 4)
-    return 2 * a.numel() / us / 1e6  # TB/s, read + write
+    return 2 * a.numel() * 4 / us / 1e6  # TB/s, read + write
 
 
 def sweep_shape(model, name, rows, k, gated, m, out):
@@ -130,17 +130,17 @@ def sweep_shape(model, name, rows, k, gated, m, out):
     return row
 
 
-def engine(config: str, out_path: str) -> None:
+def engine(config: str, out_path: str, max_model_len: int = 4096) -> None:
     """Decode ms/step at batch 1 and 32 (input 128, output 128), as benchmarks/gpu_suite.py."""
     from litevllm import LLM
     from litevllm.bench import measure_latency
     llm = LLM(str(Path(__file__).parent / "configs" / config), load_format="dummy",
-              max_num_seqs=256, max_model_len=4096)
+              max_num_seqs=256, max_model_len=max_model_len)  # as gpu_suite
     env = {k: os.environ.get(k, "1") for k in ("LITEVLLM_GEMV", "LITEVLLM_PDL")}
     with open(out_path, "a") as out:
         for batch in (1, 32):
-            r = dict(config=config, **env, batch_size=batch,
-                     **measure_latency(llm, batch_size=batch, input_len=128, output_len=128))
+            r = {"config": config, **env,
+                 **measure_latency(llm, batch_size=batch, input_len=128, output_len=128)}
             print(json.dumps(r), flush=True)
             out.write(json.dumps(r) + "\n")
 
@@ -154,9 +154,10 @@ def main():
     ap.add_argument("--margin", type=float, default=0.97,
                     help="take Triton where it needs at most this fraction of cuBLAS's time")
     ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
+    ap.add_argument("--max-model-len", type=int, default=4096)
     args = ap.parse_args()
     if args.engine:
-        return engine(args.engine, args.out)
+        return engine(args.engine, args.out, args.max_model_len)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}"
           f"; copy bandwidth {copy_bandwidth():.2f} TB/s", flush=True)
     table: dict[str, dict] = {}
