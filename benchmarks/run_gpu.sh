@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray|rayserve|spec|sweep|tprofile ...]
+#                                    throughput|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -61,6 +61,18 @@ for part in $parts; do
       hf $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json"
       [ -n "${SKIP_QWEN_BASELINE:-}" ] || hf $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 \
           --output-len 16 --json-out "$OUT/hf_qwen_moe.json" ;;
+    gemv)  # the skinny-GEMM sweep (merged into the plugin's table), then decode with the GEMV
+           # and PDL off / GEMV on / both on, each in its own process
+      G=${GEMV_MODELS:-tinyllama}
+      timeout ${SWEEP_S:-200} python3 benchmarks/bench_gemv.py --models $G --m ${GEMV_M:-1,2,4,8,16} --out "$OUT/gemv_sweep.jsonl" \
+          --table plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json > "$OUT/gemv_sweep.log" 2>&1
+      grep -v "^  skip" "$OUT/gemv_sweep.log" | cut -c1-250 | tail -40
+      cp plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json "$OUT/gemv_table.json"
+      for env in "LITEVLLM_GEMV=0 LITEVLLM_PDL=0" "LITEVLLM_GEMV=1 LITEVLLM_PDL=0" \
+                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1"; do
+        env $env timeout 120 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
+            --out "$OUT/gemv_engine.jsonl" 2>&1 | grep '^{' | cut -c1-300
+      done ;;
     profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
     startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency ${STARTUP_ARGS:-} \
         --engine '{"max_model_len": 4096}' --out "$OUT/startup.jsonl" 2> "$OUT/startup_profile.txt" ;;
