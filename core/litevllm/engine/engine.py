@@ -7,6 +7,7 @@ import random
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -113,6 +114,22 @@ class LLMEngine:
         """``{"attention": backend name, op: provider}`` for every op resolved so far (ops
         resolve on first use, so after a step this names everything the model ran)."""
         return {"attention": self.runner.attn.name, **self.ops.chosen}
+
+    def add_logits_observer(self, fn) -> Callable[[], None]:
+        """Call ``fn(inputs, logits)`` after every forward pass, multi-step and verify steps
+        included, before sampling; returns a function that removes it. ``logits`` is
+        [len(inputs.logit_rows), vocab] on the device; ``inputs`` has ``input_ids``,
+        ``positions`` (one per token of the pass) and ``logit_rows`` (the tokens whose logits
+        these are). ``fn`` returns None, or a tensor of the same shape that replaces the logits
+        (tests script or fake a model this way); an exception in ``fn`` fails the step as a
+        model error would. With no observer the forward pass costs nothing extra.
+        ``litevllm.testing.observe_logits`` records them."""
+        runner = self.runner
+        runner.logits_observers = (*runner.logits_observers, fn)
+
+        def remove() -> None:
+            runner.logits_observers = tuple(f for f in runner.logits_observers if f is not fn)
+        return remove
 
     # set-up helpers --------------------------------------------------------------------------
     def _quant_config(self, manager):
