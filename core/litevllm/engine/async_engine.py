@@ -148,10 +148,6 @@ class AsyncLLMEngine:
         answer with an error status before it starts a stream. Reads only static settings:
         safe from any thread."""
         self._check_accepting()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
-        if not prompt_token_ids:
-            raise ValueError("prompt is empty")
         self._engine._check_request(list(prompt_token_ids), params)
 
     def _check_accepting(self) -> None:

@@ -14,6 +14,7 @@ import torch
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
+from litevllm.engine.request_check import check_request
 from litevllm.engine.sampler import Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
@@ -206,13 +207,9 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt, params: SamplingParams | None = None) -> None:
         """Queue a request; raises ValueError (naming the cause) for bad input."""
         params = params or SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self.requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         text, ids = self.encode(prompt)
-        if not ids:
-            raise ValueError("prompt is empty")
         self._check_request(ids, params)
         grammar = self.structured.submit(params.structured_outputs) \
             if params.structured_outputs is not None else None
@@ -225,21 +222,8 @@ class LLMEngine:
             self.scheduler.add(request.seqs[0])
 
     def _check_request(self, ids: list[int], p: SamplingParams) -> None:
-        """Checks that need the model or the cache; each raises ValueError naming the cause."""
-        vocab = self.hf_config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        if any(not 0 <= t < vocab for t in p.stop_token_ids):
-            raise ValueError(f"SamplingParams.stop_token_ids must be in [0, {vocab}), "
-                             f"got {p.stop_token_ids!r}")
-        for name in ("logprobs", "prompt_logprobs", "top_k"):
-            if (getattr(p, name) or 0) > vocab:
-                raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
-                                 f"{vocab}, got {getattr(p, name)}")
-        for name in ("max_tokens", "min_tokens"):
-            if (getattr(p, name) or 0) > self.max_model_len:
-                raise ValueError(f"SamplingParams.{name} must be at most max_model_len "
-                                 f"{self.max_model_len}, got {getattr(p, name)}")
+        """Every check of a new request; each raises ValueError naming the cause."""
+        check_request(ids, p, self.hf_config.vocab_size, self.max_model_len)
         self.scheduler.check_admissible(len(ids), p.n)
 
     def _new_seq(self, request: Request, index: int, parent: Sequence | None = None) -> Sequence:

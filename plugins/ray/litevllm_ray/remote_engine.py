@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ray import exceptions as rex
 
-from litevllm.plugin_api import EngineDeadError, chat_prompt_ids
+from litevllm.plugin_api import EngineDeadError, chat_prompt_ids, check_request
 from litevllm_ray.headers import note_replica
 
 log = logging.getLogger("litevllm.ray")
@@ -55,13 +55,7 @@ class RemoteEngine:
         self._ensure_refresher()
         if not self._healthy:
             raise EngineDeadError("no replica is ready")
-        if not prompt_token_ids:
-            raise ValueError("prompt is empty")
-        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size:
-            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
-        if len(prompt_token_ids) >= self.max_model_len:
-            raise ValueError(f"the prompt has {len(prompt_token_ids)} tokens; the model takes at "
-                             f"most {self.max_model_len} in all")
+        check_request(list(prompt_token_ids), params, self.vocab_size, self.max_model_len)
 
     async def generate(self, prompt, params=None, request_id: str | None = None, *,
                        stream: bool = True):
