@@ -461,6 +461,10 @@ class LLMEngine:
         return self.scheduler.bm
 
     def stats(self) -> dict:
+        """The scheduler's gauges and counters; with speculative decoding also spec_num_drafts
+        (verify steps x sequences), spec_num_draft_tokens, spec_num_accepted_tokens,
+        spec_num_accepted_tokens_per_pos (entry i: drafts whose token i was accepted),
+        spec_acceptance_rate and spec_mean_acceptance_length (tokens per verify step)."""
         stats = self.scheduler.stats()
         if self.spec:
             stats.update(self.spec.stats())

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from itertools import zip_longest
 
 from ray import exceptions as rex
 
@@ -121,11 +122,19 @@ class RemoteEngine:
 
 
 def _sum(stats) -> dict:
+    """Counters and gauges summed over replicas (lists of numbers element-wise); the ratios
+    computed again from the sums."""
     total: dict = {}
     for s in stats:
         for key, value in s.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 total[key] = total.get(key, 0) + value
+            elif isinstance(value, list):  # spec_num_accepted_tokens_per_pos
+                total[key] = [a + b for a, b in zip_longest(total.get(key, []), value, fillvalue=0)]
     if total.get("num_blocks"):
         total["kv_cache_usage"] = 1 - total.get("num_free_blocks", 0) / total["num_blocks"]
+    if "spec_num_drafts" in total:
+        drafts, accepted = total["spec_num_drafts"], total["spec_num_accepted_tokens"]
+        total["spec_acceptance_rate"] = accepted / max(1, total["spec_num_draft_tokens"])
+        total["spec_mean_acceptance_length"] = 1 + accepted / drafts if drafts else 0.0
     return total
