@@ -136,7 +136,7 @@ class LLMEngine:
     def _quant_config(self, manager):
         hf_quant = getattr(self.hf_config, "quantization_config", None)
         name = self.config.quantization or (hf_quant or {}).get("quant_method") or "none"
-        entry = manager.pick("quant_methods", name)
+        entry = manager.select("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
                               f"(installed schemes: {', '.join(manager.names('quant_methods'))}); "

@@ -518,7 +518,7 @@ def check_plugin(name: str) -> Report:
     attention backends subclass ``AttentionBackend``, formats ``CheckpointFormat``, quant
     methods ``QuantConfig``, ops accept the torch reference's arguments, commands are click
     commands). Names resolved by priority must not conflict with another plugin's."""
-    from litevllm.kinds import KIND_TABLE
+    from litevllm.kinds import BY_NAME, KIND_TABLE
     from litevllm.plugins import PluginError, PluginManager, _api_compatible
     from litevllm.version import PLUGIN_API_VERSION
     report = Report(f"plugin {name}")
@@ -565,8 +565,8 @@ def check_plugin(name: str) -> Report:
         label = f"{kind.singular} {entry.name}"
         try:
             why = kind.validate(entry.name, entry.load())
-            if why is None and kind.selector == "name" and entry.kind != "commands":
-                winner = manager.pick(entry.kind, entry.name)
+            if why is None and kind.selector == BY_NAME and entry.kind != "commands":
+                winner = manager.select(entry.kind, entry.name)
                 if winner.plugin != entry.plugin:
                     report.add(label, PASS, f"{entry.target} (shadowed by '{winner.plugin}')")
                     continue
