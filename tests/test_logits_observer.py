@@ -39,3 +39,14 @@ def test_an_observer_can_replace_the_logits(llm):
     remove()
     assert tokens == [3] * 9 and bool((seen.rows().argmax(-1) == 3).all())
     assert llm.generate(PROMPT, GREEDY)[0].outputs[0].token_ids != [3] * 9
+
+
+def test_verify_passes_are_observed(llama_dir):
+    spec = LLM(str(llama_dir), block_size=8, max_num_seqs=4, seed=0, speculative_config={
+        "method": "ngram", "num_speculative_tokens": 3, "min_acceptance_rate": 0.01})
+    with observe_logits(spec) as seen:
+        spec.generate({"prompt_token_ids": list(range(3, 200))}, GREEDY)  # every id < 200 drafts
+    drafts = spec.engine.stats()["spec_num_drafts"]
+    verify = [p for p in seen.positions if len(p) > 1]  # the sampled row + one per draft token
+    assert drafts > 0 and len(verify) == drafts
+    assert all(p == list(range(p[0], p[0] + len(p))) and len(p) <= 4 for p in verify)

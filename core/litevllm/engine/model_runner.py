@@ -167,7 +167,7 @@ class ModelRunner:
     # execution -------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:
-        """Logits [len(logit_rows), V] float32."""
+        """Logits [len(logit_rows), V] float32, as the logits observers left them."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
             logits = self._replay(inputs)
