@@ -67,7 +67,7 @@ class LLMEngine:
         self.ops = ops = Ops(config.kernels, self.device.type, manager)
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
-        quant = self._quant_config(manager)
+        quant = self._quant_config(manager, fmt)
         fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
         torch.manual_seed(config.seed)
@@ -133,9 +133,14 @@ class LLMEngine:
         return remove
 
     # set-up helpers --------------------------------------------------------------------------
-    def _quant_config(self, manager):
+    def _quant_config(self, manager, fmt):
         hf_quant = getattr(self.hf_config, "quantization_config", None)
-        name = self.config.quantization or (hf_quant or {}).get("quant_method") or "none"
+        stored = (hf_quant or {}).get("quant_method")
+        name = self.config.quantization or stored or "none"
+        if stored and name == "none" and not fmt.dequantizes:  # schemes check their own
+            raise ValueError(f"the checkpoint is quantized with '{stored}'; quantization="
+                             f"'{name}' cannot load it (only formats that dequantize at load, "
+                             f"such as GGUF, can change the scheme): leave quantization unset")
         entry = manager.select("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
@@ -340,7 +345,11 @@ class LLMEngine:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""
         if batch.num_steps > 1:
             seqs = batch.seqs
-            tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs))
+            pick, done = self.structured.step_picker(seqs, self.sampler.picker(seqs))
+            try:
+                tokens = self.runner.decode_steps(seqs, batch.num_steps, pick)
+            finally:
+                done()
             tokens = tokens.T.tolist()
             return StepResult({s.seq_id: t for s, t in zip(seqs, tokens)}, {})
         inputs = self.runner.prepare(batch)

@@ -109,9 +109,38 @@ class ModelRunner:
             query_lens_cpu=[1] * n, seq_lens_cpu=[p + j + 1 for p in start]),
             rows, rows, [-1] * n) for j in range(k)]
 
+    def _verify_inputs(self, seqs, drafts: dict[int, list[int]]) -> StepInputs:
+        """A verify step laid out as decode rows: token j of a sequence's 1 + len(draft) tokens
+        is a row of its own that attends to the sequence's first p + j + 1 positions through
+        the sequence's block-table row. Verify steps so replay the decode CUDA graphs."""
+        bs, dev = self.block_size, self.device
+        counts = [1 + len(drafts.get(s.seq_id, ())) for s in seqs]
+        ids = []
+        for s in seqs:
+            ids.append(s.token_ids[s.num_computed_tokens])
+            ids.extend(drafts.get(s.seq_id, ()))
+        counts_t = int_tensor(counts)
+        owner = torch.repeat_interleave(torch.arange(len(seqs)), counts_t)
+        first = torch.cumsum(counts_t, 0) - counts_t            # each sequence's first row
+        pos = int_tensor([s.num_computed_tokens for s in seqs])[owner] \
+            + torch.arange(len(owner)) - first[owner]
+        tables = self._block_tables(seqs)[owner]
+        slots = tables.gather(1, (pos // bs)[:, None])[:, 0].to(torch.int64) * bs + pos % bs
+        n, seq_lens = len(owner), (pos + 1).to(torch.int32)
+        ints = torch.stack([int_tensor(ids), pos, slots]).to(dev, non_blocking=True)
+        int32 = torch.cat([torch.arange(n + 1, dtype=torch.int32), seq_lens]).to(dev, non_blocking=True)
+        rows = list(range(n))
+        return StepInputs(ints[0], ints[1], AttentionMetadata(
+            slot_mapping=ints[2], query_start_loc=int32[:n + 1], seq_lens=int32[n + 1:],
+            block_tables=tables.to(dev, non_blocking=True), max_query_len=1,
+            max_seq_len=int(seq_lens.max()), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
+            seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
+
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if not batch.drafts and all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-                                    for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
+               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+            if batch.drafts:
+                return self._verify_inputs(batch.seqs, batch.drafts)
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []

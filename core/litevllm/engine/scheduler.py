@@ -80,9 +80,10 @@ def plain_sampling(seq: Sequence) -> bool:
 
 
 def multi_step_ok(seq: Sequence) -> bool:
-    """Whether a decode can run several steps without the host: plain sampling and no grammar
-    to advance between tokens."""
-    return plain_sampling(seq) and seq.params.structured_outputs is None
+    """Whether a decode can run several steps per host sync: plain sampling; a grammar is
+    advanced between the steps (its stop token must end the sequence: no ignore_eos)."""
+    return plain_sampling(seq) and (seq.params.structured_outputs is None
+                                    or not seq.params.ignore_eos)
 
 
 class Scheduler:

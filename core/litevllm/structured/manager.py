@@ -68,10 +68,57 @@ class StructuredOutputManager:
         bitmask = self.backend.allocate_bitmask(len(rows))
         for j, i in enumerate(rows):
             self._matcher(seqs[i]).fill_bitmask(bitmask, j)
-        if len(rows) == len(seqs):
+        return self._apply(logits, rows, bitmask)
+
+    @staticmethod
+    def _apply(logits: torch.Tensor, rows: list[int], bitmask) -> torch.Tensor:
+        if len(rows) == logits.shape[0]:
             return apply_bitmask(logits, bitmask)
         index = torch.tensor(rows, device=logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
+
+    def step_picker(self, seqs, pick):
+        """Wrap ``pick(logits, j)`` of a multi-step run: before step j each constrained row gets
+        its grammar's mask, the matcher advanced by the row's earlier tokens of the run (they
+        come back to the host while step j's forward runs). Returns (picker, done); ``done()``
+        rolls the matchers back, so ``accept`` advances them over the kept tokens as after a
+        single step. A row whose grammar terminated runs unmasked: its stop token ends it."""
+        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        if not rows:
+            return pick, lambda: None
+        matchers = [self._matcher(seqs[i]) for i in rows]
+        moved = [0] * len(rows)
+        last: list = []   # (host tokens, event) of the previous step
+
+        def picker(logits: torch.Tensor, j: int) -> torch.Tensor:
+            if last:
+                host, event = last.pop()
+                if event is not None:
+                    event.synchronize()
+                for r, (m, token) in enumerate(zip(matchers, host.tolist())):
+                    if not m.is_terminated() and m.accept_token(token):
+                        moved[r] += 1
+            bitmask = self.backend.allocate_bitmask(len(rows))
+            for r, m in enumerate(matchers):
+                if not m.is_terminated():
+                    m.fill_bitmask(bitmask, r)
+            out = pick(self._apply(logits, rows, bitmask), j)
+            picked = out[torch.tensor(rows, device=out.device)]
+            if out.device.type == "cuda":
+                host = torch.empty(len(rows), dtype=out.dtype, pin_memory=True)
+                host.copy_(picked, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                last.append((host, event))
+            else:
+                last.append((picked, None))
+            return out
+
+        def done() -> None:
+            for m, n in zip(matchers, moved):
+                if n:
+                    m.rollback(n)
+        return picker, done
 
     def valid_draft(self, seq, draft: list[int]) -> list[int]:
         """The longest prefix of ``draft`` that ``seq``'s grammar accepts (state unchanged)."""

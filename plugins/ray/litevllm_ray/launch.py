@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import sys
 import threading
 
 log = logging.getLogger("litevllm.ray")
@@ -58,13 +60,17 @@ def serve_replicas(options: dict, config, host: str, port: int, *, ray_address: 
     import ray
     from ray import serve
     started_here = ray_address is None
+    if port == 0:  # Ray Serve's proxy needs a fixed port: take a free one, as uvicorn would
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     ray.init(address=ray_address, namespace=APP, include_dashboard=False,
              configure_logging=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build(options, config, shutdown_timeout=shutdown_timeout, **scale), name=APP, route_prefix="/", blocking=False)
         print(f"serving '{config.model_name}' on http://{host}:{port}/v1 with Ray Serve "
-              f"(Ctrl-C to stop)", flush=True)
+              f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -96,6 +96,26 @@ def test_with_multi_step_and_speculative_engines(model_dir, llm, engine_kw):
     assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in ref]
 
 
+@pytest.mark.parametrize("kind", sorted(CONSTRAINTS))
+def test_multi_step_fills_masks_per_step(model_dir, llm, kind):
+    """Constrained rows run several steps per host sync, each step masked by the grammar as
+    advanced by the tokens before it: same tokens as single steps, greedy and seeded."""
+    other = LLM(str(model_dir), block_size=8, max_num_seqs=8, num_scheduler_steps=8)
+    runs = []
+    decode_steps = other.engine.runner.decode_steps
+    other.engine.runner.decode_steps = lambda seqs, k, pick: runs.append(k) or \
+        decode_steps(seqs, k, pick)
+    so = CONSTRAINTS[kind][0]
+    params = [SamplingParams(temperature=t, seed=s, max_tokens=120, structured_outputs=so)
+              for t, s in ((0, None), (1.0, 1), (0.7, 3))]
+    prompts = ["hello", "the cat", "a b c"]
+    outs = other.generate(prompts, params)
+    check(outs, kind)
+    assert max(runs) > 1
+    ref = llm.generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in ref]
+
+
 def test_length_when_the_grammar_cannot_finish(llm):
     so = StructuredOutputsParams(regex=r"a{50}")
     out = llm.generate("hello", SamplingParams(temperature=0, max_tokens=7, structured_outputs=so))[0]
