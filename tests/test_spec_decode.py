@@ -72,11 +72,15 @@ def test_accepted_drafts_save_steps(engines, monkeypatch, wrong_every):
     stats = eng.stats()
     drafted = stats["spec_num_draft_tokens"] - before["spec_num_draft_tokens"]
     accepted = stats["spec_num_accepted_tokens"] - before["spec_num_accepted_tokens"]
+    per_pos = [a - b for a, b in zip(stats["spec_num_accepted_tokens_per_pos"],
+                                     before["spec_num_accepted_tokens_per_pos"])]
+    assert sum(per_pos) == accepted and per_pos == sorted(per_pos, reverse=True)
     if wrong_every:
         assert 0 < accepted < drafted and steps < 33
     else:
         # the prefill's token, then 4 drafts + 1 per step; the last step's draft is cut to 1
         assert accepted == drafted == 4 * 6 + 1 and steps == 1 + 7
+        assert per_pos == [7, 6, 6, 6]
     assert stats["spec_num_draft_tokens"] >= stats["spec_num_accepted_tokens"] > 0
     assert 1 < stats["spec_mean_acceptance_length"] <= 1 + SPEC["num_speculative_tokens"]
     assert 0 < stats["spec_acceptance_rate"] <= 1

@@ -7,12 +7,14 @@ import random
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
+from litevllm.engine.request_check import check_request
 from litevllm.engine.sampler import Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
@@ -114,6 +116,22 @@ class LLMEngine:
         resolve on first use, so after a step this names everything the model ran)."""
         return {"attention": self.runner.attn.name, **self.ops.chosen}
 
+    def add_logits_observer(self, fn) -> Callable[[], None]:
+        """Call ``fn(inputs, logits)`` after every forward pass, multi-step and verify steps
+        included, before sampling; returns a function that removes it. ``logits`` is
+        [len(inputs.logit_rows), vocab] on the device; ``inputs`` has ``input_ids``,
+        ``positions`` (one per token of the pass) and ``logit_rows`` (the tokens whose logits
+        these are). ``fn`` returns None, or a tensor of the same shape that replaces the logits
+        (tests script or fake a model this way); an exception in ``fn`` fails the step as a
+        model error would. With no observer the forward pass costs nothing extra.
+        ``litevllm.testing.observe_logits`` records them."""
+        runner = self.runner
+        runner.logits_observers = (*runner.logits_observers, fn)
+
+        def remove() -> None:
+            runner.logits_observers = tuple(f for f in runner.logits_observers if f is not fn)
+        return remove
+
     # set-up helpers --------------------------------------------------------------------------
     def _quant_config(self, manager, fmt):
         hf_quant = getattr(self.hf_config, "quantization_config", None)
@@ -123,7 +141,7 @@ class LLMEngine:
             raise ValueError(f"the checkpoint is quantized with '{stored}'; quantization="
                              f"'{name}' cannot load it (only formats that dequantize at load, "
                              f"such as GGUF, can change the scheme): leave quantization unset")
-        entry = manager.pick("quant_methods", name)
+        entry = manager.select("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
                               f"(installed schemes: {', '.join(manager.names('quant_methods'))}); "
@@ -194,13 +212,9 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt, params: SamplingParams | None = None) -> None:
         """Queue a request; raises ValueError (naming the cause) for bad input."""
         params = params or SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self.requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         text, ids = self.encode(prompt)
-        if not ids:
-            raise ValueError("prompt is empty")
         self._check_request(ids, params)
         grammar = self.structured.submit(params.structured_outputs) \
             if params.structured_outputs is not None else None
@@ -213,21 +227,8 @@ class LLMEngine:
             self.scheduler.add(request.seqs[0])
 
     def _check_request(self, ids: list[int], p: SamplingParams) -> None:
-        """Checks that need the model or the cache; each raises ValueError naming the cause."""
-        vocab = self.hf_config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        if any(not 0 <= t < vocab for t in p.stop_token_ids):
-            raise ValueError(f"SamplingParams.stop_token_ids must be in [0, {vocab}), "
-                             f"got {p.stop_token_ids!r}")
-        for name in ("logprobs", "prompt_logprobs", "top_k"):
-            if (getattr(p, name) or 0) > vocab:
-                raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
-                                 f"{vocab}, got {getattr(p, name)}")
-        for name in ("max_tokens", "min_tokens"):
-            if (getattr(p, name) or 0) > self.max_model_len:
-                raise ValueError(f"SamplingParams.{name} must be at most max_model_len "
-                                 f"{self.max_model_len}, got {getattr(p, name)}")
+        """Every check of a new request; each raises ValueError naming the cause."""
+        check_request(ids, p, self.hf_config.vocab_size, self.max_model_len)
         self.scheduler.check_admissible(len(ids), p.n)
 
     def _new_seq(self, request: Request, index: int, parent: Sequence | None = None) -> Sequence:
@@ -469,6 +470,10 @@ class LLMEngine:
         return self.scheduler.bm
 
     def stats(self) -> dict:
+        """The scheduler's gauges and counters; with speculative decoding also spec_num_drafts
+        (verify steps x sequences), spec_num_draft_tokens, spec_num_accepted_tokens,
+        spec_num_accepted_tokens_per_pos (entry i: drafts whose token i was accepted),
+        spec_acceptance_rate and spec_mean_acceptance_length (tokens per verify step)."""
         stats = self.scheduler.stats()
         if self.spec:
             stats.update(self.spec.stats())

@@ -49,6 +49,9 @@ class ModelRunner:
             getattr(attn_backend, "supports_cuda_graphs", False)
         self.graphs: dict[int, tuple] = {}
         self.capture_seconds = 0.0
+        # fn(inputs, logits) after every forward pass (LLMEngine.add_logits_observer); a tuple,
+        # replaced on change, so the engine thread never sees it mid-update
+        self.logits_observers: tuple = ()
 
     # KV cache --------------------------------------------------------------------------------
     def bytes_per_block(self) -> int:
@@ -193,17 +196,24 @@ class ModelRunner:
     # execution -------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:
-        """Logits [len(logit_rows), V] float32."""
+        """Logits [len(logit_rows), V] float32, as the logits observers left them."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
-            return self._replay(inputs)
-        meta = self.attn.prepare(inputs.meta)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
-        rows = inputs.logit_rows
-        if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: every row
-            index = int_tensor(rows).to(self.device, non_blocking=True)
-            hidden = hidden.index_select(0, index)
-        return self.model.compute_logits(hidden)
+            logits = self._replay(inputs)
+        else:
+            meta = self.attn.prepare(inputs.meta)
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+            rows = inputs.logit_rows
+            if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
+                index = int_tensor(rows).to(self.device, non_blocking=True)
+                hidden = hidden.index_select(0, index)
+            logits = self.model.compute_logits(hidden)
+        if self.logits_observers:
+            for observer in self.logits_observers:
+                replaced = observer(inputs, logits)
+                if replaced is not None:
+                    logits = replaced
+        return logits
 
     # CUDA graphs -----------------------------------------------------------------------------
     def _graph_meta(self, bs: int) -> AttentionMetadata:

@@ -26,6 +26,7 @@ from typing import Callable
 
 from litevllm.config import SchedulerConfig
 from litevllm.engine.block_manager import BlockManager
+from litevllm.engine.request_check import check_prompt_length
 from litevllm.engine.sequence import Sequence, SeqStatus
 
 
@@ -100,9 +101,7 @@ class Scheduler:
 
     def check_admissible(self, num_prompt_tokens: int, n: int = 1) -> None:
         """Raise ValueError if a request could never be scheduled (it would wait forever)."""
-        if num_prompt_tokens >= self.max_model_len:
-            raise ValueError(f"prompt has {num_prompt_tokens} tokens, but max_model_len is "
-                             f"{self.max_model_len} (room is needed for at least one output token)")
+        check_prompt_length(num_prompt_tokens, self.max_model_len)
         fork = (n - 1) if num_prompt_tokens % self.bm.block_size else 0  # copies of the last block
         need = self.bm.blocks_needed(num_prompt_tokens + 1) + fork
         if need > self.bm.num_blocks:
