@@ -410,47 +410,6 @@ class LLMEngine:
         self._end_request(request, "error")
         touched.setdefault(request.request_id, {})
 
-    # isolation: a request that makes a step throw fails alone --------------------------------
-    def _forward(self, batch: ScheduledBatch, touched: dict):
-        """(batch, inputs, logits), or None. If the batch's forward throws, each sequence runs
-        alone (nothing is committed before sampling) and those that still throw fail."""
-        try:
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-        except Exception as error:
-            bad = []
-            for seq, n in zip(batch.seqs, batch.num_new_tokens):
-                try:
-                    self.runner.execute(self.runner.prepare(ScheduledBatch([seq], [n])))
-                except Exception as e:
-                    bad.append((seq, e))
-            for seq, e in bad or [(s, error) for s in batch.seqs]:  # none alone: all of them
-                self._fail(seq, e, touched)
-            keep = [(s, n) for s, n in zip(batch.seqs, batch.num_new_tokens) if not s.is_finished]
-            batch = ScheduledBatch([s for s, _ in keep], [n for _, n in keep])
-            if not batch:
-                return None
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-
-    def _sample(self, logits, seqs: list[Sequence], touched: dict):
-        """(seq, token, logprobs) per row; if the batch's sampling throws, rows are sampled
-        one by one and those that throw fail their request."""
-        try:
-            result = self.sampler(logits, seqs)
-            return list(zip(seqs, result.token_ids, result.logprobs))
-        except Exception:
-            out = []
-            for i, seq in enumerate(seqs):
-                if seq.is_finished:
-                    continue
-                try:
-                    result = self.sampler(logits[i:i + 1], [seq])
-                    out.append((seq, result.token_ids[0], result.logprobs[0]))
-                except Exception as e:
-                    self._fail(seq, e, touched)
-            return out
-
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = []
