@@ -1,16 +1,17 @@
 """The engine: requests in, one scheduled model step at a time, outputs out."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
+from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
 from litevllm.engine.sampler import Sampler
@@ -96,6 +97,10 @@ class LLMEngine:
         self.runner.capture_cuda_graphs()
         steps = sched.num_scheduler_steps
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)
+        self.async_scheduling = sched.async_scheduling if sched.async_scheduling is not None \
+            else self.device.type == "cuda"
+        self.inflight: LaunchedStep | None = None   # launched, tokens not read (async scheduling)
+        self._carry: dict = {}   # requests advanced by a drain outside step(), for the next step
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
@@ -107,6 +112,9 @@ class LLMEngine:
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
                  self.num_blocks * config.cache.block_size,
                  self.num_blocks * self.runner.bytes_per_block() / 2**20)
+        if self.device.type == "cuda":  # start-up objects leave the collector's scans
+            gc.collect()
+            gc.freeze()
 
     @property
     def kernels_in_use(self) -> dict[str, str]:
@@ -243,6 +251,7 @@ class LLMEngine:
         request = self.requests.get(request_id)
         if request is None:
             raise ValueError(f"unknown request id '{request_id}'")
+        self._drain(self._carry)  # its tokens in flight are part of its output
         self._end_request(request, "abort")
         out = self.output.output(request, {})
         self._forget(request)
@@ -276,18 +285,35 @@ class LLMEngine:
         """Run one scheduled step. Returns outputs of the requests it advanced; with
         ``unfinished_outputs=False`` only those that finished (cheaper when not streaming).
         An error inside the step fails only the request that caused it (finish reason
-        "error", ``RequestOutput.error`` says why); the others go on."""
-        touched: dict[str, dict[int, list[int]]] = {}
+        "error", ``RequestOutput.error`` says why); the others go on.
+
+        With async scheduling a single-step batch is launched and left running: the call
+        returns the outputs of the step launched before it (see ``_step_async``)."""
+        touched, self._carry = self._carry, {}
         if self.compiling:
             self._admit_compiled(touched)
+        if self.spec and self.inflight and self.spec.may_draft(len(self.scheduler.running)):
+            self._drain(touched)  # drafts come from the tokens
         drafts = self.spec.propose(self.scheduler.running) if self.spec else None
         batch = self.scheduler.schedule(self.num_scheduler_steps - 1, drafts)
         if not batch:
-            if self.scheduler.waiting and not self.scheduler.running:
+            if self.inflight:
+                self._drain(touched)
+            elif self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
-            if self.compiling and not touched:  # only grammars to wait for: do not spin
+            elif self.compiling and not touched:  # only grammars to wait for: do not spin
                 wait([f for f, _ in self.compiling], timeout=0.05, return_when=FIRST_COMPLETED)
             return self._outputs(touched, unfinished_outputs)
+        if self.async_scheduling and batch.num_steps == 1 and not batch.drafts:
+            return self._step_async(batch, touched, unfinished_outputs)
+        if self.inflight:  # multi-step and verify batches run synchronously
+            self._drain(touched)
+            batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
+        if batch:
+            self._step_sync(batch, touched)
+        return self._outputs(touched, unfinished_outputs)
+
+    def _step_sync(self, batch, touched) -> None:
         self.runner.copy_blocks(self.scheduler.take_copies())
         try:
             result = self._execute(batch)
@@ -295,6 +321,60 @@ class LLMEngine:
             result = self._execute_alone(batch, touched)
         for seq, e in self.scheduler.update(batch, result.tokens):
             self._fail(self.requests[seq.request_id], e, touched)
+        self._process_batch(batch, result, touched)
+        if self.spec:
+            self.spec.observe(batch, result.tokens)
+
+    def _step_async(self, batch, touched, unfinished_outputs: bool) -> list[RequestOutput]:
+        """Launch ``batch``'s forward (input ids of continuing sequences from the step in
+        flight, on the device), read and process the step in flight while the device runs
+        it, sample ``batch`` (after: penalties and grammars need the tokens just read) and
+        leave it in flight, its sequences advanced by a placeholder token each. Sequences the
+        step in flight finished keep their (discarded) row in ``batch``."""
+        prev, self.inflight = self.inflight, None
+        self.runner.copy_blocks(self.scheduler.take_copies())
+        launched = None
+        try:
+            inputs = self.runner.prepare(batch)
+            if prev is not None:
+                feed(inputs.input_ids, batch, prev)
+            logits = self.runner.execute(inputs)
+        except Exception:  # noqa: BLE001 - isolated below, synchronously
+            logits = None
+        if prev is not None:
+            self._finish(prev, touched)
+        if logits is not None:
+            try:
+                launched = self._sample(batch, inputs, logits)
+            except Exception:  # noqa: BLE001
+                launched = None
+        if launched is None:  # find the request that broke the batch, one step at a time
+            batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
+            if batch:
+                self._step_sync(batch, touched)
+            return self._outputs(touched, unfinished_outputs)
+        # outputs first: a request whose sequences all reach their length limit in ``advance``
+        # is finished there, but its last tokens are read with the next step
+        outputs = self._outputs(touched, unfinished_outputs)
+        for seq, e in self.scheduler.advance(batch, launched.seqs):
+            self._fail(self.requests[seq.request_id], e, self._carry)
+        self.inflight = launched
+        return outputs
+
+    def _finish(self, step: LaunchedStep, touched) -> None:
+        """The host half of a step launched by ``_step_async``: read its tokens, apply stops,
+        process the outputs."""
+        read = step.read()
+        done = self.scheduler.resolve(step.seqs, read.token_ids)
+        self._process_batch(step.batch, step.result(done), touched)
+
+    def _drain(self, touched) -> None:
+        """Finish the step in flight, if any (the next one is not launched yet)."""
+        step, self.inflight = self.inflight, None
+        if step is not None:
+            self._finish(step, touched)
+
+    def _process_batch(self, batch, result: StepResult, touched) -> None:
         for seq in batch.seqs:
             request = self.requests.get(seq.request_id)
             if request is None or request.error is not None:
@@ -303,9 +383,6 @@ class LLMEngine:
                 self._process(request, batch, seq, result, touched)
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
-        if self.spec:
-            self.spec.observe(batch, result.tokens)
-        return self._outputs(touched, unfinished_outputs)
 
     def _admit_compiled(self, touched) -> None:
         """Schedule the requests whose grammar finished compiling; fail those it rejected."""
@@ -343,7 +420,11 @@ class LLMEngine:
             tokens = tokens.T.tolist()
             return StepResult({s.seq_id: t for s, t in zip(seqs, tokens)}, {})
         inputs = self.runner.prepare(batch)
-        logits = self.runner.execute(inputs)
+        return self._sample(batch, inputs, self.runner.execute(inputs)).result()
+
+    def _sample(self, batch, inputs, logits) -> LaunchedStep:
+        """Sample the batch's rows (and verify its drafts) from ``logits``; sampled tokens stay
+        on the device."""
         rows, sample_seqs, verify = [], [], []
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
@@ -361,20 +442,17 @@ class LLMEngine:
             for child in batch.forks.get(seq.seq_id, ()):
                 rows.append(idx)
                 sample_seqs.append(child)
-        result = StepResult({}, {})
+        result = LaunchedStep(batch, sample_seqs, None)
         if sample_seqs:
             picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
-            out = self.sampler(self.structured.mask(picked, sample_seqs), sample_seqs)
-            result.tokens = {s.seq_id: [t] for s, t in zip(sample_seqs, out.token_ids)}
-            if any(lp is not None for lp in out.logprobs):
-                result.logprobs = {s.seq_id: [lp] for s, lp in zip(sample_seqs, out.logprobs)}
+            result.sample = self.sampler.launch(self.structured.mask(picked, sample_seqs), sample_seqs)
         if verify:
             seqs = [s for s, _ in verify]
             drafts = [batch.drafts[s.seq_id] for s in seqs]
             index = [i + j for (_, i), d in zip(verify, drafts) for j in range(len(d) + 1)]
             rows = self.structured.mask_drafts(logits[index], seqs, drafts)
             accepted = self.sampler.verify(rows, seqs, drafts)
-            result.tokens.update((s.seq_id, t) for s, t in zip(seqs, accepted))
+            result.verified = {s.seq_id: t for s, t in zip(seqs, accepted)}
         return result
 
     def _execute_alone(self, batch, touched) -> StepResult:
@@ -400,52 +478,13 @@ class LLMEngine:
         self._end_request(request, "error")
         touched.setdefault(request.request_id, {})
 
-    # isolation: a request that makes a step throw fails alone --------------------------------
-    def _forward(self, batch: ScheduledBatch, touched: dict):
-        """(batch, inputs, logits), or None. If the batch's forward throws, each sequence runs
-        alone (nothing is committed before sampling) and those that still throw fail."""
-        try:
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-        except Exception as error:
-            bad = []
-            for seq, n in zip(batch.seqs, batch.num_new_tokens):
-                try:
-                    self.runner.execute(self.runner.prepare(ScheduledBatch([seq], [n])))
-                except Exception as e:
-                    bad.append((seq, e))
-            for seq, e in bad or [(s, error) for s in batch.seqs]:  # none alone: all of them
-                self._fail(seq, e, touched)
-            keep = [(s, n) for s, n in zip(batch.seqs, batch.num_new_tokens) if not s.is_finished]
-            batch = ScheduledBatch([s for s, _ in keep], [n for _, n in keep])
-            if not batch:
-                return None
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-
-    def _sample(self, logits, seqs: list[Sequence], touched: dict):
-        """(seq, token, logprobs) per row; if the batch's sampling throws, rows are sampled
-        one by one and those that throw fail their request."""
-        try:
-            result = self.sampler(logits, seqs)
-            return list(zip(seqs, result.token_ids, result.logprobs))
-        except Exception:
-            out = []
-            for i, seq in enumerate(seqs):
-                if seq.is_finished:
-                    continue
-                try:
-                    result = self.sampler(logits[i:i + 1], [seq])
-                    out.append((seq, result.token_ids[0], result.logprobs[0]))
-                except Exception as e:
-                    self._fail(seq, e, touched)
-            return out
-
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = []
         for rid, deltas in touched.items():
-            request = self.requests[rid]
+            request = self.requests.get(rid)
+            if request is None:  # aborted since (touched by a drain before the abort)
+                continue
             finished = request.finished
             if unfinished_outputs or finished:
                 outputs.append(self.output.output(request, deltas))
@@ -465,8 +504,3 @@ class LLMEngine:
             stats.update(self.spec.stats())
         return stats
 
-
-@dataclass
-class StepResult:
-    tokens: dict[int, list[int]]            # seq_id -> new tokens (several: multi-step, verify)
-    logprobs: dict[int, list]               # seq_id -> per new token {token: logprob} or None

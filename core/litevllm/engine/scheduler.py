@@ -64,6 +64,9 @@ class ScheduledBatch:
 
 _ids = itertools.count(1 << 40)
 
+PLACEHOLDER = -1   # a sampled token still on the device (async scheduling)
+_ONE_PLACEHOLDER = [PLACEHOLDER]
+
 
 def default_child(parent: Sequence, index: int) -> Sequence:
     return Sequence(next(_ids), parent.request_id, parent.token_ids, parent.params, index,
@@ -297,27 +300,65 @@ class Scheduler:
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
         finishes the sequence; commit, then roll back blocks past the verified tokens."""
-        p = seq.params
-        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
-        if seq.metrics.first_token_time is None:
+        if seq.metrics.first_token_time is None and tokens[0] != PLACEHOLDER:
             seq.metrics.first_token_time = time.monotonic()
         for token in tokens:
             seq.num_computed_tokens += 1
             seq.append_token(token)
-            num_out = seq.num_output_tokens
-            reason = None
-            if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
-                    and num_out > p.min_tokens:
-                reason = "stop"
-                seq.stop_reason = token if token in p.stop_token_ids else None
-            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
-                reason = "length"
+            reason = self._stop_reason(seq, token)
             if reason is not None:
                 self.finish(seq, reason)
                 return
         self.bm.commit(seq)
         if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
             self.bm.trim(seq, seq.num_tokens)
+
+    def _stop_reason(self, seq: Sequence, token: int) -> str | None:
+        """"stop" (EOS or a stop token, past min_tokens; sets ``stop_reason``), "length" or None
+        for ``seq`` whose last token is ``token``."""
+        p = seq.params
+        num_out = seq.num_output_tokens
+        if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
+                and num_out > p.min_tokens:
+            seq.stop_reason = token if token in p.stop_token_ids else None
+            return "stop"
+        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
+        if num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
+            return "length"
+        return None
+
+    # async scheduling ------------------------------------------------------------------------
+    def advance(self, batch: ScheduledBatch, sampled: list[Sequence]
+                ) -> list[tuple[Sequence, Exception]]:
+        """``update`` for a launched step whose tokens are still on the device: each sampled
+        sequence (``sampled``, forks included) gets a ``PLACEHOLDER`` token, so the next step
+        can be scheduled before this one's tokens are read. One that reaches its length limit
+        finishes now; EOS and stop tokens are applied by ``resolve``."""
+        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled], _ONE_PLACEHOLDER))
+
+    def resolve(self, seqs: list[Sequence], token_ids: list[int]) -> list[Sequence]:
+        """Put the tokens read back in place of ``advance``'s placeholders and finish the
+        sequences they stop. Returns the sequences that held a placeholder (the others
+        finished before ``advance``: their rows are dropped)."""
+        done, now = [], time.monotonic()
+        for seq, token in zip(seqs, token_ids):
+            ids = seq.token_ids
+            if ids[-1] != PLACEHOLDER:
+                continue
+            ids[-1] = token
+            done.append(seq)
+            m = seq.metrics
+            if m.first_token_time is None:
+                m.first_token_time = now
+            reason = self._stop_reason(seq, token)
+            if reason is None:
+                continue
+            if not seq.is_finished:   # running, or preempted since advance
+                self.finish(seq, reason)
+            elif seq.finish_reason == "length":  # by advance; a stop token comes first
+                seq.finish_reason = reason
+                m.finished_time = now
+        return done
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
         """A stop string ended ``seq`` after its first ``num_tokens`` tokens (seen by the output

@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from litevllm.engine.host_tensors import to_device
 from litevllm.structured.backend import apply_bitmask
 
 log = logging.getLogger("litevllm")
@@ -62,7 +63,8 @@ class StructuredOutputManager:
 
     def mask(self, logits: torch.Tensor, seqs) -> torch.Tensor:
         """Apply the grammars of the constrained rows of ``logits`` (one row per sequence)."""
-        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        rows = [i for i, s in enumerate(seqs)  # finished: a dropped row (async scheduling)
+                if s.params.structured_outputs is not None and not s.is_finished]
         if not rows:
             return logits
         bitmask = self.backend.allocate_bitmask(len(rows))
@@ -70,7 +72,7 @@ class StructuredOutputManager:
             self._matcher(seqs[i]).fill_bitmask(bitmask, j)
         if len(rows) == len(seqs):
             return apply_bitmask(logits, bitmask)
-        index = torch.tensor(rows, device=logits.device)
+        index = to_device(torch.tensor(rows), logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
 
     def valid_draft(self, seq, draft: list[int]) -> list[int]:
