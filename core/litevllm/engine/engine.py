@@ -364,9 +364,8 @@ class LLMEngine:
     def _finish(self, step: LaunchedStep, touched) -> None:
         """The host half of a step launched by ``_step_async``: read its tokens, apply stops,
         process the outputs."""
-        read = step.read()
-        done = self.scheduler.resolve(step.seqs, read.token_ids)
-        self._process_batch(step.batch, step.result(done), touched)
+        tokens = self.scheduler.resolve(step.seqs, step.read().token_ids)
+        self._process_batch(step.batch, step.result(tokens), touched)
 
     def _drain(self, touched) -> None:
         """Finish the step in flight, if any (the next one is not launched yet)."""

@@ -38,16 +38,16 @@ class LaunchedStep:
             self._read = self.sample.result() if self.sample is not None else SampleResult([], [])
         return self._read
 
-    def result(self, seqs: list[Sequence] | None = None) -> StepResult:
-        """The step's new tokens per sequence: every sampled row, or only ``seqs``' rows."""
+    def result(self, tokens: dict[int, list[int]] | None = None) -> StepResult:
+        """The step's new tokens and logprobs per sequence: every row, or the rows in
+        ``tokens`` (seq_id -> new tokens, from ``Scheduler.resolve``)."""
         read = self.read()
-        keep = None if seqs is None else {id(s) for s in seqs}
-        tokens, logprobs = {}, {}
-        for s, t, lp in zip(self.seqs, read.token_ids, read.logprobs):
-            if keep is None or id(s) in keep:
-                tokens[s.seq_id] = [t]
-                if lp is not None:
-                    logprobs[s.seq_id] = [lp]
+        if tokens is None:
+            tokens = {s.seq_id: [t] for s, t in zip(self.seqs, read.token_ids)}
+        logprobs = {}
+        if self.sample is not None and self.sample.want_logprobs is not None:
+            logprobs = {s.seq_id: [lp] for s, lp in zip(self.seqs, read.logprobs)
+                        if lp is not None and s.seq_id in tokens}
         tokens.update(self.verified)
         return StepResult(tokens, logprobs)
 

@@ -336,28 +336,29 @@ class Scheduler:
         finishes now; EOS and stop tokens are applied by ``resolve``."""
         return self.update(batch, dict.fromkeys([s.seq_id for s in sampled], _ONE_PLACEHOLDER))
 
-    def resolve(self, seqs: list[Sequence], token_ids: list[int]) -> list[Sequence]:
+    def resolve(self, seqs: list[Sequence], token_ids: list[int]) -> dict[int, list[int]]:
         """Put the tokens read back in place of ``advance``'s placeholders and finish the
-        sequences they stop. Returns the sequences that held a placeholder (the others
-        finished before ``advance``: their rows are dropped)."""
-        done, now = [], time.monotonic()
+        sequences they stop (``advance`` applied the length limits). Returns seq_id -> [token]
+        for the sequences that held a placeholder (the others finished before ``advance``:
+        their rows are dropped)."""
+        done, now, eos = {}, time.monotonic(), self.eos_token_ids
         for seq, token in zip(seqs, token_ids):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
                 continue
             ids[-1] = token
-            done.append(seq)
-            m = seq.metrics
+            done[seq.seq_id] = [token]
+            m, p = seq.metrics, seq.params
             if m.first_token_time is None:
                 m.first_token_time = now
-            reason = self._stop_reason(seq, token)
-            if reason is None:
-                continue
-            if not seq.is_finished:   # running, or preempted since advance
-                self.finish(seq, reason)
-            elif seq.finish_reason == "length":  # by advance; a stop token comes first
-                seq.finish_reason = reason
-                m.finished_time = now
+            if seq.is_finished and seq.finish_reason == "length":
+                m.finished_time = now  # by advance: the token is out only now
+            if (token in eos and not p.ignore_eos or token in p.stop_token_ids) \
+                    and self._stop_reason(seq, token) == "stop":
+                if seq.is_finished:   # by length in advance: a stop token comes first
+                    seq.finish_reason = "stop"
+                else:                 # running, or preempted since advance
+                    self.finish(seq, "stop")
         return done
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
