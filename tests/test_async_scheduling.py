@@ -114,12 +114,30 @@ def test_speculative_decoding(llama_dir):
     assert llm.engine.stats()["spec_num_drafts"] > 0
 
 
-def test_multi_step_batches_run_synchronously_in_between(llama_dir):
-    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
-    ref = LLM(str(llama_dir), async_scheduling=False, **COMMON).generate(PROMPTS[:4], params)
-    llm = LLM(str(llama_dir), async_scheduling=True, num_scheduler_steps=4, **COMMON)
-    assert summary(llm.generate(PROMPTS[:4], params)) == summary(ref)
-    clean(llm)
+@pytest.fixture(scope="module")
+def multi_step(llama_dir):
+    return LLM(str(llama_dir), async_scheduling=True, num_scheduler_steps=4, **COMMON)
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=30),                          # EOS mid-run
+    SamplingParams(temperature=0.9, seed=4, max_tokens=23, ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=25, stop_token_ids=[9, 33, 70], ignore_eos=True),
+    SamplingParams(temperature=0, max_tokens=25, stop=["e"], ignore_eos=True),
+    SamplingParams(n=2, temperature=0.9, seed=8, max_tokens=14, min_tokens=6),
+], ids=["greedy", "eos", "seeded", "stop-token", "stop-string", "n2-min-tokens"])
+def test_multi_step_runs_in_flight_too(engines, multi_step, monkeypatch, params):
+    sync, _ = engines
+    engine, log = multi_step.engine, []
+    real_steps, real_get = engine.runner.decode_steps, HostCopy.get
+    monkeypatch.setattr(engine.runner, "decode_steps",
+                        lambda *a: log.append("M") or real_steps(*a))
+    monkeypatch.setattr(HostCopy, "get", lambda self: log.append("R") or real_get(self))
+    out = multi_step.generate(PROMPTS[:5], params)
+    assert summary(out) == summary(sync.generate(PROMPTS[:5], params))
+    assert "MRM" in "".join(log)  # a run launched before the previous one is read
+    clean(multi_step)
 
 
 def test_streaming_deltas_cover_every_token(engines):

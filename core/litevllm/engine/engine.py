@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
+from litevllm.engine.host_tensors import HostCopy
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
-from litevllm.engine.sampler import Sampler
+from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
@@ -304,9 +305,9 @@ class LLMEngine:
             elif self.compiling and not touched:  # only grammars to wait for: do not spin
                 wait([f for f, _ in self.compiling], timeout=0.05, return_when=FIRST_COMPLETED)
             return self._outputs(touched, unfinished_outputs)
-        if self.async_scheduling and batch.num_steps == 1 and not batch.drafts:
+        if self.async_scheduling and not batch.drafts:
             return self._step_async(batch, touched, unfinished_outputs)
-        if self.inflight:  # multi-step and verify batches run synchronously
+        if self.inflight:  # verify batches run synchronously
             self._drain(touched)
             batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
         if batch:
@@ -329,18 +330,22 @@ class LLMEngine:
         """Launch ``batch``'s forward (input ids of continuing sequences from the step in
         flight, on the device), read and process the step in flight while the device runs
         it, sample ``batch`` (after: penalties and grammars need the tokens just read) and
-        leave it in flight, its sequences advanced by a placeholder token each. Sequences the
-        step in flight finished keep their (discarded) row in ``batch``."""
+        leave it in flight, its sequences advanced by placeholder tokens. Sequences the step
+        in flight finished keep their (discarded) rows in ``batch``. A multi-step batch (plain
+        decodes only) samples on the device as it goes, so it is launched whole first."""
         prev, self.inflight = self.inflight, None
         self.runner.copy_blocks(self.scheduler.take_copies())
-        launched = None
+        launched = logits = None
         try:
-            inputs = self.runner.prepare(batch)
-            if prev is not None:
-                feed(inputs.input_ids, batch, prev)
-            logits = self.runner.execute(inputs)
+            if batch.num_steps > 1:
+                launched = self._launch_steps(batch, prev)
+            else:
+                inputs = self.runner.prepare(batch)
+                if prev is not None:
+                    feed(inputs.input_ids, batch, prev)
+                logits = self.runner.execute(inputs)
         except Exception:  # noqa: BLE001 - isolated below, synchronously
-            logits = None
+            launched = logits = None
         if prev is not None:
             self._finish(prev, touched)
         if logits is not None:
@@ -356,10 +361,18 @@ class LLMEngine:
         # outputs first: a request whose sequences all reach their length limit in ``advance``
         # is finished there, but its last tokens are read with the next step
         outputs = self._outputs(touched, unfinished_outputs)
-        for seq, e in self.scheduler.advance(batch, launched.seqs):
+        for seq, e in self.scheduler.advance(batch, launched.seqs, batch.num_steps):
             self._fail(self.requests[seq.request_id], e, self._carry)
         self.inflight = launched
         return outputs
+
+    def _launch_steps(self, batch, prev: LaunchedStep | None) -> LaunchedStep:
+        """Launch a multi-step batch; its tokens [k, B] stay on the device."""
+        seqs = batch.seqs
+        first = (lambda ids: feed(ids, batch, prev)) if prev is not None else None
+        tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs), first)
+        return LaunchedStep(batch, list(seqs), LaunchedSample(tokens[-1], None,
+                                                              HostCopy(tokens.T.contiguous())))
 
     def _finish(self, step: LaunchedStep, touched) -> None:
         """The host half of a step launched by ``_step_async``: read its tokens, apply stops,

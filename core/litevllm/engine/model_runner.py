@@ -148,14 +148,17 @@ class ModelRunner:
                           meta, logit_rows, sample_index, prompt_index)
 
     @torch.inference_mode()
-    def decode_steps(self, seqs, k: int, pick) -> torch.Tensor:
+    def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
         """``k`` decode steps back to back, each step's tokens (``pick(logits, j)``, on the
         device) feeding the next; returns [k, B] token ids, still on the device. Blocks for
-        all ``k`` positions must be allocated."""
+        all ``k`` positions must be allocated. ``first(input_ids)`` may rewrite the first
+        step's input ids in place (async scheduling: tokens of the step still in flight)."""
         ids, out = None, []
         for j, inputs in enumerate(self._decode_inputs(seqs, k)):
             if ids is not None:
                 inputs.input_ids = ids  # the previous step's tokens, never copied to the host
+            elif first is not None:
+                first(inputs.input_ids)
             ids = pick(self.execute(inputs), j)
             out.append(ids)
         return torch.stack(out)

@@ -299,66 +299,82 @@ class Scheduler:
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
-        finishes the sequence; commit, then roll back blocks past the verified tokens."""
-        if seq.metrics.first_token_time is None and tokens[0] != PLACEHOLDER:
+        finishes the sequence; commit, then roll back blocks past the verified tokens.
+        Placeholders (async scheduling) are not committed: ``resolve`` commits them."""
+        p = seq.params
+        placeholders = tokens[0] == PLACEHOLDER
+        if seq.metrics.first_token_time is None and not placeholders:
             seq.metrics.first_token_time = time.monotonic()
+        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
         for token in tokens:
             seq.num_computed_tokens += 1
             seq.append_token(token)
-            reason = self._stop_reason(seq, token)
+            num_out = seq.num_output_tokens
+            reason = None
+            if self._stops(p, token, num_out):
+                reason = "stop"
+                seq.stop_reason = token if token in p.stop_token_ids else None
+            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
+                reason = "length"
             if reason is not None:
                 self.finish(seq, reason)
                 return
-        self.bm.commit(seq)
+        if not placeholders:
+            self.bm.commit(seq)
         if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
             self.bm.trim(seq, seq.num_tokens)
 
-    def _stop_reason(self, seq: Sequence, token: int) -> str | None:
-        """"stop" (EOS or a stop token, past min_tokens; sets ``stop_reason``), "length" or None
-        for ``seq`` whose last token is ``token``."""
-        p = seq.params
-        num_out = seq.num_output_tokens
-        if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
-                and num_out > p.min_tokens:
-            seq.stop_reason = token if token in p.stop_token_ids else None
-            return "stop"
-        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
-        if num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
-            return "length"
-        return None
+    def _stops(self, p, token: int, num_out: int) -> bool:
+        """Whether ``token``, output number ``num_out``, is EOS or a stop token past min_tokens."""
+        return (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
+            and num_out > p.min_tokens
 
     # async scheduling ------------------------------------------------------------------------
-    def advance(self, batch: ScheduledBatch, sampled: list[Sequence]
+    def advance(self, batch: ScheduledBatch, sampled: list[Sequence], num_steps: int = 1
                 ) -> list[tuple[Sequence, Exception]]:
         """``update`` for a launched step whose tokens are still on the device: each sampled
-        sequence (``sampled``, forks included) gets a ``PLACEHOLDER`` token, so the next step
-        can be scheduled before this one's tokens are read. One that reaches its length limit
-        finishes now; EOS and stop tokens are applied by ``resolve``."""
-        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled], _ONE_PLACEHOLDER))
+        sequence (``sampled``, forks included) gets ``num_steps`` ``PLACEHOLDER`` tokens, so
+        the next step can be scheduled before this one's tokens are read. One that reaches its
+        length limit finishes now; EOS and stop tokens are applied by ``resolve``."""
+        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled],
+                                                [PLACEHOLDER] * num_steps))
 
-    def resolve(self, seqs: list[Sequence], token_ids: list[int]) -> dict[int, list[int]]:
-        """Put the tokens read back in place of ``advance``'s placeholders and finish the
-        sequences they stop (``advance`` applied the length limits). Returns seq_id -> [token]
-        for the sequences that held a placeholder (the others finished before ``advance``:
-        their rows are dropped)."""
+    def resolve(self, seqs: list[Sequence], rows: list) -> dict[int, list[int]]:
+        """Put the tokens read back (per sequence: a token, or a list of them for a multi-step
+        run) in place of ``advance``'s placeholders, stop at EOS and stop tokens (dropping the
+        later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
+        sequences that held placeholders (the others finished before ``advance``)."""
         done, now, eos = {}, time.monotonic(), self.eos_token_ids
-        for seq, token in zip(seqs, token_ids):
+        for seq, row in zip(seqs, rows):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
                 continue
-            ids[-1] = token
-            done[seq.seq_id] = [token]
+            if type(row) is not list:
+                row = [row]
+            n = 1
+            while n < len(row) and ids[-1 - n] == PLACEHOLDER:
+                n += 1
+            start = len(ids) - n
+            row = ids[start:] = row[:n]
             m, p = seq.metrics, seq.params
             if m.first_token_time is None:
                 m.first_token_time = now
             if seq.is_finished and seq.finish_reason == "length":
                 m.finished_time = now  # by advance: the token is out only now
-            if (token in eos and not p.ignore_eos or token in p.stop_token_ids) \
-                    and self._stop_reason(seq, token) == "stop":
-                if seq.is_finished:   # by length in advance: a stop token comes first
-                    seq.finish_reason = "stop"
-                else:                 # running, or preempted since advance
-                    self.finish(seq, "stop")
+            for i, token in enumerate(row):
+                if (token in eos or token in p.stop_token_ids) \
+                        and self._stops(p, token, start + i + 1 - seq.num_prompt_tokens):
+                    seq.stop_reason = token if token in p.stop_token_ids else None
+                    seq.truncate(start + i + 1)
+                    del row[i + 1:]
+                    if seq.is_finished:   # by length in advance: a stop token comes first
+                        seq.finish_reason = "stop"
+                    else:                 # running, or preempted since advance
+                        self.finish(seq, "stop")
+                    break
+            if seq.status is SeqStatus.RUNNING:
+                self.bm.commit(seq)
+            done[seq.seq_id] = row
         return done
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
