@@ -15,6 +15,10 @@ Decode sequences may look ahead: ``schedule(lookahead=k)`` runs up to k+1 decode
 device before the next sync (multi-step), ``schedule(drafts=...)`` verifies draft tokens
 (speculative decoding). Blocks for unverified positions are rolled back in ``update`` and never
 enter the prefix cache.
+
+Async scheduling splits ``update``: ``advance`` applies a launched step with ``PLACEHOLDER``
+tokens (so the next step is scheduled while the device runs this one), ``resolve`` puts in the
+tokens read back, applies EOS and stop tokens, and commits the blocks they fill.
 """
 from __future__ import annotations
 
