@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
-from litevllm.engine.host_tensors import HostCopy
+from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
@@ -456,7 +456,8 @@ class LLMEngine:
                 sample_seqs.append(child)
         result = LaunchedStep(batch, sample_seqs, None)
         if sample_seqs:
-            picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
+            picked = logits[:len(rows)] if rows == list(range(len(rows))) else \
+                logits.index_select(0, to_device(int_tensor(rows), logits.device))
             result.sample = self.sampler.launch(self.structured.mask(picked, sample_seqs), sample_seqs)
         if verify:
             seqs = [s for s, _ in verify]
