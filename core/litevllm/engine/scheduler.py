@@ -348,23 +348,31 @@ class Scheduler:
         run) in place of ``advance``'s placeholders, stop at EOS and stop tokens (dropping the
         later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
         sequences that held placeholders (the others finished before ``advance``)."""
-        done, now, eos = {}, time.monotonic(), self.eos_token_ids
+        done, now, eos, commit = {}, time.monotonic(), self.eos_token_ids, self.bm.commit
         for seq, row in zip(seqs, rows):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
                 continue
-            if type(row) is not list:
+            if type(row) is list:  # a multi-step run: as many tokens as placeholders
+                n = 1
+                while n < len(row) and ids[-1 - n] == PLACEHOLDER:
+                    n += 1
+                row = ids[-n:] = row[:n]
+            else:
+                ids[-1] = row
                 row = [row]
-            n = 1
-            while n < len(row) and ids[-1 - n] == PLACEHOLDER:
-                n += 1
-            start = len(ids) - n
-            row = ids[start:] = row[:n]
+            done[seq.seq_id] = row
             m, p = seq.metrics, seq.params
             if m.first_token_time is None:
                 m.first_token_time = now
-            if seq.is_finished and seq.finish_reason == "length":
+            if seq.status is SeqStatus.FINISHED and seq.finish_reason == "length":
                 m.finished_time = now  # by advance: the token is out only now
+            stops = p.stop_token_ids
+            if eos.isdisjoint(row) and not (stops and any(t in stops for t in row)):
+                if seq.status is SeqStatus.RUNNING:
+                    commit(seq)
+                continue
+            start = len(ids) - len(row)
             for i, token in enumerate(row):
                 if (token in eos or token in p.stop_token_ids) \
                         and self._stops(p, token, start + i + 1 - seq.num_prompt_tokens):
@@ -377,8 +385,7 @@ class Scheduler:
                         self.finish(seq, "stop")
                     break
             if seq.status is SeqStatus.RUNNING:
-                self.bm.commit(seq)
-            done[seq.seq_id] = row
+                commit(seq)
         return done
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
