@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from litevllm.config import SchedulerConfig
+from litevllm.engine.block_manager import block_hash
 from litevllm.engine.scheduler import PLACEHOLDER, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.sampling_params import SamplingParams
@@ -75,8 +76,8 @@ class Driver:
             for pos in range(s.num_computed_tokens, s.num_computed_tokens + n + ahead):
                 block = s.block_table[pos // bm.block_size]
                 assert bm.ref_count[block] == 1 and bm.hash_of[block] is None
-        if not batch and self.sched.waiting:
-            assert self.sched.running, "deadlock: nothing running, nothing admitted"
+        if not batch and self.sched.waiting:  # (async: waiting for tokens in flight)
+            assert self.sched.running or self.inflight, "deadlock: nothing running, nothing admitted"
         self.sched.take_copies()
         sampled = {}
         for s, n in zip(batch.seqs, batch.num_new_tokens):
@@ -153,6 +154,10 @@ class Driver:
             assert len(s.block_table) >= bm.blocks_needed(s.num_computed_tokens)
         for s in live:  # published blocks hold real tokens, never placeholders
             assert PLACEHOLDER not in s.token_ids[:s.num_committed_blocks * bm.block_size]
+            parent = None
+            for i, h in enumerate(s.block_hashes):  # hashes are of the tokens now there
+                parent = block_hash(parent, tuple(s.token_ids[i * bm.block_size:(i + 1) * bm.block_size]))
+                assert h == parent
             if self.inflight is None:
                 assert PLACEHOLDER not in s.token_ids
 

@@ -202,7 +202,8 @@ class Scheduler:
             if self.waiting else 0
         while self.waiting and budget > 0 and not batch.preempted:
             seq = self.waiting[0]
-            if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs:
+            if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs \
+                    or seq.token_ids[-1] == PLACEHOLDER:  # preempted before its tokens were read
                 break
             # prompt logprobs need every prompt position computed, so no cached prefix
             cached = self.bm.cached_prefix(seq) if seq.params.prompt_logprobs is None else []
