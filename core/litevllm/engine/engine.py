@@ -45,9 +45,25 @@ def resolve_model_path(model: str) -> Path:
                             f"alias (aliases: {aliases}{manager.not_loaded()})")
 
 
+_frozen = False
+
+
+def freeze_imports() -> None:
+    """Move the objects alive before the first engine (modules: torch, transformers, ...) out
+    of the collector's full scans, once per process, so the serving loop's full collections
+    stay short. Later objects (engines included) stay collectable."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
+        if config.torch_device().type == "cuda":
+            freeze_imports()
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
@@ -113,9 +129,6 @@ class LLMEngine:
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
                  self.num_blocks * config.cache.block_size,
                  self.num_blocks * self.runner.bytes_per_block() / 2**20)
-        if self.device.type == "cuda":  # start-up objects leave the collector's scans
-            gc.collect()
-            gc.freeze()
 
     @property
     def kernels_in_use(self) -> dict[str, str]:
