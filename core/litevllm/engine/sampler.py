@@ -155,7 +155,7 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
         return self.launch(logits, seqs).result()
 
-    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> "LaunchedSample":
+    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> LaunchedSample:
         """Sample on the device without waiting for it: the tokens (and logprob tables) stay
         there, copied to the host in the background; ``result()`` reads them."""
         want_logprobs, penalties, min_tokens, greedy = [], False, False, True

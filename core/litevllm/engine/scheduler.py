@@ -311,12 +311,13 @@ class Scheduler:
         if seq.metrics.first_token_time is None and not placeholders:
             seq.metrics.first_token_time = time.monotonic()
         max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
+        eos, stops = self.eos_token_ids, p.stop_token_ids
         for token in tokens:
             seq.num_computed_tokens += 1
             seq.append_token(token)
             num_out = seq.num_output_tokens
             reason = None
-            if self._stops(p, token, num_out):
+            if (token in eos or token in stops) and self._stops(p, token, num_out):
                 reason = "stop"
                 seq.stop_reason = token if token in p.stop_token_ids else None
             elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
