@@ -351,6 +351,7 @@ class Scheduler:
         later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
         sequences that held placeholders (the others finished before ``advance``)."""
         done, now, eos, commit = {}, time.monotonic(), self.eos_token_ids, self.bm.commit
+        bs, running = self.bm.block_size, SeqStatus.RUNNING
         for seq, row in zip(seqs, rows):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
@@ -371,8 +372,8 @@ class Scheduler:
                 m.finished_time = now  # by advance: the token is out only now
             stops = p.stop_token_ids
             if eos.isdisjoint(row) and not (stops and any(t in stops for t in row)):
-                if seq.status is SeqStatus.RUNNING:
-                    commit(seq)
+                if seq.status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+                    commit(seq)  # a block filled up
                 continue
             start = len(ids) - len(row)
             for i, token in enumerate(row):
