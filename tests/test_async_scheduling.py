@@ -14,10 +14,18 @@ SHARED = [{"prompt_token_ids": list(range(40, 72)) + [7 + i] * (i + 1)} for i in
 COMMON = dict(block_size=8, max_num_seqs=6, max_num_batched_tokens=24, seed=0)
 
 
+def no_sync_fallback(llm):
+    """The async engine must never drop to a synchronous step (its error fallback)."""
+    def fail(*args):
+        raise AssertionError("async engine ran a synchronous step")
+    llm.engine._step_sync = fail
+    return llm
+
+
 @pytest.fixture(scope="module")
 def engines(llama_dir):
     return (LLM(str(llama_dir), async_scheduling=False, **COMMON),
-            LLM(str(llama_dir), async_scheduling=True, **COMMON))
+            no_sync_fallback(LLM(str(llama_dir), async_scheduling=True, **COMMON)))
 
 
 def summary(outs):
@@ -98,8 +106,9 @@ def test_arrivals_mid_run_and_aborts(engines):
 def test_preemption_with_a_small_cache(llama_dir):
     kw = dict(COMMON, num_gpu_blocks_override=12, max_num_batched_tokens=64)
     params = SamplingParams(temperature=0.5, seed=2, max_tokens=30, ignore_eos=True)
-    outs = [LLM(str(llama_dir), async_scheduling=a, **kw).generate(PROMPTS[:6], params)
-            for a in (False, True)]
+    outs = [LLM(str(llama_dir), async_scheduling=False, **kw).generate(PROMPTS[:6], params),
+            no_sync_fallback(LLM(str(llama_dir), async_scheduling=True, **kw))
+            .generate(PROMPTS[:6], params)]
     assert summary(outs[1]) == summary(outs[0])
     assert any(o.metrics.num_preemptions for o in outs[1])
 
@@ -116,7 +125,8 @@ def test_speculative_decoding(llama_dir):
 
 @pytest.fixture(scope="module")
 def multi_step(llama_dir):
-    return LLM(str(llama_dir), async_scheduling=True, num_scheduler_steps=4, **COMMON)
+    return no_sync_fallback(LLM(str(llama_dir), async_scheduling=True, num_scheduler_steps=4,
+                                **COMMON))
 
 
 @pytest.mark.parametrize("params", [

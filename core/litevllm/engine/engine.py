@@ -347,15 +347,16 @@ class LLMEngine:
         in flight finished keep their (discarded) rows in ``batch``. A multi-step batch (plain
         decodes only) samples on the device as it goes, so it is launched whole first."""
         prev, self.inflight = self.inflight, None
+        fed = prev if prev is not None and prev.sample is not None else None  # sampled rows
         self.runner.copy_blocks(self.scheduler.take_copies())
         launched = logits = None
         try:
             if batch.num_steps > 1:
-                launched = self._launch_steps(batch, prev)
+                launched = self._launch_steps(batch, fed)
             else:
                 inputs = self.runner.prepare(batch)
-                if prev is not None:
-                    feed(inputs.input_ids, batch, prev)
+                if fed is not None:
+                    feed(inputs.input_ids, batch, fed)
                 logits = self.runner.execute(inputs)
         except Exception:  # noqa: BLE001 - isolated below, synchronously
             launched = logits = None
