@@ -183,3 +183,11 @@ def test_reads_step_n_only_after_launching_step_n_plus_1(engines, monkeypatch):
     assert steps.startswith("FS") and "FRS" in steps
     # every step after the first: next forward launched, then the previous step read
     assert steps[2:].replace("FRS", "") in ("", "R"), steps
+
+
+@pytest.mark.parametrize("after", [0, 3], ids=["at-prefill", "mid-decode"])
+def test_a_failing_request_fails_alone(llama_dir, monkeypatch, after):
+    """A sampler error in an async step: the step reruns synchronously, request by request."""
+    from test_engine_isolation import _run_with_bad_request
+    llm = LLM(str(llama_dir), block_size=8, max_model_len=64, async_scheduling=True)
+    _run_with_bad_request(llm, monkeypatch, after)

@@ -358,16 +358,19 @@ class LLMEngine:
                 if fed is not None:
                     feed(inputs.input_ids, batch, fed)
                 logits = self.runner.execute(inputs)
-        except Exception:  # noqa: BLE001 - isolated below, synchronously
+        except Exception as e:  # noqa: BLE001 - isolated below, synchronously
             launched = logits = None
+            error = e
         if prev is not None:
             self._finish(prev, touched)
         if logits is not None:
             try:
                 launched = self._sample(batch, inputs, logits)
-            except Exception:  # noqa: BLE001
-                launched = None
+            except Exception as e:  # noqa: BLE001
+                error = e
         if launched is None:  # find the request that broke the batch, one step at a time
+            log.warning("async step failed (%s: %s); running it synchronously",
+                        type(error).__name__, error)
             batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
             if batch:
                 self._step_sync(batch, touched)
