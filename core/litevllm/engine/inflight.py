@@ -1,9 +1,9 @@
 """A step launched on the device whose tokens the host has not read yet (async scheduling).
 
 While the device runs step n, the engine schedules step n+1 as if every sampled sequence got
-one token (``Scheduler.advance`` appends a ``PLACEHOLDER``), launches it with the input ids of
-continuing sequences taken from step n's sampled tokens on the device (``feed``), and only
-then reads step n's tokens (``Scheduler.resolve``, stops, outputs).
+one token, k for a k-step run (``Scheduler.advance`` appends ``PLACEHOLDER`` tokens), launches
+it with the input ids of continuing sequences taken from step n's last sampled tokens on the
+device (``feed``), and only then reads step n's tokens (``Scheduler.resolve``, stops, outputs).
 """
 from __future__ import annotations
 

@@ -64,8 +64,8 @@ class SampleResult:
 
 @dataclass
 class LaunchedSample:
-    """A sampling launched on the device: ``tokens`` [B] stay there (the next step's inputs);
-    ``result()`` waits for their copy to the host only."""
+    """A sampling launched on the device: ``tokens`` [B] stay there (the next step's inputs;
+    a multi-step run's last ones); ``result()`` waits for the copy to the host only."""
     tokens: torch.Tensor
     want_logprobs: list[int | None] | None      # per row, or None: no row wants logprobs
     host: HostCopy
