@@ -9,8 +9,8 @@
 4. Host ms per engine decode step at 64, 256, 1024 and 2048 running sequences with a no-op
    model (zero logits over a 32-token vocabulary), so only scheduler, block manager, input
    preparation, sampler and output handling count. Flat = no O(n^2) host work. Also per
-   decode position with 16 steps per sync at 256 and 1024, and per step with async scheduling
-   at 256 and 1024. Thread CPU time, median step.
+   decode position with 16 steps per sync at 256 and 1024; each also with async scheduling
+   (``_async``). Thread CPU time, median step.
 
     python benchmarks/bench_host.py            # all of the above
     python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
@@ -180,6 +180,8 @@ def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
     for n in (256, 1024):  # multi-step decode (the CUDA-graph default): host ms per position
         result[f"host_ms_per_position_16_steps_{n}_seqs"] = \
             host_step(n, steps=10, num_scheduler_steps=16) / 16
+        result[f"host_ms_per_position_16_steps_{n}_seqs_async"] = \
+            host_step(n, steps=10, num_scheduler_steps=16, async_scheduling=True) / 16
     return result
 
 
