@@ -58,9 +58,9 @@ class FaultySampler:
         if any(s.params.seed == BAD_SEED and s.num_output_tokens >= self.after for s in seqs):
             raise RuntimeError("injected failure")
 
-    def __call__(self, logits, seqs):
+    def launch(self, logits, seqs):
         self._check(seqs)
-        return self.inner(logits, seqs)
+        return self.inner.launch(logits, seqs)
 
     def picker(self, seqs):
         self._check(seqs)

@@ -101,6 +101,12 @@ class SchedulerConfig:
     num_scheduler_steps: int | None = opt(
         None, f"Decode steps per host sync (plain decodes only); default {DEFAULT_GRAPH_STEPS} "
               f"with CUDA graphs, else 1.", validator=_positive, min=1)
+    # schedule and launch step n+1 while the device runs step n, then read step n's tokens
+    # (LLMEngine._step_async); multi-step and speculative-verify batches stay synchronous.
+    # None: on with CUDA (on the CPU nothing runs meanwhile)
+    async_scheduling: bool | None = opt(
+        None, "Schedule the next step while the device runs this one; default: on with CUDA.",
+        flags=("--async-scheduling/--no-async-scheduling",))
 
 
 @attrs.define

@@ -13,7 +13,7 @@ import torch
 
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
-from litevllm.engine.host_tensors import int_tensor
+from litevllm.engine.host_tensors import int_tensor, to_device
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -70,8 +70,8 @@ class ModelRunner:
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
             return
-        src = torch.tensor([c[0] for c in copies], device=self.device)
-        dst = torch.tensor([c[1] for c in copies], device=self.device)
+        src = to_device(int_tensor([c[0] for c in copies]), self.device)
+        dst = to_device(int_tensor([c[1] for c in copies]), self.device)
         for cache in self.kv_caches:
             cache[:, dst] = cache[:, src]
 
@@ -97,10 +97,10 @@ class ModelRunner:
         slots = tables.gather(1, (pos // bs).T).T.to(torch.int64) * bs + pos % bs
         ids = torch.zeros(k, n, dtype=torch.int64)
         ids[0] = int_tensor(first_ids)
-        ints = torch.stack([ids, pos, slots]).to(dev, non_blocking=True)
-        int32 = torch.cat([torch.arange(n + 1, dtype=torch.int32),
-                           (pos + 1).to(torch.int32).flatten()]).to(dev, non_blocking=True)
-        tables = tables.to(dev, non_blocking=True)
+        ints = to_device(torch.stack([ids, pos, slots]), dev)
+        int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32),
+                                     (pos + 1).to(torch.int32).flatten()]), dev)
+        tables = to_device(tables, dev)
         top, rows = max(start), list(range(n))
         return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
             slot_mapping=ints[2, j], query_start_loc=int32[:n + 1],
@@ -127,12 +127,12 @@ class ModelRunner:
         tables = self._block_tables(seqs)[owner]
         slots = tables.gather(1, (pos // bs)[:, None])[:, 0].to(torch.int64) * bs + pos % bs
         n, seq_lens = len(owner), (pos + 1).to(torch.int32)
-        ints = torch.stack([int_tensor(ids), pos, slots]).to(dev, non_blocking=True)
-        int32 = torch.cat([torch.arange(n + 1, dtype=torch.int32), seq_lens]).to(dev, non_blocking=True)
+        ints = to_device(torch.stack([int_tensor(ids), pos, slots]), dev)
+        int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32), seq_lens]), dev)
         rows = list(range(n))
         return StepInputs(ints[0], ints[1], AttentionMetadata(
             slot_mapping=ints[2], query_start_loc=int32[:n + 1], seq_lens=int32[n + 1:],
-            block_tables=tables.to(dev, non_blocking=True), max_query_len=1,
+            block_tables=to_device(tables, dev), max_query_len=1,
             max_seq_len=int(seq_lens.max()), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
             seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
 
@@ -170,25 +170,27 @@ class ModelRunner:
         block_tables = self._block_tables(batch.seqs)
         dev = self.device
         meta = AttentionMetadata(
-            slot_mapping=int_tensor(slots).to(dev, non_blocking=True),
-            query_start_loc=int_tensor(qsl, torch.int32).to(dev, non_blocking=True),
-            seq_lens=int_tensor(seq_lens, torch.int32).to(dev, non_blocking=True),
-            block_tables=block_tables.to(dev, non_blocking=True),
+            slot_mapping=to_device(int_tensor(slots), dev),
+            query_start_loc=to_device(int_tensor(qsl, torch.int32), dev),
+            seq_lens=to_device(int_tensor(seq_lens, torch.int32), dev),
+            block_tables=to_device(block_tables, dev),
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(int_tensor(ids).to(dev, non_blocking=True),
-                          int_tensor(pos).to(dev, non_blocking=True),
+        return StepInputs(to_device(int_tensor(ids), dev), to_device(int_tensor(pos), dev),
                           meta, logit_rows, sample_index, prompt_index)
 
     @torch.inference_mode()
-    def decode_steps(self, seqs, k: int, pick) -> torch.Tensor:
+    def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
         """``k`` decode steps back to back, each step's tokens (``pick(logits, j)``, on the
         device) feeding the next; returns [k, B] token ids, still on the device. Blocks for
-        all ``k`` positions must be allocated."""
+        all ``k`` positions must be allocated. ``first(input_ids)`` may rewrite the first
+        step's input ids in place (async scheduling: tokens of the step still in flight)."""
         ids, out = None, []
         for j, inputs in enumerate(self._decode_inputs(seqs, k)):
             if ids is not None:
                 inputs.input_ids = ids  # the previous step's tokens, never copied to the host
+            elif first is not None:
+                first(inputs.input_ids)
             ids = pick(self.execute(inputs), j)
             out.append(ids)
         return torch.stack(out)
@@ -205,7 +207,7 @@ class ModelRunner:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
             rows = inputs.logit_rows
             if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
-                index = int_tensor(rows).to(self.device, non_blocking=True)
+                index = to_device(int_tensor(rows), self.device)
                 hidden = hidden.index_select(0, index)
             logits = self.model.compute_logits(hidden)
         if self.logits_observers:

@@ -57,6 +57,11 @@ class SpeculativeDecoder:
                 drafts[seq.seq_id] = draft
         return drafts or None
 
+    def may_draft(self, num_running: int) -> bool:
+        """Whether ``propose`` may read the sequences' tokens now (else it returns None)."""
+        limit = self.config.disable_by_batch_size
+        return not self.paused and (limit is None or num_running <= limit)
+
     def observe(self, batch: ScheduledBatch, tokens: dict[int, list[int]]) -> None:
         """Count drafted and accepted tokens of a verify step; pause drafting when few pass."""
         drafted = accepted = 0

@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from litevllm.engine.host_tensors import HostCopy, to_device
 from litevllm.structured.backend import apply_bitmask
 
 log = logging.getLogger("litevllm")
@@ -62,7 +63,8 @@ class StructuredOutputManager:
 
     def mask(self, logits: torch.Tensor, seqs) -> torch.Tensor:
         """Apply the grammars of the constrained rows of ``logits`` (one row per sequence)."""
-        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        rows = [i for i, s in enumerate(seqs)  # finished: a dropped row (async scheduling)
+                if s.params.structured_outputs is not None and not s.is_finished]
         if not rows:
             return logits
         bitmask = self.backend.allocate_bitmask(len(rows))
@@ -75,7 +77,7 @@ class StructuredOutputManager:
         if len(rows) == logits.shape[0]:
             return apply_bitmask(logits, bitmask)
         if index is None:
-            index = torch.tensor(rows, device=logits.device)
+            index = to_device(torch.tensor(rows), logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
 
     def step_picker(self, seqs, pick):
@@ -89,21 +91,15 @@ class StructuredOutputManager:
             return pick, lambda: None
         matchers = [self._matcher(seqs[i]) for i in rows]
         moved = [0] * len(rows)
-        last: list = []   # (host tokens, event) of the previous step
+        last: list = []   # the previous step's tokens (a HostCopy)
         index: dict = {}  # device -> the rows as a tensor, made once per run
-
-        def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
-            # through pinned memory: a pageable copy would wait for the step in flight
-            return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
         def picker(logits: torch.Tensor, j: int) -> torch.Tensor:
             dev = logits.device
             if dev not in index:
                 index[dev] = to_device(torch.tensor(rows), dev)
-            if last:
-                host, event = last.pop()
-                if event is not None:
-                    event.synchronize()
+            if last:  # the previous step's tokens, copied back while this step's forward ran
+                (host,) = last.pop().get()
                 for r, (m, token) in enumerate(zip(matchers, host.tolist())):
                     if not m.is_terminated() and m.accept_token(token):
                         moved[r] += 1
@@ -111,16 +107,8 @@ class StructuredOutputManager:
             for r, m in enumerate(matchers):
                 if not m.is_terminated():
                     m.fill_bitmask(bitmask, r)
-            out = pick(self._apply(logits, rows, to_device(bitmask, dev), index[dev]), j)
-            picked = out[index[dev]]
-            if dev.type == "cuda":
-                host = torch.empty(len(rows), dtype=out.dtype, pin_memory=True)
-                host.copy_(picked, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                last.append((host, event))
-            else:
-                last.append((picked, None))
+            out = pick(self._apply(logits, rows, bitmask, index[dev]), j)
+            last.append(HostCopy(out[index[dev]]))
             return out
 
         def done() -> None:
