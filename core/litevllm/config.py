@@ -22,6 +22,11 @@ def _positive(inst, att, value):
         raise ValueError(f"{att.name} must be > 0, got {value!r}")
 
 
+def _non_negative(inst, att, value):
+    if value < 0:
+        raise ValueError(f"{att.name} must be >= 0, got {value!r}")
+
+
 def _fraction(inst, att, value):
     if not 0 < value <= 1:
         raise ValueError(f"{att.name} must be in (0, 1], got {value!r}")
@@ -154,6 +159,10 @@ class EngineConfig:
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
     enforce_eager: bool = opt(False, "Disable CUDA graphs.")
+    max_piecewise_graph_tokens: int = opt(
+        2048, "Largest prefill, mixed or verify step (tokens) run as piecewise CUDA graphs "
+              "(attention eager between them); 0: such steps run eagerly.",
+        validator=_non_negative, min=0)
     load_format: str = opt("auto", "dummy: random weights (no checkpoint read).",
                            choices=("auto", "dummy"))
     device: str | None = opt(None, "cpu | cuda | cuda:N; default: cuda when available.")

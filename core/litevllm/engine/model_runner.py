@@ -1,7 +1,8 @@
 """Turns a scheduled batch into tensors, runs the model, returns logits.
 
 Decode-only batches replay CUDA graphs captured per batch-size bucket when the attention
-backend supports it; everything else runs eagerly.
+backend supports it; other steps of up to ``piecewise_tokens`` tokens replay piecewise graphs
+(engine/piecewise.py) with attention run eagerly between them; the rest runs eagerly.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.host_tensors import int_tensor, to_device
+from litevllm.engine.piecewise import PiecewiseGraphs
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -39,7 +41,8 @@ def graph_buckets(max_num_seqs: int) -> list[int]:
 
 class ModelRunner:
     def __init__(self, model, attn_backend, device: torch.device, block_size: int,
-                 max_model_len: int, max_num_seqs: int, use_cuda_graphs: bool):
+                 max_model_len: int, max_num_seqs: int, use_cuda_graphs: bool,
+                 piecewise_tokens: int = 0):
         self.model, self.attn, self.device = model, attn_backend, device
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
@@ -48,6 +51,8 @@ class ModelRunner:
         self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
             getattr(attn_backend, "supports_cuda_graphs", False)
         self.graphs: dict[int, tuple] = {}
+        self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens) \
+            if self.use_cuda_graphs and piecewise_tokens > 0 else None
         self.capture_seconds = 0.0
         # fn(inputs, logits) after every forward pass (LLMEngine.add_logits_observer); a tuple,
         # replaced on change, so the engine thread never sees it mid-update
@@ -204,7 +209,10 @@ class ModelRunner:
             logits = self._replay(inputs)
         else:
             meta = self.attn.prepare(inputs.meta)
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+            hidden = self.piecewise.forward(inputs.input_ids, inputs.positions, self.kv_caches,
+                                            meta) if self.piecewise else None
+            if hidden is None:
+                hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
             rows = inputs.logit_rows
             if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
                 index = to_device(int_tensor(rows), self.device)

@@ -1,0 +1,185 @@
+"""Piecewise CUDA graphs for steps that are not plain decodes: prefill chunks, mixed
+prefill+decode batches and speculative verify steps.
+
+Per token-count bucket the model's forward is captured as a chain of graphs split at every
+attention call: graph 0 runs from the embedding to layer 0's q/k/v, graph i from layer i-1's
+attention output to layer i's q/k/v, the last one to the final norm. Attention, whose launch
+depends on per-step metadata (query starts, lengths, block tables), runs eagerly between
+replays on the first ``n`` (real) rows of the captured q/k/v and writes a static output buffer
+that the next graph reads. Steps are padded to the bucket with stale token ids and positions;
+padded rows never reach attention or the KV cache, and every other op works row by row, so
+they cannot change real rows. Buckets are captured lazily, on first use, into one shared pool.
+
+A model that does not run every layer's attention through the backend's ``forward`` (one call
+per KV cache) cannot be split and stays eager, as does any step after a failed capture.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from litevllm.attention.backend import AttentionSpec
+
+log = logging.getLogger("litevllm")
+
+SMALLEST_BUCKET = 16
+POW2_UP_TO = 256  # buckets double up to here, then come 4 per octave (padding <= 25%)
+
+
+def token_buckets(max_tokens: int) -> list[int]:
+    """Token counts captured: 16, 32, ..., 256, 320, 384, 448, 512, 640, ... and ``max_tokens``."""
+    sizes, b = [], SMALLEST_BUCKET
+    while b < max_tokens:
+        sizes.append(b)
+        b = b * 2 if b < POW2_UP_TO else b + (1 << (b.bit_length() - 1)) // 4
+    return sizes + [max_tokens]
+
+
+def unowned_view(t: torch.Tensor) -> torch.Tensor:
+    """A view of ``t``'s memory that does not keep it alive: later pieces of a capture may reuse
+    the memory, which they overwrite only after the attention call between them has read it."""
+    s = t.untyped_storage()
+    storage = torch._C._construct_storage_from_data_pointer(s.data_ptr(), t.device, s.nbytes())
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(
+        storage, t.storage_offset(), t.shape, t.stride())
+
+
+@dataclass
+class AttentionCall:
+    """One attention call between two graphs: its inputs as the graph before leaves them."""
+    spec: AttentionSpec
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    layer: int              # index of its KV cache
+    out: torch.Tensor       # [bucket, H*D] static buffer the next graph reads
+
+
+@dataclass
+class Piece:
+    graphs: list            # len(calls) + 1 CUDA graphs
+    calls: list[AttentionCall]
+    hidden: torch.Tensor    # [bucket, hidden] final hidden states
+
+
+class PiecewiseGraphs:
+    """``forward`` runs the model for a step of up to ``max_tokens`` tokens from graphs, capturing
+    its bucket first when new; None means the caller runs the model eagerly."""
+
+    def __init__(self, model, attn, device: torch.device, max_tokens: int):
+        self.model, self.attn, self.device = model, attn, device
+        self.buckets = token_buckets(max_tokens)
+        self.pieces: dict[int, Piece] = {}
+        self.disabled = False
+        self.capture_seconds = 0.0
+        self.ids = torch.zeros(max_tokens, dtype=torch.int64, device=device)
+        self.pos = torch.zeros(max_tokens, dtype=torch.int64, device=device)
+        self._out: torch.Tensor | None = None   # flat attention-output buffer
+        self._pool = self._stream = None
+
+    def bucket(self, n: int) -> int | None:
+        return next((b for b in self.buckets if b >= n), None)
+
+    def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor | None:
+        """Hidden states [n, hidden] for ``meta`` (already ``attn.prepare``d), or None."""
+        n = input_ids.shape[0]
+        size = None if self.disabled else self.bucket(n)
+        if size is None:
+            return None
+        piece = self.pieces.get(size) or self._capture(size, kv_caches, meta)
+        if piece is None:
+            return None
+        self.ids[:n].copy_(input_ids)
+        self.pos[:n].copy_(positions)
+        for graph, call in zip(piece.graphs, piece.calls):
+            graph.replay()
+            call.out[:n].copy_(self.attn.forward(call.spec, call.q[:n], call.k[:n], call.v[:n],
+                                                 kv_caches[call.layer], meta))
+        piece.graphs[-1].replay()
+        return piece.hidden[:n]
+
+    # capture ---------------------------------------------------------------------------------
+    def _out_view(self, size: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        need = len(self.ids) * width
+        if self._out is None or self._out.numel() < need or self._out.dtype != dtype:
+            # only outside a capture (the dry run comes first); old views stay valid
+            self._out = torch.zeros(need, dtype=dtype, device=self.device)
+        return self._out[:size * width].view(size, width)
+
+    def _run(self, size, kv_caches, meta, on_attention):
+        """The model over ``size`` static rows, ``on_attention(spec, q, k, v, cache)`` standing in
+        for the backend's forward."""
+        def forward(spec, q, k, v, kv_cache, meta):
+            return on_attention(spec, q, k, v, kv_cache)
+        self.attn.forward = forward  # instance attribute: shadows the method for this run only
+        try:
+            return self.model(self.ids[:size], self.pos[:size], kv_caches, meta)
+        finally:
+            del self.attn.forward
+
+    def _capture(self, size, kv_caches, meta) -> Piece | None:
+        t0 = time.perf_counter()
+        try:
+            piece = self._record(size, kv_caches, meta)
+        except Exception as e:  # noqa: BLE001 -- any op that cannot be captured: stay eager
+            log.warning("piecewise CUDA graphs off: capturing %d tokens failed: %s", size,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.disabled = True
+            return None
+        self.pieces[size] = piece
+        self.capture_seconds += time.perf_counter() - t0
+        log.debug("piecewise graphs for %d tokens (%d pieces) captured in %.3f s", size,
+                  len(piece.graphs), time.perf_counter() - t0)
+        return piece
+
+    def _dry(self, size, kv_caches, meta) -> None:
+        """One run without attention: compiles this shape's kernels, sizes the output buffer and
+        checks that attention runs through the backend once per KV cache."""
+        layers = {id(c): i for i, c in enumerate(kv_caches)}
+        seen: list[int] = []
+
+        def dry(spec, q, k, v, cache):
+            seen.append(layers.get(id(cache), -1))
+            return self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
+
+        self._run(size, kv_caches, meta, dry)
+        if sorted(seen) != list(range(len(kv_caches))):
+            raise RuntimeError(f"the model ran {len(seen)} attention calls through the backend "
+                               f"for {len(kv_caches)} KV caches")
+
+    def _record(self, size, kv_caches, meta) -> Piece:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+            self._pool = torch.cuda.graph_pool_handle()
+        stream = self._stream
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            self._dry(size, kv_caches, meta)
+            torch.cuda.synchronize(self.device)
+            layers = {id(c): i for i, c in enumerate(kv_caches)}
+            graphs, calls = [torch.cuda.CUDAGraph()], []
+
+            def split(spec, q, k, v, cache):
+                out = self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
+                graphs[-1].capture_end()
+                calls.append(AttentionCall(spec, unowned_view(q), unowned_view(k), unowned_view(v),
+                                           layers[id(cache)], out))
+                graphs.append(torch.cuda.CUDAGraph())
+                graphs[-1].capture_begin(pool=self._pool)
+                return out
+
+            graphs[0].capture_begin(pool=self._pool)
+            try:
+                hidden = self._run(size, kv_caches, meta, split)
+            except BaseException:
+                try:
+                    graphs[-1].capture_end()
+                except Exception:  # noqa: BLE001 -- the capture is already invalid
+                    pass
+                raise
+            graphs[-1].capture_end()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        return Piece(graphs, calls, hidden)

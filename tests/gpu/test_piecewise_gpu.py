@@ -1,0 +1,111 @@
+"""Piecewise CUDA graphs (prefill, chunked/mixed and speculative verify steps) against eager
+runs of the same engine, float32 with the Triton kernels: greedy tokens identical (up to a
+float32 tie), prompt and sample logprobs close, for a dense, an MoE, a sliding-window +
+soft-cap and a plugin-provided model."""
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+from gpu_parity import F32_ATOL, generate, same_until_tie  # noqa: E402
+
+from litevllm import LLM, SamplingParams  # noqa: E402
+from litevllm.plugins import PluginError  # noqa: E402
+from litevllm.testing import build_checkpoint, model_class, tiny_config  # noqa: E402
+
+SIZES = dict(vocab_size=512, hidden_size=128, num_hidden_layers=3, max_position_embeddings=2048)
+ARCHS = {"LlamaForCausalLM": {}, "Qwen2MoeForCausalLM": {},
+         "Gemma2ForCausalLM": dict(sliding_window=32, query_pre_attn_scalar=32,
+                                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+         "Phi3ForCausalLM": {}}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHS))
+def checkpoint(request, tmp_path_factory):
+    arch = request.param
+    try:
+        model_class(arch)
+    except PluginError:
+        pytest.skip(f"no installed plugin provides {arch}")
+    path = tmp_path_factory.mktemp(arch)
+    build_checkpoint(arch, tiny_config(arch, **SIZES, **ARCHS[arch]), path)
+    return path
+
+
+def prompts(lengths):
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(3, 500, (n,), generator=g).tolist() for n in lengths]
+
+
+def used_pieces(llm) -> list[int]:
+    pw = llm.engine.runner.piecewise
+    assert pw is not None and not pw.disabled
+    return sorted(pw.pieces)
+
+
+def close_outputs(got, want, where):
+    """Same tokens up to a tie; logprobs of the shared prefix within F32_ATOL."""
+    same_until_tie(got.token_ids, want, where)
+    for i, (a, b) in enumerate(zip(got.token_ids, want.token_ids)):
+        if a != b:
+            break
+        assert abs(got.logprobs[i][a] - want.logprobs[i][b]) <= F32_ATOL, f"{where}, position {i}"
+
+
+def test_chunked_mixed_batches_match_eager(checkpoint):
+    """64-token steps: prompt chunks share steps with other sequences' decodes."""
+    ps = prompts([5, 40, 100, 300, 77])
+    opts = dict(max_num_batched_tokens=64, max_model_len=1024)
+    llm, got = generate(checkpoint, ps, 24, "float32", **opts)
+    assert used_pieces(llm)
+    del llm
+    _, want = generate(checkpoint, ps, 24, "float32", enforce_eager=True, **opts)
+    for p, g, w in zip(ps, got, want):
+        close_outputs(g, w, f"prompt of {len(p)}")
+
+
+def test_long_prefill_prompt_logprobs_match_eager(checkpoint):
+    """Whole-prompt steps (one bucket each) and every prompt row's logits."""
+    ps = prompts([1000, 333])
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, prompt_logprobs=0)
+
+    def run(**kw):
+        llm = LLM(str(checkpoint), kernels="auto", dtype="float32", max_model_len=1100,
+                  max_num_seqs=4, gpu_memory_utilization=0.3, **kw)
+        outs = llm.generate([{"prompt_token_ids": p} for p in ps], params)
+        return llm, outs
+    llm, got = run()
+    assert any(b >= 1000 for b in used_pieces(llm))
+    del llm
+    _, want = run(max_piecewise_graph_tokens=0)
+    for p, g, w in zip(ps, got, want):
+        assert g.outputs[0].token_ids == w.outputs[0].token_ids
+        a = torch.tensor([d[t] for d, t in zip(g.prompt_logprobs[1:], p[1:])])
+        b = torch.tensor([d[t] for d, t in zip(w.prompt_logprobs[1:], p[1:])])
+        torch.testing.assert_close(a, b, atol=F32_ATOL, rtol=0)
+
+
+def test_speculative_verify_steps_run_under_graphs(checkpoint):
+    """n-gram drafts verified under piecewise graphs give the plain greedy tokens."""
+    g = torch.Generator().manual_seed(2)
+    loop = torch.randint(3, 500, (12,), generator=g).tolist()
+    ps = [{"prompt_token_ids": p} for p in (loop * 8, loop * 3 + [5] * 40)]
+    params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+    common = dict(kernels="auto", dtype="float32", max_num_seqs=8, gpu_memory_utilization=0.3,
+                  max_model_len=1024)
+    plain = LLM(str(checkpoint), enforce_eager=True, **common).generate(ps, params)
+    spec = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3,
+            "min_acceptance_rate": 0.01}
+    llm = LLM(str(checkpoint), speculative_config=spec, **common)
+    out = llm.generate(ps, params)
+    assert llm.engine.stats()["spec_num_draft_tokens"] > 0
+    # verify steps have at most 2 * (1 + 4) rows: the smallest bucket, which no prefill uses
+    assert 16 in used_pieces(llm), "no verify step replayed piecewise graphs"
+    for o, p in zip(out, plain):
+        assert o.outputs[0].token_ids == p.outputs[0].token_ids
+
+
+def test_option_zero_turns_piecewise_off(checkpoint):
+    llm = LLM(str(checkpoint), kernels="auto", dtype="float32", max_num_seqs=4,
+              gpu_memory_utilization=0.3, max_piecewise_graph_tokens=0)
+    assert llm.engine.runner.piecewise is None and llm.engine.runner.graphs

@@ -1,0 +1,159 @@
+"""Piecewise CUDA graphs (engine/piecewise.py) without CUDA: buckets, the attention split, the
+padding rows, the fallback for models that bypass the backend. Graph replay itself is checked
+against eager runs in tests/gpu/test_piecewise_gpu.py."""
+import pytest
+import torch
+
+from litevllm.attention.backend import AttentionMetadata
+from litevllm.engine.model_runner import ModelRunner
+from litevllm.engine.piecewise import PiecewiseGraphs, token_buckets, unowned_view
+from litevllm.model.decoder import LiteAttention, LiteForCausalLM
+from litevllm.model.loader import init_dummy_weights
+from litevllm.testing import model_context, tiny_config
+
+
+def test_buckets_cover_every_size_with_little_padding():
+    sizes = token_buckets(2048)
+    assert sizes[:5] == [16, 32, 64, 128, 256] and sizes[-1] == 2048
+    assert sizes[5:9] == [320, 384, 448, 512]
+    assert token_buckets(100) == [16, 32, 64, 100] and token_buckets(8) == [8]
+    assert token_buckets(1000)[-1] == 1000
+    pw = PiecewiseGraphs.__new__(PiecewiseGraphs)
+    pw.buckets = sizes
+    for n in range(1, 2049):
+        b = pw.bucket(n)
+        assert b >= n and (b <= 16 or b <= 2 * n) and (n <= 256 or b <= 1.25 * n)
+    assert pw.bucket(2049) is None
+
+
+def test_unowned_view_shares_memory_with_the_same_layout():
+    base = torch.arange(40.0).view(5, 8)
+    t = base[:, 2:5]
+    w = unowned_view(t)
+    assert w.data_ptr() == t.data_ptr() and w.stride() == t.stride() and torch.equal(w, t)
+    base.add_(1)
+    assert torch.equal(w, t)
+
+
+def _tiny(model_cls=LiteForCausalLM):
+    ctx = model_context("cpu")
+    model = model_cls(tiny_config("LlamaForCausalLM"), ctx).eval()
+    init_dummy_weights(model, 0)
+    heads, dim = model.kv_shape()
+    caches = [ctx.attn.allocate_kv_cache(4, heads, dim) for _ in range(model.num_kv_layers())]
+    return model, ctx.attn, caches
+
+
+def _mixed_meta():
+    """Sequence 0: 3 cached tokens + 2 new (block 0); sequence 1: a 6-token prefill (block 1)."""
+    lens, qlens = [5, 6], [2, 6]
+    return AttentionMetadata(
+        slot_mapping=torch.tensor([3, 4] + list(range(16, 22))),
+        query_start_loc=torch.tensor([0, 2, 8], dtype=torch.int32),
+        seq_lens=torch.tensor(lens, dtype=torch.int32),
+        block_tables=torch.tensor([[0], [1]], dtype=torch.int32),
+        max_query_len=6, max_seq_len=6, num_seqs=2, is_decode=False,
+        query_lens_cpu=qlens, seq_lens_cpu=lens)
+
+
+@torch.inference_mode()
+def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
+    """The piecewise schedule run eagerly: the model over a padded 16-row bucket with stale ids
+    and positions in the padding, attention on the 8 real rows only. Real rows and the KV cache
+    match a plain eager run; padded rows never reach the cache."""
+    model, attn, caches = _tiny()
+    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
+    for c in caches:
+        c.normal_()  # stands for earlier steps' keys and values (tokens 0-2 of sequence 0)
+    ref_caches = [c.clone() for c in caches]
+    want = model(ids, pos, ref_caches, _mixed_meta())
+
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    pw.ids.random_(0, 100)
+    pw.pos.random_(0, 60)
+    pw.ids[:8], pw.pos[:8] = ids, pos
+    meta, calls = _mixed_meta(), []
+
+    def attention(spec, q, k, v, cache):
+        calls.append(q.shape[0])
+        out = pw._out_view(16, q.shape[1] * q.shape[2], q.dtype)
+        out[:8] = type(attn).forward(attn, spec, q[:8], k[:8], v[:8], cache, meta)
+        return out
+
+    got = pw._run(16, caches, meta, attention)
+    assert calls == [16] * len(caches) and got.shape[0] == 16
+    torch.testing.assert_close(got[:8], want, atol=1e-5, rtol=1e-5)
+    for c, r in zip(caches, ref_caches):
+        torch.testing.assert_close(c, r, atol=1e-5, rtol=1e-5)
+    assert "forward" not in vars(attn)  # the stand-in is gone after the run
+
+
+class Bypass(LiteAttention):
+    """Runs attention without the engine's backend object (a model the split cannot see)."""
+
+    def forward(self, positions, x, kv_cache, meta):
+        return self.o_proj(x[:, :self.q_size])
+
+
+def test_dry_run_rejects_models_that_bypass_the_backend():
+    class BypassLM(LiteForCausalLM):
+        attention_cls = Bypass
+    model, attn, caches = _tiny(BypassLM)
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="0 attention calls"):
+        pw._dry(16, caches, _mixed_meta())
+    plain, attn, caches = _tiny()
+    with torch.inference_mode():
+        PiecewiseGraphs(plain, attn, torch.device("cpu"), 64)._dry(16, caches, _mixed_meta())
+
+
+def test_cpu_runner_stays_eager():
+    model, attn, _ = _tiny()
+    runner = ModelRunner(model, attn, torch.device("cpu"), 16, 128, 4, True, piecewise_tokens=64)
+    assert runner.piecewise is None and not runner.use_cuda_graphs
+
+
+def test_option_rejects_negative_sizes():
+    from litevllm.config import engine_config
+    assert engine_config("m", max_piecewise_graph_tokens=0).max_piecewise_graph_tokens == 0
+    with pytest.raises(ValueError, match="max_piecewise_graph_tokens must be >= 0"):
+        engine_config("m", max_piecewise_graph_tokens=-1)
+
+
+class EagerPieces(PiecewiseGraphs):
+    """The piecewise schedule without graphs (CPU): the model over the padded bucket, stale
+    ids and positions in the padding, attention on the real rows only."""
+
+    def forward(self, input_ids, positions, kv_caches, meta):
+        n = input_ids.shape[0]
+        size = self.bucket(n)
+        if size is None:
+            return None
+        self.sizes.append(size)
+        self.ids[:n], self.pos[:n] = input_ids, positions
+        backend = self.attn
+
+        def attention(spec, q, k, v, cache):
+            out = self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
+            out[:n] = type(backend).forward(backend, spec, q[:n], k[:n], v[:n], cache, meta)
+            return out
+        return self._run(size, kv_caches, meta, attention)[:n]
+
+
+def test_engine_steps_through_padded_pieces_match_plain_runs(llama_dir):
+    """Chunked prompts, mixed batches and n-gram verify steps through the runner's piecewise
+    hook give the same greedy tokens as a plain engine."""
+    from litevllm import LLM, SamplingParams
+    loop = [7, 8, 9, 10, 11, 12] * 6
+    prompts = [{"prompt_token_ids": p} for p in (loop, list(range(20, 75)), [40] * 9)]
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    common = dict(block_size=8, max_num_seqs=4, max_num_batched_tokens=32, seed=0)
+    want = [o.outputs[0].token_ids for o in LLM(str(llama_dir), **common).generate(prompts, params)]
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "min_acceptance_rate": 0.01}
+    llm = LLM(str(llama_dir), speculative_config=spec, **common)
+    runner = llm.engine.runner
+    runner.piecewise = pw = EagerPieces(runner.model, runner.attn, runner.device, 32)
+    pw.sizes = []
+    got = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
+    assert got == want
+    assert llm.engine.stats()["spec_num_draft_tokens"] > 0 and {16, 32} <= set(pw.sizes)
