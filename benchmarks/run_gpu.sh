@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
+#                                    throughput|tput|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -50,7 +50,22 @@ for part in $parts; do
       python3 benchmarks/plot_scaling.py "$OUT/scaling.json" --out-dir "$OUT/plots" 2>&1 | tail -3 ;;
     tprofile) timeout 150 python3 benchmarks/profile_throughput.py --json-out "$OUT/tprofile.json" \
         2>&1 | grep -v -i warn | tail -40 ;;
-    spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b \
+    decode)  # issue 15: batch 1 / 32 decode with the skinny GEMM and PDL off / GEMV on / both on
+      for env in "LITEVLLM_GEMV=0 LITEVLLM_PDL=0" "LITEVLLM_GEMV=1 LITEVLLM_PDL=0" \
+                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1"; do
+        env $env timeout 90 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
+            --out "$OUT/decode.jsonl" 2>&1 | grep '^{' | cut -c1-300
+      done ;;
+    tput)  # issue 16: CLI throughput with async scheduling and piecewise graphs on / off
+      i=0
+      for flags in "" "--no-async-scheduling" "--max-piecewise-graph-tokens 0" \
+                   "--no-async-scheduling --max-piecewise-graph-tokens 0"; do
+        i=$((i + 1)); echo "throughput $i: ${flags:-defaults}"
+        timeout 75 lite bench throughput --model $C/tinyllama-1.1b --load-format dummy \
+            --max-model-len 4096 --num-prompts 256 --min-len 100 --max-len 1024 --no-progress \
+            $flags --json-out "$OUT/tput_$i.json" 2>&1 | grep -v -i warn | tail -2
+      done ;;
+    spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b --only ${SPEC_ONLY:-ngram,structured} \
               --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
