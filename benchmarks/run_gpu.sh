@@ -51,15 +51,16 @@ for part in $parts; do
     tprofile) timeout 150 python3 benchmarks/profile_throughput.py --json-out "$OUT/tprofile.json" \
         2>&1 | grep -v -i warn | tail -40 ;;
     decode)  # issue 15: batch 1 / 32 decode with the skinny GEMM and PDL off / GEMV on / both on
-      for env in "LITEVLLM_GEMV=0 LITEVLLM_PDL=0" "LITEVLLM_GEMV=1 LITEVLLM_PDL=0" \
-                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1"; do
-        env $env timeout 90 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
+      for env in ${DECODE_ENVS:-"LITEVLLM_GEMV=0,LITEVLLM_PDL=0" "LITEVLLM_GEMV=1,LITEVLLM_PDL=0" \
+                 "LITEVLLM_GEMV=1,LITEVLLM_PDL=1"}; do
+        env ${env//,/ } timeout 90 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
             --out "$OUT/decode.jsonl" 2>&1 | grep '^{' | cut -c1-300
       done ;;
     tput)  # issue 16: CLI throughput with async scheduling and piecewise graphs on / off
-      i=0
-      for flags in "" "--no-async-scheduling" "--max-piecewise-graph-tokens 0" \
-                   "--no-async-scheduling --max-piecewise-graph-tokens 0"; do
+      i=0; runs=("" "--no-async-scheduling" "--max-piecewise-graph-tokens 0" \
+                 "--no-async-scheduling --max-piecewise-graph-tokens 0")
+      [ -n "${TPUT_SHORT:-}" ] && runs=("" "--no-async-scheduling --max-piecewise-graph-tokens 0")
+      for flags in "${runs[@]}"; do
         i=$((i + 1)); echo "throughput $i: ${flags:-defaults}"
         timeout 75 lite bench throughput --model $C/tinyllama-1.1b --load-format dummy \
             --max-model-len 4096 --num-prompts 256 --min-len 100 --max-len 1024 --no-progress \
