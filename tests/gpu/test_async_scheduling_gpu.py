@@ -73,5 +73,6 @@ def test_no_host_sync_but_reading_the_tokens(checkpoint, monkeypatch):
                 step += 1
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)
+             and "prototype feature" not in str(w.message)]  # the mode's own notice
     assert not syncs, syncs[:3]
