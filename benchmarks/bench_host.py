@@ -9,7 +9,8 @@
 4. Host ms per engine decode step at 64, 256, 1024 and 2048 running sequences with a no-op
    model (zero logits over a 32-token vocabulary), so only scheduler, block manager, input
    preparation, sampler and output handling count. Flat = no O(n^2) host work. Also per
-   decode position with 16 steps per sync at 256 and 1024. Thread CPU time, median step.
+   decode position with 16 steps per sync at 256 and 1024; each also with async scheduling
+   (``_async``). Thread CPU time, median step.
 
     python benchmarks/bench_host.py            # all of the above
     python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
@@ -136,8 +137,10 @@ def host_step(num_seqs: int, steps: int = 40, prompt_len: int = 32, profile: boo
                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096)
         cfg.architectures = ["LlamaForCausalLM"]
         cfg.save_pretrained(d)
+        # blocks for every sequence at full length: no preemption while steps are timed
         llm = LLM(d, load_format="dummy", max_num_seqs=num_seqs, max_model_len=1024,
-                  max_num_batched_tokens=max(8192, num_seqs * prompt_len), **engine_kw)
+                  max_num_batched_tokens=max(8192, num_seqs * prompt_len),
+                  num_gpu_blocks_override=num_seqs * 1024 // 16 + 1, **engine_kw)
     engine = llm.engine
     engine.runner.model = NoopModel(cfg.vocab_size)
     params = SamplingParams(temperature=0, max_tokens=1024 - prompt_len - 1, ignore_eos=True)
@@ -172,9 +175,13 @@ def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
     result = {f"host_ms_per_step_{n}_seqs": host_step(n) for n in sizes}
     per_seq = [result[f"host_ms_per_step_{n}_seqs"] / n * 1e3 for n in sizes]
     result["us_per_seq_min_max"] = [min(per_seq), max(per_seq)]
+    for n in (256, 1024):  # async scheduling (the CUDA default): the same work, split in two
+        result[f"host_ms_per_step_{n}_seqs_async"] = host_step(n, async_scheduling=True)
     for n in (256, 1024):  # multi-step decode (the CUDA-graph default): host ms per position
         result[f"host_ms_per_position_16_steps_{n}_seqs"] = \
             host_step(n, steps=10, num_scheduler_steps=16) / 16
+        result[f"host_ms_per_position_16_steps_{n}_seqs_async"] = \
+            host_step(n, steps=10, num_scheduler_steps=16, async_scheduling=True) / 16
     return result
 
 

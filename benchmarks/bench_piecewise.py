@@ -18,6 +18,7 @@ cfg = Path(__file__).parent / "configs" / (sys.argv[1] if len(sys.argv) > 1 else
 K = 4
 t0 = time.perf_counter()
 llm = LLM(str(cfg), load_format="dummy", max_model_len=2048 + 64, gpu_memory_utilization=0.5,
+          max_piecewise_graph_tokens=2048,
           speculative_config={"method": "ngram", "num_speculative_tokens": K,
                               "min_acceptance_rate": 0.01})
 print(f"start-up to ready: {time.perf_counter() - t0:.2f} s "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -46,6 +48,7 @@ async def one_request(http, model, prompt, max_tokens):
     async with http.stream("POST", "/v1/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        replica = r.headers.get("x-litevllm-replica")  # Ray Serve replicas name themselves
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -63,7 +66,7 @@ async def one_request(http, model, prompt, max_tokens):
                 else:
                     gaps.append(now - last)
                 last = now
-    return ttft, gaps, time.perf_counter() - start, tokens
+    return ttft, gaps, time.perf_counter() - start, tokens, replica
 
 
 async def run_level(url, model, prompts, out_lens, concurrency, rate, seed, api_key):
@@ -97,6 +100,7 @@ async def run_level(url, model, prompts, out_lens, concurrency, rate, seed, api_
             "ttft_ms_p50": pct(ttft, 50) * 1e3, "ttft_ms_p99": pct(ttft, 99) * 1e3,
             "itl_ms_p50": pct(gaps, 50) * 1e3, "itl_ms_p99": pct(gaps, 99) * 1e3,
             "tpot_ms_mean": statistics.mean(tpot) * 1e3 if tpot else float("nan"),
+            "replicas": dict(collections.Counter(r[4] for r in results if r[4])),
             "first_error": errors[0] if errors else None}
 
 
@@ -108,7 +112,9 @@ def start_server(model, serve_args, port):
     for line in proc.stderr:
         sys.stderr.write(line)
         m = re.search(r"http://[^:]+:(\d+)/v1", line)
-        if m:
+        if m:  # keep draining the server's log, or a full pipe would stall it
+            threading.Thread(target=lambda: [sys.stderr.write(x) for x in proc.stderr],
+                             daemon=True).start()
             return proc, f"http://127.0.0.1:{m.group(1)}"
     raise SystemExit(f"lite serve exited with {proc.wait()}")
 

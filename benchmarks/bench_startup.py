@@ -1,14 +1,16 @@
 """Start-up to ready, by phase, in fresh processes with a cold and then a warm Triton cache.
 
     python benchmarks/bench_startup.py [--model benchmarks/configs/tinyllama-1.1b]
-        [--warm-runs 2] [--profile] [--latency] [--no-pycache] [--out results.jsonl]
-        [--engine JSON]
+        [--warm-runs 2] [--profile] [--latency] [--no-pycache] [--bytecode-first]
+        [--out results.jsonl] [--engine JSON]
 
 Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
 TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image writes no .pyc
 files, so without it every start compiles every module's source): the first run compiles every
 kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
-the environment as it is. A run prints one JSON line: ``total_s`` (imports to ready), its
+the environment as it is. ``--bytecode-first`` adds a run with a throwaway Triton cache before
+the cold one, so the cold run finds bytecode as `pip install` leaves it and an empty Triton cache
+(reported as ``cold_triton``). A run prints one JSON line: ``total_s`` (imports to ready), its
 phases, the first request after ready (1 prompt, 8 tokens) and ``modules`` (how many were
 imported by ready). Phases come from wrapping engine functions, so the script also times
 versions of LitevLLM that predate it:
@@ -126,6 +128,8 @@ def main():
                    help="leave Python's bytecode caching as the environment has it")
     p.add_argument("--out", help="append the JSON lines here too")
     p.add_argument("--engine", default="{}", help="engine options as JSON")
+    p.add_argument("--bytecode-first", action="store_true",
+                   help="write bytecode in a run of its own first: the cold run is Triton-cold only")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     engine_kw = json.loads(a.engine)
@@ -137,13 +141,16 @@ def main():
         if not a.no_pycache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "pycache")
-        for i in range(1 + a.warm_runs):
-            kind = "cold" if i == 0 else "warm"
+        runs = ["bytecode"] * a.bytecode_first + ["cold_triton" if a.bytecode_first else "cold"] \
+            + ["warm"] * a.warm_runs
+        for i, kind in enumerate(runs):
             cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
-            if i == a.warm_runs:
+            if i == len(runs) - 1:
                 cmd += ["--profile"] * a.profile + ["--latency"] * a.latency
+            run_env = env if kind != "bytecode" else \
+                {**env, "TRITON_CACHE_DIR": os.path.join(cache, "triton-throwaway")}
             t0 = time.perf_counter()
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            out = subprocess.run(cmd, env=run_env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")

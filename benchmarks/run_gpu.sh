@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|serve|ray|spec ...]
+#                                    throughput|tput|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
 if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydantic; ray[serve])
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-      .whl/*.whl > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
+      .whl/*.whl $(ls .whlray/*.whl 2>/dev/null) > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
   export PYTHONPATH=/tmp/site
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
@@ -18,7 +18,7 @@ C=benchmarks/configs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests/gpu \
+    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -n ${TESTS_N:-8} -p no:cacheprovider --continue-on-collection-errors tests/gpu \
         > "$OUT/gpu_tests.log" 2>&1; grep -E "passed|failed|^FAILED|^ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
     quant) timeout ${QUANT_S:-250} python3 benchmarks/bench_quant.py ${QUANT_ARGS:-} --out "$OUT/quant" 2>&1 \
         | grep -v -i warn | grep -v '"kind": "cand"' | cut -c1-330 | tail -30 ;;
@@ -34,7 +34,39 @@ for part in $parts; do
         --gpus-per-replica 0.5 --conversations 32 --turns 4 --json-out "$OUT/routing.json" -- \
         --model $C/tinyllama-1.1b --load-format dummy --max-model-len 4096 2>&1 \
         | grep -E '^\{|Error|error' | tail -8 ;;
-    spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b \
+    rayserve)  # issue 14: one replica alone, then two sharing the GPU (half the memory each)
+      for r in 1 2; do
+        g=$([ $r = 2 ] && echo "--gpus-per-replica 0.5" || true)
+        RAY_AUTH_MODE=disabled timeout 240 python3 benchmarks/bench_serve.py --model $C/tinyllama-1.1b \
+            --serve-args "--load-format dummy --max-model-len 4096 --replicas $r $g" \
+            --concurrency ${SERVE_C:-256} --full --json-out "$OUT/rayserve_$r.json" \
+            2> "$OUT/rayserve_$r.log" | tail -3
+        pgrep -f "ray::|raylet|gcs_server" > /dev/null && echo "ray processes left after $r" || true
+      done ;;
+    sweep)  # issue 16: scaling curves (JSON + PNG plots under $OUT/plots)
+      timeout ${SWEEP_S:-300} python3 benchmarks/bench_scaling.py --model $C/tinyllama-1.1b \
+          --load-format dummy --max-model-len 16384 ${SWEEP_ARGS:-} --out "$OUT/scaling.json" \
+          2>&1 | grep -v -i warn | tail -12
+      python3 benchmarks/plot_scaling.py "$OUT/scaling.json" --out-dir "$OUT/plots" 2>&1 | tail -3 ;;
+    tprofile) timeout 150 python3 benchmarks/profile_throughput.py --json-out "$OUT/tprofile.json" \
+        2>&1 | grep -v -i warn | tail -40 ;;
+    decode)  # issue 15: batch 1 / 32 decode with the skinny GEMM and PDL off / GEMV on / both on
+      for env in ${DECODE_ENVS:-"LITEVLLM_GEMV=0,LITEVLLM_PDL=0" "LITEVLLM_GEMV=1,LITEVLLM_PDL=0" \
+                 "LITEVLLM_GEMV=1,LITEVLLM_PDL=1"}; do
+        env ${env//,/ } timeout 90 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
+            --out "$OUT/decode.jsonl" 2>&1 | grep '^{' | cut -c1-300
+      done ;;
+    tput)  # issue 16: CLI throughput with async scheduling and piecewise graphs on / off
+      i=0; runs=("" "--no-async-scheduling" "--max-piecewise-graph-tokens 0" \
+                 "--no-async-scheduling --max-piecewise-graph-tokens 0")
+      [ -n "${TPUT_SHORT:-}" ] && runs=("" "--no-async-scheduling --max-piecewise-graph-tokens 0")
+      for flags in "${runs[@]}"; do
+        i=$((i + 1)); echo "throughput $i: ${flags:-defaults}"
+        timeout 75 lite bench throughput --model $C/tinyllama-1.1b --load-format dummy \
+            --max-model-len 4096 --num-prompts 256 --min-len 100 --max-len 1024 --no-progress \
+            $flags --json-out "$OUT/tput_$i.json" 2>&1 | grep -v -i warn | tail -2
+      done ;;
+    spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b --only ${SPEC_ONLY:-ngram,structured} \
               --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;
     kernels) python3 benchmarks/bench_kernels.py --out "$OUT/kernels.json" 2>&1 | tail -20
@@ -45,8 +77,20 @@ for part in $parts; do
       hf $C/gemma-2b --batch-sizes 1,32 --output-len 64 --json-out "$OUT/hf_gemma.json"
       [ -n "${SKIP_QWEN_BASELINE:-}" ] || hf $C/qwen1.5-moe-a2.7b --mode eager --batch-sizes 1,16 \
           --output-len 16 --json-out "$OUT/hf_qwen_moe.json" ;;
+    gemv)  # the skinny-GEMM sweep (merged into the plugin's table), then decode with the GEMV
+           # and PDL off / GEMV on / both on, each in its own process
+      G=${GEMV_MODELS:-tinyllama}
+      timeout ${SWEEP_S:-200} python3 benchmarks/bench_gemv.py --models $G --m ${GEMV_M:-1,2,4,8,16} --out "$OUT/gemv_sweep.jsonl" \
+          --table plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json > "$OUT/gemv_sweep.log" 2>&1
+      grep -v "^  skip" "$OUT/gemv_sweep.log" | cut -c1-250 | tail -40
+      cp plugins/triton/litevllm_triton/gemv_configs/NVIDIA_H200.json "$OUT/gemv_table.json"
+      for env in "LITEVLLM_GEMV=0 LITEVLLM_PDL=0" "LITEVLLM_GEMV=1 LITEVLLM_PDL=0" \
+                 "LITEVLLM_GEMV=1 LITEVLLM_PDL=1"; do
+        env $env timeout 120 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
+            --out "$OUT/gemv_engine.jsonl" 2>&1 | grep '^{' | cut -c1-300
+      done ;;
     profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
-    startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency \
+    startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency ${STARTUP_ARGS:-} \
         --engine '{"max_model_len": 4096}' --out "$OUT/startup.jsonl" 2> "$OUT/startup_profile.txt" ;;
   esac
 done

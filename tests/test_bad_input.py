@@ -167,6 +167,21 @@ def test_bad_request_leaves_engine_serving(small, prompt, params, message):
     assert eng.block_manager.num_free_blocks == eng.num_blocks
 
 
+@pytest.mark.parametrize("ids, params", [
+    ([], greedy()), (list(range(3, 40)), greedy()), ([1, 10**6], greedy()),
+    ([5], SamplingParams(stop_token_ids=[10**6])), ([5], SamplingParams(top_k=10**6)),
+    ([5], SamplingParams(max_tokens=33)), ([5], {"temperature": 0}),
+])
+def test_public_request_check_is_the_engines(small, ids, params):
+    """plugin_api.check_request (the Ray ingress's check) raises the engine's own message."""
+    from litevllm.plugin_api import check_request
+    with pytest.raises(ValueError) as engine_error:
+        small.engine.add_request("bad", {"prompt_token_ids": ids}, params)
+    with pytest.raises(ValueError) as public_error:
+        check_request(ids, params, small.hf_config.vocab_size, 32)
+    assert str(public_error.value) == str(engine_error.value)
+
+
 def test_engine_errors_abort_and_duplicates(small):
     eng = small.engine
     eng.add_request("x", "hello", greedy(3))

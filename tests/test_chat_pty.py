@@ -23,9 +23,16 @@ main()
 
 @pytest.fixture(scope="module")
 def long_context_dir(make_model, tokenizer):
-    """A tiny model with a long context, so a reply runs long enough to be interrupted."""
-    path = make_model("llama-long", max_position_embeddings=16384)
+    """A tiny model with a long context and no EOS token, so a reply runs until interrupted
+    (with one, a reply could end by itself before a loaded machine delivers the Ctrl-C)."""
+    path = make_model("llama-long", max_position_embeddings=16384, eos_token_id=None)
     tokenizer.save_pretrained(path)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        file = path / name
+        if file.is_file():
+            config = json.loads(file.read_text())
+            config.pop("eos_token", None)
+            file.write_text(json.dumps(config))
     return path
 
 

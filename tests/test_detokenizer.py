@@ -28,7 +28,7 @@ def scripted_llm(llama_dir, script):
     llm = LLM(str(llama_dir), block_size=8)
     vocab = llm.engine.hf_config.vocab_size
 
-    def execute(inputs):
+    def scripted(inputs, logits):
         positions = inputs.positions[inputs.logit_rows].tolist()
         logits = torch.zeros(len(positions), vocab)
         for row, pos in enumerate(positions):
@@ -36,7 +36,7 @@ def scripted_llm(llama_dir, script):
             if 0 <= step < len(script):
                 logits[row, script[step]] = 10.0
         return logits
-    llm.engine.runner.execute = execute
+    llm.engine.add_logits_observer(scripted)
     return llm
 
 

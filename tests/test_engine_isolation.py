@@ -58,9 +58,9 @@ class FaultySampler:
         if any(s.params.seed == BAD_SEED and s.num_output_tokens >= self.after for s in seqs):
             raise RuntimeError("injected failure")
 
-    def __call__(self, logits, seqs):
+    def launch(self, logits, seqs):
         self._check(seqs)
-        return self.inner(logits, seqs)
+        return self.inner.launch(logits, seqs)
 
     def picker(self, seqs):
         self._check(seqs)
@@ -96,17 +96,19 @@ def test_multi_step_failure_fails_one_request(multi_step_llm, monkeypatch):
     _run_with_bad_request(multi_step_llm, monkeypatch, after=3)
 
 
-def test_forward_failure_fails_one_request(llm, monkeypatch):
+def test_forward_failure_fails_one_request(llm):
     good = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
     expected = [o.outputs[0].token_ids for o in llm.generate(PROMPTS, good)]
-    execute, poison = llm.engine.runner.execute, 7
+    poison = 7
 
-    def faulty(inputs):
+    def faulty(inputs, logits):
         if bool((inputs.input_ids == poison).any()):
             raise RuntimeError("injected forward failure")
-        return execute(inputs)
-    monkeypatch.setattr(llm.engine.runner, "execute", faulty)
-    outs = llm.generate(PROMPTS + [{"prompt_token_ids": [5, poison, 9]}], good)
+    remove = llm.engine.add_logits_observer(faulty)
+    try:
+        outs = llm.generate(PROMPTS + [{"prompt_token_ids": [5, poison, 9]}], good)
+    finally:
+        remove()
     assert outs[-1].outputs[0].finish_reason == "error" and "forward" in outs[-1].error
     assert [o.outputs[0].token_ids for o in outs[:-1]] == expected
     eng = llm.engine

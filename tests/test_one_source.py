@@ -28,3 +28,24 @@ def test_unknown_attention_backend_is_an_error():
     with pytest.raises(PluginError, match="unknown attention backend or kernel provider 'nope'"):
         pick_attention_backend(manager, "nope", "cpu")
     assert pick_attention_backend(manager, "torch", "cpu").name == "torch"
+
+
+def test_engine_lookups_go_through_the_kind_table(llama_dir, monkeypatch):
+    """The engine resolves every registered name by the selector its kind's row names."""
+    import importlib
+
+    from litevllm import LLM, SamplingParams
+    from litevllm.kinds import KIND_TABLE
+    calls = []
+    for selector in {k.selector for k in KIND_TABLE.values()}:
+        module, _, attr = selector.partition(":")
+        mod = importlib.import_module(module)
+
+        def spy(manager, kind, name, *args, _real=getattr(mod, attr), **context):
+            calls.append(kind)
+            return _real(manager, kind, name, *args, **context)
+        monkeypatch.setattr(mod, attr, spy)
+    llm = LLM(str(llama_dir), block_size=8, max_num_seqs=2)
+    llm.generate({"prompt_token_ids": [5, 6]}, SamplingParams(max_tokens=1))
+    assert {"checkpoint_formats", "models", "quant_methods", "attention_backends", "ops"} \
+        <= set(calls)

@@ -1,5 +1,6 @@
 """The real Scheduler (and its block manager) under random workloads, driven without a model:
-``update`` gets made-up tokens for each sequence whose last token was computed."""
+``update`` gets made-up tokens for each sequence whose last token was computed (or, with async
+scheduling, ``advance`` gives placeholders and ``resolve`` the tokens one step later)."""
 from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
@@ -7,7 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from litevllm.config import SchedulerConfig
-from litevllm.engine.scheduler import Scheduler
+from litevllm.engine.block_manager import block_hash
+from litevllm.engine.scheduler import PLACEHOLDER, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.sampling_params import SamplingParams
 
@@ -19,7 +21,7 @@ class Driver:
     and draft tokens with a made-up number accepted (speculative decoding)."""
 
     def __init__(self, num_blocks, block_size, max_num_seqs, max_tokens_per_step, chunked,
-                 caching, max_model_len=64):
+                 caching, max_model_len=64, async_scheduling=False):
         self.sched = Scheduler(SchedulerConfig(max_num_seqs, max_tokens_per_step, chunked),
                                num_blocks, block_size, caching, max_model_len, eos_token_ids=[10],
                                make_child=self._child)
@@ -28,6 +30,8 @@ class Driver:
         self.finals = Counter()                          # request -> final outputs emitted
         self.admitted = 0
         self.next_id = 0
+        # async scheduling: (sampled seqs, their tokens) of the step advanced with placeholders
+        self.async_scheduling, self.inflight = async_scheduling, None
 
     def add(self, prompt, n, max_tokens) -> bool:
         try:
@@ -51,6 +55,8 @@ class Driver:
 
     def step(self, lookahead=0, draft_len=0):
         cfg, bm = self.sched.config, self.bm
+        if draft_len:  # drafts read the tokens: verify steps are synchronous
+            self.resolve()
         drafts = {s.seq_id: [self.token(s, j + 1) for j in range(draft_len)]
                   for s in self.sched.running if s.num_output_tokens} if draft_len else None
         batch = self.sched.schedule(lookahead, drafts)
@@ -70,8 +76,8 @@ class Driver:
             for pos in range(s.num_computed_tokens, s.num_computed_tokens + n + ahead):
                 block = s.block_table[pos // bm.block_size]
                 assert bm.ref_count[block] == 1 and bm.hash_of[block] is None
-        if not batch and self.sched.waiting:
-            assert self.sched.running, "deadlock: nothing running, nothing admitted"
+        if not batch and self.sched.waiting:  # (async: waiting for tokens in flight)
+            assert self.sched.running or self.inflight, "deadlock: nothing running, nothing admitted"
         self.sched.take_copies()
         sampled = {}
         for s, n in zip(batch.seqs, batch.num_new_tokens):
@@ -84,18 +90,40 @@ class Driver:
                 continue
             for t in batch.sample_seqs(s):
                 sampled[t.seq_id] = [self.token(t, j) for j in range(batch.num_steps)]
-        assert not self.sched.update(batch, sampled)
+        if self.async_scheduling and not batch.drafts:  # as LLMEngine._step_async
+            self.resolve()
+            sample_seqs = [t for s in batch.seqs for t in batch.sample_seqs(s)
+                           if t.seq_id in sampled]
+            assert not self.sched.advance(batch, sample_seqs, batch.num_steps)
+            self.inflight = (sample_seqs, [sampled[t.seq_id] for t in sample_seqs])
+        else:
+            self.resolve()
+            assert not self.sched.update(batch, sampled)
         for s in batch.seqs:
-            self.requests[s.request_id].extend(batch.forks.get(s.seq_id, []))
+            if s.request_id in self.requests:  # (async: settled by resolve meanwhile)
+                self.requests[s.request_id].extend(batch.forks.get(s.seq_id, []))
             if s.status is SeqStatus.RUNNING:  # lookahead blocks past the tokens rolled back
                 assert len(s.block_table) <= bm.blocks_needed(s.num_tokens)
-        for rid in {s.request_id for s in batch.seqs}:
+        self.settle(s.request_id for s in batch.seqs)
+
+    def settle(self, rids):
+        """Count the final outputs of the requests ``rids`` whose sequences all finished."""
+        for rid in set(rids):
             seqs = self.requests.get(rid)
             if seqs and len(seqs) == seqs[0].params.n and all(x.is_finished for x in seqs):
                 self.finals[rid] += 1
                 del self.requests[rid]
 
+    def resolve(self):
+        if self.inflight is not None:
+            self.sched.resolve(*self.inflight)
+            self.settle(s.request_id for s in self.inflight[0])  # finished by stop tokens
+            self.inflight = None
+
     def finish(self, s, reason):
+        self.resolve()  # stop strings are found in the tokens read back
+        if s.is_finished:
+            return  # by a stop token there
         self.sched.finish(s, reason)
         seqs = self.requests[s.request_id]
         forked = len(seqs) == s.params.n or reason == "abort"
@@ -104,6 +132,9 @@ class Driver:
             del self.requests[s.request_id]
 
     def abort(self, rid):
+        self.resolve()  # LLMEngine.abort_request reads the step in flight first
+        if rid not in self.requests:
+            return  # it finished there
         for s in self.requests[rid]:
             if not s.is_finished:
                 self.sched.finish(s, "abort")
@@ -121,6 +152,14 @@ class Driver:
             assert s.status is SeqStatus.WAITING and not s.block_table and s.num_computed_tokens == 0
         for s in self.sched.running:
             assert len(s.block_table) >= bm.blocks_needed(s.num_computed_tokens)
+        for s in live:  # published blocks hold real tokens, never placeholders
+            assert PLACEHOLDER not in s.token_ids[:s.num_committed_blocks * bm.block_size]
+            parent = None
+            for i, h in enumerate(s.block_hashes):  # hashes are of the tokens now there
+                parent = block_hash(parent, tuple(s.token_ids[i * bm.block_size:(i + 1) * bm.block_size]))
+                assert h == parent
+            if self.inflight is None:
+                assert PLACEHOLDER not in s.token_ids
 
     def drain(self, max_steps=5000):
         for _ in range(max_steps):
@@ -128,6 +167,8 @@ class Driver:
                 break
             self.step()
             self.check_books()
+        self.resolve()
+        self.check_books()
         assert not self.sched.has_unfinished(), "requests never finished"
         assert sum(self.bm.ref_count) == 0 and self.bm.num_free_blocks == self.bm.num_blocks
         assert not self.requests
@@ -138,9 +179,11 @@ class Driver:
 class SchedulerMachine(RuleBasedStateMachine):
     @initialize(num_blocks=st.integers(3, 24), block_size=st.sampled_from([2, 4, 8]),
                 max_num_seqs=st.integers(1, 6), budget=st.integers(1, 48),
-                chunked=st.booleans(), caching=st.booleans())
-    def setup(self, num_blocks, block_size, max_num_seqs, budget, chunked, caching):
-        self.eng = Driver(num_blocks, block_size, max_num_seqs, budget, chunked, caching)
+                chunked=st.booleans(), caching=st.booleans(), async_scheduling=st.booleans())
+    def setup(self, num_blocks, block_size, max_num_seqs, budget, chunked, caching,
+              async_scheduling):
+        self.eng = Driver(num_blocks, block_size, max_num_seqs, budget, chunked, caching,
+                          async_scheduling=async_scheduling)
 
     @rule(prefix=st.sampled_from(PREFIXES), tail=st.lists(st.integers(0, 20), min_size=1,
                                                           max_size=20),
@@ -187,10 +230,12 @@ TestSchedulerMachine.settings = settings(max_examples=80, stateful_step_count=40
 @given(prompts=st.lists(st.tuples(st.sampled_from(PREFIXES),
                                   st.lists(st.integers(0, 20), min_size=1, max_size=30),
                                   st.integers(1, 3), st.integers(1, 20)), min_size=1, max_size=8),
-       num_blocks=st.integers(2, 16), budget=st.integers(1, 32), max_num_seqs=st.integers(1, 4))
-def test_everything_finishes_under_pressure(prompts, num_blocks, budget, max_num_seqs):
+       num_blocks=st.integers(2, 16), budget=st.integers(1, 32), max_num_seqs=st.integers(1, 4),
+       async_scheduling=st.booleans())
+def test_everything_finishes_under_pressure(prompts, num_blocks, budget, max_num_seqs,
+                                            async_scheduling):
     """Tiny caches and budgets: requests get preempted and recomputed, yet all finish once."""
-    eng = Driver(num_blocks, 4, max_num_seqs, budget, True, True)
+    eng = Driver(num_blocks, 4, max_num_seqs, budget, True, True, async_scheduling=async_scheduling)
     for prefix, tail, n, max_tokens in prompts:
         eng.add(prefix + tail, n, max_tokens)
     eng.drain()
@@ -229,15 +274,12 @@ def test_engine_with_fake_model(llama_dir, ops, seed):
               max_num_seqs=4, max_num_batched_tokens=16).engine
     gen = torch.Generator().manual_seed(seed)
     vocab = eng.hf_config.vocab_size
-    prepare = eng.runner.prepare
 
-    def checked_prepare(batch):
-        inputs = prepare(batch)
-        for slot in inputs.meta.slot_mapping.tolist():  # writes only into unshared blocks
+    def fake_model(inputs, logits):
+        for slot in inputs.meta.slot_mapping.tolist():  # wrote only into unshared blocks
             assert eng.block_manager.ref_count[slot // 8] == 1
-        return inputs
-    eng.runner.prepare = checked_prepare
-    eng.runner.execute = lambda inputs: torch.randn(len(inputs.logit_rows), vocab, generator=gen)
+        return torch.randn(len(inputs.logit_rows), vocab, generator=gen)
+    eng.add_logits_observer(fake_model)
 
     added, finals = {}, Counter()
 

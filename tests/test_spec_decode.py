@@ -72,11 +72,15 @@ def test_accepted_drafts_save_steps(engines, monkeypatch, wrong_every):
     stats = eng.stats()
     drafted = stats["spec_num_draft_tokens"] - before["spec_num_draft_tokens"]
     accepted = stats["spec_num_accepted_tokens"] - before["spec_num_accepted_tokens"]
+    per_pos = [a - b for a, b in zip(stats["spec_num_accepted_tokens_per_pos"],
+                                     before["spec_num_accepted_tokens_per_pos"])]
+    assert sum(per_pos) == accepted and per_pos == sorted(per_pos, reverse=True)
     if wrong_every:
         assert 0 < accepted < drafted and steps < 33
     else:
         # the prefill's token, then 4 drafts + 1 per step; the last step's draft is cut to 1
         assert accepted == drafted == 4 * 6 + 1 and steps == 1 + 7
+        assert per_pos == [7, 6, 6, 6]
     assert stats["spec_num_draft_tokens"] >= stats["spec_num_accepted_tokens"] > 0
     assert 1 < stats["spec_mean_acceptance_length"] <= 1 + SPEC["num_speculative_tokens"]
     assert 0 < stats["spec_acceptance_rate"] <= 1
@@ -166,3 +170,35 @@ def test_cli_option(llama_dir):
     for bad, why in (("{nope", "not valid JSON"), ('{"method": "ngram"}', "num_speculative_tokens")):
         r = CliRunner().invoke(cli, base + ["--speculative-config", bad])
         assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output
+
+
+def test_verify_steps_are_decode_rows(engines, monkeypatch):
+    """A verify step is laid out as decode rows, so it replays the decode CUDA graphs: row j of
+    a sequence holds its j-th token at position p + j, writes that slot and attends to p + j + 1
+    positions through the sequence's own block table."""
+    _, spec = engines
+    runner, checked = spec.engine.runner, []
+    prepare, bs = runner.prepare, runner.block_size
+
+    def spy(batch):
+        inputs = prepare(batch)
+        if batch.drafts:
+            m, pos, row = inputs.meta, inputs.positions.tolist(), 0
+            assert m.is_decode and m.num_seqs == len(pos) and m.max_query_len == 1
+            assert m.seq_lens.tolist() == [p + 1 for p in pos]
+            for i, (seq, first) in enumerate(zip(batch.seqs, inputs.sample_index)):
+                draft, start = batch.drafts.get(seq.seq_id, []), seq.num_computed_tokens
+                span = range(start, start + 1 + len(draft))
+                assert first == row and pos[row:row + len(span)] == list(span)
+                assert inputs.input_ids[row:row + len(span)].tolist() == [seq.token_ids[start]] + draft
+                assert m.slot_mapping[row:row + len(span)].tolist() == \
+                    [seq.block_table[p // bs] * bs + p % bs for p in span]
+                width = m.block_tables.shape[1]
+                assert all(m.block_tables[r].tolist() == (seq.block_table + [0] * width)[:width]
+                           for r in range(row, row + len(span)))
+                row += len(span)
+            checked.append(len(pos))
+        return inputs
+    monkeypatch.setattr(runner, "prepare", spy)
+    spec.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    assert checked and max(checked) > 1

@@ -231,5 +231,6 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
         "ttft_ms_median": statistics.median(ttft) * 1e3, "itl_ms_mean": statistics.mean(itl) * 1e3,
         "prefix_cache_hit_rate": cached / max(1, sum(in_lens)),
         "peak_memory_gib": _peak_memory_gib(llm),
+        "scheduler_steps": engine.num_scheduler_steps, "async_scheduling": engine.async_scheduling,
         **{k: v for k, v in engine.stats().items() if k.startswith("spec_")},
     }

@@ -106,6 +106,12 @@ class SchedulerConfig:
     num_scheduler_steps: int | None = opt(
         None, f"Decode steps per host sync (plain decodes only); default {DEFAULT_GRAPH_STEPS} "
               f"with CUDA graphs, else 1.", validator=_positive, min=1)
+    # schedule and launch step n+1 while the device runs step n, then read step n's tokens
+    # (LLMEngine._step_async); multi-step and speculative-verify batches stay synchronous.
+    # None: on with CUDA (on the CPU nothing runs meanwhile)
+    async_scheduling: bool | None = opt(
+        None, "Schedule the next step while the device runs this one; default: on with CUDA.",
+        flags=("--async-scheduling/--no-async-scheduling",))
 
 
 @attrs.define
@@ -153,9 +159,10 @@ class EngineConfig:
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
     enforce_eager: bool = opt(False, "Disable CUDA graphs.")
+    # off by default: with async scheduling it measured slower on the H200 (RESULTS.md)
     max_piecewise_graph_tokens: int = opt(
-        2048, "Largest prefill, mixed or verify step (tokens) run as piecewise CUDA graphs "
-              "(attention eager between them); 0: such steps run eagerly.",
+        0, "Largest prefill or mixed step (tokens) run as piecewise CUDA graphs (attention "
+           "eager between them); 0: such steps run eagerly.",
         validator=_non_negative, min=0)
     load_format: str = opt("auto", "dummy: random weights (no checkpoint read).",
                            choices=("auto", "dummy"))

@@ -1,5 +1,6 @@
 """The registry kinds: one table of what each kind registers, how a name resolves, and what a
-valid registration is. Used by ``litevllm.plugins`` (collection, lookups, messages) and
+valid registration is. Used by ``litevllm.plugins`` (collection, ``PluginManager.select``,
+messages), ``litevllm.ops`` (ops and attention backends, through ``select``) and
 ``litevllm.testing`` (``check_plugin``)."""
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ _MODEL_METHODS = ("forward", "compute_logits", "kv_shape", "num_kv_layers", "map
 class Kind:
     singular: str            # for messages: "attention backend"
     base: str | None         # "module:Class" a registration must subclass (None: see validator)
-    # how a name resolves: "name" (PluginManager.pick: priority, then override), "kernels"
-    # (litevllm.ops: the kernels= provider serving the device), "detect" (the first format,
-    # by priority, whose detect() accepts the path), "priority" ("auto": highest priority)
+    # how a name resolves: "module:function", called as fn(manager, kind, name, **context) ->
+    # Entry (or None: not found) by PluginManager.select, the only caller
     selector: str
     extra: Callable[[str, object], str | None] | None = None  # checks beyond the base class
+
+    def select(self, manager, kind: str, name, **context):
+        module, _, attr = self.selector.partition(":")
+        return getattr(importlib.import_module(module), attr)(manager, kind, name, **context)
 
     def base_class(self):
         module, _, attr = self.base.partition(":")
@@ -77,17 +81,24 @@ def _command(name, obj):
 
 
 _API = "litevllm.plugin_api"
+# selectors: the name itself (highest priority, then override=True); "auto" or a name
+# (highest priority); the first format by priority whose detect() accepts a path; the
+# kernels= provider serving the device (attention backends, ops)
+BY_NAME = "litevllm.plugins:by_name"
+BY_PRIORITY = "litevllm.plugins:by_priority"
+BY_DETECTION = "litevllm.plugins:by_detection"
 KIND_TABLE: dict[str, Kind] = {
-    "models": Kind("model", "torch.nn:Module", "name", _model),
-    "attention_backends": Kind("attention backend", f"{_API}:AttentionBackend", "kernels",
+    "models": Kind("model", "torch.nn:Module", BY_NAME, _model),
+    "attention_backends": Kind("attention backend", f"{_API}:AttentionBackend",
+                               "litevllm.ops:select_attention_backend",
                                _overrides("forward", f"{_API}:AttentionBackend")),
-    "ops": Kind("op", None, "kernels", _op),
-    "quant_methods": Kind("quant method", f"{_API}:QuantConfig", "name"),
-    "checkpoint_formats": Kind("checkpoint format", f"{_API}:CheckpointFormat", "detect",
+    "ops": Kind("op", None, "litevllm.ops:select_op", _op),
+    "quant_methods": Kind("quant method", f"{_API}:QuantConfig", BY_NAME),
+    "checkpoint_formats": Kind("checkpoint format", f"{_API}:CheckpointFormat", BY_DETECTION,
                                _overrides("detect", f"{_API}:CheckpointFormat")),
-    "model_aliases": Kind("model alias", None, "name", _callable),
+    "model_aliases": Kind("model alias", None, BY_NAME, _callable),
     "structured_output_backends": Kind("structured-output backend",
-                                       f"{_API}:StructuredOutputBackend", "priority"),
-    "commands": Kind("command", None, "name", _command),
+                                       f"{_API}:StructuredOutputBackend", BY_PRIORITY),
+    "commands": Kind("command", None, BY_NAME, _command),
 }
 KINDS = tuple(KIND_TABLE)

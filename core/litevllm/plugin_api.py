@@ -44,6 +44,7 @@ _EXPORTS = {
     "litevllm.cli": ["engine_options", "build_llm", "fail"],  # for register_commands plugins
     # the engine API for front ends (servers, Ray Serve replicas)
     "litevllm.engine.async_engine": ["AsyncLLMEngine", "EngineDeadError", "EngineOverloadedError"],
+    "litevllm.engine.request_check": ["check_request"],
     "litevllm.outputs": ["CompletionOutput", "RequestOutput"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -145,31 +145,15 @@ class PluginManager:
     def _ok(self, plugin: str) -> bool:
         return self.info[plugin].status == "loaded"
 
-    def pick(self, kind: str, name: str) -> Entry | None:
-        """The winning entry for ``name``; raises on an unresolved conflict."""
-        found = self.candidates(kind, name)
-        if not found:
-            return None
-        top = max(e.priority for e in found)
-        best = [e for e in found if e.priority == top]
-        if len(best) > 1:
-            forced = [e for e in best if e.override]
-            if len(forced) != 1:
-                owners = ", ".join(sorted(e.plugin for e in best))
-                raise PluginError(f"{KIND_TABLE[kind].singular} '{name}' is registered by several plugins ({owners}); "
-                                  f"give one a higher priority or override=True, or disable one "
-                                  f"with LITEVLLM_DISABLE_PLUGINS")
-            best = forced
-        return best[0]
+    def select(self, kind: str, name="auto", **context) -> Entry | None:
+        """The entry ``name`` resolves to under the kind's selector (``KIND_TABLE``): every
+        lookup of a registered name goes through here. ``context``: what the selector needs
+        besides the name (``kernels``, ``device_type`` for ops)."""
+        return KIND_TABLE[kind].select(self, kind, name, **context)
 
-    def select(self, kind: str, name: str = "auto") -> Entry | None:
-        """The entry a ``"priority"``-selected kind (``KIND_TABLE``) resolves ``name`` to:
-        "auto" is the highest-priority loaded entry, any other name as :meth:`pick`."""
-        assert KIND_TABLE[kind].selector == "priority", kind
-        if name != "auto":
-            return self.pick(kind, name)
-        found = [e for e in self.entries[kind] if self._ok(e.plugin)]
-        return max(found, key=lambda e: e.priority) if found else None
+    def pick(self, kind: str, name: str) -> Entry | None:
+        """The entry registered as ``name``, whatever the kind's selector (:func:`by_name`)."""
+        return by_name(self, kind, name)
 
     def names(self, kind: str) -> list[str]:
         return sorted({e.name for e in self.entries[kind] if self._ok(e.plugin)})
@@ -188,7 +172,7 @@ class PluginManager:
                        for error, names in why.items())
 
     def model_class(self, architecture: str):
-        entry = self.pick("models", architecture)
+        entry = self.select("models", architecture)
         if entry is None:
             hint = _install_hint(architecture)
             off = [i for i in self.info.values() if i.distribution == hint and i.status != "loaded"]
@@ -203,20 +187,7 @@ class PluginManager:
         return entry.load()
 
     def checkpoint_format(self, path):
-        entries = sorted((e for e in self.entries["checkpoint_formats"] if self._ok(e.plugin)),
-                         key=lambda e: -e.priority)
-        broken = []
-        for entry in entries:
-            try:
-                cls = entry.load()
-            except PluginError as e:  # one broken format must not block the others; it is
-                broken.append(str(e))  # reported only when no other format takes the path
-                continue
-            if cls.detect(path):
-                return cls
-        names = ", ".join(e.name for e in entries)
-        raise PluginError(f"no checkpoint format recognises '{path}' (installed formats: "
-                          f"{names}{self.not_loaded()})" + "".join(f"; {b}" for b in broken))
+        return self.select("checkpoint_formats", path).load()
 
     def load_errors(self, plugin: str) -> list[str]:
         """Why each registration of ``plugin`` that cannot be imported fails (`lite plugins`)."""
@@ -231,8 +202,54 @@ class PluginManager:
         return errors
 
     def resolve_alias(self, name: str):
-        entry = self.pick("model_aliases", name)
+        entry = self.select("model_aliases", name)
         return None if entry is None else entry.load()()
+
+
+# selectors (KIND_TABLE) ----------------------------------------------------------------------
+def by_name(manager: PluginManager, kind: str, name: str) -> Entry | None:
+    """The winning entry for ``name``: highest priority, then override=True; raises on an
+    unresolved conflict."""
+    found = manager.candidates(kind, name)
+    if not found:
+        return None
+    top = max(e.priority for e in found)
+    best = [e for e in found if e.priority == top]
+    if len(best) > 1:
+        forced = [e for e in best if e.override]
+        if len(forced) != 1:
+            owners = ", ".join(sorted(e.plugin for e in best))
+            raise PluginError(f"{KIND_TABLE[kind].singular} '{name}' is registered by several plugins ({owners}); "
+                              f"give one a higher priority or override=True, or disable one "
+                              f"with LITEVLLM_DISABLE_PLUGINS")
+        best = forced
+    return best[0]
+
+
+def by_priority(manager: PluginManager, kind: str, name: str = "auto") -> Entry | None:
+    """"auto": the highest-priority loaded entry; any other name as :func:`by_name`."""
+    if name != "auto":
+        return by_name(manager, kind, name)
+    found = [e for e in manager.entries[kind] if manager._ok(e.plugin)]
+    return max(found, key=lambda e: e.priority) if found else None
+
+
+def by_detection(manager: PluginManager, kind: str, path) -> Entry:
+    """The first entry, by priority, whose class's ``detect(path)`` accepts ``path``."""
+    entries = sorted((e for e in manager.entries[kind] if manager._ok(e.plugin)),
+                     key=lambda e: -e.priority)
+    broken = []
+    for entry in entries:
+        try:
+            cls = entry.load()
+        except PluginError as e:  # one broken format must not block the others; it is
+            broken.append(str(e))  # reported only when no other format takes the path
+            continue
+        if cls.detect(path):
+            return entry
+    names = ", ".join(e.name for e in entries)
+    raise PluginError(f"no checkpoint format recognises '{path}' (installed formats: "
+                      f"{names}{manager.not_loaded()})" + "".join(f"; {b}" for b in broken))
 
 
 # quantization schemes -> the distribution that provides them (for "not installed" hints)

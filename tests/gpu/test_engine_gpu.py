@@ -42,7 +42,7 @@ def test_float32_matches_hf_exactly(checkpoint, enforce_eager):
     path, hf = checkpoint
     ps = prompts()
     llm, outs = generate(path, ps, MAX_TOKENS, "float32", enforce_eager=enforce_eager)
-    assert_triton_ran(llm, "silu_and_mul")
+    assert_triton_ran(llm, "gated_linear")
     graphs_as_asked(llm, enforce_eager)
     for prompt, out in zip(ps, outs):
         check_float32(hf["float32"], prompt, out)
@@ -53,7 +53,7 @@ def test_bf16_logprobs_match_hf_bf16(checkpoint, enforce_eager):
     path, hf = checkpoint
     ps = prompts()
     llm, outs = generate(path, ps, MAX_TOKENS, "bfloat16", enforce_eager=enforce_eager)
-    assert_triton_ran(llm, "silu_and_mul")
+    assert_triton_ran(llm, "gated_linear")
     graphs_as_asked(llm, enforce_eager)
     check = Bf16Check()
     for prompt, out in zip(ps, outs):
@@ -69,7 +69,7 @@ def test_graphs_match_eager_torch_ops(checkpoint):
     torch reference ops and attention, float32, whole sequences."""
     llm, graphs = generate(checkpoint[0], PROMPTS, 48, "float32")
     assert llm.engine.runner.graphs and llm.engine.num_scheduler_steps > 1
-    assert_triton_ran(llm, "silu_and_mul")
+    assert_triton_ran(llm, "gated_linear")
     del llm
     ref_llm, ref = generate(checkpoint[0], PROMPTS, 48, "float32", kernels="torch",
                             enforce_eager=True)

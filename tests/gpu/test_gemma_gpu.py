@@ -45,7 +45,7 @@ def test_float32_matches_hf_exactly(checkpoint):
     path, hf = checkpoint
     ps = prompts()
     llm, outs = generate(path, ps, MAX_TOKENS, "float32")
-    assert_triton_ran(llm, "gelu_tanh_and_mul")
+    assert_triton_ran(llm, "gated_linear")
     for prompt, out in zip(ps, outs):
         check_float32(hf["float32"], prompt, out)
 
@@ -54,7 +54,7 @@ def test_bf16_logprobs_match_hf_bf16(checkpoint):
     path, hf = checkpoint
     ps = prompts()
     llm, outs = generate(path, ps, MAX_TOKENS, "bfloat16")
-    assert_triton_ran(llm, "gelu_tanh_and_mul")
+    assert_triton_ran(llm, "gated_linear")
     check = Bf16Check()
     for prompt, out in zip(ps, outs):
         check.add(hf["bfloat16"], prompt, out)

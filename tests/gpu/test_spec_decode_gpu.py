@@ -1,6 +1,6 @@
-"""n-gram speculative decoding on CUDA with the Triton kernels: the verify pass (k+1 query rows
-per sequence through the varlen prefill kernel over the paged cache) gives the plain decode's
-greedy tokens. float32, so the decode and prefill kernels agree to far below the logit gaps."""
+"""n-gram speculative decoding on CUDA with the Triton kernels: the verify pass (k+1 decode rows
+per sequence, replaying the decode CUDA graphs) gives the plain decode's greedy tokens. float32,
+so the kernels agree to far below the logit gaps."""
 import pytest
 import torch
 
@@ -25,10 +25,14 @@ def test_greedy_spec_matches_plain(random_hf_checkpoint, block_size):
     prompts = [loop * 8, torch.randint(3, 2048, (200,), generator=g).tolist(), loop * 3 + [5] * 40]
     prompts = [{"prompt_token_ids": p} for p in prompts]
     params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
-    common = dict(kernels="auto", dtype="float32", block_size=block_size, max_num_seqs=8,
+    common = dict(kernels="auto", dtype="float32", block_size=block_size, max_num_seqs=32,
                   gpu_memory_utilization=0.3)
     plain = LLM(str(path), **common).generate(prompts, params)
     spec_llm = LLM(str(path), speculative_config=SPEC, **common)
+    runner, rows = spec_llm.engine.runner, []
+    replay = runner._replay
+    runner._replay = lambda inputs: rows.append(inputs.meta.num_seqs) or replay(inputs)
     spec = spec_llm.generate(prompts, params)
     assert [o.outputs[0].token_ids for o in spec] == [o.outputs[0].token_ids for o in plain]
     assert spec_llm.engine.stats()["spec_num_draft_tokens"] > 0
+    assert max(rows) > len(prompts)  # verify steps (more rows than sequences) replayed graphs

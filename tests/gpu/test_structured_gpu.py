@@ -1,6 +1,7 @@
 """Structured outputs on CUDA (bf16, Triton kernels, CUDA graphs on): the grammar bitmask is
 applied to the logits on the device and every output obeys its constraint, alongside
-unconstrained rows that keep multi-step decoding."""
+unconstrained rows; constrained rows run multi-step too (the masks filled per step, tokens
+copied back while the next step runs) with the tokens of single steps."""
 import json
 import re
 
@@ -24,6 +25,9 @@ def test_constrained_rows_on_the_device(random_hf_checkpoint, tmp_path):
     path, _ = random_hf_checkpoint("llama_structured", config)
     tok.save_pretrained(path)
     llm = LLM(str(path), kernels="auto", max_num_seqs=16, gpu_memory_utilization=0.3)
+    runs, decode_steps = [], llm.engine.runner.decode_steps
+    llm.engine.runner.decode_steps = lambda seqs, k, pick: runs.append(k) or \
+        decode_steps(seqs, k, pick)
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"},
                                                "n": {"type": "integer", "minimum": 0, "maximum": 9}},
               "required": ["ok", "n"], "additionalProperties": False}
@@ -41,3 +45,7 @@ def test_constrained_rows_on_the_device(random_hf_checkpoint, tmp_path):
             assert c.finish_reason == "stop" and re.fullmatch(r"[xyz]{4}", c.text), c.text
         else:
             assert len(c.token_ids) == 40
+    assert max(runs) > 1
+    single = LLM(str(path), kernels="auto", max_num_seqs=16, gpu_memory_utilization=0.3,
+                 num_scheduler_steps=1).generate(["hello"] * 6, [json_params, regex_params, free] * 2)
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in single]

@@ -148,10 +148,6 @@ class AsyncLLMEngine:
         answer with an error status before it starts a stream. Reads only static settings:
         safe from any thread."""
         self._check_accepting()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
-        if not prompt_token_ids:
-            raise ValueError("prompt is empty")
         self._engine._check_request(list(prompt_token_ids), params)
 
     def _check_accepting(self) -> None:
@@ -172,7 +168,8 @@ class AsyncLLMEngine:
     def stats(self) -> dict:
         """Counters and gauges of the engine loop: num_running, num_waiting, num_unfinished,
         num_blocks, num_free_blocks, kv_cache_usage (0..1), prefix_cache_queries / _hits
-        (tokens), prompt_tokens and generation_tokens (totals)."""
+        (tokens), prompt_tokens and generation_tokens (totals); with speculative decoding also
+        the engine's ``spec_*`` counters (``LLMEngine.stats``)."""
         with self._lock:
             return {**self._stats, "num_unfinished": self._unfinished}
 
@@ -311,4 +308,5 @@ class AsyncLLMEngine:
         return {"num_running": s["num_running"], "num_waiting": s["num_waiting"],
                 "num_blocks": s["num_blocks"], "num_free_blocks": s["num_free_blocks"],
                 "kv_cache_usage": used, "prefix_cache_queries": s["prefix_cache_queries"],
-                "prefix_cache_hits": s["prefix_cache_hits"], **self._counters}
+                "prefix_cache_hits": s["prefix_cache_hits"], **self._counters,
+                **{k: v for k, v in s.items() if k.startswith("spec_")}}

@@ -1,19 +1,23 @@
 """The engine: requests in, one scheduled model step at a time, outputs out."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
+from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
+from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
-from litevllm.engine.sampler import Sampler
+from litevllm.engine.request_check import check_request
+from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
@@ -43,9 +47,25 @@ def resolve_model_path(model: str) -> Path:
                             f"alias (aliases: {aliases}{manager.not_loaded()})")
 
 
+_frozen = False
+
+
+def freeze_imports() -> None:
+    """Move the objects alive before the first engine (modules: torch, transformers, ...) out
+    of the collector's full scans, once per process, so the serving loop's full collections
+    stay short. Later objects (engines included) stay collectable."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
+        if config.torch_device().type == "cuda":
+            freeze_imports()
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
@@ -65,7 +85,7 @@ class LLMEngine:
         self.ops = ops = Ops(config.kernels, self.device.type, manager)
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
             self.device, self.dtype, config.cache.block_size)
-        quant = self._quant_config(manager)
+        quant = self._quant_config(manager, fmt)
         fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
         torch.manual_seed(config.seed)
@@ -97,6 +117,10 @@ class LLMEngine:
         self.runner.capture_cuda_graphs()
         steps = sched.num_scheduler_steps
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)
+        self.async_scheduling = sched.async_scheduling if sched.async_scheduling is not None \
+            else self.device.type == "cuda"
+        self.inflight: LaunchedStep | None = None   # launched, tokens not read (async scheduling)
+        self._carry: dict = {}   # requests advanced by a drain outside step(), for the next step
         self.requests: dict[str, Request] = {}
         self.rng = random.Random(config.seed)
         self._next_seq_id = 0
@@ -115,11 +139,32 @@ class LLMEngine:
         resolve on first use, so after a step this names everything the model ran)."""
         return {"attention": self.runner.attn.name, **self.ops.chosen}
 
+    def add_logits_observer(self, fn) -> Callable[[], None]:
+        """Call ``fn(inputs, logits)`` after every forward pass, multi-step and verify steps
+        included, before sampling; returns a function that removes it. ``logits`` is
+        [len(inputs.logit_rows), vocab] on the device; ``inputs`` has ``input_ids``,
+        ``positions`` (one per token of the pass) and ``logit_rows`` (the tokens whose logits
+        these are). ``fn`` returns None, or a tensor of the same shape that replaces the logits
+        (tests script or fake a model this way); an exception in ``fn`` fails the step as a
+        model error would. With no observer the forward pass costs nothing extra.
+        ``litevllm.testing.observe_logits`` records them."""
+        runner = self.runner
+        runner.logits_observers = (*runner.logits_observers, fn)
+
+        def remove() -> None:
+            runner.logits_observers = tuple(f for f in runner.logits_observers if f is not fn)
+        return remove
+
     # set-up helpers --------------------------------------------------------------------------
-    def _quant_config(self, manager):
+    def _quant_config(self, manager, fmt):
         hf_quant = getattr(self.hf_config, "quantization_config", None)
-        name = self.config.quantization or (hf_quant or {}).get("quant_method") or "none"
-        entry = manager.pick("quant_methods", name)
+        stored = (hf_quant or {}).get("quant_method")
+        name = self.config.quantization or stored or "none"
+        if stored and name == "none" and not fmt.dequantizes:  # schemes check their own
+            raise ValueError(f"the checkpoint is quantized with '{stored}'; quantization="
+                             f"'{name}' cannot load it (only formats that dequantize at load, "
+                             f"such as GGUF, can change the scheme): leave quantization unset")
+        entry = manager.select("quant_methods", name)
         if entry is None:
             raise PluginError(f"quantization '{name}' is not provided by any installed plugin "
                               f"(installed schemes: {', '.join(manager.names('quant_methods'))}); "
@@ -190,13 +235,9 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt, params: SamplingParams | None = None) -> None:
         """Queue a request; raises ValueError (naming the cause) for bad input."""
         params = params or SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self.requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         text, ids = self.encode(prompt)
-        if not ids:
-            raise ValueError("prompt is empty")
         self._check_request(ids, params)
         grammar = self.structured.submit(params.structured_outputs) \
             if params.structured_outputs is not None else None
@@ -209,21 +250,8 @@ class LLMEngine:
             self.scheduler.add(request.seqs[0])
 
     def _check_request(self, ids: list[int], p: SamplingParams) -> None:
-        """Checks that need the model or the cache; each raises ValueError naming the cause."""
-        vocab = self.hf_config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        if any(not 0 <= t < vocab for t in p.stop_token_ids):
-            raise ValueError(f"SamplingParams.stop_token_ids must be in [0, {vocab}), "
-                             f"got {p.stop_token_ids!r}")
-        for name in ("logprobs", "prompt_logprobs", "top_k"):
-            if (getattr(p, name) or 0) > vocab:
-                raise ValueError(f"SamplingParams.{name} must be at most the vocabulary size "
-                                 f"{vocab}, got {getattr(p, name)}")
-        for name in ("max_tokens", "min_tokens"):
-            if (getattr(p, name) or 0) > self.max_model_len:
-                raise ValueError(f"SamplingParams.{name} must be at most max_model_len "
-                                 f"{self.max_model_len}, got {getattr(p, name)}")
+        """Every check of a new request; each raises ValueError naming the cause."""
+        check_request(ids, p, self.hf_config.vocab_size, self.max_model_len)
         self.scheduler.check_admissible(len(ids), p.n)
 
     def _new_seq(self, request: Request, index: int, parent: Sequence | None = None) -> Sequence:
@@ -244,6 +272,7 @@ class LLMEngine:
         request = self.requests.get(request_id)
         if request is None:
             raise ValueError(f"unknown request id '{request_id}'")
+        self._drain(self._carry)  # its tokens in flight are part of its output
         self._end_request(request, "abort")
         out = self.output.output(request, {})
         self._forget(request)
@@ -277,18 +306,39 @@ class LLMEngine:
         """Run one scheduled step. Returns outputs of the requests it advanced; with
         ``unfinished_outputs=False`` only those that finished (cheaper when not streaming).
         An error inside the step fails only the request that caused it (finish reason
-        "error", ``RequestOutput.error`` says why); the others go on."""
-        touched: dict[str, dict[int, list[int]]] = {}
+        "error", ``RequestOutput.error`` says why); the others go on.
+
+        With async scheduling a single-step batch is launched and left running: the call
+        returns the outputs of the step launched before it (see ``_step_async``)."""
+        touched, self._carry = self._carry, {}
         if self.compiling:
             self._admit_compiled(touched)
+        if self.spec and self.inflight and self.spec.may_draft(len(self.scheduler.running)):
+            self._drain(touched)  # drafts come from the tokens
         drafts = self.spec.propose(self.scheduler.running) if self.spec else None
         batch = self.scheduler.schedule(self.num_scheduler_steps - 1, drafts)
         if not batch:
-            if self.scheduler.waiting and not self.scheduler.running:
+            if self.inflight:
+                self._drain(touched)
+            elif self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("scheduler deadlock: waiting requests fit in no free block")
-            if self.compiling and not touched:  # only grammars to wait for: do not spin
+            elif self.compiling and not touched:  # only grammars to wait for: do not spin
                 wait([f for f, _ in self.compiling], timeout=0.05, return_when=FIRST_COMPLETED)
             return self._outputs(touched, unfinished_outputs)
+        # a multi-step run advances its grammars between steps, so like a verify batch it
+        # needs the tokens in flight first: both run synchronously
+        constrained_run = batch.num_steps > 1 and any(
+            s.params.structured_outputs is not None for s in batch.seqs)
+        if self.async_scheduling and not batch.drafts and not constrained_run:
+            return self._step_async(batch, touched, unfinished_outputs)
+        if self.inflight:
+            self._drain(touched)
+            batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
+        if batch:
+            self._step_sync(batch, touched)
+        return self._outputs(touched, unfinished_outputs)
+
+    def _step_sync(self, batch, touched) -> None:
         self.runner.copy_blocks(self.scheduler.take_copies())
         try:
             result = self._execute(batch)
@@ -296,6 +346,75 @@ class LLMEngine:
             result = self._execute_alone(batch, touched)
         for seq, e in self.scheduler.update(batch, result.tokens):
             self._fail(self.requests[seq.request_id], e, touched)
+        self._process_batch(batch, result, touched)
+        if self.spec:
+            self.spec.observe(batch, result.tokens)
+
+    def _step_async(self, batch, touched, unfinished_outputs: bool) -> list[RequestOutput]:
+        """Launch ``batch``'s forward (input ids of continuing sequences from the step in
+        flight, on the device), read and process the step in flight while the device runs
+        it, sample ``batch`` (after: penalties and grammars need the tokens just read) and
+        leave it in flight, its sequences advanced by placeholder tokens. Sequences the step
+        in flight finished keep their (discarded) rows in ``batch``. A multi-step batch (plain
+        decodes only) samples on the device as it goes, so it is launched whole first."""
+        prev, self.inflight = self.inflight, None
+        fed = prev if prev is not None and prev.sample is not None else None  # sampled rows
+        self.runner.copy_blocks(self.scheduler.take_copies())
+        launched = logits = None
+        try:
+            if batch.num_steps > 1:
+                launched = self._launch_steps(batch, fed)
+            else:
+                inputs = self.runner.prepare(batch)
+                if fed is not None:
+                    feed(inputs.input_ids, batch, fed)
+                logits = self.runner.execute(inputs)
+        except Exception as e:  # noqa: BLE001 - isolated below, synchronously
+            launched = logits = None
+            error = e
+        if prev is not None:
+            self._finish(prev, touched)
+        if logits is not None:
+            try:
+                launched = self._sample(batch, inputs, logits)
+            except Exception as e:  # noqa: BLE001
+                error = e
+        if launched is None:  # find the request that broke the batch, one step at a time
+            log.warning("async step failed (%s: %s); running it synchronously",
+                        type(error).__name__, error)
+            batch = batch.subset([s for s in batch.seqs if s.status is SeqStatus.RUNNING])
+            if batch:
+                self._step_sync(batch, touched)
+            return self._outputs(touched, unfinished_outputs)
+        # outputs first: a request whose sequences all reach their length limit in ``advance``
+        # is finished there, but its last tokens are read with the next step
+        outputs = self._outputs(touched, unfinished_outputs)
+        for seq, e in self.scheduler.advance(batch, launched.seqs, batch.num_steps):
+            self._fail(self.requests[seq.request_id], e, self._carry)
+        self.inflight = launched
+        return outputs
+
+    def _launch_steps(self, batch, prev: LaunchedStep | None) -> LaunchedStep:
+        """Launch a multi-step batch; its tokens [k, B] stay on the device."""
+        seqs = batch.seqs
+        first = (lambda ids: feed(ids, batch, prev)) if prev is not None else None
+        tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs), first)
+        return LaunchedStep(batch, list(seqs), LaunchedSample(tokens[-1], None,
+                                                              HostCopy(tokens.T.contiguous())))
+
+    def _finish(self, step: LaunchedStep, touched) -> None:
+        """The host half of a step launched by ``_step_async``: read its tokens, apply stops,
+        process the outputs."""
+        tokens = self.scheduler.resolve(step.seqs, step.read().token_ids)
+        self._process_batch(step.batch, step.result(tokens), touched)
+
+    def _drain(self, touched) -> None:
+        """Finish the step in flight, if any (the next one is not launched yet)."""
+        step, self.inflight = self.inflight, None
+        if step is not None:
+            self._finish(step, touched)
+
+    def _process_batch(self, batch, result: StepResult, touched) -> None:
         for seq in batch.seqs:
             request = self.requests.get(seq.request_id)
             if request is None or request.error is not None:
@@ -304,9 +423,6 @@ class LLMEngine:
                 self._process(request, batch, seq, result, touched)
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
-        if self.spec:
-            self.spec.observe(batch, result.tokens)
-        return self._outputs(touched, unfinished_outputs)
 
     def _admit_compiled(self, touched) -> None:
         """Schedule the requests whose grammar finished compiling; fail those it rejected."""
@@ -340,11 +456,19 @@ class LLMEngine:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""
         if batch.num_steps > 1:
             seqs = batch.seqs
-            tokens = self.runner.decode_steps(seqs, batch.num_steps, self.sampler.picker(seqs))
+            pick, done = self.structured.step_picker(seqs, self.sampler.picker(seqs))
+            try:
+                tokens = self.runner.decode_steps(seqs, batch.num_steps, pick)
+            finally:
+                done()
             tokens = tokens.T.tolist()
             return StepResult({s.seq_id: t for s, t in zip(seqs, tokens)}, {})
         inputs = self.runner.prepare(batch)
-        logits = self.runner.execute(inputs)
+        return self._sample(batch, inputs, self.runner.execute(inputs)).result()
+
+    def _sample(self, batch, inputs, logits) -> LaunchedStep:
+        """Sample the batch's rows (and verify its drafts) from ``logits``; sampled tokens stay
+        on the device."""
         rows, sample_seqs, verify = [], [], []
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
@@ -362,20 +486,18 @@ class LLMEngine:
             for child in batch.forks.get(seq.seq_id, ()):
                 rows.append(idx)
                 sample_seqs.append(child)
-        result = StepResult({}, {})
+        result = LaunchedStep(batch, sample_seqs, None)
         if sample_seqs:
-            picked = logits[rows] if rows != list(range(len(rows))) else logits[:len(rows)]
-            out = self.sampler(self.structured.mask(picked, sample_seqs), sample_seqs)
-            result.tokens = {s.seq_id: [t] for s, t in zip(sample_seqs, out.token_ids)}
-            if any(lp is not None for lp in out.logprobs):
-                result.logprobs = {s.seq_id: [lp] for s, lp in zip(sample_seqs, out.logprobs)}
+            picked = logits[:len(rows)] if rows == list(range(len(rows))) else \
+                logits.index_select(0, to_device(int_tensor(rows), logits.device))
+            result.sample = self.sampler.launch(self.structured.mask(picked, sample_seqs), sample_seqs)
         if verify:
             seqs = [s for s, _ in verify]
             drafts = [batch.drafts[s.seq_id] for s in seqs]
             index = [i + j for (_, i), d in zip(verify, drafts) for j in range(len(d) + 1)]
             rows = self.structured.mask_drafts(logits[index], seqs, drafts)
             accepted = self.sampler.verify(rows, seqs, drafts)
-            result.tokens.update((s.seq_id, t) for s, t in zip(seqs, accepted))
+            result.verified = {s.seq_id: t for s, t in zip(seqs, accepted)}
         return result
 
     def _execute_alone(self, batch, touched) -> StepResult:
@@ -401,52 +523,13 @@ class LLMEngine:
         self._end_request(request, "error")
         touched.setdefault(request.request_id, {})
 
-    # isolation: a request that makes a step throw fails alone --------------------------------
-    def _forward(self, batch: ScheduledBatch, touched: dict):
-        """(batch, inputs, logits), or None. If the batch's forward throws, each sequence runs
-        alone (nothing is committed before sampling) and those that still throw fail."""
-        try:
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-        except Exception as error:
-            bad = []
-            for seq, n in zip(batch.seqs, batch.num_new_tokens):
-                try:
-                    self.runner.execute(self.runner.prepare(ScheduledBatch([seq], [n])))
-                except Exception as e:
-                    bad.append((seq, e))
-            for seq, e in bad or [(s, error) for s in batch.seqs]:  # none alone: all of them
-                self._fail(seq, e, touched)
-            keep = [(s, n) for s, n in zip(batch.seqs, batch.num_new_tokens) if not s.is_finished]
-            batch = ScheduledBatch([s for s, _ in keep], [n for _, n in keep])
-            if not batch:
-                return None
-            inputs = self.runner.prepare(batch)
-            return batch, inputs, self.runner.execute(inputs)
-
-    def _sample(self, logits, seqs: list[Sequence], touched: dict):
-        """(seq, token, logprobs) per row; if the batch's sampling throws, rows are sampled
-        one by one and those that throw fail their request."""
-        try:
-            result = self.sampler(logits, seqs)
-            return list(zip(seqs, result.token_ids, result.logprobs))
-        except Exception:
-            out = []
-            for i, seq in enumerate(seqs):
-                if seq.is_finished:
-                    continue
-                try:
-                    result = self.sampler(logits[i:i + 1], [seq])
-                    out.append((seq, result.token_ids[0], result.logprobs[0]))
-                except Exception as e:
-                    self._fail(seq, e, touched)
-            return out
-
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = []
         for rid, deltas in touched.items():
-            request = self.requests[rid]
+            request = self.requests.get(rid)
+            if request is None:  # aborted since (touched by a drain before the abort)
+                continue
             finished = request.finished
             if unfinished_outputs or finished:
                 outputs.append(self.output.output(request, deltas))
@@ -461,13 +544,12 @@ class LLMEngine:
         return self.scheduler.bm
 
     def stats(self) -> dict:
+        """The scheduler's gauges and counters; with speculative decoding also spec_num_drafts
+        (verify steps x sequences), spec_num_draft_tokens, spec_num_accepted_tokens,
+        spec_num_accepted_tokens_per_pos (entry i: drafts whose token i was accepted),
+        spec_acceptance_rate and spec_mean_acceptance_length (tokens per verify step)."""
         stats = self.scheduler.stats()
         if self.spec:
             stats.update(self.spec.stats())
         return stats
 
-
-@dataclass
-class StepResult:
-    tokens: dict[int, list[int]]            # seq_id -> new tokens (several: multi-step, verify)
-    logprobs: dict[int, list]               # seq_id -> per new token {token: logprob} or None

@@ -14,7 +14,7 @@ import torch
 
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
-from litevllm.engine.host_tensors import int_tensor
+from litevllm.engine.host_tensors import int_tensor, to_device
 from litevllm.engine.piecewise import PiecewiseGraphs
 from litevllm.engine.scheduler import ScheduledBatch
 
@@ -54,6 +54,9 @@ class ModelRunner:
         self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens) \
             if self.use_cuda_graphs and piecewise_tokens > 0 else None
         self.capture_seconds = 0.0
+        # fn(inputs, logits) after every forward pass (LLMEngine.add_logits_observer); a tuple,
+        # replaced on change, so the engine thread never sees it mid-update
+        self.logits_observers: tuple = ()
 
     # KV cache --------------------------------------------------------------------------------
     def bytes_per_block(self) -> int:
@@ -72,8 +75,8 @@ class ModelRunner:
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
             return
-        src = torch.tensor([c[0] for c in copies], device=self.device)
-        dst = torch.tensor([c[1] for c in copies], device=self.device)
+        src = to_device(int_tensor([c[0] for c in copies]), self.device)
+        dst = to_device(int_tensor([c[1] for c in copies]), self.device)
         for cache in self.kv_caches:
             cache[:, dst] = cache[:, src]
 
@@ -99,10 +102,10 @@ class ModelRunner:
         slots = tables.gather(1, (pos // bs).T).T.to(torch.int64) * bs + pos % bs
         ids = torch.zeros(k, n, dtype=torch.int64)
         ids[0] = int_tensor(first_ids)
-        ints = torch.stack([ids, pos, slots]).to(dev, non_blocking=True)
-        int32 = torch.cat([torch.arange(n + 1, dtype=torch.int32),
-                           (pos + 1).to(torch.int32).flatten()]).to(dev, non_blocking=True)
-        tables = tables.to(dev, non_blocking=True)
+        ints = to_device(torch.stack([ids, pos, slots]), dev)
+        int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32),
+                                     (pos + 1).to(torch.int32).flatten()]), dev)
+        tables = to_device(tables, dev)
         top, rows = max(start), list(range(n))
         return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
             slot_mapping=ints[2, j], query_start_loc=int32[:n + 1],
@@ -111,9 +114,38 @@ class ModelRunner:
             query_lens_cpu=[1] * n, seq_lens_cpu=[p + j + 1 for p in start]),
             rows, rows, [-1] * n) for j in range(k)]
 
+    def _verify_inputs(self, seqs, drafts: dict[int, list[int]]) -> StepInputs:
+        """A verify step laid out as decode rows: token j of a sequence's 1 + len(draft) tokens
+        is a row of its own that attends to the sequence's first p + j + 1 positions through
+        the sequence's block-table row. Verify steps so replay the decode CUDA graphs."""
+        bs, dev = self.block_size, self.device
+        counts = [1 + len(drafts.get(s.seq_id, ())) for s in seqs]
+        ids = []
+        for s in seqs:
+            ids.append(s.token_ids[s.num_computed_tokens])
+            ids.extend(drafts.get(s.seq_id, ()))
+        counts_t = int_tensor(counts)
+        owner = torch.repeat_interleave(torch.arange(len(seqs)), counts_t)
+        first = torch.cumsum(counts_t, 0) - counts_t            # each sequence's first row
+        pos = int_tensor([s.num_computed_tokens for s in seqs])[owner] \
+            + torch.arange(len(owner)) - first[owner]
+        tables = self._block_tables(seqs)[owner]
+        slots = tables.gather(1, (pos // bs)[:, None])[:, 0].to(torch.int64) * bs + pos % bs
+        n, seq_lens = len(owner), (pos + 1).to(torch.int32)
+        ints = to_device(torch.stack([int_tensor(ids), pos, slots]), dev)
+        int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32), seq_lens]), dev)
+        rows = list(range(n))
+        return StepInputs(ints[0], ints[1], AttentionMetadata(
+            slot_mapping=ints[2], query_start_loc=int32[:n + 1], seq_lens=int32[n + 1:],
+            block_tables=to_device(tables, dev), max_query_len=1,
+            max_seq_len=int(seq_lens.max()), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
+            seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
+
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if not batch.drafts and all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-                                    for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
+               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+            if batch.drafts:
+                return self._verify_inputs(batch.seqs, batch.drafts)
             return self._decode_inputs(batch.seqs)[0]
         ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
@@ -143,25 +175,27 @@ class ModelRunner:
         block_tables = self._block_tables(batch.seqs)
         dev = self.device
         meta = AttentionMetadata(
-            slot_mapping=int_tensor(slots).to(dev, non_blocking=True),
-            query_start_loc=int_tensor(qsl, torch.int32).to(dev, non_blocking=True),
-            seq_lens=int_tensor(seq_lens, torch.int32).to(dev, non_blocking=True),
-            block_tables=block_tables.to(dev, non_blocking=True),
+            slot_mapping=to_device(int_tensor(slots), dev),
+            query_start_loc=to_device(int_tensor(qsl, torch.int32), dev),
+            seq_lens=to_device(int_tensor(seq_lens, torch.int32), dev),
+            block_tables=to_device(block_tables, dev),
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(int_tensor(ids).to(dev, non_blocking=True),
-                          int_tensor(pos).to(dev, non_blocking=True),
+        return StepInputs(to_device(int_tensor(ids), dev), to_device(int_tensor(pos), dev),
                           meta, logit_rows, sample_index, prompt_index)
 
     @torch.inference_mode()
-    def decode_steps(self, seqs, k: int, pick) -> torch.Tensor:
+    def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
         """``k`` decode steps back to back, each step's tokens (``pick(logits, j)``, on the
         device) feeding the next; returns [k, B] token ids, still on the device. Blocks for
-        all ``k`` positions must be allocated."""
+        all ``k`` positions must be allocated. ``first(input_ids)`` may rewrite the first
+        step's input ids in place (async scheduling: tokens of the step still in flight)."""
         ids, out = None, []
         for j, inputs in enumerate(self._decode_inputs(seqs, k)):
             if ids is not None:
                 inputs.input_ids = ids  # the previous step's tokens, never copied to the host
+            elif first is not None:
+                first(inputs.input_ids)
             ids = pick(self.execute(inputs), j)
             out.append(ids)
         return torch.stack(out)
@@ -169,20 +203,27 @@ class ModelRunner:
     # execution -------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, inputs: StepInputs) -> torch.Tensor:
-        """Logits [len(logit_rows), V] float32."""
+        """Logits [len(logit_rows), V] float32, as the logits observers left them."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
-            return self._replay(inputs)
-        meta = self.attn.prepare(inputs.meta)
-        hidden = self.piecewise.forward(inputs.input_ids, inputs.positions, self.kv_caches,
-                                        meta) if self.piecewise else None
-        if hidden is None:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
-        rows = inputs.logit_rows
-        if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: every row
-            index = int_tensor(rows).to(self.device, non_blocking=True)
-            hidden = hidden.index_select(0, index)
-        return self.model.compute_logits(hidden)
+            logits = self._replay(inputs)
+        else:
+            meta = self.attn.prepare(inputs.meta)
+            hidden = self.piecewise.forward(inputs.input_ids, inputs.positions, self.kv_caches,
+                                            meta) if self.piecewise else None
+            if hidden is None:
+                hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+            rows = inputs.logit_rows
+            if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
+                index = to_device(int_tensor(rows), self.device)
+                hidden = hidden.index_select(0, index)
+            logits = self.model.compute_logits(hidden)
+        if self.logits_observers:
+            for observer in self.logits_observers:
+                replaced = observer(inputs, logits)
+                if replaced is not None:
+                    logits = replaced
+        return logits
 
     # CUDA graphs -----------------------------------------------------------------------------
     def _graph_meta(self, bs: int) -> AttentionMetadata:

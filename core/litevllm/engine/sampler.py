@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from litevllm.engine.host_tensors import HostCopy, to_device
 from litevllm.engine.sequence import Sequence
 
 _M32 = 0xFFFFFFFF
@@ -61,22 +62,48 @@ class SampleResult:
     logprobs: list[dict[int, float] | None]   # per row: {token: logprob}, sampled token first
 
 
+@dataclass
+class LaunchedSample:
+    """A sampling launched on the device: ``tokens`` [B] stay there (the next step's inputs;
+    a multi-step run's last ones); ``result()`` waits for the copy to the host only."""
+    tokens: torch.Tensor
+    want_logprobs: list[int | None] | None      # per row, or None: no row wants logprobs
+    host: HostCopy
+
+    def result(self) -> SampleResult:
+        token_ids, *tables = [t.tolist() for t in self.host.get()]
+        want = self.want_logprobs
+        if want is None:
+            return SampleResult(token_ids, [None] * len(token_ids))
+        chosen, (top_vals, top_ids) = tables[0], tables[1:] if len(tables) > 1 else (None, None)
+        out = []
+        for i, n in enumerate(want):
+            if n is None:
+                out.append(None)
+                continue
+            entry = {token_ids[i]: chosen[i]}
+            for j in range(n):
+                entry.setdefault(top_ids[i][j], top_vals[i][j])
+            out.append(entry)
+        return SampleResult(token_ids, out)
+
+
 def _padded(rows: list[list[int]], pad: int, device) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
     out = torch.full((len(rows), width), pad, dtype=torch.int64)
     for i, r in enumerate(rows):
         if r:
             out[i, :len(r)] = torch.tensor(r, dtype=torch.int64)
-    return out.to(device)
+    return to_device(out, device)
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
     """Repetition (HF-style, over prompt and output), presence and frequency (over output)."""
     b, v = logits.shape
     dev = logits.device
-    rep = torch.tensor([s.params.repetition_penalty for s in seqs], device=dev)
-    pres = torch.tensor([s.params.presence_penalty for s in seqs], device=dev)
-    freq = torch.tensor([s.params.frequency_penalty for s in seqs], device=dev)
+    rep, pres, freq = to_device(torch.tensor([[s.params.repetition_penalty for s in seqs],
+                                              [s.params.presence_penalty for s in seqs],
+                                              [s.params.frequency_penalty for s in seqs]]), dev)
     out_tokens = _padded([s.output_token_ids for s in seqs], v, dev)
     counts = torch.zeros(b, v + 1, device=dev).scatter_add_(
         1, out_tokens, torch.ones_like(out_tokens, dtype=torch.float32))[:, :v]
@@ -100,9 +127,9 @@ def _ban_stop_tokens(logits: torch.Tensor, seqs: list[Sequence], eos_ids: list[i
             rows += [i] * len(banned)
             cols += list(banned)
     if rows:
-        logits = logits.index_put((torch.tensor(rows, device=logits.device),
-                                   torch.tensor(cols, device=logits.device)),
-                                  torch.tensor(float("-inf"), device=logits.device))
+        index = to_device(torch.tensor([rows, cols]), logits.device)
+        logits = logits.index_put((index[0], index[1]),
+                                  logits.new_full((), float("-inf")))
     return logits
 
 
@@ -126,6 +153,11 @@ class Sampler:
         self.eos_token_ids = eos_token_ids
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
+        return self.launch(logits, seqs).result()
+
+    def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> LaunchedSample:
+        """Sample on the device without waiting for it: the tokens (and logprob tables) stay
+        there, copied to the host in the background; ``result()`` reads them."""
         want_logprobs, penalties, min_tokens, greedy = [], False, False, True
         for s in seqs:  # one pass over the batch for every flag
             p = s.params
@@ -141,10 +173,12 @@ class Sampler:
         if min_tokens:
             logits = _ban_stop_tokens(logits, seqs, self.eos_token_ids)
         sampled = self.picker(seqs, greedy)(logits, 0)
-        token_ids = sampled.tolist()
-        logprobs = self._logprobs(raw_logprobs, sampled, token_ids, want_logprobs) if wants \
-            else [None] * len(seqs)
-        return SampleResult(token_ids, logprobs)
+        tables = ()
+        if wants:
+            k = max(k or 0 for k in want_logprobs)
+            chosen = raw_logprobs.gather(1, sampled[:, None]).squeeze(1)
+            tables = (chosen, *raw_logprobs.topk(k, dim=-1)) if k else (chosen,)
+        return LaunchedSample(sampled, want_logprobs if wants else None, HostCopy(sampled, *tables))
 
     @staticmethod
     def picker(seqs: list[Sequence], greedy: bool | None = None):
@@ -239,27 +273,6 @@ class Sampler:
             out.append(tokens)
             row += len(d) + 1
         return out
-
-    @staticmethod
-    def _logprobs(raw, sampled, token_ids, want):
-        if raw is None:
-            return [None] * len(want)
-        k = max(k or 0 for k in want)
-        chosen = raw.gather(1, sampled[:, None]).squeeze(1).tolist()
-        top_vals, top_ids = raw.topk(k, dim=-1) if k else (None, None)
-        top_vals = top_vals.tolist() if k else None
-        top_ids = top_ids.tolist() if k else None
-        out = []
-        for i, n in enumerate(want):
-            if n is None:
-                out.append(None)
-                continue
-            entry = {token_ids[i]: chosen[i]}
-            for j in range(n):
-                entry.setdefault(top_ids[i][j], top_vals[i][j])
-            out.append(entry)
-        return out
-
 
 def prompt_logprobs(logits: torch.Tensor, next_tokens: list[int], k: int) -> list[dict]:
     """Logprob of each next prompt token (plus the top k) from the rows' logits."""

@@ -15,6 +15,10 @@ Decode sequences may look ahead: ``schedule(lookahead=k)`` runs up to k+1 decode
 device before the next sync (multi-step), ``schedule(drafts=...)`` verifies draft tokens
 (speculative decoding). Blocks for unverified positions are rolled back in ``update`` and never
 enter the prefix cache.
+
+Async scheduling splits ``update``: ``advance`` applies a launched step with ``PLACEHOLDER``
+tokens (so the next step is scheduled while the device runs this one), ``resolve`` puts in the
+tokens read back, applies EOS and stop tokens, and commits the blocks they fill.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Callable
 
 from litevllm.config import SchedulerConfig
 from litevllm.engine.block_manager import BlockManager
+from litevllm.engine.request_check import check_prompt_length
 from litevllm.engine.sequence import Sequence, SeqStatus
 
 
@@ -64,6 +69,9 @@ class ScheduledBatch:
 
 _ids = itertools.count(1 << 40)
 
+PLACEHOLDER = -1   # a sampled token still on the device (async scheduling)
+_ONE_PLACEHOLDER = [PLACEHOLDER]
+
 
 def default_child(parent: Sequence, index: int) -> Sequence:
     return Sequence(next(_ids), parent.request_id, parent.token_ids, parent.params, index,
@@ -79,9 +87,10 @@ def plain_sampling(seq: Sequence) -> bool:
 
 
 def multi_step_ok(seq: Sequence) -> bool:
-    """Whether a decode can run several steps without the host: plain sampling and no grammar
-    to advance between tokens."""
-    return plain_sampling(seq) and seq.params.structured_outputs is None
+    """Whether a decode can run several steps per host sync: plain sampling; a grammar is
+    advanced between the steps (its stop token must end the sequence: no ignore_eos)."""
+    return plain_sampling(seq) and (seq.params.structured_outputs is None
+                                    or not seq.params.ignore_eos)
 
 
 class Scheduler:
@@ -99,9 +108,7 @@ class Scheduler:
 
     def check_admissible(self, num_prompt_tokens: int, n: int = 1) -> None:
         """Raise ValueError if a request could never be scheduled (it would wait forever)."""
-        if num_prompt_tokens >= self.max_model_len:
-            raise ValueError(f"prompt has {num_prompt_tokens} tokens, but max_model_len is "
-                             f"{self.max_model_len} (room is needed for at least one output token)")
+        check_prompt_length(num_prompt_tokens, self.max_model_len)
         fork = (n - 1) if num_prompt_tokens % self.bm.block_size else 0  # copies of the last block
         need = self.bm.blocks_needed(num_prompt_tokens + 1) + fork
         if need > self.bm.num_blocks:
@@ -195,7 +202,8 @@ class Scheduler:
             if self.waiting else 0
         while self.waiting and budget > 0 and not batch.preempted:
             seq = self.waiting[0]
-            if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs:
+            if num_seqs + 1 + self.will_fork(seq) > self.config.max_num_seqs \
+                    or seq.token_ids[-1] == PLACEHOLDER:  # preempted before its tokens were read
                 break
             # prompt logprobs need every prompt position computed, so no cached prefix
             cached = self.bm.cached_prefix(seq) if seq.params.prompt_logprobs is None else []
@@ -296,18 +304,20 @@ class Scheduler:
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
-        finishes the sequence; commit, then roll back blocks past the verified tokens."""
+        finishes the sequence; commit, then roll back blocks past the verified tokens.
+        Placeholders (async scheduling) are not committed: ``resolve`` commits them."""
         p = seq.params
-        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
-        if seq.metrics.first_token_time is None:
+        placeholders = tokens[0] == PLACEHOLDER
+        if seq.metrics.first_token_time is None and not placeholders:
             seq.metrics.first_token_time = time.monotonic()
+        max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
+        eos, stops = self.eos_token_ids, p.stop_token_ids
         for token in tokens:
             seq.num_computed_tokens += 1
             seq.append_token(token)
             num_out = seq.num_output_tokens
             reason = None
-            if (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
-                    and num_out > p.min_tokens:
+            if (token in eos or token in stops) and self._stops(p, token, num_out):
                 reason = "stop"
                 seq.stop_reason = token if token in p.stop_token_ids else None
             elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
@@ -315,9 +325,71 @@ class Scheduler:
             if reason is not None:
                 self.finish(seq, reason)
                 return
-        self.bm.commit(seq)
+        if not placeholders:
+            self.bm.commit(seq)
         if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
             self.bm.trim(seq, seq.num_tokens)
+
+    def _stops(self, p, token: int, num_out: int) -> bool:
+        """Whether ``token``, output number ``num_out``, is EOS or a stop token past min_tokens."""
+        return (token in p.stop_token_ids or (not p.ignore_eos and token in self.eos_token_ids)) \
+            and num_out > p.min_tokens
+
+    # async scheduling ------------------------------------------------------------------------
+    def advance(self, batch: ScheduledBatch, sampled: list[Sequence], num_steps: int = 1
+                ) -> list[tuple[Sequence, Exception]]:
+        """``update`` for a launched step whose tokens are still on the device: each sampled
+        sequence (``sampled``, forks included) gets ``num_steps`` ``PLACEHOLDER`` tokens, so
+        the next step can be scheduled before this one's tokens are read. One that reaches its
+        length limit finishes now; EOS and stop tokens are applied by ``resolve``."""
+        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled],
+                                                [PLACEHOLDER] * num_steps))
+
+    def resolve(self, seqs: list[Sequence], rows: list) -> dict[int, list[int]]:
+        """Put the tokens read back (per sequence: a token, or a list of them for a multi-step
+        run) in place of ``advance``'s placeholders, stop at EOS and stop tokens (dropping the
+        later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
+        sequences that held placeholders (the others finished before ``advance``)."""
+        done, now, eos, commit = {}, time.monotonic(), self.eos_token_ids, self.bm.commit
+        bs, running = self.bm.block_size, SeqStatus.RUNNING
+        for seq, row in zip(seqs, rows):
+            ids = seq.token_ids
+            if ids[-1] != PLACEHOLDER:
+                continue
+            if type(row) is list:  # a multi-step run: as many tokens as placeholders
+                n = 1
+                while n < len(row) and ids[-1 - n] == PLACEHOLDER:
+                    n += 1
+                row = ids[-n:] = row[:n]
+            else:
+                ids[-1] = row
+                row = [row]
+            done[seq.seq_id] = row
+            m, p = seq.metrics, seq.params
+            if m.first_token_time is None:
+                m.first_token_time = now
+            if seq.status is SeqStatus.FINISHED and seq.finish_reason == "length":
+                m.finished_time = now  # by advance: the token is out only now
+            stops = p.stop_token_ids
+            if eos.isdisjoint(row) and not (stops and any(t in stops for t in row)):
+                if seq.status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+                    commit(seq)  # a block filled up
+                continue
+            start = len(ids) - len(row)
+            for i, token in enumerate(row):
+                if (token in eos or token in p.stop_token_ids) \
+                        and self._stops(p, token, start + i + 1 - seq.num_prompt_tokens):
+                    seq.stop_reason = token if token in p.stop_token_ids else None
+                    seq.truncate(start + i + 1)
+                    del row[i + 1:]
+                    if seq.is_finished:   # by length in advance: a stop token comes first
+                        seq.finish_reason = "stop"
+                    else:                 # running, or preempted since advance
+                        self.finish(seq, "stop")
+                    break
+            if seq.status is SeqStatus.RUNNING:
+                commit(seq)
+        return done
 
     def stop(self, seq: Sequence, num_tokens: int, stop_reason: object) -> None:
         """A stop string ended ``seq`` after its first ``num_tokens`` tokens (seen by the output

@@ -27,6 +27,7 @@ class SpeculativeDecoder:
         self.rate = 1.0
         self.paused = 0
         self.num_drafts = self.num_draft_tokens = self.num_accepted_tokens = 0
+        self.accepted_per_pos = [0] * config.num_speculative_tokens  # i: drafts with > i accepted
 
     def propose(self, running: list[Sequence]) -> dict[int, list[int]] | None:
         """seq_id -> draft tokens for the running decodes, or None when drafting is off."""
@@ -56,6 +57,11 @@ class SpeculativeDecoder:
                 drafts[seq.seq_id] = draft
         return drafts or None
 
+    def may_draft(self, num_running: int) -> bool:
+        """Whether ``propose`` may read the sequences' tokens now (else it returns None)."""
+        limit = self.config.disable_by_batch_size
+        return not self.paused and (limit is None or num_running <= limit)
+
     def observe(self, batch: ScheduledBatch, tokens: dict[int, list[int]]) -> None:
         """Count drafted and accepted tokens of a verify step; pause drafting when few pass."""
         drafted = accepted = 0
@@ -66,6 +72,8 @@ class SpeculativeDecoder:
             drafted += len(draft)
             accepted += len(new) - 1
             self.num_drafts += 1
+            for i in range(len(new) - 1):
+                self.accepted_per_pos[i] += 1
         if drafted:
             self.num_draft_tokens += drafted
             self.num_accepted_tokens += accepted
@@ -81,5 +89,6 @@ class SpeculativeDecoder:
         n = self.num_drafts
         return {"spec_num_drafts": n, "spec_num_draft_tokens": self.num_draft_tokens,
                 "spec_num_accepted_tokens": self.num_accepted_tokens,
+                "spec_num_accepted_tokens_per_pos": list(self.accepted_per_pos),
                 "spec_acceptance_rate": self.num_accepted_tokens / max(1, self.num_draft_tokens),
                 "spec_mean_acceptance_length": 1 + self.num_accepted_tokens / n if n else 0.0}

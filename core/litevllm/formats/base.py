@@ -24,6 +24,10 @@ class CheckpointFormat:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    #: True if the format can hand any scheme values (GGUF dequantizes its blocks), so the
+    #: user may load a quantized checkpoint with another ``quantization``.
+    dequantizes = False
+
     @classmethod
     def detect(cls, path: Path) -> bool:
         """True if this format can read ``path`` (a file or a directory)."""

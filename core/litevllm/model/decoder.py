@@ -10,7 +10,7 @@ from torch import nn
 
 from litevllm.attention.backend import AttentionMetadata, AttentionSpec
 from litevllm.model.context import ModelContext
-from litevllm.model.layers import RMSNorm, RotaryEmbedding, act_and_mul_op
+from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
 from litevllm.model.linear import LiteLinear
 
 
@@ -78,13 +78,13 @@ class LiteMLP(nn.Module):
         self.down_proj = LiteLinear(inter, config.hidden_size, ctx,
                                     bias=getattr(config, "mlp_bias", False),
                                     prefix=f"{prefix}.down_proj")
-        self.act_and_mul = act_and_mul_op(ctx, self.activation(config))
+        self.act = canonical_activation(self.activation(config))
 
     def activation(self, config) -> str:
         return getattr(config, "hidden_act", "silu")
 
     def forward(self, x):
-        return self.down_proj(self.act_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.gate_up_proj.forward_gated(x, self.act))
 
 
 class LiteDecoderLayer(nn.Module):
@@ -193,7 +193,7 @@ class LiteForCausalLM(nn.Module):
         return self.model(input_ids, positions, kv_caches, meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = torch.nn.functional.linear(hidden, self.lm_head.weight).float()
+        logits = self.ctx.ops.linear(hidden, self.lm_head.weight).float()
         if self.final_logit_softcap:
             logits = self.final_logit_softcap * torch.tanh(logits / self.final_logit_softcap)
         return logits

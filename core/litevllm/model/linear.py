@@ -19,7 +19,7 @@ class LiteLinear(nn.Module):
         super().__init__()
         self.input_size = input_size
         self.output_sizes = [output_sizes] if isinstance(output_sizes, int) else list(output_sizes)
-        self.prefix = prefix
+        self.prefix, self.ops = prefix, ctx.ops
         self.method = ctx.quant.method_for(prefix)
         self.method.create_weights(self, input_size, self.output_sizes, ctx.dtype)
         self.bias = nn.Parameter(torch.zeros(sum(self.output_sizes), dtype=ctx.dtype),
@@ -37,6 +37,11 @@ class LiteLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.apply(self, x, self.bias)
+
+    def forward_gated(self, x: torch.Tensor, activation: str) -> torch.Tensor:
+        """``<activation>_and_mul(forward(x))`` for stacked gate/up shards (one fused op where
+        the quantization method has it)."""
+        return self.method.apply_gated(self, x, self.bias, activation)
 
     def extra_repr(self) -> str:
         return f"in={self.input_size}, out={self.output_sizes}, bias={self.bias is not None}"

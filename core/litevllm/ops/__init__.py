@@ -20,11 +20,11 @@ def kernel_providers(manager) -> set[str]:
         | set(manager.names("attention_backends"))
 
 
-def pick_attention_backend(manager, kernels: str, device_type: str):
-    """The attention backend class for ``kernels``: "auto" takes the highest priority one
-    serving the device; a name takes that backend; a kernel provider without an attention
-    backend of its own uses the torch reference; any other name is an error."""
-    entries = [e for e in manager.entries["attention_backends"] if manager._ok(e.plugin)]
+def select_attention_backend(manager, kind: str, kernels: str, device_type: str):
+    """The attention-backend selector (``KIND_TABLE``): "auto" takes the highest priority
+    backend serving the device; a name takes that backend; a kernel provider without an
+    attention backend of its own uses the torch reference; any other name is an error."""
+    entries = [e for e in manager.entries[kind] if manager._ok(e.plugin)]
     if kernels == "auto":
         entries = [e for e in entries if _serves(e, device_type)]
     else:
@@ -33,7 +33,27 @@ def pick_attention_backend(manager, kernels: str, device_type: str):
                               f"(available: auto, {', '.join(sorted(kernel_providers(manager)))})")
         entries = [e for e in entries if e.name == kernels] or \
             [e for e in entries if e.name == "torch"]
-    return max(entries, key=lambda e: e.priority).load()
+    return max(entries, key=lambda e: e.priority)
+
+
+def select_op(manager, kind: str, op: str, kernels: str, device_type: str):
+    """The op selector (``KIND_TABLE``): "auto" takes the highest priority implementation
+    serving the device; a provider name its own, else the torch reference."""
+    entries = [e for e in manager.entries[kind] if e.name == op and manager._ok(e.plugin)]
+    if kernels == "auto":
+        entries = [e for e in entries if _serves(e, device_type)]
+    else:
+        wanted = [e for e in entries if provider(e) == kernels]
+        entries = wanted or [e for e in entries if provider(e) == "torch"]
+    if not entries:
+        raise PluginError(f"no implementation of op '{op}' for kernels='{kernels}' "
+                          f"on {device_type}")
+    return max(entries, key=lambda e: e.priority)
+
+
+def pick_attention_backend(manager, kernels: str, device_type: str):
+    """The attention backend class for ``kernels`` on ``device_type``."""
+    return manager.select("attention_backends", kernels, device_type=device_type).load()
 
 
 class Ops:
@@ -61,16 +81,7 @@ class Ops:
                               f"{', '.join(devices)}); use kernels='auto' or 'torch'")
 
     def _best(self, op: str):
-        entries = [e for e in self.manager.entries["ops"] if e.name == op and self.manager._ok(e.plugin)]
-        if self.kernels == "auto":
-            entries = [e for e in entries if _serves(e, self.device_type)]
-        else:
-            wanted = [e for e in entries if provider(e) == self.kernels]
-            entries = wanted or [e for e in entries if provider(e) == "torch"]
-        if not entries:
-            raise PluginError(f"no implementation of op '{op}' for kernels='{self.kernels}' "
-                              f"on {self.device_type}")
-        return max(entries, key=lambda e: e.priority)
+        return self.manager.select("ops", op, kernels=self.kernels, device_type=self.device_type)
 
     def _resolve(self, op: str):
         best = self._best(op)

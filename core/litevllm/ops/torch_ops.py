@@ -65,6 +65,21 @@ def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(a, approximate="tanh") * b
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """x [..., K] @ weight [N, K]^T + bias: the unquantized linear layers and ``lm_head``."""
+    return F.linear(x, weight, bias)
+
+
+def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 activation: str) -> torch.Tensor:
+    """The gated MLP's first half: ``<activation>_and_mul(linear(x, weight, bias))``, with
+    ``weight`` [2I, K] stacking gate rows over up rows; ``activation`` is a
+    ``canonical_activation`` name ("silu" or "gelu_tanh"). Gate and up round to x's dtype
+    before the activation, as the unfused ops do."""
+    act = {"silu": silu_and_mul, "gelu_tanh": gelu_tanh_and_mul}[activation]
+    return act(F.linear(x, weight, bias))
+
+
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
                       v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots.

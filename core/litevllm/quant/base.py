@@ -23,6 +23,11 @@ class QuantMethod:
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def apply_gated(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None,
+                    activation: str) -> torch.Tensor:
+        """``<activation>_and_mul(apply(...))`` for a gate/up layer; a method may fuse the two."""
+        return getattr(layer.ops, f"{activation}_and_mul")(self.apply(layer, x, bias))
+
 
 class QuantConfig:
     """Subclass per scheme and register it through ``register_quant_methods``."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from litevllm.quant.base import QuantConfig, QuantMethod
@@ -31,7 +30,10 @@ class UnquantizedMethod(QuantMethod):
         copy_shard(getattr(layer, param_name), loaded, layer.output_sizes, shard, param_name)
 
     def apply(self, layer, x, bias):
-        return F.linear(x, layer.weight, bias)
+        return layer.ops.linear(x, layer.weight, bias)
+
+    def apply_gated(self, layer, x, bias, activation):
+        return layer.ops.gated_linear(x, layer.weight, bias, activation)
 
 
 class UnquantizedMoEMethod:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from litevllm.engine.host_tensors import to_device
+
 
 class GrammarMatcher:
     """One sequence's position in its grammar."""
@@ -57,7 +59,7 @@ def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     if bitmask.dtype != torch.int32 or bitmask.dim() != 2 or bitmask.shape[0] != logits.shape[0]:
         raise ValueError(f"bitmask must be int32 [{logits.shape[0]}, W], got "
                          f"{bitmask.dtype} {tuple(bitmask.shape)}")
-    words = bitmask.to(logits.device, non_blocking=True)
+    words = to_device(bitmask, logits.device)
     shifts = torch.arange(32, device=logits.device, dtype=torch.int32)
     allowed = ((words[:, :, None] >> shifts) & 1).flatten(1)[:, :logits.shape[1]].bool()
     return logits.masked_fill(~allowed, float("-inf"))

@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from litevllm.engine.host_tensors import HostCopy, to_device
 from litevllm.structured.backend import apply_bitmask
 
 log = logging.getLogger("litevllm")
@@ -62,16 +63,59 @@ class StructuredOutputManager:
 
     def mask(self, logits: torch.Tensor, seqs) -> torch.Tensor:
         """Apply the grammars of the constrained rows of ``logits`` (one row per sequence)."""
-        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        rows = [i for i, s in enumerate(seqs)  # finished: a dropped row (async scheduling)
+                if s.params.structured_outputs is not None and not s.is_finished]
         if not rows:
             return logits
         bitmask = self.backend.allocate_bitmask(len(rows))
         for j, i in enumerate(rows):
             self._matcher(seqs[i]).fill_bitmask(bitmask, j)
-        if len(rows) == len(seqs):
+        return self._apply(logits, rows, bitmask)
+
+    @staticmethod
+    def _apply(logits: torch.Tensor, rows: list[int], bitmask, index=None) -> torch.Tensor:
+        if len(rows) == logits.shape[0]:
             return apply_bitmask(logits, bitmask)
-        index = torch.tensor(rows, device=logits.device)
+        if index is None:
+            index = to_device(torch.tensor(rows), logits.device)
         return logits.index_copy(0, index, apply_bitmask(logits[index], bitmask))
+
+    def step_picker(self, seqs, pick):
+        """Wrap ``pick(logits, j)`` of a multi-step run: before step j each constrained row gets
+        its grammar's mask, the matcher advanced by the row's earlier tokens of the run (they
+        come back to the host while step j's forward runs). Returns (picker, done); ``done()``
+        rolls the matchers back, so ``accept`` advances them over the kept tokens as after a
+        single step. A row whose grammar terminated runs unmasked: its stop token ends it."""
+        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        if not rows:
+            return pick, lambda: None
+        matchers = [self._matcher(seqs[i]) for i in rows]
+        moved = [0] * len(rows)
+        last: list = []   # the previous step's tokens (a HostCopy)
+        index: dict = {}  # device -> the rows as a tensor, made once per run
+
+        def picker(logits: torch.Tensor, j: int) -> torch.Tensor:
+            dev = logits.device
+            if dev not in index:
+                index[dev] = to_device(torch.tensor(rows), dev)
+            if last:  # the previous step's tokens, copied back while this step's forward ran
+                (host,) = last.pop().get()
+                for r, (m, token) in enumerate(zip(matchers, host.tolist())):
+                    if not m.is_terminated() and m.accept_token(token):
+                        moved[r] += 1
+            bitmask = self.backend.allocate_bitmask(len(rows))
+            for r, m in enumerate(matchers):
+                if not m.is_terminated():
+                    m.fill_bitmask(bitmask, r)
+            out = pick(self._apply(logits, rows, bitmask, index[dev]), j)
+            last.append(HostCopy(out[index[dev]]))
+            return out
+
+        def done() -> None:
+            for m, n in zip(matchers, moved):
+                if n:
+                    m.rollback(n)
+        return picker, done
 
     def valid_draft(self, seq, draft: list[int]) -> list[int]:
         """The longest prefix of ``draft`` that ``seq``'s grammar accepts (state unchanged)."""

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from litevllm.testing.logits import LogitsRecord, observe_logits
+
 __all__ = ["Check", "Report", "SkippedCheckWarning", "TINY_SIZES", "model_type_for",
            "tiny_config", "conformance_configs", "build_checkpoint", "check_architecture",
            "assert_architecture", "check_plugin", "assert_plugin", "model_class", "model_context",
            "expected_tensors", "HF_ACTIVATIONS", "hf_rms_norm", "hf_act_and_mul",
            "norm_test_inputs", "assert_rms_norm_matches_hf",
-           "logprob_rows"]
+           "logprob_rows", "observe_logits", "LogitsRecord"]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -212,14 +214,8 @@ class _Run:
                     block_size=8, max_num_seqs=8, enforce_eager=True, enable_prefix_caching=False,
                     cpu_kv_cache_gib=0.25, seed=0)
         self.llm = LLM(str(path), **{**opts, **kwargs})
-        runner = self.llm.engine.runner
-        self.logits, execute = [], runner.execute
-
-        def recording(inputs):
-            out = execute(inputs)
-            self.logits.append(out.detach().float().cpu())
-            return out
-        runner.execute = recording
+        self.seen = LogitsRecord()
+        self.llm.engine.add_logits_observer(self.seen)
 
     def generate(self, prompts, max_tokens):
         from litevllm import SamplingParams
@@ -230,14 +226,10 @@ class _Run:
         """Tokens and per-position logits [max_tokens, V] of each prompt run alone."""
         tokens, logits = [], []
         for p in prompts:
-            self.logits.clear()
+            self.seen.clear()
             tokens.append(self.generate([p], max_tokens)[0].outputs[0].token_ids)
-            logits.append(self.logits_rows())
+            logits.append(self.seen.rows())
         return tokens, logits
-
-    def logits_rows(self):
-        import torch
-        return torch.cat(self.logits) if self.logits else None
 
 
 def _hf_logits(hf, prompt, tokens):
@@ -526,7 +518,7 @@ def check_plugin(name: str) -> Report:
     attention backends subclass ``AttentionBackend``, formats ``CheckpointFormat``, quant
     methods ``QuantConfig``, ops accept the torch reference's arguments, commands are click
     commands). Names resolved by priority must not conflict with another plugin's."""
-    from litevllm.kinds import KIND_TABLE
+    from litevllm.kinds import BY_NAME, KIND_TABLE
     from litevllm.plugins import PluginError, PluginManager, _api_compatible
     from litevllm.version import PLUGIN_API_VERSION
     report = Report(f"plugin {name}")
@@ -573,8 +565,8 @@ def check_plugin(name: str) -> Report:
         label = f"{kind.singular} {entry.name}"
         try:
             why = kind.validate(entry.name, entry.load())
-            if why is None and kind.selector == "name" and entry.kind != "commands":
-                winner = manager.pick(entry.kind, entry.name)
+            if why is None and kind.selector == BY_NAME and entry.kind != "commands":
+                winner = manager.select(entry.kind, entry.name)
                 if winner.plugin != entry.plugin:
                     report.add(label, PASS, f"{entry.target} (shadowed by '{winner.plugin}')")
                     continue

@@ -38,6 +38,7 @@ def _starts_with_magic(path: Path) -> bool:
 
 class GGUFFormat(CheckpointFormat):
     name = "gguf"
+    dequantizes = True  # quantization="none" gets dequantized values
 
     def __init__(self, path: Path):
         from .reader import GGUFFile

@@ -75,3 +75,8 @@ def test_cli_unknown_quantization_is_one_line(gptq_dir):
     assert run.returncode != 0
     assert "quantization 'nf4' is not provided" in run.stderr and "installed schemes" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_other_scheme_on_a_quantized_checkpoint_is_named(gptq_dir):
+    with pytest.raises(ValueError, match="quantized with 'gptq'; quantization='none' cannot load it"):
+        LLM(str(gptq_dir), quantization="none")

@@ -38,6 +38,24 @@ class _EngineCollector:
                            s["prefix_cache_queries"])
         yield self._family(c, "vllm:prefix_cache_hits", "Prefix-cache hits (tokens).",
                            s["prefix_cache_hits"])
+        if "spec_num_drafts" in s:  # speculative decoding is on
+            yield from self._spec_decode(s)
+
+    def _spec_decode(self, s):
+        c = CounterMetricFamily
+        yield self._family(c, "vllm:spec_decode_num_drafts",
+                           "Speculative drafts verified (one per sequence and verify step).",
+                           s["spec_num_drafts"])
+        yield self._family(c, "vllm:spec_decode_num_draft_tokens", "Draft tokens proposed.",
+                           s["spec_num_draft_tokens"])
+        yield self._family(c, "vllm:spec_decode_num_accepted_tokens", "Draft tokens accepted.",
+                           s["spec_num_accepted_tokens"])
+        per_pos = c("vllm:spec_decode_num_accepted_tokens_per_pos",
+                    "Draft tokens accepted, by position in the draft.",
+                    labels=[*self.labels, "position"])
+        for position, n in enumerate(s.get("spec_num_accepted_tokens_per_pos", ())):
+            per_pos.add_metric([*self.labels.values(), str(position)], n)
+        yield per_pos
 
 
 class Metrics:

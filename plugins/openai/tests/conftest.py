@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -50,6 +54,42 @@ def ref_llm(model_dir):
     """The offline API on the same checkpoint: what the server must reproduce."""
     from litevllm import LLM
     return LLM(str(model_dir), **LLM_OPTIONS)
+
+
+def start_lite_serve(model_dir, *args):
+    """`lite serve` on ``model_dir`` in a subprocess on an ephemeral port: (process, port)."""
+    cmd = [sys.executable, "-m", "litevllm.cli", "serve", "--model", str(model_dir), "--port", "0",
+           "--served-model-name", "m", "--max-num-seqs", "8", "--cpu-kv-cache-gib", "0.05",
+           *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline, lines = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        if m:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining
+            return proc, int(m.group(1))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def lite_serve(model_dir):
+    """``lite_serve(*args, path=None)``: :func:`start_lite_serve` on the tiny model (or
+    ``path``), served as "m", killed after the test."""
+    procs = []
+
+    def start(*args, path=None):
+        procs.append(start_lite_serve(path or model_dir, *args))
+        return procs[-1]
+    yield start
+    for proc, _ in procs:
+        proc.kill()
+        proc.wait()
 
 
 class LiveServer:

@@ -4,33 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-
-
-def start(model_dir, *args):
-    cmd = [sys.executable, "-m", "litevllm.cli", "serve", "--model", str(model_dir), "--port", "0",
-           "--served-model-name", "m", "--max-num-seqs", "8", "--cpu-kv-cache-gib", "0.05",
-           *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline, lines = time.monotonic() + 60, []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
-        if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining
-            return proc, int(m.group(1))
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 def stream(port, max_tokens, first_event: threading.Event, out: list, **extra):
@@ -46,8 +22,8 @@ def stream(port, max_tokens, first_event: threading.Event, out: list, **extra):
     conn.close()
 
 
-def test_sigterm_drains_then_aborts(model_dir):
-    proc, port = start(model_dir, "--shutdown-timeout", "0.5")
+def test_sigterm_drains_then_aborts(lite_serve):
+    proc, port = lite_serve("--shutdown-timeout", "0.5")
     try:
         short, long_ = [], []
         started = [threading.Event(), threading.Event()]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import sys
 import threading
 
 log = logging.getLogger("litevllm.ray")
@@ -33,7 +35,8 @@ def build(options: dict, config, *, shutdown_timeout: float, replicas: int, min_
         options["gpu_memory_utilization"] = (options.get("gpu_memory_utilization") or 0.9) \
             * actor["num_gpus"]
     max_seqs = options.get("max_num_seqs") or 256
-    scale = {"num_replicas": replicas}
+    per_replica = max_seqs + (max_waiting or max_seqs)   # running + waiting
+    scale, hi = {"num_replicas": replicas}, replicas
     if min_replicas is not None or max_replicas is not None:
         lo = replicas if min_replicas is None else min_replicas
         hi = max(lo, replicas if max_replicas is None else max_replicas)
@@ -45,11 +48,13 @@ def build(options: dict, config, *, shutdown_timeout: float, replicas: int, min_
         if routing == "prefix" else RequestRouterConfig(request_router_class=RoundRobinRouter)
     board = StatsBoard.bind()
     engines = EngineReplica.options(
-        ray_actor_options=actor, max_ongoing_requests=max_seqs + (max_waiting or max_seqs),
+        ray_actor_options=actor, max_ongoing_requests=per_replica,
         request_router_config=router, health_check_period_s=5, health_check_timeout_s=30,
         graceful_shutdown_timeout_s=shutdown_timeout,
         **scale).bind(options, max_waiting, board)
-    return Ingress.bind(engines, board, config)
+    # the ingress holds every stream open for its whole length: let it pass on all that the
+    # replicas can hold (Ray Serve's default of 5 would queue the rest at the proxy)
+    return Ingress.options(max_ongoing_requests=hi * per_replica).bind(engines, board, config)
 
 
 def serve_replicas(options: dict, config, host: str, port: int, *, ray_address: str | None,
@@ -58,13 +63,17 @@ def serve_replicas(options: dict, config, host: str, port: int, *, ray_address: 
     import ray
     from ray import serve
     started_here = ray_address is None
+    if port == 0:  # Ray Serve's proxy needs a fixed port: take a free one, as uvicorn would
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     ray.init(address=ray_address, namespace=APP, include_dashboard=False,
              configure_logging=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(build(options, config, shutdown_timeout=shutdown_timeout, **scale), name=APP, route_prefix="/", blocking=False)
         print(f"serving '{config.model_name}' on http://{host}:{port}/v1 with Ray Serve "
-              f"(Ctrl-C to stop)", flush=True)
+              f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -10,10 +10,11 @@ import asyncio
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from itertools import zip_longest
 
 from ray import exceptions as rex
 
-from litevllm.plugin_api import EngineDeadError, chat_prompt_ids
+from litevllm.plugin_api import EngineDeadError, chat_prompt_ids, check_request
 from litevllm_ray.headers import note_replica
 
 log = logging.getLogger("litevllm.ray")
@@ -55,13 +56,7 @@ class RemoteEngine:
         self._ensure_refresher()
         if not self._healthy:
             raise EngineDeadError("no replica is ready")
-        if not prompt_token_ids:
-            raise ValueError("prompt is empty")
-        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= self.vocab_size:
-            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
-        if len(prompt_token_ids) >= self.max_model_len:
-            raise ValueError(f"the prompt has {len(prompt_token_ids)} tokens; the model takes at "
-                             f"most {self.max_model_len} in all")
+        check_request(list(prompt_token_ids), params, self.vocab_size, self.max_model_len)
 
     async def generate(self, prompt, params=None, request_id: str | None = None, *,
                        stream: bool = True):
@@ -127,11 +122,19 @@ class RemoteEngine:
 
 
 def _sum(stats) -> dict:
+    """Counters and gauges summed over replicas (lists of numbers element-wise); the ratios
+    computed again from the sums."""
     total: dict = {}
     for s in stats:
         for key, value in s.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 total[key] = total.get(key, 0) + value
+            elif isinstance(value, list):  # spec_num_accepted_tokens_per_pos
+                total[key] = [a + b for a, b in zip_longest(total.get(key, []), value, fillvalue=0)]
     if total.get("num_blocks"):
         total["kv_cache_usage"] = 1 - total.get("num_free_blocks", 0) / total["num_blocks"]
+    if "spec_num_drafts" in total:
+        drafts, accepted = total["spec_num_drafts"], total["spec_num_accepted_tokens"]
+        total["spec_acceptance_rate"] = accepted / max(1, total["spec_num_draft_tokens"])
+        total["spec_mean_acceptance_length"] = 1 + accepted / drafts if drafts else 0.0
     return total

@@ -32,3 +32,4 @@ def test_capacity_evicts_least_recent():
     t.record(prefix_keys([9], 1), "r2")        # evicts the oldest key ([1])
     assert t.longest_match(prefix_keys([1], 1), {"r1", "r2"}) == ([], 0)
     assert t.longest_match(prefix_keys([9], 1), {"r1", "r2"}) == (["r2"], 1)
+

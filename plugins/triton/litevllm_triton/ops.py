@@ -1,14 +1,19 @@
 """Drop-in ops with the signatures of ``litevllm.ops.torch_ops``, backed by Triton kernels.
 
 One difference: ``rotary_embedding`` rotates q and k in place (and returns them), where the
-reference returns new tensors.
+reference returns new tensors. ``linear`` and ``gated_linear`` run the Triton skinny GEMM for
+up to 16 rows where this GPU's table (``gemv_table``) says it beats cuBLAS, else cuBLAS.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from litevllm_triton import kernels
+from litevllm_triton.gemv_table import gemv_config
+from litevllm_triton.kernels._common import pdl_enabled
 from litevllm_triton.kernels.fused_moe import fused_moe as _fused_moe
+from litevllm_triton.kernels.gemv import MAX_M, gemv
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
@@ -38,3 +43,28 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
                       v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     kernels.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
+
+
+def _skinny(kind: str, x: torch.Tensor, weight: torch.Tensor) -> dict | None:
+    """The tuned GEMV tile for this call, or None (cuBLAS)."""
+    if x.dim() != 2 or not 0 < x.shape[0] <= MAX_M or x.dtype != weight.dtype \
+            or x.stride(-1) != 1 or weight.stride(-1) != 1:
+        return None
+    n = weight.shape[0] // 2 if kind == "gated" else weight.shape[0]
+    return gemv_config(kind, x.shape[0], n, weight.shape[1], x.device)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    cfg = _skinny("linear", x, weight)
+    if cfg is None:
+        return F.linear(x, weight, bias)
+    return gemv(x, weight, bias, cfg, pdl=pdl_enabled(x.device))
+
+
+def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 activation: str) -> torch.Tensor:
+    cfg = _skinny("gated", x, weight)
+    if cfg is None:
+        act = kernels.silu_and_mul if activation == "silu" else kernels.gelu_tanh_and_mul
+        return act(F.linear(x, weight, bias))
+    return gemv(x, weight, bias, cfg, activation, pdl=pdl_enabled(x.device))

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from litevllm import LLM, SamplingParams, StructuredOutputsParams
 from litevllm.plugin_api import StructuredOutputBackend, apply_bitmask
-from litevllm.testing import tiny_tokenizer
+from litevllm.testing import observe_logits, tiny_tokenizer
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6},
                                            "age": {"type": "integer", "minimum": 0, "maximum": 120}},
@@ -83,8 +83,9 @@ def test_n_samples_prefix_cache_and_unconstrained_neighbours(llm):
     {"num_scheduler_steps": 4},
     {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3,
                             "min_acceptance_rate": 0.01}},
-], ids=["multi-step", "speculative"])
-def test_with_multi_step_and_speculative_engines(model_dir, llm, engine_kw):
+    {"async_scheduling": True},
+], ids=["multi-step", "speculative", "async-scheduling"])
+def test_with_multi_step_speculative_and_async_engines(model_dir, llm, engine_kw):
     other = LLM(str(model_dir), block_size=8, max_num_seqs=8, **engine_kw)
     so = CONSTRAINTS["json"][0]
     params = [SamplingParams(temperature=0, max_tokens=120, structured_outputs=so),
@@ -94,6 +95,47 @@ def test_with_multi_step_and_speculative_engines(model_dir, llm, engine_kw):
     check(outs[:1], "json")
     ref = llm.generate(prompts, params)
     assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in ref]
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", sorted(CONSTRAINTS))
+def test_multi_step_fills_masks_per_step(model_dir, llm, kind, async_scheduling):
+    """Constrained rows run several steps per host sync, each step masked by the grammar as
+    advanced by the tokens before it: same tokens as single steps, greedy and seeded."""
+    other = LLM(str(model_dir), block_size=8, max_num_seqs=8, num_scheduler_steps=8,
+                async_scheduling=async_scheduling)
+    so = CONSTRAINTS[kind][0]
+    params = [SamplingParams(temperature=t, seed=s, max_tokens=120, structured_outputs=so)
+              for t, s in ((0, None), (1.0, 1), (0.7, 3))]
+    prompts = ["hello", "the cat", "a b c"]
+    engine, finished, passes = other.engine, {}, []
+    with observe_logits(other) as seen:
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
+            engine.add_request(str(i), prompt, p)
+        while engine.has_unfinished_requests():
+            before = len(seen.steps)
+            finished.update((o.request_id, o) for o in engine.step() if o.finished)
+            passes.append(len(seen.steps) - before)  # forward passes in this engine step
+    outs = [finished[str(i)] for i in range(len(prompts))]
+    check(outs, kind)
+    assert max(passes) > 1
+    ref = llm.generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in ref]
+
+
+def test_async_scheduling_same_outputs_for_every_kind(model_dir, llm):
+    asyn = LLM(str(model_dir), block_size=8, max_num_seqs=8, async_scheduling=True)
+    kinds = sorted(CONSTRAINTS)
+    params = [SamplingParams(n=1 + i % 2, temperature=0.3 * i, seed=i, max_tokens=80,
+                             structured_outputs=CONSTRAINTS[k][0]) for i, k in enumerate(kinds)]
+    params.append(SamplingParams(temperature=0.5, seed=9, max_tokens=20, ignore_eos=True))
+    prompts = ["hello " * (1 + i) for i in range(len(params))]
+    outs = asyn.generate(prompts, params)
+    for kind, out in zip(kinds, outs):
+        check([out], kind)
+    ref = llm.generate(prompts, params)
+    assert [[c.token_ids for c in o.outputs] for o in outs] == \
+        [[c.token_ids for c in o.outputs] for o in ref]
 
 
 def test_length_when_the_grammar_cannot_finish(llm):

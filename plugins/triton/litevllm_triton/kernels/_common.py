@@ -1,6 +1,9 @@
 """Input checks and small device helpers shared by the kernel wrappers."""
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -92,6 +95,54 @@ def tanh(x):
     e = tl.exp2(-2.8853900817779268 * tl.abs(x))  # exp(-2|x|)
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0, -t, t)
+
+
+def device_name(device: torch.device) -> str:
+    """The key of per-GPU tuned tables: ``NVIDIA_H200``; the device type off CUDA."""
+    if device.type != "cuda":
+        return device.type
+    return torch.cuda.get_device_name(device).replace(" ", "_")
+
+
+@functools.lru_cache(maxsize=None)
+def pdl_enabled(device: torch.device) -> bool:
+    """Programmatic dependent launch (Hopper and newer NVIDIA GPUs; ``LITEVLLM_PDL=0`` turns it
+    off): kernels that take a ``PDL`` flag wait for their predecessor in-kernel
+    (``gdc_wait``) and are launched with ``launch_pdl=True``, so their launch and prologue
+    overlap the previous kernel's tail; kernels that ``trigger`` let their dependents start."""
+    return (device.type == "cuda" and torch.version.hip is None
+            and os.environ.get("TRITON_INTERPRET") != "1"
+            and os.environ.get("LITEVLLM_PDL", "1") != "0"
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def pdl_launch(enabled: bool) -> dict:
+    """The launch keyword for a kernel with a ``PDL`` flag."""
+    return {"launch_pdl": True} if enabled else {}
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Wait for the previous kernel in the stream (no-op without PDL)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_trigger(PDL: tl.constexpr):
+    """Let the next kernel, if launched with PDL, start its prologue now."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def gated_act(a, ACT: tl.constexpr):
+    """The gate activation of the gated MLPs: 0 silu, 1 gelu_tanh (float32 in and out)."""
+    if ACT == 0:
+        h = a / (1.0 + tl.exp(-a))
+    else:
+        h = 0.5 * a * (1.0 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
+    return h
 
 
 @triton.jit

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, tanh
+from litevllm_triton.kernels._common import check_tensor, gated_act
 
 SILU, GELU_TANH = 0, 1
 
@@ -18,10 +18,7 @@ def _act_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, inter,
     ok = cols < inter
     a = tl.load(x_ptr + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
     b = tl.load(x_ptr + row * stride_x + inter + cols, mask=ok, other=0.0).to(tl.float32)
-    if ACT == 0:
-        h = a / (1.0 + tl.exp(-a))
-    else:
-        h = 0.5 * a * (1.0 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
+    h = gated_act(a, ACT)
     tl.store(out_ptr + row * stride_out + cols, (h * b).to(out_ptr.dtype.element_ty), mask=ok)
 
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from litevllm_triton.kernels._common import (check_attention_inputs, dot, is_pow2,
-                                             padded_head_dim, tanh)
+                                             padded_head_dim, pdl_enabled, pdl_trigger, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -32,7 +32,8 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                         SINGLE: tl.constexpr, IEEE: tl.constexpr):
+                         SINGLE: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
+    pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -97,7 +98,8 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
 @triton.jit
 def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_ot, stride_oh,
                          num_heads, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                         NUM_SPLITS: tl.constexpr):
+                         NUM_SPLITS: tl.constexpr, PDL: tl.constexpr):
+    pdl_trigger(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, NUM_SPLITS)
@@ -171,11 +173,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, num_warps=NUM_WARPS,
+        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, PDL=pdl_enabled(dev),
+        num_warps=NUM_WARPS,
         num_stages=stages)
     if single:
         return out
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,
                                  HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=num_splits,
-                                 num_warps=4)
+                                 PDL=pdl_enabled(dev), num_warps=4)
     return out

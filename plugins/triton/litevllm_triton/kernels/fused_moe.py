@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from litevllm.plugin_api import canonical_activation
-from litevllm_triton.kernels._common import check_tensor, tanh
+from litevllm_triton.kernels._common import check_tensor, device_name, gated_act
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
@@ -76,11 +76,7 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
     if GATED:
-        if ACT == 0:
-            acc = acc / (1.0 + tl.exp(-acc)) * acc_up
-        else:
-            acc = 0.5 * acc * (1.0 + tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
-            acc = acc * acc_up
+        acc = gated_act(acc, ACT) * acc_up
     if WEIGHTED:
         acc = acc * tl.load(weights_ptr + rows, mask=valid, other=0.0)[:, None]
     c_ptrs = c_ptr + rows[:, None] * stride_cm + offs_n[None, :]
@@ -195,12 +191,6 @@ def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
 
 
 # configs --------------------------------------------------------------------------------------
-def device_name(device: torch.device) -> str:
-    if device.type != "cuda":
-        return device.type
-    return torch.cuda.get_device_name(device).replace(" ", "_")
-
-
 def config_file(num_experts: int, inter: int, hidden: int, device: str) -> Path:
     return CONFIG_DIR / f"E={num_experts},N={inter},K={hidden},device_name={device}.json"
 

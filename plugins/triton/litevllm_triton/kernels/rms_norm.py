@@ -5,7 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor
+from litevllm_triton.kernels._common import (check_tensor, pdl_enabled, pdl_launch, pdl_trigger,
+                                             pdl_wait)
 
 MAX_HIDDEN = 65536
 
@@ -14,7 +15,9 @@ MAX_HIDDEN = 65536
 def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
                      stride_x, stride_res, stride_out, stride_res_out,
                      n_cols, eps, offset,
-                     BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+                     BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr):
+    pdl_wait(PDL)
+    pdl_trigger(PDL)  # the next kernel (a GEMV) may start streaming its weights
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     ok = cols < n_cols
@@ -83,10 +86,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     if x2.shape[0] == 0:
         return out if residual is None else (out, res_out)
     block = triton.next_power_of_2(n)
+    pdl = pdl_enabled(x.device)
     _rms_norm_kernel[(x2.shape[0],)](
         x2, res2, weight, out2, res_out2,
         x2.stride(0), res2.stride(0), out2.stride(0), res_out2.stride(0),
         n, float(eps), float(offset),
-        BLOCK=block, HAS_RESIDUAL=residual is not None,
-        num_warps=_num_warps(block))
+        BLOCK=block, HAS_RESIDUAL=residual is not None, PDL=pdl,
+        num_warps=_num_warps(block), **pdl_launch(pdl))
     return out if residual is None else (out, res_out)

@@ -1,0 +1,183 @@
+"""Sweep the Triton skinny GEMM (plugins/triton/.../kernels/gemv.py) against cuBLAS on this GPU.
+
+    python benchmarks/bench_gemv.py --out results/gemv.jsonl --table gemv_table.json
+    LITEVLLM_GEMV=0 python benchmarks/bench_gemv.py --engine tinyllama-1.1b   # decode ms/step
+
+For each weight shape and row count M in 1, 2, 4, 8, 16 it times cuBLAS (``F.linear``; gated
+shapes: ``F.linear`` + the Triton ``silu_and_mul``, today's path) and every candidate tile, each
+as a CUDA graph of back-to-back calls over enough weight copies to defeat the L2 cache (the
+engine's decode situation), checks each candidate against ``F.linear`` in float32. Candidates
+launch with programmatic dependent launch where the engine does (``pdl_enabled``); the best one
+is timed again without it. ``--table`` merges the winners (``null`` where cuBLAS stays faster)
+into that file, in the format ``litevllm_triton.gemv_table`` reads. ``--engine CONFIG`` instead
+measures batch-1 and batch-32 decode of a benchmarks/configs model with dummy weights (set
+``LITEVLLM_GEMV=0`` / ``LITEVLLM_PDL=0`` for the baselines). Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from litevllm_triton.gemv_table import M_BUCKETS, table_key
+from litevllm_triton.kernels._common import pdl_enabled
+from litevllm_triton.kernels.act_and_mul import silu_and_mul
+from litevllm_triton.kernels.gemv import gemv
+
+# (name, output rows of W (gated: 2I), K, gated)
+SHAPES = {
+    "tinyllama": [("qkv", 2560, 2048, False), ("o", 2048, 2048, False),
+                  ("gate_up", 11264, 2048, True), ("gate_up", 11264, 2048, False),
+                  ("down", 2048, 5632, False), ("lm_head", 32000, 2048, False)],
+    "llama3-8b": [("qkv", 6144, 4096, False), ("o", 4096, 4096, False),
+                  ("gate_up", 28672, 4096, True), ("down", 4096, 14336, False),
+                  ("lm_head", 128256, 4096, False)],
+}
+L2_DEFEAT_BYTES = 320 << 20
+
+
+def candidates(m: int, n: int, k: int, gated: bool):
+    """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4;
+    split-K counts that give 1-16 programs per SM (132 SMs)."""
+    cols = n // 2 if gated else n
+    tiles = [dict(DOT=True, BM=16, BN=bn, BK=bk, num_stages=st, num_warps=4)
+             for bn in (16, 32, 64) for bk in (128, 256) for st in (3, 5)]
+    if m <= 4:
+        bm = triton.next_power_of_2(m)
+        tiles += [dict(DOT=False, BM=bm, BN=bn, BK=bk, num_stages=3, num_warps=4)
+                  for bn in (2, 4, 8, 16) for bk in (256, 512, 1024)
+                  if bm * bn * bk * (2 if gated else 1) <= 8192]
+    for t in tiles:
+        for split in (1, 2, 4, 8, 16):
+            progs = triton.cdiv(cols, t["BN"]) * split
+            if 100 <= progs <= 132 * 16 and k // split >= t["BK"]:
+                yield dict(t, SPLIT_K=split)
+
+
+def time_graph(fn, copies: int, reps: int = 10) -> float:
+    """Microseconds per call of ``fn(i)`` replayed as one graph over ``copies`` weights."""
+    for i in range(copies):  # compile and warm outside the capture
+        fn(i)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(copies):
+            fn(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(3):
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) * 1e3 / (reps * copies))
+    return best
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
+    b = torch.empty_like(a)
+    us = time_graph(lambda i: b.copy_(a), 4)
+    return 2 * a.numel() * 4 / us / 1e6  # TB/s, read + write
+
+
+def sweep_shape(model, name, rows, k, gated, m, out):
+    dt = torch.bfloat16
+    nbytes = rows * k * 2
+    copies = max(2, -(-L2_DEFEAT_BYTES // nbytes))
+    ws = [torch.randn(rows, k, dtype=dt, device="cuda") * 0.02 for _ in range(copies)]
+    x = torch.randn(m, k, dtype=dt, device="cuda")
+    act = "silu" if gated else None
+    if gated:
+        ref_fn = lambda i: silu_and_mul(F.linear(x, ws[i]))  # noqa: E731
+    else:
+        ref_fn = lambda i: F.linear(x, ws[i])  # noqa: E731
+    cublas = time_graph(ref_fn, copies)
+    want = ref_fn(0).float()
+    pdl = pdl_enabled(x.device)
+    results = []
+    for cfg in candidates(m, rows, k, gated):
+        try:
+            got = gemv(x, ws[0], None, cfg, act).float()
+            err = ((got - want).norm() / want.norm()).item()
+            if not err < 1e-2:
+                print(f"  WRONG {cfg}: rel err {err:.2e}", flush=True)
+                continue
+            results.append((time_graph(lambda i: gemv(x, ws[i], None, cfg, act, pdl), copies),
+                            cfg))
+        except Exception as e:  # noqa: BLE001 (a tile that does not compile is skipped)
+            print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+    best_us, best = min(results, key=lambda r: r[0])
+    no_pdl_us = time_graph(lambda i: gemv(x, ws[i], None, best, act), copies) if pdl else None
+    row = dict(model=model, shape=name, gated=gated, N=rows, K=k, M=m, cublas_us=cublas,
+               triton_us=best_us, pdl=pdl, no_pdl_us=no_pdl_us, cfg=best, candidates=len(results),
+               tbps_cublas=nbytes / cublas / 1e6, tbps_triton=nbytes / best_us / 1e6)
+    print(f"{model:10s} {name:8s}{'+act' if gated else '    '} {rows:6d}x{k:5d} M={m:2d}  "
+          f"cuBLAS {cublas:7.1f} us ({row['tbps_cublas']:.2f} TB/s)  triton {best_us:7.1f} us "
+          f"({row['tbps_triton']:.2f} TB/s) x{cublas / best_us:.2f}"
+          f"{'' if no_pdl_us is None else f'  (no PDL {no_pdl_us:6.1f})'}  {best}", flush=True)
+    out.write(json.dumps(row) + "\n")
+    out.flush()
+    return row
+
+
+def engine(config: str, out_path: str, max_model_len: int = 4096) -> None:
+    """Decode ms/step at batch 1 and 32 (input 128, output 128), as benchmarks/gpu_suite.py."""
+    from litevllm import LLM
+    from litevllm.bench import measure_latency
+    llm = LLM(str(Path(__file__).parent / "configs" / config), load_format="dummy",
+              max_num_seqs=256, max_model_len=max_model_len)  # as gpu_suite
+    env = {k: os.environ.get(k, "1") for k in ("LITEVLLM_GEMV", "LITEVLLM_PDL")}
+    with open(out_path, "a") as out:
+        for batch in (1, 32):
+            r = {"config": config, **env,
+                 **measure_latency(llm, batch_size=batch, input_len=128, output_len=128)}
+            print(json.dumps(r), flush=True)
+            out.write(json.dumps(r) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="gemv_sweep.jsonl")
+    ap.add_argument("--table", help="write the winners here (JSON)")
+    ap.add_argument("--models", default=",".join(SHAPES))
+    ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)))
+    ap.add_argument("--margin", type=float, default=0.97,
+                    help="take Triton where it needs at most this fraction of cuBLAS's time")
+    ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    args = ap.parse_args()
+    if args.engine:
+        return engine(args.engine, args.out, args.max_model_len)
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}"
+          f"; copy bandwidth {copy_bandwidth():.2f} TB/s", flush=True)
+    table: dict[str, dict] = {}
+    if args.table and Path(args.table).is_file():
+        table = json.loads(Path(args.table).read_text())
+    t0 = time.time()
+    with open(args.out, "w") as out:
+        for model in args.models.split(","):
+            for name, rows, k, gated in SHAPES[model]:
+                for m in map(int, args.m.split(",")):
+                    r = sweep_shape(model, name, rows, k, gated, m, out)
+                    n = rows // 2 if gated else rows
+                    key = table_key("gated" if gated else "linear", n, k)
+                    win = r["triton_us"] <= args.margin * r["cublas_us"]
+                    table.setdefault(key, {})[str(m)] = r["cfg"] if win else None
+                    if args.table:
+                        with open(args.table, "w") as f:
+                            json.dump(table, f, indent=1, sort_keys=True)
+    print(f"sweep took {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
