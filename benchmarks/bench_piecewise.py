@@ -21,10 +21,11 @@ llm = LLM(str(cfg), load_format="dummy", max_model_len=2048 + 64, gpu_memory_uti
           max_piecewise_graph_tokens=2048,
           speculative_config={"method": "ngram", "num_speculative_tokens": K,
                               "min_acceptance_rate": 0.01})
-print(f"start-up to ready: {time.perf_counter() - t0:.2f} s "
-      f"(decode graphs {llm.engine.runner.capture_seconds:.2f} s)", flush=True)
 engine, runner = llm.engine, llm.engine.runner
 pw = runner.piecewise
+print(f"start-up to ready: {time.perf_counter() - t0:.2f} s (decode graphs "
+      f"{runner.capture_seconds:.2f} s, piecewise graphs {pw.capture_seconds:.2f} s for "
+      f"{len(pw.pieces)} of {len(pw.buckets)} buckets)", flush=True)
 proposer = engine.spec.proposer
 
 

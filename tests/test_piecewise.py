@@ -91,8 +91,8 @@ def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
 
 
 class NoopGraph:
-    """A CUDA graph stand-in whose replay does nothing (its outputs stay what the capture run
-    left); ``fail`` makes capture_begin raise."""
+    """A CUDA graph stand-in (capture and replay do nothing); ``fail`` makes capture_begin
+    raise."""
     fail = False
 
     def capture_begin(self, pool=None):
@@ -119,23 +119,33 @@ def fake_cuda(monkeypatch):
     return NoopGraph
 
 
-@pytest.mark.parametrize("fail", [False, True], ids=["wrong-replay", "capture-error"])
 @torch.inference_mode()
-def test_a_bucket_that_fails_its_first_replay_turns_piecewise_off(fake_cuda, monkeypatch, caplog,
-                                                                  fail):
-    monkeypatch.setattr(fake_cuda, "fail", fail)
+def test_start_up_capture_takes_the_largest_buckets_first_within_its_budget(fake_cuda):
     model, attn, caches = _tiny()
-    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
-    want = model(ids, pos, [c.clone() for c in caches], _mixed_meta())
     pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
-    got = pw.forward(ids, pos, caches, _mixed_meta())
-    if fail:
-        assert got is None and "capturing 16 tokens failed" in caplog.text
-    else:  # the stale capture-run output is caught; the step gets the eager result
-        torch.testing.assert_close(got, want)
-        assert "differ from the eager model" in caplog.text
-    assert pw.disabled and not pw.pieces and "forward" not in vars(attn)
+    pw.capture(caches, _mixed_meta(), budget_s=0.0)
+    assert sorted(pw.pieces) == [64]
+    pw.capture(caches, _mixed_meta())
+    assert sorted(pw.pieces) == [16, 32, 64] and not pw.disabled
+    assert all(len(p.graphs) == len(caches) + 1 for p in pw.pieces.values())
+    captured = dict(pw.pieces)
+    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
+    assert pw.forward(ids, pos, caches, _mixed_meta()).shape[0] == 8
+    assert pw.pieces == captured  # replayed, not captured again
+    assert "forward" not in vars(attn)
+
+
+@torch.inference_mode()
+def test_a_failed_capture_turns_piecewise_off(fake_cuda, monkeypatch, caplog):
+    monkeypatch.setattr(fake_cuda, "fail", True)
+    model, attn, caches = _tiny()
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
     assert pw.forward(ids, pos, caches, _mixed_meta()) is None
+    assert "capturing 16 tokens failed" in caplog.text
+    assert pw.disabled and not pw.pieces and "forward" not in vars(attn)
+    pw.capture(caches, _mixed_meta())
+    assert not pw.pieces
 
 
 class Bypass(LiteAttention):

@@ -7,7 +7,7 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from gpu_parity import F32_ATOL, generate, same_until_tie  # noqa: E402
+from gpu_parity import F32_ATOL, TOP, generate, same_until_tie  # noqa: E402
 
 from litevllm import LLM, SamplingParams  # noqa: E402
 from litevllm.plugins import PluginError  # noqa: E402
@@ -37,10 +37,20 @@ def prompts(lengths):
     return [torch.randint(3, 500, (n,), generator=g).tolist() for n in lengths]
 
 
-def used_pieces(llm) -> list[int]:
+def piecewise_steps(llm) -> list[int]:
+    """Token counts of the steps that replay piecewise graphs from now on (filled as the engine
+    steps); every bucket was captured at start-up."""
     pw = llm.engine.runner.piecewise
-    assert pw is not None and not pw.disabled
-    return sorted(pw.pieces)
+    assert pw is not None and not pw.disabled and sorted(pw.pieces) == pw.buckets
+    ran, forward = [], pw.forward
+
+    def counted(input_ids, *args):
+        hidden = forward(input_ids, *args)
+        if hidden is not None:
+            ran.append(input_ids.shape[0])
+        return hidden
+    pw.forward = counted
+    return ran
 
 
 def close_outputs(got, want, where):
@@ -56,8 +66,12 @@ def test_chunked_mixed_batches_match_eager(checkpoint):
     """64-token steps: prompt chunks share steps with other sequences' decodes."""
     ps = prompts([5, 40, 100, 300, 77])
     opts = dict(max_num_batched_tokens=64, max_model_len=1024, max_piecewise_graph_tokens=2048)
-    llm, got = generate(checkpoint, ps, 24, "float32", **opts)
-    assert used_pieces(llm)
+    llm = LLM(str(checkpoint), kernels="auto", dtype="float32", max_num_seqs=8,
+              gpu_memory_utilization=0.3, **opts)
+    steps = piecewise_steps(llm)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=TOP)
+    got = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in ps], params)]
+    assert len(steps) > 5 and max(steps) == 64
     del llm
     _, want = generate(checkpoint, ps, 24, "float32", enforce_eager=True, **opts)
     for p, g, w in zip(ps, got, want):
@@ -73,11 +87,10 @@ def test_long_prefill_prompt_logprobs_match_eager(checkpoint):
         llm = LLM(str(checkpoint), kernels="auto", dtype="float32", max_model_len=1100,
                   max_num_seqs=4, gpu_memory_utilization=0.3,
                   **{"max_piecewise_graph_tokens": 2048, **kw})
-        outs = llm.generate([{"prompt_token_ids": p} for p in ps], params)
-        return llm, outs
-    llm, got = run()
-    assert any(b >= 1000 for b in used_pieces(llm))
-    del llm
+        steps = piecewise_steps(llm) if llm.engine.runner.piecewise else []
+        return steps, llm.generate([{"prompt_token_ids": p} for p in ps], params)
+    steps, got = run()
+    assert steps and max(steps) >= 1000
     _, want = run(max_piecewise_graph_tokens=0)
     for p, g, w in zip(ps, got, want):
         assert g.outputs[0].token_ids == w.outputs[0].token_ids

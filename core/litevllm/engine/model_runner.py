@@ -268,6 +268,8 @@ class ModelRunner:
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
         log.info("captured %d CUDA graphs in %.1f s", len(self.graphs), self.capture_seconds)
+        if self.piecewise:  # the metadata only travels through the model: no attention runs
+            self.piecewise.capture(self.kv_caches, self._graph_meta(1))
 
     def _replay(self, inputs: StepInputs) -> torch.Tensor:
         n = inputs.meta.num_seqs

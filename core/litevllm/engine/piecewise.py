@@ -8,8 +8,8 @@ depends on per-step metadata (query starts, lengths, block tables), runs eagerly
 replays on the first ``n`` (real) rows of the captured q/k/v and writes a static output buffer
 that the next graph reads. Steps are padded to the bucket with stale token ids and positions;
 padded rows never reach attention or the KV cache, and every other op works row by row, so
-they cannot change real rows. Buckets are captured lazily, on first use, into one shared pool,
-and their first replay is checked against the eager model.
+they cannot change real rows. All buckets share one memory pool; they are captured at start-up,
+the largest first, within a time budget, and any left over on first use.
 
 A model that does not run every layer's attention through the backend's ``forward`` (one call
 per KV cache) cannot be split and stays eager, as does any step after a failed capture.
@@ -28,9 +28,8 @@ log = logging.getLogger("litevllm")
 
 SMALLEST_BUCKET = 16
 POW2_UP_TO = 256  # buckets double up to here, then come 4 per octave (padding <= 25%)
-# first replay of a bucket against the eager model: bf16 rounding of differently shaped GEMMs
-# stays far below this; clobbered or misplaced memory does not
-MAX_ROW_ERROR = 0.25
+# start-up capture (largest bucket first) stops after this long; the rest capture on first use
+CAPTURE_BUDGET_S = 3.0
 
 
 def token_buckets(max_tokens: int) -> list[int]:
@@ -40,12 +39,6 @@ def token_buckets(max_tokens: int) -> list[int]:
         sizes.append(b)
         b = b * 2 if b < POW2_UP_TO else b + (1 << (b.bit_length() - 1)) // 4
     return sizes + [max_tokens]
-
-
-def row_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """Largest ``|got_r - want_r| / |want_r|`` over rows (NaN if any value is NaN)."""
-    diff = (got - want).norm(dim=-1) / want.norm(dim=-1).clamp_min(1e-6)
-    return float(diff.max()) if diff.numel() else 0.0
 
 
 def unowned_view(t: torch.Tensor) -> torch.Tensor:
@@ -98,12 +91,9 @@ class PiecewiseGraphs:
         size = None if self.disabled else self.bucket(input_ids.shape[0])
         if size is None:
             return None
-        piece = self.pieces.get(size)
+        piece = self.pieces.get(size) or self._capture(size, kv_caches, meta)
         if piece is None:
-            return self._first_use(size, input_ids, positions, kv_caches, meta)
-        return self._replay(piece, input_ids, positions, kv_caches, meta)
-
-    def _replay(self, piece: Piece, input_ids, positions, kv_caches, meta) -> torch.Tensor:
+            return None
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
         self.pos[:n].copy_(positions)
@@ -114,36 +104,35 @@ class PiecewiseGraphs:
         piece.graphs[-1].replay()
         return piece.hidden[:n]
 
-    def _first_use(self, size, input_ids, positions, kv_caches, meta) -> torch.Tensor | None:
-        """Capture a bucket, replay it once and check that against the eager model (which then
-        rewrites the same KV slots): a failure or a mismatch turns piecewise graphs off."""
+    def capture(self, kv_caches, meta, budget_s: float = CAPTURE_BUDGET_S) -> None:
+        """Capture buckets, the largest first (always), until ``budget_s`` has passed (at
+        start-up: steps then do not stop to capture). ``meta`` only travels through the model: attention does
+        not run during a capture."""
+        t0 = time.perf_counter()
+        for size in reversed(self.buckets):
+            if self.disabled or self._capture(size, kv_caches, meta) is None or \
+                    time.perf_counter() - t0 > budget_s:
+                break
+        log.info("captured piecewise CUDA graphs for %d of %d token buckets in %.1f s",
+                 len(self.pieces), len(self.buckets), time.perf_counter() - t0)
+
+    # capture ---------------------------------------------------------------------------------
+    def _capture(self, size, kv_caches, meta) -> Piece | None:
         t0 = time.perf_counter()
         try:
             piece = self._record(size, kv_caches, meta)
-            got = self._replay(piece, input_ids, positions, kv_caches, meta).float()
         except Exception as e:  # noqa: BLE001 -- any op that cannot be captured: stay eager
-            self._turn_off(f"capturing {size} tokens failed: "
-                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            log.warning("piecewise CUDA graphs off (steps that are not plain decodes run "
+                        "eagerly): capturing %d tokens failed: %s", size,
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            self.disabled = True
             return None
-        want = self.model(input_ids, positions, kv_caches, meta)
-        err = row_error(got, want.float())
-        if not err <= MAX_ROW_ERROR:  # NaN too
-            self._turn_off(f"graphs for {size} tokens differ from the eager model "
-                           f"(relative row error {err:.3g})")
-            return want
         self.pieces[size] = piece
         self.capture_seconds += time.perf_counter() - t0
-        log.debug("piecewise graphs for %d tokens (%d pieces) captured and checked in %.3f s "
-                  "(relative row error %.2g)", size, len(piece.graphs), time.perf_counter() - t0,
-                  err)
-        return want
+        log.debug("piecewise graphs for %d tokens (%d pieces) captured in %.3f s", size,
+                  len(piece.graphs), time.perf_counter() - t0)
+        return piece
 
-    def _turn_off(self, why: str) -> None:
-        log.warning("piecewise CUDA graphs off (steps that are not plain decodes run eagerly): %s",
-                    why)
-        self.disabled = True
-
-    # capture ---------------------------------------------------------------------------------
     def _out_view(self, size: int, width: int, dtype: torch.dtype) -> torch.Tensor:
         need = len(self.ids) * width
         if self._out is None or self._out.numel() < need or self._out.dtype != dtype:
