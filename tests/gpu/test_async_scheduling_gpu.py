@@ -35,17 +35,22 @@ PARAMS = [SamplingParams(temperature=0, max_tokens=40, ignore_eos=True),
           SamplingParams(temperature=0.8, top_p=0.9, seed=5, max_tokens=33, ignore_eos=True)]
 
 
+PIECEWISE = pytest.mark.parametrize("pieces", [0, 256], ids=["eager-prefill", "piecewise"])
+
+
+@PIECEWISE
 @pytest.mark.parametrize("steps", [1, 8])
-def test_same_outputs_as_sync(checkpoint, steps):
+def test_same_outputs_as_sync(checkpoint, steps, pieces):
     def run(async_scheduling):
         llm = LLM(str(checkpoint), async_scheduling=async_scheduling,
-                  num_scheduler_steps=steps, **COMMON)
+                  num_scheduler_steps=steps, max_piecewise_graph_tokens=pieces, **COMMON)
         return [[c.token_ids for c in o.outputs] for o in llm.generate(prompts(), PARAMS * 5)]
     assert run(True) == run(False)
 
 
-def test_no_host_sync_but_reading_the_tokens(checkpoint, monkeypatch):
-    llm = LLM(str(checkpoint), async_scheduling=True, **COMMON)
+@PIECEWISE
+def test_no_host_sync_but_reading_the_tokens(checkpoint, monkeypatch, pieces):
+    llm = LLM(str(checkpoint), async_scheduling=True, max_piecewise_graph_tokens=pieces, **COMMON)
     engine = llm.engine
     llm.generate(prompts(4), PARAMS * 2)  # warm-up: kernels compiled, pinned pool filled
     real_get = HostCopy.get
