@@ -106,8 +106,8 @@ class PiecewiseGraphs:
 
     def capture(self, kv_caches, meta, budget_s: float = CAPTURE_BUDGET_S) -> None:
         """Capture buckets, the largest first (always), until ``budget_s`` has passed (at
-        start-up: steps then do not stop to capture). ``meta`` only travels through the model: attention does
-        not run during a capture."""
+        start-up: steps then do not stop to capture). ``meta`` only travels through the model:
+        attention does not run during a capture."""
         t0 = time.perf_counter()
         for size in reversed(self.buckets):
             if self.disabled or self._capture(size, kv_caches, meta) is None or \
