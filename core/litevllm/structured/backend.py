@@ -52,6 +52,13 @@ class StructuredOutputBackend:
     def allocate_bitmask(self, rows: int) -> torch.Tensor:
         return torch.full((rows, -(-self.vocab_size // 32)), -1, dtype=torch.int32)
 
+    def fill_bitmasks(self, matchers: list[GrammarMatcher], bitmask: torch.Tensor,
+                      rows: list[int]) -> None:
+        """``matchers[i].fill_bitmask(bitmask, rows[i])`` for all i; a backend may do it in
+        parallel (one step's constrained rows)."""
+        for m, row in zip(matchers, rows):
+            m.fill_bitmask(bitmask, row)
+
 
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
     """Mask with -inf the tokens whose bit is clear; the bitmask is unpacked on the logits'

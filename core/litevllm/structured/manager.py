@@ -68,8 +68,8 @@ class StructuredOutputManager:
         if not rows:
             return logits
         bitmask = self.backend.allocate_bitmask(len(rows))
-        for j, i in enumerate(rows):
-            self._matcher(seqs[i]).fill_bitmask(bitmask, j)
+        self.backend.fill_bitmasks([self._matcher(seqs[i]) for i in rows], bitmask,
+                                   list(range(len(rows))))
         return self._apply(logits, rows, bitmask)
 
     @staticmethod
@@ -104,9 +104,8 @@ class StructuredOutputManager:
                     if not m.is_terminated() and m.accept_token(token):
                         moved[r] += 1
             bitmask = self.backend.allocate_bitmask(len(rows))
-            for r, m in enumerate(matchers):
-                if not m.is_terminated():
-                    m.fill_bitmask(bitmask, r)
+            live = [r for r, m in enumerate(matchers) if not m.is_terminated()]
+            self.backend.fill_bitmasks([matchers[r] for r in live], bitmask, live)
             out = pick(self._apply(logits, rows, bitmask, index[dev]), j)
             last.append(HostCopy(out[index[dev]]))
             return out

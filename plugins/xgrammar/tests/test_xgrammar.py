@@ -243,3 +243,26 @@ def test_speculative_drafts_for_constrained_rows(model_dir, llm, spoil):
     assert stats["spec_num_accepted_tokens"] > 0
     if spoil:
         assert stats["spec_num_accepted_tokens"] < len(ref.outputs[0].token_ids) - 1
+
+
+def test_batched_bitmask_fill_matches_one_by_one(model_dir):
+    """Many rows are filled by xgrammar's thread pool: the same bits as one matcher at a time."""
+    from transformers import AutoTokenizer
+
+    from litevllm_xgrammar.backend import XGrammarBackend
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    backend = XGrammarBackend(tok, len(tok), [tok.eos_token_id])
+    compiled = backend.compile(CONSTRAINTS["json"][0])
+    matchers = [backend.matcher(compiled) for _ in range(12)]
+    one = backend.allocate_bitmask(len(matchers))
+    for i, m in enumerate(matchers):  # matcher i is i tokens into the grammar
+        for _ in range(i):
+            m.fill_bitmask(one, i)
+            allowed = [t for t in range(len(tok)) if one[i, t // 32] >> (t % 32) & 1]
+            assert m.accept_token(allowed[len(allowed) // 2])
+    rows = list(range(len(matchers)))
+    for r, m in zip(rows, matchers):
+        m.fill_bitmask(one, r)
+    batched = backend.allocate_bitmask(len(matchers))
+    backend.fill_bitmasks(matchers, batched, rows)
+    assert torch.equal(one, batched) and len(set(map(tuple, one.tolist()))) > 1
