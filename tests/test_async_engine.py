@@ -11,9 +11,10 @@ from litevllm.plugin_api import EngineDeadError, EngineOverloadedError
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
 
-@pytest.fixture(scope="module")
-def llm(llama_dir):
-    return LLM(str(llama_dir), block_size=8, max_model_len=64)
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "async-scheduling"])
+def llm(llama_dir, request):
+    # async scheduling (the CUDA default) returns a step's outputs one step later
+    return LLM(str(llama_dir), block_size=8, max_model_len=64, async_scheduling=request.param)
 
 
 @pytest.fixture
