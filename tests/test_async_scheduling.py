@@ -191,3 +191,25 @@ def test_a_failing_request_fails_alone(llama_dir, monkeypatch, after):
     from test_engine_isolation import _run_with_bad_request
     llm = LLM(str(llama_dir), block_size=8, max_model_len=64, async_scheduling=True)
     _run_with_bad_request(llm, monkeypatch, after)
+
+
+def test_failure_after_a_fork_step_frees_the_forked_samples(llama_dir, monkeypatch):
+    """With async scheduling a step's forks join their request only when its outputs are
+    processed, a step later; a request failing in between must still end its forked samples
+    (else they keep running without a request and hold their blocks)."""
+    llm = LLM(str(llama_dir), block_size=8, async_scheduling=True)
+    engine, sched = llm.engine, llm.engine.scheduler
+    advance = sched.advance
+
+    def failing(batch, sampled, num_steps=1):
+        failed = advance(batch, sampled, num_steps)
+        return failed + [(s, RuntimeError("boom")) for s in batch.seqs if s.seq_id in batch.forks]
+    monkeypatch.setattr(sched, "advance", failing)
+    params = [SamplingParams(n=3, temperature=1.0, seed=1, max_tokens=6),
+              SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)]
+    outs = llm.generate([{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10, 11]}],
+                        params, return_errors=True)
+    assert outs[0].outputs[0].finish_reason == "error" and "boom" in outs[0].error
+    assert len(outs[1].outputs[0].token_ids) == 6          # the other request is unharmed
+    assert not sched.running and not sched.waiting
+    assert engine.stats()["num_free_blocks"] == engine.num_blocks

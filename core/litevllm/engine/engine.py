@@ -279,6 +279,13 @@ class LLMEngine:
         return out
 
     def _end_request(self, request: Request, reason: str) -> None:
+        # samples forked by a step whose outputs are not processed yet (async scheduling)
+        known = {s.seq_id for s in request.seqs}
+        orphans = [s for s in (*self.scheduler.running, *self.scheduler.waiting)
+                   if s.request_id == request.request_id and s.seq_id not in known]
+        if orphans:
+            request.seqs.extend(orphans)
+            request.forked = True
         for seq in request.seqs:
             if not seq.is_finished:
                 self.scheduler.finish(seq, reason)

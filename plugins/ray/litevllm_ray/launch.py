@@ -63,6 +63,9 @@ def serve_replicas(options: dict, config, host: str, port: int, *, ray_address: 
     import ray
     from ray import serve
     started_here = ray_address is None
+    if port == 0 and not started_here:
+        raise ValueError("--port 0 needs the local cluster: with --ray-address the Serve proxy "
+                         "binds on the cluster's nodes, so give a fixed --port")
     if port == 0:  # Ray Serve's proxy needs a fixed port: take a free one, as uvicorn would
         with socket.socket() as s:
             s.bind((host, 0))

@@ -19,3 +19,9 @@ def test_ingress_passes_on_what_the_replicas_hold(monkeypatch, scale, replicas):
     engines = ingress.init_args[0]._bound_deployment
     assert engines.max_ongoing_requests == 128                      # 64 running + 64 waiting
     assert ingress.max_ongoing_requests == replicas * 128
+
+
+def test_port_zero_needs_the_local_cluster():
+    """A free port found on this machine says nothing about the cluster's nodes."""
+    with pytest.raises(ValueError, match="--port 0 needs the local cluster"):
+        launch.serve_replicas({}, None, "127.0.0.1", 0, ray_address="auto", shutdown_timeout=1)

@@ -45,17 +45,18 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
     kernels.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
 
 
-def _skinny(kind: str, x: torch.Tensor, weight: torch.Tensor) -> dict | None:
+def _skinny(kind: str, x: torch.Tensor, weight: torch.Tensor, bias) -> dict | None:
     """The tuned GEMV tile for this call, or None (cuBLAS)."""
     if x.dim() != 2 or not 0 < x.shape[0] <= MAX_M or x.dtype != weight.dtype \
-            or x.stride(-1) != 1 or weight.stride(-1) != 1:
+            or x.stride(-1) != 1 or weight.stride(-1) != 1 \
+            or (bias is not None and bias.dtype != x.dtype):
         return None
     n = weight.shape[0] // 2 if kind == "gated" else weight.shape[0]
     return gemv_config(kind, x.shape[0], n, weight.shape[1], x.device)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    cfg = _skinny("linear", x, weight)
+    cfg = _skinny("linear", x, weight, bias)
     if cfg is None:
         return F.linear(x, weight, bias)
     return gemv(x, weight, bias, cfg, pdl=pdl_enabled(x.device))
@@ -63,7 +64,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  activation: str) -> torch.Tensor:
-    cfg = _skinny("gated", x, weight)
+    cfg = _skinny("gated", x, weight, bias)
     if cfg is None:
         act = kernels.silu_and_mul if activation == "silu" else kernels.gelu_tanh_and_mul
         return act(F.linear(x, weight, bias))
