@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|tput|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
+#                                    throughput|tput|models|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -56,16 +56,26 @@ for part in $parts; do
         env ${env//,/ } timeout 90 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
             --out "$OUT/decode.jsonl" 2>&1 | grep '^{' | cut -c1-300
       done ;;
-    tput)  # issue 16: CLI throughput with async scheduling and piecewise graphs on / off
-      i=0; runs=("" "--no-async-scheduling" "--max-piecewise-graph-tokens 0" \
-                 "--no-async-scheduling --max-piecewise-graph-tokens 0")
-      [ -n "${TPUT_SHORT:-}" ] && runs=("" "--no-async-scheduling --max-piecewise-graph-tokens 0")
+    tput)  # issue 16: CLI throughput: defaults (async), + piecewise graphs, sync, sampled
+      i=0; runs=("" "--max-piecewise-graph-tokens 2048" "--no-async-scheduling" \
+                 "--temperature 0.6 --top-p 0.9")
+      [ -n "${TPUT_SHORT:-}" ] && runs=("" "--temperature 0.6 --top-p 0.9")
       for flags in "${runs[@]}"; do
         i=$((i + 1)); echo "throughput $i: ${flags:-defaults}"
         timeout 75 lite bench throughput --model $C/tinyllama-1.1b --load-format dummy \
             --max-model-len 4096 --num-prompts 256 --min-len 100 --max-len 1024 --no-progress \
-            $flags --json-out "$OUT/tput_$i.json" 2>&1 | grep -v -i warn | tail -2
+            $flags ${TPUT_ARGS:-} --json-out "$OUT/tput_$i.json" 2>&1 | grep -v -i warn | tail -2
       done ;;
+    models)  # issue 16: the same workload on the other models of the issue
+      for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do
+        echo "throughput $m"
+        timeout 120 lite bench throughput --model $C/$m --load-format dummy --max-model-len 4096 \
+            --num-prompts 256 --min-len 100 --max-len 1024 --no-progress ${TPUT_ARGS:-} \
+            --json-out "$OUT/tput_$m.json" 2>&1 | grep -v -i warn | tail -2
+      done ;;
+    kprof)  # issue 15: per-kernel GPU time of one eager decode step, batch 1
+      timeout 90 python3 benchmarks/profile_kernels.py ${KPROF_ARGS:-} > "$OUT/kprof.txt" 2>&1
+      grep -v -i warn "$OUT/kprof.txt" | tail -32 | cut -c1-160 ;;
     spec) python3 benchmarks/bench_spec.py --model $C/tinyllama-1.1b --only ${SPEC_ONLY:-ngram,structured} \
               --out "$OUT/spec.jsonl" 2>&1 | grep -E '^\{|Error' | tail -12 ;;
     suite) python3 benchmarks/gpu_suite.py --out "$OUT/suite.jsonl" ${SUITE_ONLY:+--only $SUITE_ONLY} 2>&1 | grep -v Warning | tail -30 ;;

@@ -160,9 +160,13 @@ THROUGHPUT_DEFAULTS = {"cuda": (256, 100, 1024), "cpu": (8, 16, 64)}
 @click.option("--json-out", default=None, help="Also write the results as JSON.")
 @click.option("--request-rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Poisson arrivals at this many requests/s (TTFT/ITL p50/p99), not all at once.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Sampling temperature; above 0 each request samples with its own seed.")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0,
+              show_default=True, help="Nucleus sampling mass (with --temperature).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (never shown off a terminal).")
 def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, request_rate,
-               no_progress, **o):
+               temperature, top_p, no_progress, **o):
     """Requests/s and tokens/s on a synthetic workload (lengths uniform in [min, max])."""
     if min_len is not None and max_len is not None and min_len > max_len:
         raise click.BadParameter(f"--min-len {min_len} exceeds --max-len {max_len}")
@@ -185,27 +189,41 @@ def throughput(num_prompts, input_len, output_len, min_len, max_len, json_out, r
     try:
         if request_rate:
             from litevllm.bench_arrivals import measure_arrivals
-            result = measure_arrivals(llm, num_prompts, request_rate, input_len, output_len,
-                                      min_len, max_len, o["seed"], progress)
+            result = measure_arrivals(
+                llm, num_prompts, request_rate, input_len, output_len, min_len, max_len,
+                o["seed"], progress,
+                params_for=lambda i, n: request_params(i, n, o["seed"], temperature, top_p))
         else:
             result = measure_throughput(llm, num_prompts, input_len, output_len, min_len,
-                                        max_len, o["seed"], progress=progress)
+                                        max_len, o["seed"], progress=progress,
+                                        temperature=temperature, top_p=top_p)
     except Exception as e:
         fail(e)
     _emit({"model": o["model"], **result}, json_out)
 
 
+def request_params(i: int, max_tokens: int, seed: int = 0, temperature: float = 0.0,
+                   top_p: float = 1.0):
+    """Request ``i``'s SamplingParams in the synthetic workloads: greedy, or sampled with a
+    seed of its own."""
+    from litevllm import SamplingParams
+    return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                          ignore_eos=True, seed=seed * 100_003 + i if temperature > 0 else None)
+
+
 def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len: int | None,
-                       min_len: int, max_len: int, seed: int = 0, progress: bool = False) -> dict:
+                       min_len: int, max_len: int, seed: int = 0, progress: bool = False,
+                       temperature: float = 0.0, top_p: float = 1.0) -> dict:
     """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]. Input
-    tokens served from the prefix cache are reported apart and not counted as throughput."""
+    tokens served from the prefix cache are reported apart and not counted as throughput.
+    With ``temperature`` > 0 every request samples with its own seed."""
     from litevllm import SamplingParams
     engine = llm.engine
     rng = random.Random(seed)
     in_lens = [input_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
     out_lens = [output_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
-    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in out_lens]
+    params = [request_params(i, n, seed, temperature, top_p) for i, n in enumerate(out_lens)]
     # warm-up on prompts of the same shapes that are not timed (batched and chunked prefill,
     # mixed steps, multi-step decode), so Triton compiles its shape variants outside the
     # timed run and the timed prompts find nothing of theirs in the prefix cache
@@ -232,5 +250,6 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
         "prefix_cache_hit_rate": cached / max(1, sum(in_lens)),
         "peak_memory_gib": _peak_memory_gib(llm),
         "scheduler_steps": engine.num_scheduler_steps, "async_scheduling": engine.async_scheduling,
+        "temperature": temperature, "top_p": top_p,
         **{k: v for k, v in engine.stats().items() if k.startswith("spec_")},
     }
