@@ -1,0 +1,91 @@
+"""Sweep the decode-attention kernel's tile (tokens per tile, warps, stages) and split count on
+the shapes of the issue-15/16 workloads; prints one JSON line per point and the best per shape.
+
+    python benchmarks/tune_decode_attention.py [--out FILE] [--quick]
+
+Contexts are uniform in [lo, hi] per sequence (the throughput workload's live KV), so GB/s is
+the K and V bytes the batch really holds over the kernel time (CUDA-graph replay of 20 calls).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import torch
+import triton
+from triton.testing import do_bench_cudagraph
+
+from litevllm_triton.kernels import decode_attention as mod
+
+# name, batch, heads, kv heads, head dim, context low, high
+SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
+          ("tinyllama_b64", 64, 32, 4, 64, 100, 2048),
+          ("tinyllama_b256", 256, 32, 4, 64, 100, 2048),
+          ("llama3_b1", 1, 32, 8, 128, 160, 160),
+          ("llama3_b64", 64, 32, 8, 128, 100, 2048),
+          ("qwen3_b256", 256, 16, 8, 128, 100, 2048)]
+
+
+def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16):
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(lo, hi + 1, (b,), generator=g).to(torch.int32)
+    width = max_ctx // page
+    n = b * width
+    k = torch.randn(n, page, hkv, d, dtype=dtype, device="cuda")
+    v = torch.randn_like(k)
+    bt = torch.randperm(n, device="cuda").to(torch.int32).view(b, width)
+    q = torch.randn(b, h, d, dtype=dtype, device="cuda")
+    nbytes = 2 * int(lens.sum()) * hkv * d * k.element_size()
+    return q, k, v, bt, lens.cuda(), nbytes
+
+
+def time_point(args, splits):
+    q, k, v, bt, sl, _ = args
+    out = torch.empty_like(q)
+    fn = lambda: mod.decode_attention(q, k, v, bt, sl, q.shape[-1] ** -0.5, out=out,  # noqa: E731
+                                      num_splits=splits)
+    fn()
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(fn, rep=50) * 1e3  # µs
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out")
+    p.add_argument("--quick", action="store_true", help="fewer tiles")
+    a = p.parse_args()
+    tiles = list(itertools.product((32, 64, 128), (2, 4, 8), (2, 3, 4)))
+    if a.quick:
+        tiles = list(itertools.product((32, 64, 128), (4, 8), (3,)))
+    default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
+    f = open(a.out, "a") if a.out else None
+    for name, b, h, hkv, d, lo, hi in SHAPES:
+        args = case(b, h, hkv, d, lo, hi)
+        auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
+        results = []
+        for (bn, w, s), splits in itertools.product(tiles, sorted({auto, 1, 2, 4, 8, 16})):
+            mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
+            try:
+                us = time_point(args, splits)
+            except Exception as e:  # out of shared memory etc.
+                print(json.dumps({"shape": name, "tile": [bn, w, s], "splits": splits,
+                                  "error": str(e).splitlines()[0][:120]}), flush=True)
+                continue
+            row = {"shape": name, "tile": [bn, w, s], "splits": splits, "auto_splits": auto,
+                   "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
+                   "default": (bn, w, s) == default and splits == auto}
+            results.append(row)
+            if f:
+                f.write(json.dumps(row) + "\n")
+        mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = default
+        best = min(results, key=lambda r: r["us"])
+        dflt = next(r for r in results if r["default"])
+        print(json.dumps({"shape": name, "best": best, "default_us": dflt["us"],
+                          "default_tb_s": dflt["tb_s"]}), flush=True)
+        del args
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
