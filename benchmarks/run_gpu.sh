@@ -74,7 +74,7 @@ for part in $parts; do
             "--temperature 0.6 --top-p 0.9")
       [ -n "${TPUT_SHORT:-}" ] && runs=("" "--temperature 0.6 --top-p 0.9")
       # untimed: compiles the workload's kernel variants into the Triton cache of a fresh machine
-      tp tinyllama-1.1b --num-prompts 96 2>/dev/null; sed -i '$d' "$OUT/tput.jsonl"
+      tp tinyllama-1.1b --num-prompts 96 2>/dev/null; [ -f "$OUT/tput.jsonl" ] && sed -i '$d' "$OUT/tput.jsonl"
       for flags in "${runs[@]}"; do tp tinyllama-1.1b $flags ${TPUT_ARGS:-}; done ;;
     models)  # issue 16: the same workload on the other models of the issue
       for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do tp $m ${TPUT_ARGS:-}; done ;;
