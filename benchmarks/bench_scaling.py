@@ -112,6 +112,11 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, s
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"meta": meta, "records": records}, indent=2))
 
+    def seed() -> int:
+        """A seed of its own per point: prompts drawn from one seed would share prefixes with
+        an earlier point's (and its warm-up's, seed + 1), which the prefix cache then serves."""
+        return o["seed"] + 10 * len(records)
+
     def point(llm, sweep: str, fn, **keys):
         _reset_peak(llm)
         rec = {"sweep": sweep, **keys}
@@ -133,7 +138,7 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, s
                                                         ignore_eos=True)}
         for mode, params_for in modes.items():
             point(llm, "sampling", lambda: measure_arrivals(
-                llm, sampling_prompts, 1e9, None, None, min_len, max_len, o["seed"],
+                llm, sampling_prompts, 1e9, None, None, min_len, max_len, seed(),
                 params_for=params_for), sampling=mode)
         greedy, sampled = (r["output_tok_per_s"] for r in records[-2:])
         meta["sampled_over_greedy"] = sampled / greedy
@@ -141,12 +146,12 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, s
     if "prompts" in sweeps:
         for n in _ints(prompt_counts):
             point(llm, "prompts", lambda: measure_throughput(llm, n, None, None, min_len, max_len,
-                                                             o["seed"]), num_prompts=n)
+                                                             seed()), num_prompts=n)
     if "rates" in sweeps:
         for r in _floats(rates):
             n = max(16, round(r * rate_duration))
             point(llm, "rates", lambda: measure_arrivals(llm, n, r, None, None, min_len, max_len,
-                                                         o["seed"]), request_rate=r)
+                                                         seed()), request_rate=r)
     if "lengths" in sweeps:
         ls = _ints(lengths)
         need = 2 * max(ls) + 16
@@ -158,7 +163,7 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, s
             meta["lengths_max_model_len"] = need
         for n in ls:
             point(llm, "lengths", lambda: measure_throughput(llm, length_prompts, n, n, 1, 1,
-                                                             o["seed"]), length=n)
+                                                             seed()), length=n)
     meta["total_s"] = time.perf_counter() - t0
     save()
     click.echo(f"wrote {out} ({len(records)} points, {meta['total_s']:.0f} s)")

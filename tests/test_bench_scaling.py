@@ -64,19 +64,21 @@ def test_sweep_driver_and_plots(llama_dir, tmp_path):
     out = tmp_path / "scaling.json"
     r = CliRunner().invoke(_module("bench_scaling").main, [
         "--model", str(llama_dir), "--max-model-len", "128", "--prompt-counts", "2,4",
-        "--lengths", "8,64", "--length-prompts", "2", "--rates", "100", "--rate-duration", "0.05",
-        "--sampling-prompts", "3", "--min-len", "3", "--max-len", "8", "--label", "tiny",
+        "--lengths", "16,64", "--length-prompts", "2", "--rates", "100", "--rate-duration", "0.05",
+        "--sampling-prompts", "3", "--min-len", "20", "--max-len", "40", "--label", "tiny",
         "--out", str(out)])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     key = {"prompts": "num_prompts", "lengths": "length", "rates": "request_rate",
            "sampling": "sampling"}
     points = {(rec["sweep"], rec[key[rec["sweep"]]]) for rec in data["records"]}
-    assert points == {("prompts", 2), ("prompts", 4), ("lengths", 8), ("lengths", 64),
+    assert points == {("prompts", 2), ("prompts", 4), ("lengths", 16), ("lengths", 64),
                       ("rates", 100), ("sampling", "greedy"), ("sampling", "sampled")}
     assert data["meta"]["sampled_over_greedy"] > 0
     assert data["meta"]["lengths_max_model_len"] == 144  # a second engine for 64 + 64 tokens
     assert all(rec["output_tok_per_s"] > 0 and rec["kv_peak_gib"] > 0 for rec in data["records"])
+    # every point draws prompts of its own: none is served from an earlier point's prefix cache
+    assert all(rec.get("input_tokens_cached", 0) == 0 for rec in data["records"])
     assert "wrote" in r.output and "ttft p50/p99" in r.output
 
     # one sweep file plus a bare `lite bench throughput` result (a point of the prompts curve)
