@@ -79,8 +79,8 @@ for part in $parts; do
     models)  # issue 16: the same workload on the other models of the issue
       for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do tp $m ${TPUT_ARGS:-}; done ;;
     attn)  # decode-attention tile / split sweep (issues 15, 16)
-      timeout ${ATTN_S:-150} python3 benchmarks/tune_decode_attention.py --quick \
-          --out "$OUT/attn_sweep.jsonl" 2>&1 | grep '"best"' | cut -c1-330 ;;
+      timeout ${ATTN_S:-150} python3 benchmarks/tune_decode_attention.py ${ATTN_ARGS:---quick} \
+          --out "$OUT/attn_sweep.jsonl" 2>&1 | grep -E '"best"|Error|error' | cut -c1-330 | tail -12 ;;
     kprof)  # issue 15: per-kernel GPU time of one eager decode step, batch 1
       timeout 90 python3 benchmarks/profile_kernels.py ${KPROF_ARGS:-} > "$OUT/kprof.txt" 2>&1
       grep -v -i warn "$OUT/kprof.txt" | tail -32 | cut -c1-160 ;;

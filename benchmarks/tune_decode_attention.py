@@ -9,6 +9,7 @@ the K and V bytes the batch really holds over the kernel time (CUDA-graph replay
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 
@@ -16,7 +17,7 @@ import torch
 import triton
 from triton.testing import do_bench_cudagraph
 
-from litevllm_triton.kernels import decode_attention as mod
+mod = importlib.import_module("litevllm_triton.kernels.decode_attention")  # the module
 
 # name, batch, heads, kv heads, head dim, context low, high
 SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
@@ -54,13 +55,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="fewer tiles")
+    p.add_argument("--splits-only", action="store_true", help="the default tile, every split count")
+    p.add_argument("--shapes", default=None, help="comma-separated shape names")
     a = p.parse_args()
     tiles = list(itertools.product((32, 64, 128), (2, 4, 8), (2, 3, 4)))
     if a.quick:
         tiles = list(itertools.product((32, 64, 128), (4, 8), (3,)))
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
+    if a.splits_only:
+        tiles = [default]
     f = open(a.out, "a") if a.out else None
     for name, b, h, hkv, d, lo, hi in SHAPES:
+        if a.shapes and name not in a.shapes.split(","):
+            continue
         args = case(b, h, hkv, d, lo, hi)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
         results = []

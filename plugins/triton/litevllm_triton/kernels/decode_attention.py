@@ -10,6 +10,8 @@ size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -20,6 +22,8 @@ from litevllm_triton.kernels._common import (check_attention_inputs, dot, is_pow
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
 TARGET_PROGRAMS = {128: 512, 256: 1024}
+# LITEVLLM_DECODE_PROGRAMS=N overrides the target for every head dim (tuning runs)
+PROGRAMS_OVERRIDE = int(os.environ.get("LITEVLLM_DECODE_PROGRAMS", "0") or 0)
 MIN_SPLIT_TOKENS = 256  # don't split a full-length context finer than this
 MAX_SPLITS = 64
 
@@ -126,7 +130,7 @@ FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
                       head_dim: int = 128) -> int:
     """Power-of-2 split count from static shapes only (CUDA-graph safe)."""
-    target = TARGET_PROGRAMS[128 if padded_head_dim(head_dim) <= 128 else 256]
+    target = PROGRAMS_OVERRIDE or TARGET_PROGRAMS[128 if padded_head_dim(head_dim) <= 128 else 256]
     want = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
     cap = max(1, max_context // MIN_SPLIT_TOKENS)
     splits = min(want, cap, MAX_SPLITS)
