@@ -40,6 +40,20 @@ SUITE = {
         ("latency", dict(batch_size=16, input_len=128, output_len=128)),
         ("throughput", dict(num_prompts=256, min_len=100, max_len=1024)),
     ]),
+    "gemma2": ("gemma-2-2b", dict(max_num_seqs=64, max_model_len=4096), [
+        ("latency", dict(batch_size=1, input_len=128, output_len=128)),
+    ]),
+    # issue 15's batch-1 / prefill rows without the throughput runs (`models` measures those)
+    "tinyllama_latency": ("tinyllama-1.1b", dict(max_num_seqs=256, max_model_len=4096), [
+        ("latency", dict(batch_size=1, input_len=128, output_len=128)),
+        ("latency", dict(batch_size=32, input_len=128, output_len=128)),
+        ("latency", dict(batch_size=128, input_len=128, output_len=128)),
+        ("latency", dict(batch_size=1, input_len=2048, output_len=2, num_iters=5)),
+    ]),
+    "qwen_moe_latency": ("qwen1.5-moe-a2.7b", dict(max_num_seqs=64, max_model_len=4096), [
+        ("latency", dict(batch_size=1, input_len=128, output_len=128)),
+        ("latency", dict(batch_size=16, input_len=128, output_len=128)),
+    ]),
     "gemma": ("gemma-2b", dict(max_num_seqs=64, max_model_len=4096), [
         ("latency", dict(batch_size=1, input_len=128, output_len=128)),
         ("latency", dict(batch_size=32, input_len=128, output_len=128)),
