@@ -33,10 +33,10 @@ class BlockTableRows:
     def gather(self, seqs) -> torch.Tensor:
         """[B, width] int32 on the CPU, width = the longest table in the batch."""
         index, width = [], 1
-        rows = self.rows
+        rows, get, add = self.rows, self.state.get, index.append
         for seq in seqs:
             table = seq.block_table
-            state = self.state.get(seq.seq_id)
+            state = get(seq.seq_id)
             if state is None or state[1] is not table:
                 row = self._take_row() if state is None else state[0]
                 rows = self.rows
@@ -46,7 +46,7 @@ class BlockTableRows:
             if n > state[2]:
                 rows[state[0], state[2]:n] = int_tensor(table[state[2]:], torch.int32)
                 state[2] = n
-            index.append(state[0])
+            add(state[0])
             if n > width:
                 width = n
         return rows[:, :width][int_tensor(index)]

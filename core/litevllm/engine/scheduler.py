@@ -163,10 +163,21 @@ class Scheduler:
         drafts = drafts or {}
         budget = self.config.max_num_batched_tokens
         reserved = 0  # free blocks promised to forks that happen after this step's forward
+        bs, running = self.bm.block_size, SeqStatus.RUNNING
+        add_seq, add_n = batch.seqs.append, batch.num_new_tokens.append
         for seq in list(self.running):
             if budget == 0:
                 break
-            if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
+            if seq.status is not running:  # preempted by an older sequence
+                continue
+            # a decode that fits its blocks: nothing to allocate (the hot path, inlined)
+            num_tokens = len(seq.token_ids)
+            if seq.num_computed_tokens + 1 == num_tokens > seq.num_prompt_tokens \
+                    and num_tokens <= len(seq.block_table) * bs \
+                    and not (drafts and drafts.get(seq.seq_id)):
+                add_seq(seq)
+                add_n(1)
+                budget -= 1
                 continue
             draft = drafts.get(seq.seq_id)
             if draft and seq.is_decode and seq.num_output_tokens:
@@ -179,9 +190,9 @@ class Scheduler:
                     budget -= 1 + len(draft)
                     continue
             if seq.is_decode and seq.num_output_tokens \
-                    and seq.num_tokens <= len(seq.block_table) * self.bm.block_size:
-                batch.seqs.append(seq)  # a decode that fits its blocks: nothing to allocate
-                batch.num_new_tokens.append(1)
+                    and seq.num_tokens <= len(seq.block_table) * bs:
+                add_seq(seq)  # a decode that fits its blocks whose draft did not fit
+                add_n(1)
                 budget -= 1
                 continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
@@ -290,45 +301,49 @@ class Scheduler:
             seq.num_computed_tokens += n
             self.bm.commit(seq)
             return
-        if not seq.is_decode:       # the prompt's last chunk: its first token follows
-            seq.num_computed_tokens += n - 1
-        for child in batch.forks.get(seq.seq_id, ()):
-            seq.num_computed_tokens += 1
-            self.bm.fork(seq, child)
-            seq.num_computed_tokens -= 1
-            child.num_computed_tokens -= 1
-            child.status = SeqStatus.RUNNING
-            self.running.append(child)
-            self._append(child, sampled[child.seq_id])
+        if seq.num_computed_tokens + 1 != len(seq.token_ids):  # the prompt's last chunk:
+            seq.num_computed_tokens += n - 1                      # its first token follows
+        if batch.forks:
+            for child in batch.forks.get(seq.seq_id, ()):
+                seq.num_computed_tokens += 1
+                self.bm.fork(seq, child)
+                seq.num_computed_tokens -= 1
+                child.num_computed_tokens -= 1
+                child.status = SeqStatus.RUNNING
+                self.running.append(child)
+                self._append(child, sampled[child.seq_id])
         self._append(seq, tokens)
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
         finishes the sequence; commit, then roll back blocks past the verified tokens.
         Placeholders (async scheduling) are not committed: ``resolve`` commits them."""
-        p = seq.params
+        p, m, ids = seq.params, seq.metrics, seq.token_ids
         placeholders = tokens[0] == PLACEHOLDER
-        if seq.metrics.first_token_time is None and not placeholders:
-            seq.metrics.first_token_time = time.monotonic()
+        if m.first_token_time is None and not placeholders:
+            m.first_token_time = time.monotonic()
         max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
-        eos, stops = self.eos_token_ids, p.stop_token_ids
-        for token in tokens:
+        eos, stops, max_seq_len = self.eos_token_ids, p.stop_token_ids, self.max_seq_len
+        for token in tokens:  # Sequence.append_token inlined: the per-token hot loop
             seq.num_computed_tokens += 1
-            seq.append_token(token)
-            num_out = seq.num_output_tokens
+            ids.append(token)
+            num_tokens = len(ids)
+            num_out = m.num_output_tokens = num_tokens - seq.num_prompt_tokens
             reason = None
             if (token in eos or token in stops) and self._stops(p, token, num_out):
                 reason = "stop"
                 seq.stop_reason = token if token in p.stop_token_ids else None
-            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
+            elif num_out >= max_tokens or num_tokens >= max_seq_len:
                 reason = "length"
             if reason is not None:
                 self.finish(seq, reason)
                 return
-        if not placeholders:
-            self.bm.commit(seq)
-        if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
-            self.bm.trim(seq, seq.num_tokens)
+        bm = self.bm
+        bs = bm.block_size
+        if not placeholders and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+            bm.commit(seq)
+        if len(seq.block_table) * bs >= len(ids) + bs:
+            bm.trim(seq, len(ids))
 
     def _stops(self, p, token: int, num_out: int) -> bool:
         """Whether ``token``, output number ``num_out``, is EOS or a stop token past min_tokens."""
