@@ -422,13 +422,22 @@ class LLMEngine:
             self._finish(step, touched)
 
     def _process_batch(self, batch, result: StepResult, touched) -> None:
-        requests, process = self.requests, self._process
+        """Take each sequence's new tokens into the output layer (stop strings, grammars) and
+        record them in ``touched`` (request id -> sample index -> new tokens)."""
+        requests, forks, process = self.requests, batch.forks, self._process
         for seq in batch.seqs:
             request = requests.get(seq.request_id)
             if request is None or request.error is not None:
                 continue
             try:
-                process(request, batch, seq, result, touched)
+                children = forks.get(seq.seq_id) if forks else None
+                if children:
+                    request.seqs.extend(children)
+                    request.forked = True
+                    for s in (seq, *children):
+                        process(s, result, touched)
+                else:
+                    process(seq, result, touched)
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
 
@@ -447,26 +456,21 @@ class LLMEngine:
                 self.scheduler.add(seq)
         self.compiling = still
 
-    def _process(self, request: Request, batch, seq: Sequence, result: StepResult, touched) -> None:
-        children = batch.forks.get(seq.seq_id) if batch.forks else None
-        if children:
-            request.seqs.extend(children)
-            request.forked = True
+    def _process(self, s: Sequence, result: StepResult, touched) -> None:
         logprobs = result.logprobs
-        for s in (seq, *children) if children else (seq,):
-            new = self.output.process(s, logprobs.get(s.seq_id) if logprobs else None)
-            if new and s.params.structured_outputs is not None \
-                    and self.structured.accept(s, new) and not s.is_finished:
-                self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
-            if new or s.seq_id in result.tokens:
-                deltas = touched.get(s.request_id)
-                if deltas is None:
-                    deltas = touched[s.request_id] = {}
-                delta = deltas.get(s.index)
-                if delta is None:
-                    deltas[s.index] = list(new)
-                else:
-                    delta.extend(new)
+        new = self.output.process(s, logprobs.get(s.seq_id) if logprobs else None)
+        if new and s.params.structured_outputs is not None \
+                and self.structured.accept(s, new) and not s.is_finished:
+            self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
+        if new or s.seq_id in result.tokens:
+            deltas = touched.get(s.request_id)
+            if deltas is None:
+                deltas = touched[s.request_id] = {}
+            delta = deltas.get(s.index)
+            if delta is None:
+                deltas[s.index] = list(new)
+            else:
+                delta.extend(new)
 
     def _execute(self, batch) -> StepResult:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""

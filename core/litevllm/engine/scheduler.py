@@ -285,34 +285,34 @@ class Scheduler:
         tokens, forks, commits full verified blocks, rolls back unused lookahead blocks and
         finishes sequences on EOS, stop tokens or length. Returns the sequences whose update
         raised (each left untouched by the others), for the caller to fail."""
-        failed = []
+        failed, running, forks, append = [], SeqStatus.RUNNING, batch.forks, self._append
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            if seq.status is not running:
+                continue  # finished (aborted) since it was scheduled
             try:
-                self._update_seq(batch, seq, n, sampled)
+                tokens = sampled.get(seq.seq_id)
+                if not tokens:  # a prefill chunk short of the prompt's end
+                    seq.num_computed_tokens += n
+                    self.bm.commit(seq)
+                    continue
+                if seq.num_computed_tokens + 1 != len(seq.token_ids):  # the prompt's last
+                    seq.num_computed_tokens += n - 1                   # chunk: a first token
+                if forks and seq.seq_id in forks:
+                    self._fork(seq, forks[seq.seq_id], sampled)
+                append(seq, tokens)
             except Exception as e:  # noqa: BLE001 - isolated per sequence, reported upwards
                 failed.append((seq, e))
         return failed
 
-    def _update_seq(self, batch: ScheduledBatch, seq: Sequence, n: int, sampled: dict) -> None:
-        if seq.status is not SeqStatus.RUNNING:
-            return  # finished (aborted) since it was scheduled
-        tokens = sampled.get(seq.seq_id)
-        if not tokens:  # a prefill chunk short of the prompt's end
-            seq.num_computed_tokens += n
-            self.bm.commit(seq)
-            return
-        if seq.num_computed_tokens + 1 != len(seq.token_ids):  # the prompt's last chunk:
-            seq.num_computed_tokens += n - 1                      # its first token follows
-        if batch.forks:
-            for child in batch.forks.get(seq.seq_id, ()):
-                seq.num_computed_tokens += 1
-                self.bm.fork(seq, child)
-                seq.num_computed_tokens -= 1
-                child.num_computed_tokens -= 1
-                child.status = SeqStatus.RUNNING
-                self.running.append(child)
-                self._append(child, sampled[child.seq_id])
-        self._append(seq, tokens)
+    def _fork(self, seq: Sequence, children: list[Sequence], sampled: dict) -> None:
+        for child in children:
+            seq.num_computed_tokens += 1
+            self.bm.fork(seq, child)
+            seq.num_computed_tokens -= 1
+            child.num_computed_tokens -= 1
+            child.status = SeqStatus.RUNNING
+            self.running.append(child)
+            self._append(child, sampled[child.seq_id])
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
@@ -366,7 +366,7 @@ class Scheduler:
         later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
         sequences that held placeholders (the others finished before ``advance``)."""
         done, now, eos, commit = {}, time.monotonic(), self.eos_token_ids, self.bm.commit
-        bs, running = self.bm.block_size, SeqStatus.RUNNING
+        bs, running, finished = self.bm.block_size, SeqStatus.RUNNING, SeqStatus.FINISHED
         for seq, row in zip(seqs, rows):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
@@ -376,18 +376,20 @@ class Scheduler:
                 while n < len(row) and ids[-1 - n] == PLACEHOLDER:
                     n += 1
                 row = ids[-n:] = row[:n]
+                plain = eos.isdisjoint(row)
             else:
                 ids[-1] = row
+                plain = row not in eos
                 row = [row]
             done[seq.seq_id] = row
-            m, p = seq.metrics, seq.params
+            m, p, status = seq.metrics, seq.params, seq.status
             if m.first_token_time is None:
                 m.first_token_time = now
-            if seq.status is SeqStatus.FINISHED and seq.finish_reason == "length":
+            if status is finished and seq.finish_reason == "length":
                 m.finished_time = now  # by advance: the token is out only now
             stops = p.stop_token_ids
-            if eos.isdisjoint(row) and not (stops and any(t in stops for t in row)):
-                if seq.status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+            if plain and not (stops and any(t in stops for t in row)):
+                if status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
                     commit(seq)  # a block filled up
                 continue
             start = len(ids) - len(row)
