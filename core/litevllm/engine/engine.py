@@ -424,7 +424,8 @@ class LLMEngine:
     def _process_batch(self, batch, result: StepResult, touched) -> None:
         """Take each sequence's new tokens into the output layer (stop strings, grammars) and
         record them in ``touched`` (request id -> sample index -> new tokens)."""
-        requests, forks, process = self.requests, batch.forks, self._process
+        requests, forks, process = self.requests, batch.forks, self.output.process
+        logprobs, sampled = result.logprobs, result.tokens
         for seq in batch.seqs:
             request = requests.get(seq.request_id)
             if request is None or request.error is not None:
@@ -434,10 +435,19 @@ class LLMEngine:
                 if children:
                     request.seqs.extend(children)
                     request.forked = True
-                    for s in (seq, *children):
-                        process(s, result, touched)
-                else:
-                    process(seq, result, touched)
+                for s in (seq, *children) if children else (seq,):
+                    new = process(s, logprobs.get(s.seq_id) if logprobs else None)  # a new list
+                    if new and s.params.structured_outputs is not None \
+                            and self.structured.accept(s, new) and not s.is_finished:
+                        self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
+                    if new or s.seq_id in sampled:
+                        deltas = touched.get(s.request_id)
+                        if deltas is None:
+                            touched[s.request_id] = {s.index: new}
+                        elif s.index in deltas:
+                            deltas[s.index].extend(new)
+                        else:
+                            deltas[s.index] = new
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
 
@@ -455,22 +465,6 @@ class LLMEngine:
             else:
                 self.scheduler.add(seq)
         self.compiling = still
-
-    def _process(self, s: Sequence, result: StepResult, touched) -> None:
-        logprobs = result.logprobs
-        new = self.output.process(s, logprobs.get(s.seq_id) if logprobs else None)
-        if new and s.params.structured_outputs is not None \
-                and self.structured.accept(s, new) and not s.is_finished:
-            self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
-        if new or s.seq_id in result.tokens:
-            deltas = touched.get(s.request_id)
-            if deltas is None:
-                deltas = touched[s.request_id] = {}
-            delta = deltas.get(s.index)
-            if delta is None:
-                deltas[s.index] = list(new)
-            else:
-                delta.extend(new)
 
     def _execute(self, batch) -> StepResult:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""

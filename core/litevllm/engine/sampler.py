@@ -7,7 +7,8 @@ whatever else shares its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 
 import torch
 
@@ -161,13 +162,16 @@ class Sampler:
         """Sample on the device without waiting for it: the tokens (and logprob tables) stay
         there, copied to the host in the background; ``result()`` reads them."""
         params = list(map(_params, seqs))
-        distinct = dict(zip(map(id, params), params)).values()  # flags once per params object
-        wants = any(p.logprobs is not None for p in distinct)
+        # one SamplingParams object for the whole batch (LLM.generate's case): flags once
+        distinct = params[:1] if params and all(map(is_, params, repeat(params[0]))) else params
+        wants, penalties, min_tokens, greedy = False, False, False, True
+        for p in distinct:  # one pass for every flag
+            wants = wants or p.logprobs is not None
+            penalties = penalties or p.repetition_penalty != 1 or bool(p.presence_penalty
+                                                                        or p.frequency_penalty)
+            min_tokens = min_tokens or p.min_tokens > 0
+            greedy = greedy and p.greedy
         want_logprobs = [p.logprobs for p in params] if wants else None
-        penalties = any(p.repetition_penalty != 1 or p.presence_penalty or p.frequency_penalty
-                        for p in distinct)
-        min_tokens = any(p.min_tokens > 0 for p in distinct)
-        greedy = all(p.greedy for p in distinct)
         raw_logprobs = logits.log_softmax(-1) if wants else None
         if penalties:
             logits = apply_penalties(logits, seqs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from operator import attrgetter
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -70,6 +71,7 @@ class ScheduledBatch:
 _ids = itertools.count(1 << 40)
 
 PLACEHOLDER = -1   # a sampled token still on the device (async scheduling)
+_seq_id = attrgetter("seq_id")
 _ONE_PLACEHOLDER = [PLACEHOLDER]
 
 
@@ -165,6 +167,7 @@ class Scheduler:
         reserved = 0  # free blocks promised to forks that happen after this step's forward
         bs, running = self.bm.block_size, SeqStatus.RUNNING
         add_seq, add_n = batch.seqs.append, batch.num_new_tokens.append
+        allocated = []  # (seq, n) that took blocks; a decode that fits its blocks never forks
         for seq in list(self.running):
             if budget == 0:
                 break
@@ -208,6 +211,7 @@ class Scheduler:
             reserved += fork
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
+            allocated.append((seq, n))
             budget -= n
         num_seqs = len(self.running) + sum(self.will_fork(s) for s in self.running) \
             if self.waiting else 0
@@ -241,8 +245,9 @@ class Scheduler:
             self.running.append(seq)
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
+            allocated.append((seq, n))
             budget -= n
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for seq, n in allocated:  # (only a sequence without output tokens forks)
             if seq.params.n > 1 and self.will_fork(seq) and seq.num_computed_tokens + n == seq.num_tokens:
                 batch.forks[seq.seq_id] = [self.make_child(seq, i) for i in range(1, seq.params.n)]
         if lookahead and not batch.drafts:
@@ -357,8 +362,7 @@ class Scheduler:
         sequence (``sampled``, forks included) gets ``num_steps`` ``PLACEHOLDER`` tokens, so
         the next step can be scheduled before this one's tokens are read. One that reaches its
         length limit finishes now; EOS and stop tokens are applied by ``resolve``."""
-        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled],
-                                                [PLACEHOLDER] * num_steps))
+        return self.update(batch, dict.fromkeys(map(_seq_id, sampled), [PLACEHOLDER] * num_steps))
 
     def resolve(self, seqs: list[Sequence], rows: list) -> dict[int, list[int]]:
         """Put the tokens read back (per sequence: a token, or a list of them for a multi-step
