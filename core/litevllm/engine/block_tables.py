@@ -53,6 +53,9 @@ class BlockTableRows:
             if n > width:
                 width = n
         rows = self.rows
+        if width > rows.shape[1]:
+            raise ValueError(f"a block table of {width} blocks is longer than the "
+                             f"{rows.shape[1]} a sequence may hold")
         if at:
             rows.view(-1)[int_tensor(at)] = int_tensor(blocks, torch.int32)
         return rows[:, :width][int_tensor(index)]
