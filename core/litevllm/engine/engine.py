@@ -423,31 +423,33 @@ class LLMEngine:
 
     def _process_batch(self, batch, result: StepResult, touched) -> None:
         """Take each sequence's new tokens into the output layer (stop strings, grammars) and
-        record them in ``touched`` (request id -> sample index -> new tokens)."""
+        record them in ``touched`` (request id -> sample index -> new tokens). A request whose
+        processing fails is failed; its later sequences (forked children) are skipped."""
         requests, forks, process = self.requests, batch.forks, self.output.process
         logprobs, sampled = result.logprobs, result.tokens
-        for seq in batch.seqs:
-            request = requests.get(seq.request_id)
+        seqs = batch.seqs if not forks else \
+            [s for seq in batch.seqs for s in (seq, *forks.get(seq.seq_id, ()))]
+        for s in seqs:
+            request = requests.get(s.request_id)
             if request is None or request.error is not None:
                 continue
             try:
-                children = forks.get(seq.seq_id) if forks else None
+                children = forks.get(s.seq_id) if forks else None
                 if children:
                     request.seqs.extend(children)
                     request.forked = True
-                for s in (seq, *children) if children else (seq,):
-                    new = process(s, logprobs.get(s.seq_id) if logprobs else None)  # a new list
-                    if new and s.params.structured_outputs is not None \
-                            and self.structured.accept(s, new) and not s.is_finished:
-                        self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
-                    if new or s.seq_id in sampled:
-                        deltas = touched.get(s.request_id)
-                        if deltas is None:
-                            touched[s.request_id] = {s.index: new}
-                        elif s.index in deltas:
-                            deltas[s.index].extend(new)
-                        else:
-                            deltas[s.index] = new
+                new = process(s, logprobs.get(s.seq_id) if logprobs else None)  # a new list
+                if new and s.params.structured_outputs is not None \
+                        and self.structured.accept(s, new) and not s.is_finished:
+                    self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
+                if new or s.seq_id in sampled:
+                    deltas = touched.get(s.request_id)
+                    if deltas is None:
+                        touched[s.request_id] = {s.index: new}
+                    elif s.index in deltas:
+                        deltas[s.index].extend(new)
+                    else:
+                        deltas[s.index] = new
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
 
@@ -543,13 +545,12 @@ class LLMEngine:
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = []
-        for rid, deltas in touched.items():
-            request = self.requests.get(rid)
+        for request in map(self.requests.get, touched):
             if request is None:  # aborted since (touched by a drain before the abort)
                 continue
             finished = request.finished
             if unfinished_outputs or finished:
-                outputs.append(self.output.output(request, deltas))
+                outputs.append(self.output.output(request, touched[request.request_id]))
             if finished:
                 self._forget(request)
         return outputs
