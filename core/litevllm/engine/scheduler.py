@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from operator import attrgetter
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable
 
 from litevllm.config import SchedulerConfig
