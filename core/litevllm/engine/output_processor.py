@@ -55,11 +55,12 @@ class OutputProcessor:
         """Take in the tokens the scheduler appended to ``seq`` since the last call; returns
         them (cut at a stop string, which finishes the sequence)."""
         state = self.states[seq.seq_id]
-        start, p = state.num_tokens, seq.params
+        start = state.num_tokens
         new = seq.token_ids[start:]
         if self.detokenizer is None and logprobs is None:  # token ids only: the loop below
             state.num_tokens = start + len(new)
             return new
+        p = seq.params
         for j in range(len(new)):
             end = state.num_tokens = start + j + 1
             if logprobs is not None and logprobs[j] is not None:
