@@ -1,9 +1,10 @@
 """Same-run comparison of `bench_host.host_step` on two cores: this checkout's and another
 commit's (``git archive COMMIT core | tar -x -C DIR``), in alternating subprocesses (the box is
 shared: medians over rounds). Sync and async scheduling at 256 and 1,024 sequences, and host
-ms per position with 16 steps per sync.
+ms per position with 16 steps per sync; with ``tokenizer``, instead sync and async at 1,024
+sequences with a tokenizer (litevllm.testing's byte-level BPE), so detokenization counts.
 
-    python benchmarks/results/cpu_host_same_run_s4.py DIR/core [rounds]
+    python benchmarks/results/cpu_host_same_run_s4.py DIR/core [rounds] [tokenizer]
 """
 import json
 import os
@@ -21,7 +22,17 @@ CASES = [("sync", 256, {}, 1), ("sync", 1024, {}, 1),
          ("16 steps/sync, per position", 1024, {"steps": 10, "num_scheduler_steps": 16}, 16)]
 
 
-def main(other_core: str, rounds: int) -> None:
+def tokenizer_cases() -> list:
+    import tempfile
+
+    from litevllm.testing import tiny_tokenizer
+    path = tempfile.mkdtemp() + "/tokenizer"
+    tiny_tokenizer(path).save_pretrained(path)
+    return [("sync, tokenizer", 1024, {"tokenizer": path}, 1),
+            ("async, tokenizer", 1024, {"tokenizer": path, "async_scheduling": True}, 1)]
+
+
+def main(other_core: str, rounds: int, cases: list) -> None:
     results: dict = {}
     for _ in range(rounds):
         for name, core in (("other", other_core), ("this", None)):
@@ -29,7 +40,7 @@ def main(other_core: str, rounds: int) -> None:
             env = dict(os.environ, LITEVLLM_DISABLE_PLUGINS="triton")
             if core:
                 env["PYTHONPATH"] = core
-            for label, n, kw, div in CASES:
+            for label, n, kw, div in cases:
                 code = RUN.format(bench=os.path.dirname(HERE), n=n, kw=kw, div=div)
                 out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                      capture_output=True, text=True)
@@ -41,4 +52,5 @@ def main(other_core: str, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+         tokenizer_cases() if sys.argv[3:] == ["tokenizer"] else CASES)
