@@ -125,3 +125,30 @@ def test_streaming_real_model_matches_decode(llm, tokenizer):
         for c in out.outputs:
             assert text[rid, c.index] == c.text == tokenizer.decode(c.token_ids,
                                                                    skip_special_tokens=True)
+
+
+def test_rust_decode_gives_the_tokenizers_text(tokenizer, tmp_path):
+    """The detokenizer decodes through the fast tokenizer's Rust decode: the same text as
+    ``tokenizer.decode`` (special tokens, split multi-byte characters); not for a subclass
+    with its own decode."""
+    import random
+
+    from litevllm.engine.detokenizer import rust_decode
+    fast = rust_decode(tokenizer)
+    assert fast is not None and Detokenizer(tokenizer).fast is not None
+    rng = random.Random(0)
+    ids = tokenizer.encode(TEXT) + list(tokenizer.all_special_ids)
+    for _ in range(200):
+        sample = [rng.choice(ids) if rng.random() < 0.7 else rng.randrange(len(tokenizer))
+                  for _ in range(rng.randint(0, 12))]
+        for skip in (False, True):
+            assert fast(sample, skip_special_tokens=skip) == tokenizer.decode(
+                sample, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+
+    class Own(type(tokenizer)):
+        def _decode(self, token_ids, **kwargs):
+            return "x"
+    tokenizer.save_pretrained(tmp_path)
+    own = Own.from_pretrained(tmp_path)
+    assert rust_decode(own) is None and Detokenizer(own).fast is None
+    assert Detokenizer(own)._decode([5, 6], True) == "x"  # its own decode is used

@@ -31,22 +31,31 @@ class BlockTableRows:
         return self.free.pop()
 
     def gather(self, seqs) -> torch.Tensor:
-        """[B, width] int32 on the CPU, width = the longest table in the batch."""
+        """[B, width] int32 on the CPU, width = the longest table in the batch. New blocks of
+        all rows are written with one indexed store (one per row costs ~2.5 us each)."""
         index, width = [], 1
-        rows = self.rows
+        get, add = self.state.get, index.append
+        at, blocks = [], []   # flat positions in ``rows`` and the block ids written there
         for seq in seqs:
             table = seq.block_table
-            state = self.state.get(seq.seq_id)
+            state = get(seq.seq_id)
             if state is None or state[1] is not table:
                 row = self._take_row() if state is None else state[0]
-                rows = self.rows
-                rows[row].zero_()
+                self.rows[row].zero_()
                 state = self.state[seq.seq_id] = [row, table, 0]
             n = len(table)
             if n > state[2]:
-                rows[state[0], state[2]:n] = int_tensor(table[state[2]:], torch.int32)
+                base = state[0] * self.rows.shape[1]
+                at.extend(range(base + state[2], base + n))
+                blocks.extend(table[state[2]:])
                 state[2] = n
-            index.append(state[0])
+            add(state[0])
             if n > width:
                 width = n
+        rows = self.rows
+        if width > rows.shape[1]:
+            raise ValueError(f"a block table of {width} blocks is longer than the "
+                             f"{rows.shape[1]} a sequence may hold")
+        if at:
+            rows.view(-1)[int_tensor(at)] = int_tensor(blocks, torch.int32)
         return rows[:, :width][int_tensor(index)]

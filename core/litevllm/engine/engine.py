@@ -422,12 +422,34 @@ class LLMEngine:
             self._finish(step, touched)
 
     def _process_batch(self, batch, result: StepResult, touched) -> None:
-        for seq in batch.seqs:
-            request = self.requests.get(seq.request_id)
+        """Take each sequence's new tokens into the output layer (stop strings, grammars) and
+        record them in ``touched`` (request id -> sample index -> new tokens). A request whose
+        processing fails is failed; its later sequences (forked children) are skipped."""
+        requests, forks, process = self.requests, batch.forks, self.output.process
+        logprobs, sampled = result.logprobs, result.tokens
+        seqs = batch.seqs if not forks else \
+            [s for seq in batch.seqs for s in (seq, *forks.get(seq.seq_id, ()))]
+        for s in seqs:
+            request = requests.get(s.request_id)
             if request is None or request.error is not None:
                 continue
             try:
-                self._process(request, batch, seq, result, touched)
+                children = forks.get(s.seq_id) if forks else None
+                if children:
+                    request.seqs.extend(children)
+                    request.forked = True
+                new = process(s, logprobs.get(s.seq_id) if logprobs else None)  # a new list
+                if new and s.params.structured_outputs is not None \
+                        and self.structured.accept(s, new) and not s.is_finished:
+                    self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
+                if new or s.seq_id in sampled:
+                    deltas = touched.get(s.request_id)
+                    if deltas is None:
+                        touched[s.request_id] = {s.index: new}
+                    elif s.index in deltas:
+                        deltas[s.index].extend(new)
+                    else:
+                        deltas[s.index] = new
             except Exception as e:  # noqa: BLE001
                 self._fail(request, e, touched)
 
@@ -445,19 +467,6 @@ class LLMEngine:
             else:
                 self.scheduler.add(seq)
         self.compiling = still
-
-    def _process(self, request: Request, batch, seq: Sequence, result: StepResult, touched) -> None:
-        children = batch.forks.get(seq.seq_id)
-        if children:
-            request.seqs.extend(children)
-            request.forked = True
-        for s in (seq, *children) if children else (seq,):
-            new = self.output.process(s, result.logprobs.get(s.seq_id))
-            if new and s.params.structured_outputs is not None \
-                    and self.structured.accept(s, new) and not s.is_finished:
-                self.scheduler.finish(s, "stop")  # the grammar is complete (EOS ignored)
-            if new or s.seq_id in result.tokens:
-                touched.setdefault(s.request_id, {}).setdefault(s.index, []).extend(new)
 
     def _execute(self, batch) -> StepResult:
         """Run the model on ``batch`` and sample: no scheduler or request state changes."""
@@ -477,22 +486,25 @@ class LLMEngine:
         """Sample the batch's rows (and verify its drafts) from ``logits``; sampled tokens stay
         on the device."""
         rows, sample_seqs, verify = [], [], []
+        drafts, forks = batch.drafts, batch.forks
         for seq, n, idx, pidx in zip(batch.seqs, batch.num_new_tokens, inputs.sample_index,
                                      inputs.prompt_index):
-            request = self.requests[seq.request_id]
-            if request.prompt_logprobs is not None and seq.num_computed_tokens < seq.num_prompt_tokens:
-                self.output.record_prompt_logprobs(request, seq, seq.num_computed_tokens, n,
-                                                   logits[pidx:])
+            # request.prompt_logprobs is a list exactly when its params ask for them
+            if seq.params.prompt_logprobs is not None \
+                    and seq.num_computed_tokens < seq.num_prompt_tokens:
+                self.output.record_prompt_logprobs(self.requests[seq.request_id], seq,
+                                                   seq.num_computed_tokens, n, logits[pidx:])
             if idx < 0:
                 continue
-            if seq.seq_id in batch.drafts:
+            if drafts and seq.seq_id in drafts:
                 verify.append((seq, idx))
                 continue
             rows.append(idx)
             sample_seqs.append(seq)
-            for child in batch.forks.get(seq.seq_id, ()):
-                rows.append(idx)
-                sample_seqs.append(child)
+            if forks:
+                for child in forks.get(seq.seq_id, ()):
+                    rows.append(idx)
+                    sample_seqs.append(child)
         result = LaunchedStep(batch, sample_seqs, None)
         if sample_seqs:
             picked = logits[:len(rows)] if rows == list(range(len(rows))) else \
@@ -533,13 +545,12 @@ class LLMEngine:
     def _outputs(self, touched: dict, unfinished_outputs: bool) -> list[RequestOutput]:
         """Outputs of the requests a step advanced; finished requests are forgotten."""
         outputs = []
-        for rid, deltas in touched.items():
-            request = self.requests.get(rid)
+        for request in map(self.requests.get, touched):
             if request is None:  # aborted since (touched by a drain before the abort)
                 continue
             finished = request.finished
             if unfinished_outputs or finished:
-                outputs.append(self.output.output(request, deltas))
+                outputs.append(self.output.output(request, touched[request.request_id]))
             if finished:
                 self._forget(request)
         return outputs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from operator import attrgetter
 
 import torch
 
@@ -19,6 +20,7 @@ from litevllm.engine.piecewise import PiecewiseGraphs
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
+_computed = attrgetter("num_computed_tokens")
 
 
 @dataclass
@@ -95,7 +97,7 @@ class ModelRunner:
         ops on the host (one Python pass over the batch); input ids after the first step come
         from the device at run time."""
         bs, n, dev = self.block_size, len(seqs), self.device
-        start = [s.num_computed_tokens for s in seqs]
+        start = list(map(_computed, seqs))
         first_ids = [s.token_ids[p] for s, p in zip(seqs, start)]
         tables = self._block_tables(seqs)
         pos = int_tensor(start)[None, :] + torch.arange(k)[:, None]  # [k, n]
@@ -142,8 +144,11 @@ class ModelRunner:
             seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        if all(n == 1 and s.is_decode and s.params.prompt_logprobs is None
-               for s, n in zip(batch.seqs, batch.num_new_tokens)):
+        for s, n in zip(batch.seqs, batch.num_new_tokens):  # all decodes? (is_decode inlined)
+            if n != 1 or s.num_computed_tokens + 1 != len(s.token_ids) \
+                    or s.params.prompt_logprobs is not None:
+                break
+        else:
             if batch.drafts:
                 return self._verify_inputs(batch.seqs, batch.drafts)
             return self._decode_inputs(batch.seqs)[0]

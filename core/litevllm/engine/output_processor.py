@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from litevllm.engine.detokenizer import Detokenizer, DetokState, find_stop, stream_delta
 from litevllm.engine.sampler import prompt_logprobs
-from litevllm.engine.sequence import Sequence
+from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.outputs import CompletionOutput, RequestOutput
 from litevllm.sampling_params import SamplingParams
 
@@ -26,7 +26,10 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return self.forked and all(s.is_finished for s in self.seqs)
+        seqs = self.seqs
+        if len(seqs) == 1:  # the common case, without a generator
+            return self.forked and seqs[0].status is SeqStatus.FINISHED
+        return self.forked and all(s.is_finished for s in seqs)
 
 
 @dataclass
@@ -52,8 +55,12 @@ class OutputProcessor:
         """Take in the tokens the scheduler appended to ``seq`` since the last call; returns
         them (cut at a stop string, which finishes the sequence)."""
         state = self.states[seq.seq_id]
-        start, p = state.num_tokens, seq.params
+        start = state.num_tokens
         new = seq.token_ids[start:]
+        if self.detokenizer is None and logprobs is None:  # token ids only: the loop below
+            state.num_tokens = start + len(new)
+            return new
+        p = seq.params
         for j in range(len(new)):
             end = state.num_tokens = start + j + 1
             if logprobs is not None and logprobs[j] is not None:

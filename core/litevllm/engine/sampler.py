@@ -7,6 +7,8 @@ whatever else shares its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter, is_
 
 import torch
 
@@ -14,6 +16,7 @@ from litevllm.engine.host_tensors import HostCopy, to_device
 from litevllm.engine.sequence import Sequence
 
 _M32 = 0xFFFFFFFF
+_params = attrgetter("params")
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
@@ -158,15 +161,17 @@ class Sampler:
     def launch(self, logits: torch.Tensor, seqs: list[Sequence]) -> LaunchedSample:
         """Sample on the device without waiting for it: the tokens (and logprob tables) stay
         there, copied to the host in the background; ``result()`` reads them."""
-        want_logprobs, penalties, min_tokens, greedy = [], False, False, True
-        for s in seqs:  # one pass over the batch for every flag
-            p = s.params
-            want_logprobs.append(p.logprobs)
+        params = list(map(_params, seqs))
+        # one SamplingParams object for the whole batch (LLM.generate's case): flags once
+        distinct = params[:1] if params and all(map(is_, params, repeat(params[0]))) else params
+        wants, penalties, min_tokens, greedy = False, False, False, True
+        for p in distinct:  # one pass for every flag
+            wants = wants or p.logprobs is not None
             penalties = penalties or p.repetition_penalty != 1 or bool(p.presence_penalty
                                                                         or p.frequency_penalty)
             min_tokens = min_tokens or p.min_tokens > 0
             greedy = greedy and p.greedy
-        wants = any(k is not None for k in want_logprobs)
+        want_logprobs = [p.logprobs for p in params] if wants else None
         raw_logprobs = logits.log_softmax(-1) if wants else None
         if penalties:
             logits = apply_penalties(logits, seqs)
@@ -178,7 +183,7 @@ class Sampler:
             k = max(k or 0 for k in want_logprobs)
             chosen = raw_logprobs.gather(1, sampled[:, None]).squeeze(1)
             tables = (chosen, *raw_logprobs.topk(k, dim=-1)) if k else (chosen,)
-        return LaunchedSample(sampled, want_logprobs if wants else None, HostCopy(sampled, *tables))
+        return LaunchedSample(sampled, want_logprobs, HostCopy(sampled, *tables))
 
     @staticmethod
     def picker(seqs: list[Sequence], greedy: bool | None = None):

@@ -26,6 +26,7 @@ import itertools
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable
 
 from litevllm.config import SchedulerConfig
@@ -70,6 +71,7 @@ class ScheduledBatch:
 _ids = itertools.count(1 << 40)
 
 PLACEHOLDER = -1   # a sampled token still on the device (async scheduling)
+_seq_id = attrgetter("seq_id")
 _ONE_PLACEHOLDER = [PLACEHOLDER]
 
 
@@ -163,10 +165,22 @@ class Scheduler:
         drafts = drafts or {}
         budget = self.config.max_num_batched_tokens
         reserved = 0  # free blocks promised to forks that happen after this step's forward
+        bs, running = self.bm.block_size, SeqStatus.RUNNING
+        add_seq, add_n = batch.seqs.append, batch.num_new_tokens.append
+        allocated = []  # (seq, n) that took blocks; a decode that fits its blocks never forks
         for seq in list(self.running):
             if budget == 0:
                 break
-            if seq.status is not SeqStatus.RUNNING:  # preempted by an older sequence
+            if seq.status is not running:  # preempted by an older sequence
+                continue
+            # a decode that fits its blocks: nothing to allocate (the hot path, inlined)
+            num_tokens = len(seq.token_ids)
+            if seq.num_computed_tokens + 1 == num_tokens > seq.num_prompt_tokens \
+                    and num_tokens <= len(seq.block_table) * bs \
+                    and not (drafts and drafts.get(seq.seq_id)):
+                add_seq(seq)
+                add_n(1)
+                budget -= 1
                 continue
             draft = drafts.get(seq.seq_id)
             if draft and seq.is_decode and seq.num_output_tokens:
@@ -179,9 +193,9 @@ class Scheduler:
                     budget -= 1 + len(draft)
                     continue
             if seq.is_decode and seq.num_output_tokens \
-                    and seq.num_tokens <= len(seq.block_table) * self.bm.block_size:
-                batch.seqs.append(seq)  # a decode that fits its blocks: nothing to allocate
-                batch.num_new_tokens.append(1)
+                    and seq.num_tokens <= len(seq.block_table) * bs:
+                add_seq(seq)  # a decode that fits its blocks whose draft did not fit
+                add_n(1)
                 budget -= 1
                 continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
@@ -197,6 +211,7 @@ class Scheduler:
             reserved += fork
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
+            allocated.append((seq, n))
             budget -= n
         num_seqs = len(self.running) + sum(self.will_fork(s) for s in self.running) \
             if self.waiting else 0
@@ -230,8 +245,9 @@ class Scheduler:
             self.running.append(seq)
             batch.seqs.append(seq)
             batch.num_new_tokens.append(n)
+            allocated.append((seq, n))
             budget -= n
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+        for seq, n in allocated:  # (only a sequence without output tokens forks)
             if seq.params.n > 1 and self.will_fork(seq) and seq.num_computed_tokens + n == seq.num_tokens:
                 batch.forks[seq.seq_id] = [self.make_child(seq, i) for i in range(1, seq.params.n)]
         if lookahead and not batch.drafts:
@@ -274,25 +290,27 @@ class Scheduler:
         tokens, forks, commits full verified blocks, rolls back unused lookahead blocks and
         finishes sequences on EOS, stop tokens or length. Returns the sequences whose update
         raised (each left untouched by the others), for the caller to fail."""
-        failed = []
+        failed, running, forks, append = [], SeqStatus.RUNNING, batch.forks, self._append
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            if seq.status is not running:
+                continue  # finished (aborted) since it was scheduled
             try:
-                self._update_seq(batch, seq, n, sampled)
+                tokens = sampled.get(seq.seq_id)
+                if not tokens:  # a prefill chunk short of the prompt's end
+                    seq.num_computed_tokens += n
+                    self.bm.commit(seq)
+                    continue
+                if seq.num_computed_tokens + 1 != len(seq.token_ids):  # the prompt's last
+                    seq.num_computed_tokens += n - 1                   # chunk: a first token
+                if forks and seq.seq_id in forks:
+                    self._fork(seq, forks[seq.seq_id], sampled)
+                append(seq, tokens)
             except Exception as e:  # noqa: BLE001 - isolated per sequence, reported upwards
                 failed.append((seq, e))
         return failed
 
-    def _update_seq(self, batch: ScheduledBatch, seq: Sequence, n: int, sampled: dict) -> None:
-        if seq.status is not SeqStatus.RUNNING:
-            return  # finished (aborted) since it was scheduled
-        tokens = sampled.get(seq.seq_id)
-        if not tokens:  # a prefill chunk short of the prompt's end
-            seq.num_computed_tokens += n
-            self.bm.commit(seq)
-            return
-        if not seq.is_decode:       # the prompt's last chunk: its first token follows
-            seq.num_computed_tokens += n - 1
-        for child in batch.forks.get(seq.seq_id, ()):
+    def _fork(self, seq: Sequence, children: list[Sequence], sampled: dict) -> None:
+        for child in children:
             seq.num_computed_tokens += 1
             self.bm.fork(seq, child)
             seq.num_computed_tokens -= 1
@@ -300,35 +318,37 @@ class Scheduler:
             child.status = SeqStatus.RUNNING
             self.running.append(child)
             self._append(child, sampled[child.seq_id])
-        self._append(seq, tokens)
 
     def _append(self, seq: Sequence, tokens: list[int]) -> None:
         """Append tokens one at a time (each one's predecessor is now computed) until one
         finishes the sequence; commit, then roll back blocks past the verified tokens.
         Placeholders (async scheduling) are not committed: ``resolve`` commits them."""
-        p = seq.params
+        p, m, ids = seq.params, seq.metrics, seq.token_ids
         placeholders = tokens[0] == PLACEHOLDER
-        if seq.metrics.first_token_time is None and not placeholders:
-            seq.metrics.first_token_time = time.monotonic()
+        if m.first_token_time is None and not placeholders:
+            m.first_token_time = time.monotonic()
         max_tokens = p.max_tokens if p.max_tokens is not None else self.max_seq_len
-        eos, stops = self.eos_token_ids, p.stop_token_ids
-        for token in tokens:
+        eos, stops, max_seq_len = self.eos_token_ids, p.stop_token_ids, self.max_seq_len
+        for token in tokens:  # Sequence.append_token inlined: the per-token hot loop
             seq.num_computed_tokens += 1
-            seq.append_token(token)
-            num_out = seq.num_output_tokens
+            ids.append(token)
+            num_tokens = len(ids)
+            num_out = m.num_output_tokens = num_tokens - seq.num_prompt_tokens
             reason = None
             if (token in eos or token in stops) and self._stops(p, token, num_out):
                 reason = "stop"
                 seq.stop_reason = token if token in p.stop_token_ids else None
-            elif num_out >= max_tokens or seq.num_tokens >= self.max_seq_len:
+            elif num_out >= max_tokens or num_tokens >= max_seq_len:
                 reason = "length"
             if reason is not None:
                 self.finish(seq, reason)
                 return
-        if not placeholders:
-            self.bm.commit(seq)
-        if len(seq.block_table) * self.bm.block_size >= seq.num_tokens + self.bm.block_size:
-            self.bm.trim(seq, seq.num_tokens)
+        bm = self.bm
+        bs = bm.block_size
+        if not placeholders and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+            bm.commit(seq)
+        if len(seq.block_table) * bs >= len(ids) + bs:
+            bm.trim(seq, len(ids))
 
     def _stops(self, p, token: int, num_out: int) -> bool:
         """Whether ``token``, output number ``num_out``, is EOS or a stop token past min_tokens."""
@@ -342,8 +362,7 @@ class Scheduler:
         sequence (``sampled``, forks included) gets ``num_steps`` ``PLACEHOLDER`` tokens, so
         the next step can be scheduled before this one's tokens are read. One that reaches its
         length limit finishes now; EOS and stop tokens are applied by ``resolve``."""
-        return self.update(batch, dict.fromkeys([s.seq_id for s in sampled],
-                                                [PLACEHOLDER] * num_steps))
+        return self.update(batch, dict.fromkeys(map(_seq_id, sampled), [PLACEHOLDER] * num_steps))
 
     def resolve(self, seqs: list[Sequence], rows: list) -> dict[int, list[int]]:
         """Put the tokens read back (per sequence: a token, or a list of them for a multi-step
@@ -351,7 +370,7 @@ class Scheduler:
         later ones) and commit the blocks they fill. Returns seq_id -> tokens for the
         sequences that held placeholders (the others finished before ``advance``)."""
         done, now, eos, commit = {}, time.monotonic(), self.eos_token_ids, self.bm.commit
-        bs, running = self.bm.block_size, SeqStatus.RUNNING
+        bs, running, finished = self.bm.block_size, SeqStatus.RUNNING, SeqStatus.FINISHED
         for seq, row in zip(seqs, rows):
             ids = seq.token_ids
             if ids[-1] != PLACEHOLDER:
@@ -361,18 +380,20 @@ class Scheduler:
                 while n < len(row) and ids[-1 - n] == PLACEHOLDER:
                     n += 1
                 row = ids[-n:] = row[:n]
+                plain = eos.isdisjoint(row)
             else:
                 ids[-1] = row
+                plain = row not in eos
                 row = [row]
             done[seq.seq_id] = row
-            m, p = seq.metrics, seq.params
+            m, p, status = seq.metrics, seq.params, seq.status
             if m.first_token_time is None:
                 m.first_token_time = now
-            if seq.status is SeqStatus.FINISHED and seq.finish_reason == "length":
+            if status is finished and seq.finish_reason == "length":
                 m.finished_time = now  # by advance: the token is out only now
             stops = p.stop_token_ids
-            if eos.isdisjoint(row) and not (stops and any(t in stops for t in row)):
-                if seq.status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
+            if plain and not (stops and any(t in stops for t in row)):
+                if status is running and seq.num_computed_tokens // bs > seq.num_committed_blocks:
                     commit(seq)  # a block filled up
                 continue
             start = len(ids) - len(row)

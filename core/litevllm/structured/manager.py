@@ -63,6 +63,8 @@ class StructuredOutputManager:
 
     def mask(self, logits: torch.Tensor, seqs) -> torch.Tensor:
         """Apply the grammars of the constrained rows of ``logits`` (one row per sequence)."""
+        if not self.compiled:  # no request ever had a grammar (each one's is submitted)
+            return logits
         rows = [i for i, s in enumerate(seqs)  # finished: a dropped row (async scheduling)
                 if s.params.structured_outputs is not None and not s.is_finished]
         if not rows:
@@ -86,7 +88,8 @@ class StructuredOutputManager:
         come back to the host while step j's forward runs). Returns (picker, done); ``done()``
         rolls the matchers back, so ``accept`` advances them over the kept tokens as after a
         single step. A row whose grammar terminated runs unmasked: its stop token ends it."""
-        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None]
+        rows = [i for i, s in enumerate(seqs) if s.params.structured_outputs is not None] \
+            if self.compiled else None  # no request ever had a grammar (each one's is submitted)
         if not rows:
             return pick, lambda: None
         matchers = [self._matcher(seqs[i]) for i in rows]

@@ -1,0 +1,76 @@
+"""The engine's incremental host state gives what rebuilding it each step would: block-table
+rows (new blocks written in one store per step) equal the padded tables, in random operations
+and at every step of engines that preempt, schedule asynchronously and run several steps per
+sync; the output layer's path without a tokenizer gives the same tokens and logprobs."""
+import random
+
+import pytest
+import torch
+
+from litevllm import LLM, SamplingParams
+from litevllm.engine.block_tables import BlockTableRows
+
+
+def padded(tables: list[list[int]]) -> torch.Tensor:
+    width = max([1] + [len(t) for t in tables])
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
+
+
+class Seq:
+    def __init__(self, seq_id):
+        self.seq_id, self.block_table = seq_id, []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rows_equal_padded_tables_in_random_operations(seed):
+    rng = random.Random(seed)
+    rows = BlockTableRows(12, 3)          # few rows: they grow while in use
+    live = [Seq(i) for i in range(6)]
+    next_id = len(live)
+    for _ in range(300):
+        op = rng.random()
+        seq = rng.choice(live)
+        if op < 0.5:                                    # new blocks (appended in place)
+            room = 12 - len(seq.block_table)
+            seq.block_table.extend(rng.randrange(1000) for _ in range(min(room, rng.randint(1, 3))))
+        elif op < 0.6:                                  # trimmed or freed: a new list
+            seq.block_table = seq.block_table[:rng.randint(0, len(seq.block_table))]
+        elif op < 0.7:                                  # finished: row released, a new one
+            rows.release([seq.seq_id])
+            live[live.index(seq)] = Seq(next_id)
+            next_id += 1
+        batch = rng.sample(live, rng.randint(1, len(live)))
+        assert torch.equal(rows.gather(batch), padded([s.block_table for s in batch]))
+    live[0].block_table.extend(range(13 - len(live[0].block_table)))
+    with pytest.raises(ValueError, match="13 blocks is longer than the 12"):
+        rows.gather(live)
+
+
+PROMPTS = [list(range(5 + i, 5 + i + n)) for i, n in enumerate((3, 17, 40, 9, 26, 1, 33, 12))]
+PARAMS = [SamplingParams(temperature=0, max_tokens=24, ignore_eos=True),
+          SamplingParams(temperature=0.9, seed=5, max_tokens=19, logprobs=2),
+          SamplingParams(n=2, temperature=0.8, seed=3, max_tokens=15, ignore_eos=True)]
+
+
+@pytest.mark.parametrize("async_scheduling,steps", [(False, 1), (True, 1), (False, 4), (True, 4)])
+def test_block_tables_at_every_step(llama_dir, llama_notok_dir, async_scheduling, steps):
+    """Few KV blocks (preemption), chunked prefill, forks; with and without a tokenizer."""
+    outs = []
+    for path in (llama_dir, llama_notok_dir):
+        llm = LLM(str(path), block_size=8, max_num_seqs=6, max_num_batched_tokens=24,
+                  num_gpu_blocks_override=16, async_scheduling=async_scheduling,
+                  num_scheduler_steps=steps, seed=0)
+        table_rows, checked = llm.engine.runner.table_rows, []
+
+        def gather(seqs, gather=table_rows.gather):
+            got = gather(seqs)
+            assert torch.equal(got, padded([s.block_table for s in seqs]))
+            checked.append(len(seqs))
+            return got
+        table_rows.gather = gather
+        prompts = [{"prompt_token_ids": p} for p in PROMPTS]
+        out = llm.generate(prompts, [PARAMS[i % 3] for i in range(len(PROMPTS))])
+        assert sum(o.metrics.num_preemptions for o in out) > 0 and len(checked) > 10
+        assert not llm.engine.runner.table_rows.state
+        outs.append([[(c.token_ids, c.finish_reason, c.logprobs) for c in o.outputs] for o in out])
+    assert outs[0] == outs[1]
