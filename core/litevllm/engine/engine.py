@@ -16,6 +16,7 @@ from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
+from litevllm.engine.precompile import Precompiler
 from litevllm.engine.request_check import check_request
 from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
@@ -66,6 +67,8 @@ class LLMEngine:
         self.config = config
         if config.torch_device().type == "cuda":
             freeze_imports()
+        # its processes start now, to be ready when the kernels are known
+        precompiler = Precompiler.start(config.torch_device())
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
@@ -99,7 +102,8 @@ class LLMEngine:
         sched = config.scheduler
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
                                   self.max_model_len, sched.max_num_seqs, not config.enforce_eager,
-                                  min(config.max_piecewise_graph_tokens, sched.max_num_batched_tokens))
+                                  min(config.max_piecewise_graph_tokens, sched.max_num_batched_tokens),
+                                  precompiler)
         self.num_blocks = self._num_blocks()
         self.runner.allocate_kv_cache(self.num_blocks)
         self.scheduler = Scheduler(sched, self.num_blocks, config.cache.block_size,
