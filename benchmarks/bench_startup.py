@@ -36,8 +36,33 @@ import time
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.1b")
 
 
+# imports an engine start should never need (seconds each on large environments): a run reports
+# who imported any of them by ready (``heavy_imports``: the innermost frames outside importlib
+# and the innermost litevllm one; a look-up without import, find_spec, is dropped)
+HEAVY = ("torch._dynamo", "torch.distributed.fsdp", "torch.distributed.tensor", "accelerate",
+         "torch._higher_order_ops.triton_kernel_wrap", "transformers.activations",
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "sympy")
+
+
+def watch_imports(found: dict) -> None:
+    import importlib.abc
+    import traceback
+
+    class Watch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name in HEAVY and name not in found:
+                frames = [f for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename]
+                ours = [f for f in frames if "litevllm" in f.filename and "bench_" not in f.filename]
+                where = frames[-3:] + ours[-1:]
+                found[name] = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in where]
+            return None
+    sys.meta_path.insert(0, Watch())
+
+
 def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     t_start = time.perf_counter()
+    heavy: dict[str, list[str]] = {}
+    watch_imports(heavy)
     import torch
 
     import litevllm.engine.engine as engine_mod
@@ -120,7 +145,8 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
               "first_request_s": t_first - t_ready,
               "phases_s": {k: round(v, 3) for k, v in phases.items()},
               "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks,
-              "modules": modules, "precompile": precompiled}
+              "modules": modules, "precompile": precompiled,
+              "heavy_imports": {k: v for k, v in heavy.items() if k in sys.modules}}
     if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
         from litevllm.bench import measure_latency
         for bs in (1, 128):
