@@ -22,6 +22,7 @@ from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
+from litevllm.formats.dist_map import cached_packages_distributions
 from litevllm.formats.hf_config import config_imports
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
@@ -72,7 +73,8 @@ class LLMEngine:
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
-        self.hf_config = fmt.load_config()
+        with cached_packages_distributions():  # transformers' import reads it
+            self.hf_config = fmt.load_config()
         archs = getattr(self.hf_config, "architectures", None) or []
         if not archs:
             raise PluginError(f"{self.path}: config names no architecture ('architectures' is empty)")
