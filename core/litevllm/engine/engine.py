@@ -68,11 +68,11 @@ class LLMEngine:
         self.config = config
         if config.torch_device().type == "cuda":
             freeze_imports()
-        # its processes start now, to be ready when the kernels are known
-        precompiler = Precompiler.start(config.torch_device())
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
+        # its processes start now, to be ready when the kernels are known
+        precompiler = Precompiler.start(config.torch_device())
         with cached_packages_distributions():  # transformers' import reads it
             self.hf_config = fmt.load_config()
         archs = getattr(self.hf_config, "architectures", None) or []
