@@ -42,7 +42,10 @@ def sm90(tmp_path, monkeypatch):
     if not isinstance(_scale_kernel, JITFunction):
         pytest.skip("TRITON_INTERPRET=1 in this process: kernels are interpreted")
     cache = tmp_path / "triton"
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(cache))  # before the pool: its processes inherit it
+    # before the pool starts: its processes inherit the environment (the Triton plugin's tests
+    # set TRITON_INTERPRET=1 when collected in the same run)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(cache))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(driver, "_active", _Sm90Driver())  # restored as it was (maybe unset)
     _scale_kernel.device_caches.clear()
     yield cache
