@@ -1,6 +1,7 @@
 """Start-up's parallel kernel compile (engine/precompile.py), on the CPU: Triton compiles for an
 H100/H200 target without a GPU, so a stand-in driver lets a real kernel go through the dry pass,
 the pool and the cache lookup of the launch that follows."""
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime.driver import driver
 from triton.runtime.jit import JITFunction
 
+from litevllm import LLM
 from litevllm.engine import precompile
 from litevllm.engine.precompile import Precompiler, Variant, cached_on_disk, pool_size
 
@@ -105,3 +107,39 @@ def test_pool_size_follows_the_switch(monkeypatch):
     monkeypatch.delenv("LITEVLLM_PRECOMPILE")
     assert 0 <= pool_size() <= precompile.MAX_WORKERS
     assert Precompiler.start(torch.device("cpu")) is None  # only CUDA start-ups compile ahead
+
+
+class _Recorder:
+    """Stands in for the pool: what the runner asks of it, in order."""
+
+    def __init__(self):
+        self.calls, self.inside = [], False
+
+    @contextlib.contextmanager
+    def dry_pass(self):
+        self.calls.append("dry")
+        self.inside = True
+        yield self
+        self.inside = False
+
+    def compile_pending(self):
+        self.calls.append("compile")
+
+    def close(self):
+        self.calls.append("close")
+
+
+def test_runner_compiles_ahead_once_and_survives_a_failing_dry_pass(llama_dir, caplog):
+    runner = LLM(str(llama_dir), max_num_batched_tokens=256).engine.runner
+    runner.precompiler = rec = _Recorder()
+    seen = []
+    runner._compile_ahead(lambda: seen.append(rec.inside))
+    runner._compile_ahead(lambda: seen.append("again"))  # used once
+    assert seen == [True] and rec.calls == ["dry", "compile", "close"]
+
+    def fail():
+        raise RuntimeError("boom")
+    runner.precompiler = rec = _Recorder()
+    runner._compile_ahead(fail)
+    assert rec.calls == ["dry", "close"]  # nothing compiled ahead: the JIT compiles as before
+    assert "kernel precompile skipped (RuntimeError: boom)" in caplog.text

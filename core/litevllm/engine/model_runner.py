@@ -250,7 +250,8 @@ class ModelRunner:
     def _graph_forward(self, bs: int, meta: AttentionMetadata | None = None) -> torch.Tensor:
         """The decode step a graph of batch ``bs`` holds: logits from the graph buffers."""
         buf = self.graph_buffers
-        meta = meta or self.attn.prepare(self._graph_meta(bs))
+        if meta is None:
+            meta = self.attn.prepare(self._graph_meta(bs))
         return self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
                                                     self.kv_caches, meta))
 
@@ -269,7 +270,8 @@ class ModelRunner:
                     self._make_graph_buffers()
                     for bs in graph_buckets(self.max_num_seqs):
                         self._graph_forward(bs)
-            torch.cuda.synchronize()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
             pc.compile_pending()
         except Exception as e:
             log.warning("kernel precompile skipped (%s: %s)", type(e).__name__, e)
