@@ -1,102 +1,42 @@
-"""Start-up's parallel kernel compile (engine/precompile.py), on the CPU: Triton compiles for an
-H100/H200 target without a GPU, so a stand-in driver lets a real kernel go through the dry pass,
-the pool and the cache lookup of the launch that follows."""
+"""Start-up's parallel kernel compile (engine/precompile.py) on the CPU: the pool, the dry pass
+and the cache lookup with a real kernel (precompile_scenario.py, in a process of its own), the
+switch, and the runner's use of it."""
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 import torch
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.runtime.driver import driver
-from triton.runtime.jit import JITFunction
 
 from litevllm import LLM
 from litevllm.engine import precompile
-from litevllm.engine.precompile import Precompiler, Variant, cached_on_disk, pool_size
+from litevllm.engine.precompile import Precompiler, pool_size
+
+HERE = Path(__file__).resolve().parent
 
 
-@triton.jit
-def _scale_kernel(x_ptr, out_ptr, n, FACTOR: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + offs, tl.load(x_ptr + offs, mask=offs < n) * FACTOR, mask=offs < n)
-
-
-class _Sm90Driver:
-    """What a warm-up launch asks of the driver, for a Hopper GPU that is not there."""
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-
-@pytest.fixture
-def sm90(tmp_path, monkeypatch):
-    if not isinstance(_scale_kernel, JITFunction):
-        pytest.skip("TRITON_INTERPRET=1 in this process: kernels are interpreted")
+def test_dry_pass_records_the_pool_compiles_and_the_launch_loads_from_disk(tmp_path):
     cache = tmp_path / "triton"
-    # before the pool starts: its processes inherit the environment (the Triton plugin's tests
-    # set TRITON_INTERPRET=1 when collected in the same run)
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(cache))
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(driver, "_active", _Sm90Driver())  # restored as it was (maybe unset)
-    _scale_kernel.device_caches.clear()
-    yield cache
-    _scale_kernel.device_caches.clear()
-
-
-def _launch(factor: int, block: int = 64):
-    x = torch.ones(100, dtype=torch.float16)
-    return _scale_kernel[(2,)](x, torch.empty_like(x), 100, FACTOR=factor, BLOCK=block)
-
-
-def _files(cache: Path) -> set:
-    return {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
-
-
-def test_dry_pass_records_the_pool_compiles_and_the_launch_loads_from_disk(sm90):
-    pc = Precompiler(2)
-    try:
-        with pc.dry_pass():
-            assert _launch(2) is None and _launch(3) is None and _launch(2) is None
-        assert JITFunction.run.__name__ == "run"  # restored
-        assert not _files(sm90) and not _scale_kernel.device_caches[0][0]  # nothing compiled here
-        variants = sorted(pc.pending.values(), key=lambda v: v.constexprs[(3,)])
-        assert [(v.qualname, v.constexprs[(3,)]) for v in variants] == [
-            ("_scale_kernel", 2), ("_scale_kernel", 3)]
-        assert pc.compile_pending() == 2 and not pc.pending
-        assert all(cached_on_disk(v) for v in variants), sorted(p.parent.name for p in _files(sm90))
-        written = _files(sm90)
-        # a second dry pass (a warm start) loads both variants from disk and records nothing
-        with pc.dry_pass():
-            assert _launch(2) is not None and _launch(3) is not None
-        assert not pc.pending and len(_scale_kernel.device_caches[0][0]) == 2
-        assert _files(sm90) == written  # cache hits: nothing compiled again
-    finally:
-        pc.close()
-
-
-def test_a_variant_the_pool_cannot_compile_is_left_to_the_jit(sm90):
-    pc = Precompiler(1)
-    try:
-        with pc.dry_pass():
-            _launch(5)
-        (good,) = pc.pending.values()
-        bad = Variant("no_such_module", "kernel", good.signature, good.constexprs, good.attrs,
-                      good.options, good.target)
-        pc.pending[("bad",)] = bad
-        assert pc.compile_pending() == 1 and cached_on_disk(good)
-    finally:
-        pc.close()
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(cache), PYTHONPATH=os.pathsep.join(
+        [str(HERE), *filter(None, [env.get("PYTHONPATH")])]))
+    code = "import json, sys, precompile_scenario as s; print(json.dumps(s.main(sys.argv[1])))"
+    out = subprocess.run([sys.executable, "-c", code, str(cache)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    # the dry pass launches nothing and compiles nothing here: it records two variants
+    assert seen["dry_returns"] == [True, True, True] and seen["run_restored"]
+    assert seen["files_after_dry"] == 0 and seen["in_memory_after_dry"] == 0
+    assert seen["recorded"] == [["precompile_scenario:scale_kernel", 2],
+                                ["precompile_scenario:scale_kernel", 3]]
+    # the pool compiles both (a variant it cannot import is left to the JIT) into the cache
+    # the launch looks in: a warm start loads them, records nothing and compiles nothing
+    assert seen["compiled"] == 2 and seen["on_disk"] == [True, True]
+    assert seen["warm_returns"] == [True, True] and seen["recorded_warm"] == 0
+    assert seen["in_memory_warm"] == 2 and seen["unchanged_files"]
 
 
 def test_pool_size_follows_the_switch(monkeypatch):
