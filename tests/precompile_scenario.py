@@ -59,6 +59,7 @@ def main(cache) -> dict:
         seen["in_memory_after_dry"] = len(scale_kernel.device_caches[0][0])
         variants = sorted(pc.pending.values(), key=lambda v: v.constexprs[(3,)])
         seen["recorded"] = [[v.name, v.constexprs[(3,)]] for v in variants]
+        seen["met"] = pc.seen
         bad = Variant("no_such_module", "kernel", variants[0].signature, variants[0].constexprs,
                       variants[0].attrs, variants[0].options, variants[0].target)
         pc.pending[("bad",)] = bad

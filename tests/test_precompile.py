@@ -31,7 +31,7 @@ def test_dry_pass_records_the_pool_compiles_and_the_launch_loads_from_disk(tmp_p
     assert seen["dry_returns"] == [True, True, True] and seen["run_restored"]
     assert seen["files_after_dry"] == 0 and seen["in_memory_after_dry"] == 0
     assert seen["recorded"] == [["precompile_scenario:scale_kernel", 2],
-                                ["precompile_scenario:scale_kernel", 3]]
+                                ["precompile_scenario:scale_kernel", 3]] and seen["met"] == 2
     # the pool compiles both (a variant it cannot import is left to the JIT) into the cache
     # the launch looks in: a warm start loads them, records nothing and compiles nothing
     assert seen["compiled"] == 2 and seen["on_disk"] == [True, True]

@@ -122,7 +122,7 @@ class Precompiler:
         with _main_script_hidden():  # each submit starts one process while some are missing
             self._warm = [self.pool.submit(_warm_up) for _ in range(workers)]
         self.pending: dict[tuple, Variant] = {}
-        self.seen = 0  # variants the dry pass met that were not in memory yet
+        self.seen = 0  # distinct variants the dry pass met that were not in memory yet
 
     @classmethod
     def start(cls, device) -> Precompiler | None:
@@ -156,6 +156,9 @@ class Precompiler:
             return run(fn, *args, grid=grid, warmup=True, **kwargs)
 
         def record(fn, key, signature, device, constexprs, options, attrs, warmup):
+            name = (f"{fn.fn.__module__}:{fn.fn.__qualname__}", str(key))
+            if name in self.pending:  # met again (every layer): recorded once
+                return None
             self.seen += 1
             try:
                 variant = self.describe(fn, device, signature, constexprs, options, attrs)
@@ -164,7 +167,7 @@ class Precompiler:
                 variant = None
             if variant is None:
                 return do_compile(fn, key, signature, device, constexprs, options, attrs, warmup)
-            self.pending[(variant.name, str(key))] = variant
+            self.pending[name] = variant
             return None
 
         JITFunction.run, JITFunction._do_compile = warm_run, record
