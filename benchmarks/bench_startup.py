@@ -2,7 +2,7 @@
 
     python benchmarks/bench_startup.py [--model benchmarks/configs/tinyllama-1.1b]
         [--warm-runs 2] [--profile] [--latency] [--no-pycache] [--bytecode-first]
-        [--out results.jsonl] [--engine JSON]
+        [--out results.jsonl] [--engine JSON] [--env KEY=VALUE[,KEY=VALUE]] ...
 
 Each run is a new interpreter (imports and CUDA initialisation count) sharing one temporary
 TRITON_CACHE_DIR and Python bytecode cache (PYTHONPYCACHEPREFIX: the GPU image writes no .pyc
@@ -10,7 +10,9 @@ files, so without it every start compiles every module's source): the first run 
 kernel and module (cold), the later ones find them on disk (warm). ``--no-pycache`` measures
 the environment as it is. ``--bytecode-first`` adds a run with a throwaway Triton cache before
 the cold one, so the cold run finds bytecode as `pip install` leaves it and an empty Triton cache
-(reported as ``cold_triton``). A run prints one JSON line: ``total_s`` (imports to ready), its
+(reported as ``cold_triton``). Each ``--env`` repeats the cold and warm runs with those
+environment variables and a Triton cache of their own (e.g. ``--env LITEVLLM_PRECOMPILE=0``
+measures start-up without the parallel kernel compile in the same call). A run prints one JSON line: ``total_s`` (imports to ready), its
 phases, the first request after ready (1 prompt, 8 tokens) and ``modules`` (how many were
 imported by ready). Phases come from wrapping engine functions, so the script also times
 versions of LitevLLM that predate it:
@@ -34,8 +36,33 @@ import time
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.1b")
 
 
+# imports an engine start should never need (seconds each on large environments): a run reports
+# who imported any of them by ready (``heavy_imports``: the innermost frames outside importlib
+# and the innermost litevllm one; a look-up without import, find_spec, is dropped)
+HEAVY = ("torch._dynamo", "torch.distributed.fsdp", "torch.distributed.tensor", "accelerate",
+         "torch._higher_order_ops.triton_kernel_wrap", "transformers.activations",
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "sympy")
+
+
+def watch_imports(found: dict) -> None:
+    import importlib.abc
+    import traceback
+
+    class Watch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name in HEAVY and name not in found:
+                frames = [f for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename]
+                ours = [f for f in frames if "litevllm" in f.filename and "bench_" not in f.filename]
+                where = frames[-3:] + ours[-1:]
+                found[name] = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in where]
+            return None
+    sys.meta_path.insert(0, Watch())
+
+
 def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     t_start = time.perf_counter()
+    heavy: dict[str, list[str]] = {}
+    watch_imports(heavy)
     import torch
 
     import litevllm.engine.engine as engine_mod
@@ -71,6 +98,22 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
     wrap(ModelRunner, "allocate_kv_cache", "kv_alloc")
     wrap(ModelRunner, "capture_cuda_graphs", "graph_capture")
 
+    precompiled = {}
+    try:  # the parallel kernel compile inside kv_profile (versions that have it)
+        from litevllm.engine.precompile import Precompiler
+        compile_pending = Precompiler.compile_pending
+
+        def timed_compile(self, *a, **k):
+            t1 = time.perf_counter()
+            n = len(self.pending)
+            done = compile_pending(self, *a, **k)
+            precompiled.update(variants=n, compiled=done, met=self.seen,
+                               workers=self.workers, s=round(time.perf_counter() - t1, 3))
+            return done
+        Precompiler.compile_pending = timed_compile
+    except ImportError:
+        pass
+
     prof = None
     if profile:
         import cProfile
@@ -102,7 +145,8 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
               "first_request_s": t_first - t_ready,
               "phases_s": {k: round(v, 3) for k, v in phases.items()},
               "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks,
-              "modules": modules}
+              "modules": modules, "precompile": precompiled,
+              "heavy_imports": {k: v for k, v in heavy.items() if k in sys.modules}}
     if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
         from litevllm.bench import measure_latency
         for bs in (1, 128):
@@ -130,6 +174,8 @@ def main():
     p.add_argument("--engine", default="{}", help="engine options as JSON")
     p.add_argument("--bytecode-first", action="store_true",
                    help="write bytecode in a run of its own first: the cold run is Triton-cold only")
+    p.add_argument("--env", action="append", default=[],
+                   help="KEY=VALUE[,KEY=VALUE]: the cold and warm runs again with these set")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     engine_kw = json.loads(a.engine)
@@ -141,20 +187,25 @@ def main():
         if not a.no_pycache:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "pycache")
-        runs = ["bytecode"] * a.bytecode_first + ["cold_triton" if a.bytecode_first else "cold"] \
-            + ["warm"] * a.warm_runs
-        for i, kind in enumerate(runs):
+        cold = ["cold_triton" if a.bytecode_first else "cold"] + ["warm"] * a.warm_runs
+        runs = [("bytecode", "")] * a.bytecode_first + [(kind, "") for kind in cold] \
+            + [(kind, extra) for extra in a.env for kind in cold]
+        for i, (kind, extra) in enumerate(runs):
             cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
-            if i == len(runs) - 1:
+            if i == len(runs) - 1 - len(cold) * len(a.env):  # the default setting's last run
                 cmd += ["--profile"] * a.profile + ["--latency"] * a.latency
-            run_env = env if kind != "bytecode" else \
-                {**env, "TRITON_CACHE_DIR": os.path.join(cache, "triton-throwaway")}
+            run_env = {**env, **dict(kv.split("=", 1) for kv in extra.split(",") if kv),
+                       "TRITON_CACHE_DIR": os.path.join(cache, f"triton-{a.env.index(extra)}"
+                                                        if extra else "triton")}
+            if kind == "bytecode":
+                run_env["TRITON_CACHE_DIR"] = os.path.join(cache, "triton-throwaway")
             t0 = time.perf_counter()
             out = subprocess.run(cmd, env=run_env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
-            result = {"run": kind, "pycache": not a.no_pycache, "process_wall_s": round(wall, 3),
+            result = {"run": kind, **({"env": extra} if extra else {}),
+                      "pycache": not a.no_pycache, "process_wall_s": round(wall, 3),
                       **json.loads(out.stdout.strip().splitlines()[-1])}
             profile = result.pop("profile", None)
             line = json.dumps(result)

@@ -16,11 +16,13 @@ from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
+from litevllm.engine.precompile import Precompiler
 from litevllm.engine.request_check import check_request
 from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
+from litevllm.formats.dist_map import cached_packages_distributions
 from litevllm.formats.hf_config import config_imports
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
@@ -69,7 +71,10 @@ class LLMEngine:
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
-        self.hf_config = fmt.load_config()
+        # its processes start now, to be ready when the kernels are known
+        precompiler = Precompiler.start(config.torch_device())
+        with cached_packages_distributions():  # transformers' import reads it
+            self.hf_config = fmt.load_config()
         archs = getattr(self.hf_config, "architectures", None) or []
         if not archs:
             raise PluginError(f"{self.path}: config names no architecture ('architectures' is empty)")
@@ -99,7 +104,8 @@ class LLMEngine:
         sched = config.scheduler
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
                                   self.max_model_len, sched.max_num_seqs, not config.enforce_eager,
-                                  min(config.max_piecewise_graph_tokens, sched.max_num_batched_tokens))
+                                  min(config.max_piecewise_graph_tokens, sched.max_num_batched_tokens),
+                                  precompiler)
         self.num_blocks = self._num_blocks()
         self.runner.allocate_kv_cache(self.num_blocks)
         self.scheduler = Scheduler(sched, self.num_blocks, config.cache.block_size,

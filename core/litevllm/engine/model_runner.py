@@ -17,6 +17,7 @@ from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.host_tensors import int_tensor, to_device
 from litevllm.engine.piecewise import PiecewiseGraphs
+from litevllm.engine.precompile import Precompiler
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -44,7 +45,7 @@ def graph_buckets(max_num_seqs: int) -> list[int]:
 class ModelRunner:
     def __init__(self, model, attn_backend, device: torch.device, block_size: int,
                  max_model_len: int, max_num_seqs: int, use_cuda_graphs: bool,
-                 piecewise_tokens: int = 0):
+                 piecewise_tokens: int = 0, precompiler: Precompiler | None = None):
         self.model, self.attn, self.device = model, attn_backend, device
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
@@ -56,6 +57,7 @@ class ModelRunner:
         self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens) \
             if self.use_cuda_graphs and piecewise_tokens > 0 else None
         self.capture_seconds = 0.0
+        self.precompiler = precompiler  # used once, by the first of profiling and capture
         # fn(inputs, logits) after every forward pass (LLMEngine.add_logits_observer); a tuple,
         # replaced on change, so the engine thread never sees it mid-update
         self.logits_observers: tuple = ()
@@ -239,11 +241,7 @@ class ModelRunner:
             max_query_len=1, max_seq_len=self.max_model_len, num_seqs=bs, is_decode=True,
             query_lens_cpu=[1] * bs, seq_lens_cpu=[1] * bs)
 
-    @torch.inference_mode()
-    def capture_cuda_graphs(self) -> None:
-        if not self.use_cuda_graphs:
-            return
-        t0 = time.perf_counter()
+    def _make_graph_buffers(self) -> None:
         m, dev = self.max_num_seqs, self.device
         self.graph_buffers = {
             "ids": torch.zeros(m, dtype=torch.int64, device=dev),
@@ -253,19 +251,54 @@ class ModelRunner:
             "seq_lens": torch.ones(m, dtype=torch.int32, device=dev),
             "tables": torch.zeros(m, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
         }
-        pool = None
+
+    def _graph_forward(self, bs: int, meta: AttentionMetadata | None = None) -> torch.Tensor:
+        """The decode step a graph of batch ``bs`` holds: logits from the graph buffers."""
         buf = self.graph_buffers
-        for bs in reversed(graph_buckets(m)):
+        if meta is None:
+            meta = self.attn.prepare(self._graph_meta(bs))
+        return self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
+                                                    self.kv_caches, meta))
+
+    def _compile_ahead(self, *forwards) -> None:
+        """Once: a dry pass over ``forwards`` and the graph buckets' steps, whose missing Triton
+        kernels then compile in parallel (engine/precompile.py); any failure leaves them to
+        the JIT."""
+        pc, self.precompiler = self.precompiler, None
+        if pc is None:
+            return
+        try:
+            with pc.dry_pass():
+                for forward in forwards:
+                    forward()
+                if self.use_cuda_graphs:
+                    self._make_graph_buffers()
+                    for bs in graph_buckets(self.max_num_seqs):
+                        self._graph_forward(bs)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            pc.compile_pending()
+        except Exception as e:
+            log.warning("kernel precompile skipped (%s: %s)", type(e).__name__, e)
+        finally:
+            pc.close()
+
+    @torch.inference_mode()
+    def capture_cuda_graphs(self) -> None:
+        self._compile_ahead()
+        if not self.use_cuda_graphs:
+            return
+        t0 = time.perf_counter()
+        self._make_graph_buffers()
+        pool = None
+        for bs in reversed(graph_buckets(self.max_num_seqs)):
             t1 = time.perf_counter()
             meta = self.attn.prepare(self._graph_meta(bs))
-            # one eager run first: compiles this shape's kernels outside the capture
-            self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
-                                                 self.kv_caches, meta))
+            self._graph_forward(bs, meta)  # one eager run first: compiles outside the capture
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                logits = self.model.compute_logits(
-                    self.model(buf["ids"][:bs], buf["pos"][:bs], self.kv_caches, meta))
+                logits = self._graph_forward(bs, meta)
             pool = graph.pool()
             self.graphs[bs] = (graph, logits)
             log.debug("start-up: graph for batch %d captured in %.2f s", bs,
@@ -302,7 +335,6 @@ class ModelRunner:
         num_seqs = -(-tokens // seq_len)
         blocks_per_seq = -(-seq_len // self.block_size)
         self.allocate_kv_cache(blocks_per_seq * num_seqs)
-        torch.cuda.reset_peak_memory_stats(self.device)
         lens = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
         qsl = [0]
         for n in lens:
@@ -315,9 +347,14 @@ class ModelRunner:
         meta = AttentionMetadata(slots.to(dev), torch.tensor(qsl, dtype=torch.int32, device=dev),
                                  torch.tensor(lens, dtype=torch.int32, device=dev), tables.to(dev),
                                  max(lens), max(lens), len(lens), False, lens, lens)
-        hidden = self.model(torch.zeros(tokens, dtype=torch.int64, device=dev), pos.to(dev),
-                            self.kv_caches, self.attn.prepare(meta))
-        self.model.compute_logits(hidden[-self.max_num_seqs:])
+        ids, pos = torch.zeros(tokens, dtype=torch.int64, device=dev), pos.to(dev)
+
+        def prefill():
+            hidden = self.model(ids, pos, self.kv_caches, self.attn.prepare(meta))
+            self.model.compute_logits(hidden[-self.max_num_seqs:])
+        self._compile_ahead(prefill)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        prefill()
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated(self.device)
         self.kv_caches = []

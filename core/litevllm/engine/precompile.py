@@ -1,0 +1,194 @@
+"""Start-up compiles the Triton kernels it will need in parallel processes, before running them.
+
+A dry pass runs the forwards start-up is about to run (the memory-profiling prefill, one decode
+per CUDA-graph bucket) with every Triton launch made a warm-up: a kernel variant found in
+Triton's on-disk cache loads, any other is recorded instead of compiled, and nothing launches.
+The recorded variants then compile in a pool of spawned processes (Triton compiles under the
+GIL, so threads would not help) into the shared cache, where the real passes find them. A
+variant that cannot be described, sent or compiled is left to Triton's usual JIT on first use.
+
+``LITEVLLM_PRECOMPILE=0`` turns this off, ``=N`` uses N processes (default: the CPUs less one,
+at most 16). The pool starts with the engine so that its processes import while the config and
+model load. The dry pass patches Triton's ``JITFunction`` for its duration: launches from other
+threads in that window are warm-ups too.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+import time
+import types
+from concurrent.futures import ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+log = logging.getLogger("litevllm")
+
+MAX_WORKERS = 16
+TIMEOUT_S = 600.0  # a stuck pool only costs this: the real pass then compiles what is missing
+
+
+def pool_size() -> int:
+    """Worker processes from ``LITEVLLM_PRECOMPILE`` (0: off) or the CPUs this process may use."""
+    value = os.environ.get("LITEVLLM_PRECOMPILE", "").strip()
+    if value.isdigit():
+        return int(value)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(MAX_WORKERS, (cpus or 1) - 1))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One kernel specialisation, as ``triton.compile`` takes it; picklable."""
+    module: str
+    qualname: str
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    options: dict
+    target: object  # triton's GPUTarget
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}:{self.qualname}"
+
+
+def jit_function(module: str, qualname: str):
+    """The ``JITFunction`` defined at ``module:qualname`` (through autotuner/heuristics wrappers)."""
+    from triton.runtime.jit import JITFunction
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    while not isinstance(obj, JITFunction) and hasattr(obj, "fn"):
+        obj = obj.fn
+    if not isinstance(obj, JITFunction):
+        raise TypeError(f"{module}:{qualname} is not a Triton JIT function")
+    return obj
+
+
+def compile_variant(variant: Variant) -> str:
+    """Compile ``variant`` into Triton's cache (runs in a pool process; needs no GPU)."""
+    from triton.compiler.compiler import ASTSource, compile
+    fn = jit_function(variant.module, variant.qualname)
+    src = ASTSource(fn, variant.signature, variant.constexprs, variant.attrs)
+    compile(src, target=variant.target, options=variant.options)
+    return variant.name
+
+
+def _warm_up() -> None:
+    """First task of each process: the imports every compile needs, ahead of time."""
+    import torch  # noqa: F401  (the kernel modules import it)
+    import triton.compiler.compiler  # noqa: F401
+
+
+def cached_on_disk(variant: Variant) -> bool:
+    """Whether Triton's cache holds ``variant`` (the lookup ``triton.compile`` makes)."""
+    from triton.compiler.compiler import (ASTSource, get_cache_invalidating_env_vars,
+                                          get_cache_key, get_cache_manager, make_backend)
+    fn = jit_function(variant.module, variant.qualname)
+    src = ASTSource(fn, variant.signature, variant.constexprs, variant.attrs)
+    backend = make_backend(variant.target)
+    options = backend.parse_options(dict(variant.options, **src.parse_options()))
+    key = get_cache_key(src, backend, options, env_vars=get_cache_invalidating_env_vars())
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return get_cache_manager(digest).get_group(f"{src.name[:150]}.json") is not None
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Spawned processes import the parent's ``__main__`` script (one without an ``if __name__
+    == "__main__"`` guard would build an engine in each): hide it while they start."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+class Precompiler:
+    """A pool of compile processes, a dry pass that fills it, and a wait for the results."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        with _main_script_hidden():  # each submit starts one process while some are missing
+            self._warm = [self.pool.submit(_warm_up) for _ in range(workers)]
+        self.pending: dict[tuple, Variant] = {}
+        self.seen = 0  # distinct variants the dry pass met that were not in memory yet
+
+    @classmethod
+    def start(cls, device) -> Precompiler | None:
+        """A started pool for a CUDA ``device``, or None (off, or not possible here)."""
+        workers = pool_size()
+        if device.type != "cuda" or workers < 1:
+            return None
+        try:
+            return cls(workers)
+        except Exception as e:  # no processes here: Triton's JIT compiles as it always did
+            log.warning("kernel precompile off: cannot start its processes (%s)", e)
+            return None
+
+    def describe(self, fn, device, signature, constexprs, options, attrs) -> Variant | None:
+        """The variant a launch would compile, or None when it is on disk already."""
+        target = fn.device_caches[device][2]
+        variant = Variant(fn.fn.__module__, fn.fn.__qualname__, signature, constexprs, attrs,
+                          dict(options.__dict__), target)
+        if cached_on_disk(variant):
+            return None
+        pickle.dumps(variant)  # fails here, not in the pool, for values that cannot travel
+        return variant
+
+    @contextlib.contextmanager
+    def dry_pass(self):
+        """Inside, Triton launches are warm-ups: cached kernels load, missing ones are recorded."""
+        from triton.runtime.jit import JITFunction
+        run, do_compile = JITFunction.run, JITFunction._do_compile
+
+        def warm_run(fn, *args, grid, warmup, **kwargs):
+            return run(fn, *args, grid=grid, warmup=True, **kwargs)
+
+        def record(fn, key, signature, device, constexprs, options, attrs, warmup):
+            name = (f"{fn.fn.__module__}:{fn.fn.__qualname__}", str(key))
+            if name in self.pending:  # met again (every layer): recorded once
+                return None
+            self.seen += 1
+            try:
+                variant = self.describe(fn, device, signature, constexprs, options, attrs)
+            except Exception as e:
+                log.debug("precompile: %s compiles in-process (%s)", fn, e)
+                variant = None
+            if variant is None:
+                return do_compile(fn, key, signature, device, constexprs, options, attrs, warmup)
+            self.pending[name] = variant
+            return None
+
+        JITFunction.run, JITFunction._do_compile = warm_run, record
+        try:
+            yield self
+        finally:
+            JITFunction.run, JITFunction._do_compile = run, do_compile
+
+    def compile_pending(self, timeout: float = TIMEOUT_S) -> int:
+        """Compile the recorded variants in the pool; returns how many compiled."""
+        t0 = time.perf_counter()
+        variants, self.pending = list(self.pending.values()), {}
+        futures = [self.pool.submit(compile_variant, v) for v in variants]
+        done, _ = wait(futures, timeout=timeout)
+        ok = sum(1 for f in done if f.exception() is None)
+        for f, v in zip(futures, variants):
+            if f in done and f.exception() is not None:
+                log.debug("precompile: %s failed in the pool (%s)", v.name, f.exception())
+        log.info("precompiled %d/%d Triton kernel variants (%d met) in %.1f s on %d processes",
+                 ok, len(variants), self.seen, time.perf_counter() - t0, self.workers)
+        return ok
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,41 @@
+"""Start-up's parallel kernel compile on CUDA, in fresh processes with their own Triton caches:
+on a cold cache the pool compiles every variant the dry pass met missing, the warm start finds
+none missing, and the tokens are those of a start without it (LITEVLLM_PRECOMPILE=0)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SCRIPT = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO)
+from litevllm import LLM, SamplingParams
+llm = LLM(sys.argv[1], dtype="bfloat16", max_model_len=256, max_num_seqs=8)
+outs = llm.generate([{"prompt_token_ids": list(range(3, 3 + n))} for n in (5, 37, 90)],
+                    SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+print(json.dumps([o.outputs[0].token_ids for o in outs]))
+"""
+
+
+def start(path, cache, workers):
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "LITEVLLM_PRECOMPILE": str(workers)}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = re.findall(r"precompiled (\d+)/(\d+) Triton kernel variants", out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1]), counts
+
+
+def test_precompiled_start_matches_the_jit_start(llama_dir, tmp_path):
+    tokens, counts = start(llama_dir, tmp_path / "on", 4)
+    assert len(counts) == 1 and int(counts[0][0]) == int(counts[0][1]) > 0, counts
+    warm_tokens, warm_counts = start(llama_dir, tmp_path / "on", 4)
+    assert warm_counts == [("0", "0")] and warm_tokens == tokens
+    off_tokens, off_counts = start(llama_dir, tmp_path / "off", 0)
+    assert off_counts == [] and off_tokens == tokens

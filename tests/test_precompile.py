@@ -1,0 +1,85 @@
+"""Start-up's parallel kernel compile (engine/precompile.py) on the CPU: the pool, the dry pass
+and the cache lookup with a real kernel (precompile_scenario.py, in a process of its own), the
+switch, and the runner's use of it."""
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from litevllm import LLM
+from litevllm.engine import precompile
+from litevllm.engine.precompile import Precompiler, pool_size
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_dry_pass_records_the_pool_compiles_and_the_launch_loads_from_disk(tmp_path):
+    cache = tmp_path / "triton"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(cache), PYTHONPATH=os.pathsep.join(
+        [str(HERE), *filter(None, [env.get("PYTHONPATH")])]))
+    code = "import json, sys, precompile_scenario as s; print(json.dumps(s.main(sys.argv[1])))"
+    out = subprocess.run([sys.executable, "-c", code, str(cache)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    # the dry pass launches nothing and compiles nothing here: it records two variants
+    assert seen["dry_returns"] == [True, True, True] and seen["run_restored"]
+    assert seen["files_after_dry"] == 0 and seen["in_memory_after_dry"] == 0
+    assert seen["recorded"] == [["precompile_scenario:scale_kernel", 2],
+                                ["precompile_scenario:scale_kernel", 3]] and seen["met"] == 2
+    # the pool compiles both (a variant it cannot import is left to the JIT) into the cache
+    # the launch looks in: a warm start loads them, records nothing and compiles nothing
+    assert seen["compiled"] == 2 and seen["on_disk"] == [True, True]
+    assert seen["warm_returns"] == [True, True] and seen["recorded_warm"] == 0
+    assert seen["in_memory_warm"] == 2 and seen["unchanged_files"]
+
+
+def test_pool_size_follows_the_switch(monkeypatch):
+    monkeypatch.setenv("LITEVLLM_PRECOMPILE", "0")
+    assert pool_size() == 0 and Precompiler.start(torch.device("cuda")) is None
+    monkeypatch.setenv("LITEVLLM_PRECOMPILE", "3")
+    assert pool_size() == 3
+    monkeypatch.delenv("LITEVLLM_PRECOMPILE")
+    assert 0 <= pool_size() <= precompile.MAX_WORKERS
+    assert Precompiler.start(torch.device("cpu")) is None  # only CUDA start-ups compile ahead
+
+
+class _Recorder:
+    """Stands in for the pool: what the runner asks of it, in order."""
+
+    def __init__(self):
+        self.calls, self.inside = [], False
+
+    @contextlib.contextmanager
+    def dry_pass(self):
+        self.calls.append("dry")
+        self.inside = True
+        yield self
+        self.inside = False
+
+    def compile_pending(self):
+        self.calls.append("compile")
+
+    def close(self):
+        self.calls.append("close")
+
+
+def test_runner_compiles_ahead_once_and_survives_a_failing_dry_pass(llama_dir, caplog):
+    runner = LLM(str(llama_dir), max_num_batched_tokens=256).engine.runner
+    runner.precompiler = rec = _Recorder()
+    seen = []
+    runner._compile_ahead(lambda: seen.append(rec.inside))
+    runner._compile_ahead(lambda: seen.append("again"))  # used once
+    assert seen == [True] and rec.calls == ["dry", "compile", "close"]
+
+    def fail():
+        raise RuntimeError("boom")
+    runner.precompiler = rec = _Recorder()
+    runner._compile_ahead(fail)
+    assert rec.calls == ["dry", "close"]  # nothing compiled ahead: the JIT compiles as before
+    assert "kernel precompile skipped (RuntimeError: boom)" in caplog.text
