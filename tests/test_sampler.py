@@ -238,7 +238,7 @@ def test_picker_steps_continue_the_noise_stream():
     logits = torch.randn(5, 40)
     params = SamplingParams(temperature=0.7, top_k=20, seed=11)
     seqs = seqs_for(params, 5)
-    pick = Sampler.picker(seqs)
+    pick = Sampler([]).picker(seqs)
     later = seqs_for(params, 5, outputs=(3, 4))   # two outputs on: the stream is 2 further
-    assert torch.equal(pick(logits, 2), Sampler.picker(later)(logits, 0))
+    assert torch.equal(pick(logits, 2), Sampler([]).picker(later)(logits, 0))
     assert not torch.equal(pick(logits, 0), pick(logits, 2))
