@@ -16,6 +16,7 @@ from litevllm.engine.sequence import Sequence
 from litevllm.ops import torch_ops
 from litevllm.ops.torch_ops import filter_logits, uniform_noise
 
+
 @dataclass
 class SampleResult:
     token_ids: list[int]

@@ -13,7 +13,7 @@ DRAWS = 6                     # noise positions per row, batched as rows
 def _rows(logits, temp, top_k, top_p, min_p, greedy=None):
     """Every row DRAWS times, each copy at its own noise position, with per-row seeds."""
     b = logits.shape[0]
-    rep = lambda t: t.repeat_interleave(DRAWS, 0)  # noqa: E731
+    rep = lambda t: t.repeat_interleave(DRAWS, 0)
     seeds = rep(torch.randint(-2**62, 2**62, (b,)))
     steps = torch.arange(DRAWS).repeat(b) * 7919 + 3
     greedy = torch.zeros(b, dtype=torch.bool) if greedy is None else greedy
