@@ -263,3 +263,25 @@ def test_filters_are_on_values_so_tied_tokens_share_a_fate():
     # top-p weighs the mass within the top k: there 2.0 holds 0.475, not 0.447
     assert kept(top_k=2, top_p=0.47) == [1] and kept(top_p=0.47) == [0, 1, 2, 4]
     assert kept(top_k=2, top_p=0.48) == [0, 1, 2, 4]
+
+
+def test_picker_sends_filtered_rows_to_the_sample_op(monkeypatch):
+    """Rows with top-k / top-p / min-p sample through the registry's ``sample`` op (a fused
+    kernel on GPUs); temperature-only rows keep the eager path; LITEVLLM_FUSED_SAMPLING=0 keeps
+    the torch reference."""
+    from litevllm.ops import torch_ops
+    calls = []
+
+    class Ops:
+        def sample(self, *args):
+            calls.append(args)
+            return torch_ops.sample(*args)
+
+    logits = torch.randn(3, 50)
+    seqs = seqs_for(SamplingParams(temperature=0.6, top_p=0.9), 3)
+    assert torch.equal(Sampler([], Ops()).picker(seqs)(logits, 1),
+                       Sampler([]).picker(seqs)(logits, 1)) and len(calls) == 1
+    Sampler([], Ops()).picker(seqs_for(SamplingParams(temperature=0.6), 3))(logits, 0)
+    monkeypatch.setenv("LITEVLLM_FUSED_SAMPLING", "0")
+    Sampler([], Ops()).picker(seqs)(logits, 0)
+    assert len(calls) == 1

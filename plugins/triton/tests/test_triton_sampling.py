@@ -116,24 +116,3 @@ def test_rejects_bad_inputs():
     with pytest.raises(ValueError, match="chunk must be a power of 2"):
         sampling.sample(logits, f, i, f, f, b, i, i, chunk=100)
 
-
-def test_sampler_picks_through_the_op(monkeypatch):
-    """Sampler.picker sends filtered rows to the registry's sample op (here the Triton kernel
-    in the interpreter), with the reference's tokens; LITEVLLM_FUSED_SAMPLING=0 keeps the
-    reference."""
-    from litevllm import SamplingParams
-    from litevllm.engine.sampler import Sampler
-    from litevllm.engine.sequence import Sequence
-    from litevllm.ops import Ops
-    ops = Ops("triton", "cpu")
-    params = [SamplingParams(temperature=0.6, top_p=0.9), SamplingParams(temperature=0),
-              SamplingParams(top_k=5, min_p=0.05), SamplingParams(temperature=0.8)]
-    seqs = [Sequence(i, str(i), [1], p, seed=50 + i) for i, p in enumerate(params)]
-    logits = torch.randn(4, 300)
-    fused = Sampler([], ops)
-    assert fused.sample is ops.sample and ops.chosen["sample"] == "triton"
-    pick, want = fused.picker(seqs), Sampler([]).picker(seqs)
-    for j in range(3):
-        assert torch.equal(pick(logits, j), want(logits, j))
-    monkeypatch.setenv("LITEVLLM_FUSED_SAMPLING", "0")
-    assert Sampler([], ops).sample is ref.sample
