@@ -6,8 +6,8 @@ The kept set is every token with ``s = logit / temperature`` at or above a thres
 the row's own values (top-k rows only). Top-p and min-p need no threshold: the Gumbel-max draw
 over the tokens above a pivot is tested for membership (one pass: the mass above it), and a
 rejected draw becomes the next pivot, as every kept token lies above it. The accepted draw is
-the Gumbel-max draw over the kept set with ``torch_ops.uniform_noise``'s noise, bit for bit;
-a row usually takes one or two passes besides the first.
+the Gumbel-max draw over the kept set with ``torch_ops.uniform_noise``'s noise, bit for bit.
+A top-p row usually takes the draw's pass and one cheaper pass (the mass above the draw).
 """
 from __future__ import annotations
 
@@ -71,31 +71,59 @@ def _noise_kernel(seed_ptr, step_ptr, out_ptr, V, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _top_k_threshold(base, V, temp, k, lo, hi, zk, m, BLOCK: tl.constexpr):
-    """(k-th largest s, mass exp(s - m) at or above it) from lo (a row value with at least k
-    values at or above it, mass zk) and hi (the row's max). Each pass halves [lo, hi] by value
-    and snaps both ends to row values, so it ends when they meet."""
+def _top_k_threshold(base, V, temp, k, lo, hi, BLOCK: tl.constexpr):
+    """The k-th largest s from lo (a row value with at least k values at or above it) and hi
+    (the row's max). Each pass halves [lo, hi] by value and snaps both ends to row values, so
+    it ends when they meet."""
     offs = tl.arange(0, BLOCK)
     while lo < hi:
         mid = lo * 0.5 + hi * 0.5
         mid = tl.where(mid > lo, mid, hi)
         count = tl.zeros([BLOCK], tl.int32)
-        mass = tl.zeros([BLOCK], tl.float32)
         above = tl.full([BLOCK], float("inf"), tl.float32)    # min of s >= mid
         below = tl.full([BLOCK], float("-inf"), tl.float32)   # max of s < mid
         for start in range(0, V, BLOCK):
             s = _scaled(base, start + offs, V, temp)
             ge = s >= mid
             count += ge.to(tl.int32)
-            mass += tl.where(ge, tl.exp(s - m), 0.0)
             above = tl.where(ge, tl.minimum(above, s), above)
             below = tl.where(ge, below, tl.maximum(below, s))
         if tl.sum(count, 0) >= k:
             lo = tl.min(above, 0)
-            zk = tl.sum(mass, 0)
         else:
             hi = tl.max(below, 0)
-    return lo, zk
+    return lo
+
+
+@triton.jit
+def _draw(base, V, temp, key, pivot, tau, m, log_min_p, BLOCK: tl.constexpr):
+    """The Gumbel-max draw over the tokens with pivot < s, tau <= s, log_min_p <= s - m."""
+    offs = tl.arange(0, BLOCK)
+    best = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_i = tl.zeros([BLOCK], tl.int32)
+    for start in range(0, V, BLOCK):
+        cols = start + offs
+        s = _scaled(base, cols, V, temp)
+        cand = (s > pivot) & (s >= tau) & (s - m >= log_min_p)
+        g = tl.where(cand, s - tl.log(-tl.log(_uniform(key, cols))), float("-inf"))
+        new = g > best
+        best = tl.where(new, g, best)
+        best_i = tl.where(new, cols, best_i)
+    return _first_max(best, best_i, V)
+
+
+@triton.jit
+def _in_nucleus(base, V, temp, sx, tau, m, top_p, BLOCK: tl.constexpr):
+    """Whether the mass of the tokens above sx is at most top_p of the mass at or above tau."""
+    offs = tl.arange(0, BLOCK)
+    above = tl.zeros([BLOCK], tl.float32)
+    total = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, V, BLOCK):
+        s = _scaled(base, start + offs, V, temp)
+        e = tl.where(s >= tau, tl.exp(s - m), 0.0)
+        above += tl.where(s > sx, e, 0.0)
+        total += e
+    return tl.sum(above, 0) <= top_p * tl.sum(total, 0)
 
 
 @triton.jit
@@ -118,9 +146,8 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
     else:
         temp = tl.load(temp_ptr + row)
         key = _row_key(tl.load(seed_ptr + row), tl.load(step_ptr + row))
-        # pass 1: max, sum of exp (online, per lane), finite min and count, the unfiltered draw
+        # pass 1: max, finite min and count, the unfiltered draw
         mx = tl.full([BLOCK], NEG, tl.float32)
-        z = tl.zeros([BLOCK], tl.float32)
         mn = tl.full([BLOCK], float("inf"), tl.float32)
         finite = tl.zeros([BLOCK], tl.int32)
         best = tl.full([BLOCK], NEG, tl.float32)
@@ -128,10 +155,7 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
         for start in range(0, V, BLOCK):
             cols = start + offs
             s = _scaled(base, cols, V, temp)
-            new_mx = tl.maximum(mx, s)
-            d = tl.where(new_mx == NEG, 0.0, new_mx)
-            z = z * tl.exp(mx - d) + tl.exp(s - d)
-            mx = new_mx
+            mx = tl.maximum(mx, s)
             fin = s > NEG
             mn = tl.where(fin, tl.minimum(mn, s), mn)
             finite += fin.to(tl.int32)
@@ -140,42 +164,27 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
             best = tl.where(new, g, best)
             best_i = tl.where(new, cols, best_i)
         m = tl.max(mx, 0)
-        zk = tl.sum(z * tl.exp(mx - m), 0)
         token = _first_max(best, best_i, V)
-        # top-k: the threshold tau and the mass at or above it
         k = tl.load(top_k_ptr + row)
         tau = tl.full([], NEG, tl.float32)
         if (k > 0) & (k < tl.sum(finite, 0)):
-            tau, zk = _top_k_threshold(base, V, temp, k, tl.min(mn, 0), m, zk, m, BLOCK)
+            tau = _top_k_threshold(base, V, temp, k, tl.min(mn, 0), m, BLOCK)
         top_p = tl.load(top_p_ptr + row)
         min_p = tl.load(min_p_ptr + row)
         log_min_p = tl.where(min_p > 0, tl.log(tl.maximum(min_p, 1e-38)), NEG)
-        limit = top_p * zk
+        # a draw outside the kept set is the pivot of the next: every kept token lies above it
         sx = tl.math.div_rn(tl.load(base + token).to(tl.float32), temp)
         ok = (sx >= tau) & (sx - m >= log_min_p)
-        todo = (ok == 0) | (top_p < 1.0)
+        accept = ok & (top_p >= 1.0)
         rounds = tl.full([], 0, tl.int32)
-        while todo & (rounds < V):
-            # mass above the draw (its top-p test) and the next draw over the tokens above it
-            mass = tl.zeros([BLOCK], tl.float32)
-            best = tl.full([BLOCK], NEG, tl.float32)
-            best_i = tl.zeros([BLOCK], tl.int32)
-            for start in range(0, V, BLOCK):
-                cols = start + offs
-                s = _scaled(base, cols, V, temp)
-                up = s > sx
-                mass += tl.where(up, tl.exp(s - m), 0.0)
-                cand = up & (s >= tau) & (s - m >= log_min_p)
-                g = tl.where(cand, s - tl.log(-tl.log(_uniform(key, cols))), NEG)
-                new = g > best
-                best = tl.where(new, g, best)
-                best_i = tl.where(new, cols, best_i)
-            accept = ok & (tl.sum(mass, 0) <= limit)
-            nxt = _first_max(best, best_i, V)
-            token = tl.where(accept, token, nxt)
-            sx = tl.where(accept, sx, tl.math.div_rn(tl.load(base + nxt).to(tl.float32), temp))
-            ok = (sx >= tau) & (sx - m >= log_min_p)
-            todo = (accept == 0) & ((ok == 0) | (top_p < 1.0))
+        while (accept == 0) & (rounds < V):
+            if ok:
+                accept = _in_nucleus(base, V, temp, sx, tau, m, top_p, BLOCK)
+            if accept == 0:
+                token = _draw(base, V, temp, key, sx, tau, m, log_min_p, BLOCK)
+                sx = tl.math.div_rn(tl.load(base + token).to(tl.float32), temp)
+                ok = (sx >= tau) & (sx - m >= log_min_p)
+                accept = ok & (top_p >= 1.0)
             rounds += 1
     tl.store(out_ptr + row, token.to(tl.int64))
 
