@@ -41,8 +41,8 @@ def run(b: int, v: int, scale: float, name: str, filters, temp: float = 0.6) -> 
     steps = torch.zeros(b, dtype=torch.int64, device="cuda")
     args = (logits, full(temp), full(top_k, torch.int64), full(top_p), full(min_p),
             full(False, torch.bool), seeds, steps)
-    mismatch = sum(int((fused(*args) != ref.sample(*args)).sum())
-                   for args in [(*args[:-1], steps + j) for j in range(8)])
+    draws = [(*args[:-1], steps + j) for j in range(8)]
+    mismatch = sum(int((fused(*a) != ref.sample(*a)).sum()) for a in draws)
     return {"b": b, "v": v, "logit_scale": scale, "case": name,
             "torch_ms": ms(lambda: ref.sample(*args)), "fused_ms": ms(lambda: fused(*args)),
             "temperature_only_ms": ms(lambda: ref.gumbel_max(logits / args[1][:, None],
