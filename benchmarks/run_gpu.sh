@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|tput|models|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv ...]
+#                                    throughput|tput|models|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
+#                                    sampling ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -21,7 +22,7 @@ tp() {  # one `lite bench throughput` run on the 256-prompt U[100,1024] workload
   timeout ${TP_S:-120} lite bench throughput --model $C/$m --load-format dummy --max-model-len 4096 \
       --num-prompts 256 --min-len 100 --max-len 1024 --no-progress "$@" --json-out /tmp/tp.json \
       > /tmp/tp.log 2>&1 || { echo "$m $*: failed"; grep -v -i warn /tmp/tp.log | tail -3; return; }
-  python3 - "$m ${*:-defaults}" >> "$OUT/tput.jsonl" <<'PY'
+  python3 - "$m ${*:-defaults}${TP_TAG:+ $TP_TAG}" >> "$OUT/tput.jsonl" <<'PY'
 import json, sys
 d = json.load(open("/tmp/tp.json")); d["run"] = sys.argv[1]; print(json.dumps(d))
 print(f"{d['run']}: {d['output_tok_per_s']:.0f} out tok/s, TTFT median {d['ttft_ms_median']:.0f} ms,"
@@ -76,6 +77,17 @@ for part in $parts; do
       # untimed: compiles the workload's kernel variants into the Triton cache of a fresh machine
       tp tinyllama-1.1b --num-prompts 96 2>/dev/null; [ -f "$OUT/tput.jsonl" ] && sed -i '$d' "$OUT/tput.jsonl"
       for flags in "${runs[@]}"; do tp tinyllama-1.1b $flags ${TPUT_ARGS:-}; done ;;
+    sampling)  # issue 16: the sample op, torch reference vs fused, then greedy vs sampled
+               # (fused, and LITEVLLM_FUSED_SAMPLING=0) end to end
+      timeout ${SAMPLING_S:-150} python3 benchmarks/bench_sampling.py ${SAMPLING_ARGS:-} \
+          --out "$OUT/sampling.jsonl" 2>&1 | grep -v -i warn | cut -c1-330 | tail -30
+      # untimed: compiles the workload's kernel variants (the sample op's too)
+      tp tinyllama-1.1b --num-prompts 96 --temperature 0.6 --top-p 0.9 2>/dev/null
+      [ -f "$OUT/tput.jsonl" ] && sed -i '$d' "$OUT/tput.jsonl"
+      tp tinyllama-1.1b ${TPUT_ARGS:-}
+      tp tinyllama-1.1b --temperature 0.6 --top-p 0.9 ${TPUT_ARGS:-}
+      LITEVLLM_FUSED_SAMPLING=0 TP_TAG=unfused tp tinyllama-1.1b --temperature 0.6 --top-p 0.9 ${TPUT_ARGS:-}
+      tp tinyllama-1.1b --temperature 0.6 ${TPUT_ARGS:-} ;;
     models)  # issue 16: the same workload on the other models of the issue
       for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do tp $m ${TPUT_ARGS:-}; done ;;
     attn)  # decode-attention tile / split sweep (issues 15, 16)

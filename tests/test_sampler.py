@@ -238,7 +238,50 @@ def test_picker_steps_continue_the_noise_stream():
     logits = torch.randn(5, 40)
     params = SamplingParams(temperature=0.7, top_k=20, seed=11)
     seqs = seqs_for(params, 5)
-    pick = Sampler.picker(seqs)
+    pick = Sampler([]).picker(seqs)
     later = seqs_for(params, 5, outputs=(3, 4))   # two outputs on: the stream is 2 further
-    assert torch.equal(pick(logits, 2), Sampler.picker(later)(logits, 0))
+    assert torch.equal(pick(logits, 2), Sampler([]).picker(later)(logits, 0))
     assert not torch.equal(pick(logits, 0), pick(logits, 2))
+
+
+def test_filters_are_on_values_so_tied_tokens_share_a_fate():
+    """top-k keeps every token tied at the k-th largest logit; top-p weighs a token by the mass
+    strictly above it, so a tie group enters or leaves whole; min-p compares logit - max with
+    log(min_p). The torch reference and fused kernels share these rules."""
+    from litevllm.ops.torch_ops import filter_logits
+    logits = torch.tensor([[1.0, 2.0, 1.0, 0.0, 1.0]])  # p(2.0) = 0.447, each 1.0: 0.164
+
+    def kept(top_k=5, top_p=1.0, min_p=0.0):
+        out = filter_logits(logits, torch.tensor([top_k]), torch.tensor([top_p]),
+                            torch.tensor([min_p]))
+        return [i for i in range(5) if out[0, i] > float("-inf")]
+
+    assert kept(top_k=2) == kept(top_k=4) == [0, 1, 2, 4]
+    assert kept(top_k=1) == [1]
+    assert kept(top_p=0.45) == [0, 1, 2, 4] and kept(top_p=0.44) == [1]
+    assert kept(min_p=0.3) == [0, 1, 2, 4] and kept(min_p=0.4) == [1]   # e^-1 = 0.368
+    # top-p weighs the mass within the top k: there 2.0 holds 0.475, not 0.447
+    assert kept(top_k=2, top_p=0.47) == [1] and kept(top_p=0.47) == [0, 1, 2, 4]
+    assert kept(top_k=2, top_p=0.48) == [0, 1, 2, 4]
+
+
+def test_picker_sends_filtered_rows_to_the_sample_op(monkeypatch):
+    """Rows with top-k / top-p / min-p sample through the registry's ``sample`` op (a fused
+    kernel on GPUs); temperature-only rows keep the eager path; LITEVLLM_FUSED_SAMPLING=0 keeps
+    the torch reference."""
+    from litevllm.ops import torch_ops
+    calls = []
+
+    class Ops:
+        def sample(self, *args):
+            calls.append(args)
+            return torch_ops.sample(*args)
+
+    logits = torch.randn(3, 50)
+    seqs = seqs_for(SamplingParams(temperature=0.6, top_p=0.9), 3)
+    assert torch.equal(Sampler([], Ops()).picker(seqs)(logits, 1),
+                       Sampler([]).picker(seqs)(logits, 1)) and len(calls) == 1
+    Sampler([], Ops()).picker(seqs_for(SamplingParams(temperature=0.6), 3))(logits, 0)
+    monkeypatch.setenv("LITEVLLM_FUSED_SAMPLING", "0")
+    Sampler([], Ops()).picker(seqs)(logits, 0)
+    assert len(calls) == 1

@@ -39,7 +39,7 @@ def register_ops(register):
     ``register(op_name, "module:function", provider="name", devices=("cuda",), priority=0)``: the
     function has the same signature as the torch reference in ``litevllm.ops.torch_ops``
     (``rms_norm``, ``rotary_embedding``, ``silu_and_mul``, ``gelu_tanh_and_mul``,
-    ``reshape_and_cache``, ``fused_moe``, ...). ``kernels=provider`` selects it by name;
+    ``reshape_and_cache``, ``fused_moe``, ``sample``, ...). ``kernels=provider`` selects it by name;
     naming a provider that serves neither ``devices`` nor ``explicit_devices`` of the model's
     device is an error.
     """

@@ -26,11 +26,11 @@ def test_multi_step_picks_never_sync(params):
     seqs = [Sequence(i, str(i), [1], params, seed=100 + i) for i in range(256)]
     seqs[0] = Sequence(0, "0", [1], SamplingParams(temperature=0), seed=1)  # a greedy row too
     logits = torch.randn(256, 32000, device="cuda")
-    Sampler.picker(seqs)(logits, 0)  # warm up: kernels, pinned host blocks
+    Sampler([]).picker(seqs)(logits, 0)  # warm up: kernels, pinned host blocks
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        pick = Sampler.picker(seqs)
+        pick = Sampler([]).picker(seqs)
         out = [pick(logits, j) for j in range(4)]
     finally:
         torch.cuda.set_sync_debug_mode("default")

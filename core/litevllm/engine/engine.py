@@ -119,7 +119,7 @@ class LLMEngine:
         if self.max_seq_len < self.max_model_len:
             log.warning("the KV cache holds only %d tokens, fewer than max_model_len=%d; "
                         "longer sequences stop early", self.max_seq_len, self.max_model_len)
-        self.sampler = Sampler(sorted(self.scheduler.eos_token_ids))
+        self.sampler = Sampler(sorted(self.scheduler.eos_token_ids), ops)
         self.runner.capture_cuda_graphs()
         steps = sched.num_scheduler_steps
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)

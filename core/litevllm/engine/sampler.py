@@ -6,6 +6,7 @@ whatever else shares its batch.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter, is_
@@ -14,49 +15,10 @@ import torch
 
 from litevllm.engine.host_tensors import HostCopy, to_device
 from litevllm.engine.sequence import Sequence
+from litevllm.ops import torch_ops
+from litevllm.ops.torch_ops import filter_logits, uniform_noise
 
-_M32 = 0xFFFFFFFF
 _params = attrgetter("params")
-
-
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """murmur3's finalizer on int64 tensors holding 32-bit values (products wrap mod 2**64)."""
-    x = x ^ (x >> 16)
-    x = (x * 0x85EBCA6B) & _M32
-    x = x ^ (x >> 13)
-    x = (x * 0xC2B2AE35) & _M32
-    return x ^ (x >> 16)
-
-
-def _i32(c: int) -> int:
-    """A 32-bit constant as the int32 with the same bits."""
-    return c - (1 << 32) if c >= 1 << 31 else c
-
-
-def _shr(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Logical right shift of int32 bit patterns."""
-    return (x >> r) & ((1 << (32 - r)) - 1)
-
-
-def _fmix32_i32(x: torch.Tensor) -> torch.Tensor:
-    """``_fmix32`` on int32 bit patterns (products wrap mod 2**32): the same bits, half the
-    memory traffic on [B, V] tensors."""
-    x = x ^ _shr(x, 16)
-    x = x * _i32(0x85EBCA6B)
-    x = x ^ _shr(x, 13)
-    x = x * _i32(0xC2B2AE35)
-    return x ^ _shr(x, 16)
-
-
-def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[B, V] uniforms in (0, 1) from per-row seeds and steps (the row hash in int64, the
-    [B, V] part in int32 bit patterns)."""
-    row = _fmix32((_fmix32(seeds & _M32) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & _M32)
-    row = torch.where(row >= 1 << 31, row - (1 << 32), row).to(torch.int32)[:, None]
-    cols = torch.arange(vocab, device=seeds.device, dtype=torch.int32)
-    x = _fmix32_i32(cols[None, :] * _i32(0x27D4EB2F) + row)
-    x = _fmix32_i32(x ^ row)
-    return (_shr(x, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 @dataclass
@@ -136,24 +98,18 @@ def _ban_stop_tokens(logits: torch.Tensor, seqs: list[Sequence], eos_ids: list[i
     return logits
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                  min_p: torch.Tensor) -> torch.Tensor:
-    """Mask with -inf the tokens outside the top k, then those outside the top-p nucleus of
-    what is left, and those below ``min_p`` times the most likely token's probability."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    rank = torch.arange(logits.shape[-1], device=logits.device)[None, :]
-    drop = rank >= top_k[:, None]
-    probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
-    drop |= (probs.cumsum(-1) - probs) > top_p[:, None]
-    drop |= probs < min_p[:, None] * probs[:, :1]
-    drop[:, 0] = False
-    mask = torch.empty_like(drop).scatter_(1, order, drop)
-    return logits.masked_fill(mask, float("-inf"))
+def fused_sampling_enabled() -> bool:
+    """``LITEVLLM_FUSED_SAMPLING=0`` keeps filtered sampling on the torch reference op."""
+    return os.environ.get("LITEVLLM_FUSED_SAMPLING", "1") != "0"
 
 
 class Sampler:
-    def __init__(self, eos_token_ids: list[int]):
+    def __init__(self, eos_token_ids: list[int], ops=None):
+        """``ops``: the model's op registry; rows with top-k, top-p or min-p sample through
+        its ``sample`` op (a fused kernel where a plugin provides one), else the reference."""
         self.eos_token_ids = eos_token_ids
+        self.sample = ops.sample if ops is not None and fused_sampling_enabled() \
+            else torch_ops.sample
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SampleResult:
         return self.launch(logits, seqs).result()
@@ -185,13 +141,13 @@ class Sampler:
             tables = (chosen, *raw_logprobs.topk(k, dim=-1)) if k else (chosen,)
         return LaunchedSample(sampled, want_logprobs, HostCopy(sampled, *tables))
 
-    @staticmethod
-    def picker(seqs: list[Sequence], greedy: bool | None = None):
+    def picker(self, seqs: list[Sequence], greedy: bool | None = None):
         """``pick(logits, j)``: greedy or seeded random choice per row on the device, for step
         ``j`` of a run over the same rows (row ``i``'s noise stream position is its output count
         plus ``j``). The rows' parameters cross to the device once per run, from pinned memory
         on CUDA, so no call waits for the device. ``greedy``: whether every row is greedy, if
-        the caller knows."""
+        the caller knows. Temperature-only rows take a few eager ops; rows with filters the
+        ``sample`` op (same tokens, one fused kernel where a plugin provides one)."""
         if greedy is None:
             greedy = all(s.params.greedy for s in seqs)
         if greedy:
@@ -204,21 +160,21 @@ class Sampler:
                             dtype=torch.int64)
         nucleus = any(p.top_p < 1 or p.min_p > 0 for p in params)
         min_top_k = min((p.top_k for p in params if p.top_k > 0), default=None)
-        on_device = {}
+        sample, on_device = self.sample, {}
 
         def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
             dev, v = logits.device, logits.shape[-1]
             if dev not in on_device:
                 pin = dev.type == "cuda"
-                on_device[dev] = [(t.pin_memory() if pin else t).to(dev, non_blocking=True)
-                                  for t in (floats, ints)]
-            (temp, top_p, min_p), (is_greedy, top_k, seeds, steps) = on_device[dev]
-            scaled = logits / temp[:, None]
+                f, i = [(t.pin_memory() if pin else t).to(dev, non_blocking=True)
+                        for t in (floats, ints)]
+                on_device[dev] = (*f, i[0].bool(), *i[1:])
+            temp, top_p, min_p, is_greedy, top_k, seeds, steps = on_device[dev]
             if nucleus or (min_top_k is not None and min_top_k < v):
-                scaled = filter_logits(scaled, torch.where(top_k > 0, top_k, v), top_p, min_p)
+                return sample(logits, temp, top_k, top_p, min_p, is_greedy, seeds, steps + j)
             # Gumbel-max: argmax(x - log E), E ~ Exp(1), samples softmax(x), as argmax p/E does
-            gumbel = scaled - (-uniform_noise(seeds, steps + j, v).log()).log()
-            return torch.where(is_greedy.bool(), logits.argmax(-1), gumbel.argmax(-1))
+            drawn = torch_ops.gumbel_max(logits / temp[:, None], seeds, steps + j)
+            return torch.where(is_greedy, logits.argmax(-1), drawn)
         return pick
 
     @staticmethod

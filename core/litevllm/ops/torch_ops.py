@@ -132,3 +132,90 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     result = torch.zeros(t, h, dtype=torch.float32, device=hidden.device)
     result.index_add_(0, token_of, scaled)
     return result.to(hidden.dtype)
+
+
+# sampling ---------------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's finalizer on int64 tensors holding 32-bit values (products wrap mod 2**64)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _M32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _M32
+    return x ^ (x >> 16)
+
+
+def _i32(c: int) -> int:
+    """A 32-bit constant as the int32 with the same bits."""
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+def _shr(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Logical right shift of int32 bit patterns."""
+    return (x >> r) & ((1 << (32 - r)) - 1)
+
+
+def _fmix32_i32(x: torch.Tensor) -> torch.Tensor:
+    """``_fmix32`` on int32 bit patterns (products wrap mod 2**32): the same bits, half the
+    memory traffic on [B, V] tensors."""
+    x = x ^ _shr(x, 16)
+    x = x * _i32(0x85EBCA6B)
+    x = x ^ _shr(x, 13)
+    x = x * _i32(0xC2B2AE35)
+    return x ^ _shr(x, 16)
+
+
+def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[B, V] uniforms in (0, 1) from per-row seeds and steps (the row hash in int64, the
+    [B, V] part in int32 bit patterns)."""
+    row = _fmix32((_fmix32(seeds & _M32) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & _M32)
+    row = torch.where(row >= 1 << 31, row - (1 << 32), row).to(torch.int32)[:, None]
+    cols = torch.arange(vocab, device=seeds.device, dtype=torch.int32)
+    x = _fmix32_i32(cols[None, :] * _i32(0x27D4EB2F) + row)
+    x = _fmix32_i32(x ^ row)
+    return (_shr(x, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                  min_p: torch.Tensor) -> torch.Tensor:
+    """Mask with -inf the tokens outside the kept set. Every test is on values, so tied tokens
+    share a fate: top-k keeps the tokens at or above the k-th largest logit (``top_k`` in
+    [1, V]); top-p then keeps a token when the probability mass, within the top k, of the tokens
+    strictly above it is at most ``top_p``; min-p keeps a token when ``logit - max >=
+    log(min_p)``. The most likely tokens always stay."""
+    v = logits.shape[-1]
+    desc = logits.sort(dim=-1, descending=True).values
+    top = desc[:, :1]
+    kth = desc.gather(1, (top_k.clamp(1, v) - 1)[:, None])
+    e = (desc - top).exp().masked_fill(desc < kth, 0.0)
+    above = e.cumsum(-1) - e                      # mass before each sorted position
+    pos = torch.arange(v, device=logits.device).expand_as(desc)
+    first = torch.ones_like(desc, dtype=torch.bool)
+    first[:, 1:] = desc[:, 1:] != desc[:, :-1]
+    start = torch.where(first, pos, 0).cummax(-1).values
+    above = above.gather(1, start)                # ties take the mass above their first member
+    kept = (above <= top_p[:, None] * e.sum(-1, keepdim=True)).sum(-1, keepdim=True)
+    nucleus = desc.gather(1, kept - 1)            # the smallest logit top-p keeps
+    keep = (logits >= torch.maximum(kth, nucleus)) & (logits - top >= min_p.log()[:, None])
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def gumbel_max(scaled: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """A draw from softmax(scaled) per row: argmax(x - log E), E = -log U ~ Exp(1)."""
+    u = uniform_noise(seeds, steps, scaled.shape[-1])
+    return (scaled - (-u.log()).log()).argmax(-1)
+
+
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+           top_p: torch.Tensor, min_p: torch.Tensor, greedy: torch.Tensor, seeds: torch.Tensor,
+           steps: torch.Tensor) -> torch.Tensor:
+    """Tokens [B] int64 from logits [B, V]: the argmax where ``greedy`` (bool [B]), else a
+    Gumbel-max draw with ``uniform_noise(seeds, steps)`` from ``filter_logits`` of
+    ``logits / temperature`` (float32 [B]; ``top_k`` int [B], 0 or >= V: off; ``top_p`` and
+    ``min_p`` float32 [B]). Argmax ties go to the lowest token id."""
+    v = logits.shape[-1]
+    top_k = torch.where((top_k > 0) & (top_k < v), top_k, v)
+    scaled = filter_logits(logits / temperature[:, None], top_k, top_p, min_p)
+    return torch.where(greedy, logits.argmax(-1), gumbel_max(scaled, seeds, steps))

@@ -45,6 +45,12 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
     kernels.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
 
 
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+           top_p: torch.Tensor, min_p: torch.Tensor, greedy: torch.Tensor, seeds: torch.Tensor,
+           steps: torch.Tensor) -> torch.Tensor:
+    return kernels.sample(logits, temperature, top_k, top_p, min_p, greedy, seeds, steps)
+
+
 def _skinny(kind: str, x: torch.Tensor, weight: torch.Tensor, bias) -> dict | None:
     """The tuned GEMV tile for this call, or None (cuBLAS)."""
     if x.dim() != 2 or not 0 < x.shape[0] <= MAX_M or x.dtype != weight.dtype \

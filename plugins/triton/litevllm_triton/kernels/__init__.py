@@ -5,6 +5,7 @@ from litevllm_triton.kernels.prefill_attention import prefill_attention
 from litevllm_triton.kernels.reshape_and_cache import reshape_and_cache
 from litevllm_triton.kernels.rms_norm import rms_norm
 from litevllm_triton.kernels.rotary import rotary_embedding
+from litevllm_triton.kernels.sampling import sample
 
 __all__ = ["decode_attention", "gelu_tanh_and_mul", "prefill_attention", "reshape_and_cache",
-           "rms_norm", "rotary_embedding", "silu_and_mul"]
+           "rms_norm", "rotary_embedding", "sample", "silu_and_mul"]
