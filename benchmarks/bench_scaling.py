@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from litevllm.bench import _device_name, measure_throughput
+from litevllm.bench import _device_name, measure_throughput, request_params
 from litevllm.bench_arrivals import measure_arrivals
 from litevllm.cli import build_llm, engine_options
 
@@ -132,10 +132,8 @@ def main(sweeps, prompt_counts, lengths, length_prompts, rates, rate_duration, s
     meta.update(device=_device_name(llm), dtype=str(llm.engine.dtype).replace("torch.", ""),
                 startup_s=time.perf_counter() - t0, scheduler_steps=llm.engine.num_scheduler_steps)
     if "sampling" in sweeps:
-        from litevllm import SamplingParams
-        modes = {"greedy": lambda i, n: SamplingParams(temperature=0, max_tokens=n, ignore_eos=True),
-                 "sampled": lambda i, n: SamplingParams(temperature=0.6, seed=i, max_tokens=n,
-                                                        ignore_eos=True)}
+        modes = {"greedy": request_params,
+                 "sampled": lambda i, n: request_params(i, n, o["seed"], temperature=0.6)}
         for mode, params_for in modes.items():
             point(llm, "sampling", lambda: measure_arrivals(
                 llm, sampling_prompts, 1e9, None, None, min_len, max_len, seed(),

@@ -39,7 +39,7 @@ def measure_arrivals(llm, num_prompts: int, request_rate: float, input_len: int 
     ``request_rate`` requests/s; ``params_for(i, max_tokens)`` may give each one's
     SamplingParams (default greedy, ``ignore_eos``)."""
     from litevllm import SamplingParams
-    from litevllm.bench import _peak_memory_gib, _random_prompts, _sync
+    from litevllm.bench import _peak_memory_gib, _random_prompts, _sync, request_params
     from litevllm.llm import _progress
 
     if request_rate <= 0:
@@ -48,8 +48,7 @@ def measure_arrivals(llm, num_prompts: int, request_rate: float, input_len: int 
     rng = random.Random(seed)
     in_lens, out_lens = lengths(rng, num_prompts, input_len, output_len, min_len, max_len)
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
-    params_for = params_for or (lambda i, n: SamplingParams(temperature=0, max_tokens=n,
-                                                            ignore_eos=True))
+    params_for = params_for or request_params
     gaps = [0.0] + [rng.expovariate(request_rate) for _ in range(num_prompts - 1)]
     arrivals = list(itertools.accumulate(gaps))
     if warmup:  # untimed prompts of the same lengths (no prefix-cache hits on the timed ones)
