@@ -91,3 +91,18 @@ def test_sweep_driver_and_plots(llama_dir, tmp_path):
                                               "scaling_rate.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
     assert set(plots.series([out, bare])["prompts"]) == {"tiny", "other"}
+
+
+def test_bench_throughput_sampled(llama_dir, tmp_path):
+    from litevllm.bench import request_params
+    out = tmp_path / "sampled.json"
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir), "--num-prompts",
+                                 "3", "--min-len", "3", "--max-len", "8", "--temperature", "0.6",
+                                 "--top-p", "0.9", "--no-progress", "--json-out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["temperature"] == 0.6 and data["top_p"] == 0.9 and data["output_tok_per_s"] > 0
+    a, b = request_params(0, 5, 1, 0.6, 0.9), request_params(1, 5, 1, 0.6, 0.9)
+    assert a.seed != b.seed and a.top_p == 0.9 and request_params(0, 5).seed is None
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir), "--top-p", "0"])
+    assert r.exit_code == 2 and "--top-p" in r.output

@@ -175,6 +175,7 @@ def test_cpu_runner_stays_eager():
 
 def test_option_rejects_negative_sizes():
     from litevllm.config import engine_config
+    assert engine_config("m").max_piecewise_graph_tokens == 2048  # on by default
     assert engine_config("m", max_piecewise_graph_tokens=0).max_piecewise_graph_tokens == 0
     with pytest.raises(ValueError, match="max_piecewise_graph_tokens must be >= 0"):
         engine_config("m", max_piecewise_graph_tokens=-1)
