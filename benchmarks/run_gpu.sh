@@ -32,8 +32,11 @@ PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
   case $part in
-    tests) timeout ${TESTS_S:-300} python3 -m pytest -q -n ${TESTS_N:-8} -p no:cacheprovider --continue-on-collection-errors tests/gpu \
-        > "$OUT/gpu_tests.log" 2>&1; grep -E "passed|failed|^FAILED|^ERROR" "$OUT/gpu_tests.log" | tail -25 ;;
+    tests)  # -v names each failure as it happens (a run cut by the limit prints no summary)
+      timeout ${TESTS_S:-300} python3 -m pytest -v -n ${TESTS_N:-8} -p no:cacheprovider --continue-on-collection-errors \
+          ${TESTS_ARGS:-tests/gpu} > "$OUT/gpu_tests.log" 2>&1
+      grep -E " (FAILED|ERROR) |^(FAILED|ERROR) |passed|failed" "$OUT/gpu_tests.log" | grep -v PASSED | tail -30
+      echo "tests done: $(grep -c ' PASSED ' "$OUT/gpu_tests.log") passed lines" ;;
     quant) timeout ${QUANT_S:-250} python3 benchmarks/bench_quant.py ${QUANT_ARGS:-} --out "$OUT/quant" 2>&1 \
         | grep -v -i warn | grep -v '"kind": "cand"' | cut -c1-330 | tail -30 ;;
     fp8) timeout 200 python3 benchmarks/bench_fp8.py --pick --runs decode_b1,decode_b64 --iters 2 \
