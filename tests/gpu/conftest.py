@@ -4,6 +4,10 @@ import os
 import pytest
 import torch
 
+# Eight xdist workers each spawning a compile pool per engine start starve the CPU; the
+# precompile test sets its own value.
+os.environ.setdefault("LITEVLLM_PRECOMPILE", "0")
+
 
 @pytest.fixture(autouse=True)
 def compiled_triton():

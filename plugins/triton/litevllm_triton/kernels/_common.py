@@ -7,6 +7,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -87,6 +88,19 @@ def padded_head_dim(d: int) -> int:
     """Tile width of a head: the next power of 2, at least 16 (tl.dot's minimum K).
     The attention kernels mask the padding columns."""
     return max(16, triton.next_power_of_2(d))
+
+
+# logf with CUDA's (and torch's) rounding: tl.log lowers to a fast approximation on NVIDIA,
+# which is off by far more than an ulp near 1. The interpreter has no libdevice (numpy's log).
+_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@triton.jit
+def log_ieee(x):
+    if _INTERPRET:
+        return tl.log(x)
+    else:
+        return libdevice.log(x)
 
 
 @triton.jit

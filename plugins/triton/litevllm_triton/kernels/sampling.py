@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor
+from litevllm_triton.kernels._common import check_tensor, log_ieee
 
 CHUNK = 2048  # logits per program step
 
@@ -105,7 +105,7 @@ def _draw(base, V, temp, key, pivot, tau, m, log_min_p, BLOCK: tl.constexpr):
         cols = start + offs
         s = _scaled(base, cols, V, temp)
         cand = (s > pivot) & (s >= tau) & (s - m >= log_min_p)
-        g = tl.where(cand, s - tl.log(-tl.log(_uniform(key, cols))), float("-inf"))
+        g = tl.where(cand, s - log_ieee(-log_ieee(_uniform(key, cols))), float("-inf"))
         new = g > best
         best = tl.where(new, g, best)
         best_i = tl.where(new, cols, best_i)
@@ -159,7 +159,7 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
             fin = s > NEG
             mn = tl.where(fin, tl.minimum(mn, s), mn)
             finite += fin.to(tl.int32)
-            g = s - tl.log(-tl.log(_uniform(key, cols)))
+            g = s - log_ieee(-log_ieee(_uniform(key, cols)))
             new = g > best
             best = tl.where(new, g, best)
             best_i = tl.where(new, cols, best_i)
@@ -171,7 +171,7 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
             tau = _top_k_threshold(base, V, temp, k, tl.min(mn, 0), m, BLOCK)
         top_p = tl.load(top_p_ptr + row)
         min_p = tl.load(min_p_ptr + row)
-        log_min_p = tl.where(min_p > 0, tl.log(tl.maximum(min_p, 1e-38)), NEG)
+        log_min_p = tl.where(min_p > 0, log_ieee(tl.maximum(min_p, 1e-38)), NEG)
         # a draw outside the kept set is the pivot of the next: every kept token lies above it
         sx = tl.math.div_rn(tl.load(base + token).to(tl.float32), temp)
         ok = (sx >= tau) & (sx - m >= log_min_p)
