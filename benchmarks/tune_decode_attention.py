@@ -62,8 +62,9 @@ def main():
     if a.quick:
         tiles = list(itertools.product((32, 64, 128), (4, 8), (3,)))
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
+    single = mod.BLOCK_N_SINGLE  # the one-split tile; a point's tile replaces both
     if a.splits_only:
-        tiles = [default]
+        tiles = [default, (single, *default[1:])]
     f = open(a.out, "a") if a.out else None
     for name, b, h, hkv, d, lo, hi in SHAPES:
         if a.shapes and name not in a.shapes.split(","):
@@ -73,6 +74,7 @@ def main():
         results = []
         for (bn, w, s), splits in itertools.product(tiles, sorted({auto, 1, 2, 4, 8, 16})):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
+            mod.BLOCK_N_SINGLE = bn if splits == 1 else single
             try:
                 us = time_point(args, splits)
             except Exception as e:  # out of shared memory etc.
@@ -81,11 +83,13 @@ def main():
                 continue
             row = {"shape": name, "tile": [bn, w, s], "splits": splits, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
-                   "default": (bn, w, s) == default and splits == auto}
+                   "default": splits == auto and (bn, w, s) == ((single, *default[1:])
+                                                                  if auto == 1 else default)}
             results.append(row)
             if f:
                 f.write(json.dumps(row) + "\n")
         mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = default
+        mod.BLOCK_N_SINGLE = single
         best = min(results, key=lambda r: r["us"])
         dflt = next(r for r in results if r["default"])
         print(json.dumps({"shape": name, "best": best, "default_us": dflt["us"],

@@ -227,9 +227,25 @@ def test_noise_matches_its_int64_definition():
     row = _fmix32_ref((_fmix32_ref(seeds & m) ^ (seeds >> 32) ^ (steps * 0x9E3779B1)) & m)
     cols = torch.arange(3001, dtype=torch.int64)
     x = _fmix32_ref(_fmix32_ref((cols[None, :] * 0x27D4EB2F + row[:, None]) & m) ^ row[:, None])
-    want = ((x >> 8).to(torch.float32) + 0.5) / (1 << 24)
+    want = ((x >> 9).to(torch.float32) + 0.5) / (1 << 23)
     got = uniform_noise(seeds, steps, 3001)
     assert torch.equal(got, want) and 0 < got.min() and got.max() < 1
+
+
+def test_filtered_tokens_are_never_drawn_at_the_top_of_the_noise_range():
+    """128 rows of a 151,936 vocab hold hashes at the top of the range: 24-bit noise rounded
+    those to u = 1.0, an infinite score, NaN on filtered tokens, which argmax took."""
+    from litevllm.ops import torch_ops
+    g = torch.Generator().manual_seed(151937)
+    b, v = 128, 151936
+    logits = torch.randn(b, v, generator=g) * torch.linspace(0.5, 8.0, b)[:, None]
+    seeds = torch.randint(0, 2**62, (b,), generator=g)
+    steps = torch.randint(0, 4096, (b,), generator=g)
+    assert torch_ops.uniform_noise(seeds, steps, v).max() < 1
+    top_k = torch.full((b,), 5)
+    tokens = torch_ops.sample(logits, torch.full((b,), 0.7), top_k, torch.ones(b), torch.zeros(b),
+                              torch.zeros(b, dtype=torch.bool), seeds, steps)
+    assert (logits.gather(1, tokens[:, None]) >= logits.topk(5).values[:, -1:]).all()
 
 
 def test_picker_steps_continue_the_noise_stream():
@@ -266,9 +282,9 @@ def test_filters_are_on_values_so_tied_tokens_share_a_fate():
 
 
 def test_picker_sends_filtered_rows_to_the_sample_op(monkeypatch):
-    """Rows with top-k / top-p / min-p sample through the registry's ``sample`` op (a fused
-    kernel on GPUs); temperature-only rows keep the eager path; LITEVLLM_FUSED_SAMPLING=0 keeps
-    the torch reference."""
+    """Random rows sample through the registry's ``sample`` op (a fused kernel on GPUs),
+    temperature-only ones too; LITEVLLM_FUSED_SAMPLING=0 keeps the torch reference, where
+    temperature-only rows skip the filters."""
     from litevllm.ops import torch_ops
     calls = []
 
@@ -281,7 +297,9 @@ def test_picker_sends_filtered_rows_to_the_sample_op(monkeypatch):
     seqs = seqs_for(SamplingParams(temperature=0.6, top_p=0.9), 3)
     assert torch.equal(Sampler([], Ops()).picker(seqs)(logits, 1),
                        Sampler([]).picker(seqs)(logits, 1)) and len(calls) == 1
-    Sampler([], Ops()).picker(seqs_for(SamplingParams(temperature=0.6), 3))(logits, 0)
+    plain = seqs_for(SamplingParams(temperature=0.6), 3)
+    assert torch.equal(Sampler([], Ops()).picker(plain)(logits, 0),
+                       Sampler([]).picker(plain)(logits, 0)) and len(calls) == 2
     monkeypatch.setenv("LITEVLLM_FUSED_SAMPLING", "0")
     Sampler([], Ops()).picker(seqs)(logits, 0)
-    assert len(calls) == 1
+    assert len(calls) == 2

@@ -146,8 +146,8 @@ class Sampler:
         ``j`` of a run over the same rows (row ``i``'s noise stream position is its output count
         plus ``j``). The rows' parameters cross to the device once per run, from pinned memory
         on CUDA, so no call waits for the device. ``greedy``: whether every row is greedy, if
-        the caller knows. Temperature-only rows take a few eager ops; rows with filters the
-        ``sample`` op (same tokens, one fused kernel where a plugin provides one)."""
+        the caller knows. Random rows take the ``sample`` op (one fused kernel where a plugin
+        provides one); on the torch reference, temperature-only rows skip the filters' sort."""
         if greedy is None:
             greedy = all(s.params.greedy for s in seqs)
         if greedy:
@@ -161,6 +161,7 @@ class Sampler:
         nucleus = any(p.top_p < 1 or p.min_p > 0 for p in params)
         min_top_k = min((p.top_k for p in params if p.top_k > 0), default=None)
         sample, on_device = self.sample, {}
+        fused = sample is not torch_ops.sample
 
         def pick(logits: torch.Tensor, j: int) -> torch.Tensor:
             dev, v = logits.device, logits.shape[-1]
@@ -170,7 +171,7 @@ class Sampler:
                         for t in (floats, ints)]
                 on_device[dev] = (*f, i[0].bool(), *i[1:])
             temp, top_p, min_p, is_greedy, top_k, seeds, steps = on_device[dev]
-            if nucleus or (min_top_k is not None and min_top_k < v):
+            if fused or nucleus or (min_top_k is not None and min_top_k < v):
                 return sample(logits, temp, top_k, top_p, min_p, is_greedy, seeds, steps + j)
             # Gumbel-max: argmax(x - log E), E ~ Exp(1), samples softmax(x), as argmax p/E does
             drawn = torch_ops.gumbel_max(logits / temp[:, None], seeds, steps + j)

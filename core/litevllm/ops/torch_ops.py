@@ -176,7 +176,9 @@ def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch
     cols = torch.arange(vocab, device=seeds.device, dtype=torch.int32)
     x = _fmix32_i32(cols[None, :] * _i32(0x27D4EB2F) + row)
     x = _fmix32_i32(x ^ row)
-    return (_shr(x, 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    # 23 bits: every (n + 0.5) / 2**23 is exact, so u < 1 (24 bits rounded n = 2**24 - 1 to 1.0:
+    # an infinite Gumbel score, NaN on a filtered token)
+    return (_shr(x, 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
 
 def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                   min_p: torch.Tensor) -> torch.Tensor:

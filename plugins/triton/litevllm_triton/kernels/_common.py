@@ -90,8 +90,8 @@ def padded_head_dim(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-# logf with CUDA's (and torch's) rounding: tl.log lowers to a fast approximation on NVIDIA,
-# which is off by far more than an ulp near 1. The interpreter has no libdevice (numpy's log).
+# logf as CUDA's (and torch's): tl.log's lowering is free to approximate. The interpreter has
+# no libdevice (numpy's log).
 _INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 

@@ -123,6 +123,9 @@ def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_o
 
 # tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
+# one split (large batches): twice the tokens per tile, head dims up to 128 (shared memory);
+# H200 sweep at 256 sequences: TinyLlama 91.7 -> 86.6 us, Qwen3-0.6B 278 -> 269 us
+BLOCK_N_SINGLE = 128
 # float32 (exact IEEE products, for parity tests): half the tile, no pipelining (shared memory)
 FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
 
@@ -166,6 +169,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     single = num_splits == 1
     fp32 = q.dtype == torch.float32
     block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
+    if single and not fp32 and block_d <= 128:
+        block_n = BLOCK_N_SINGLE
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,

@@ -45,7 +45,7 @@ def _uniform(key, cols):
     """``uniform_noise`` at token ids ``cols`` of the row with hash ``key``: (0, 1) float32."""
     x = _fmix32(cols.to(tl.uint32) * 0x27D4EB2F + key)
     x = _fmix32(x ^ key)
-    return ((x >> 8).to(tl.float32) + 0.5) * (1.0 / 16777216.0)
+    return ((x >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)
 
 
 @triton.jit
