@@ -77,6 +77,7 @@ for part in $parts; do
       runs=("" "--max-piecewise-graph-tokens 2048" "--no-async-scheduling" \
             "--temperature 0.6 --top-p 0.9")
       [ -n "${TPUT_SHORT:-}" ] && runs=("" "--temperature 0.6 --top-p 0.9")
+      [ -n "${TPUT_RUNS:-}" ] && IFS=';' read -ra runs <<< "$TPUT_RUNS"  # flag sets split by ';'
       # untimed: compiles the workload's kernel variants into the Triton cache of a fresh machine
       tp tinyllama-1.1b --num-prompts 96 2>/dev/null; [ -f "$OUT/tput.jsonl" ] && sed -i '$d' "$OUT/tput.jsonl"
       for flags in "${runs[@]}"; do tp tinyllama-1.1b $flags ${TPUT_ARGS:-}; done ;;
