@@ -217,7 +217,6 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]. Input
     tokens served from the prefix cache are reported apart and not counted as throughput.
     With ``temperature`` > 0 every request samples with its own seed."""
-    from litevllm import SamplingParams
     engine = llm.engine
     rng = random.Random(seed)
     in_lens = [input_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
@@ -225,11 +224,12 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
     params = [request_params(i, n, seed, temperature, top_p) for i, n in enumerate(out_lens)]
     # warm-up on prompts of the same shapes that are not timed (batched and chunked prefill,
-    # mixed steps, multi-step decode), so Triton compiles its shape variants outside the
-    # timed run and the timed prompts find nothing of theirs in the prefix cache
+    # mixed steps, multi-step decode, the run's sampling), so Triton compiles its variants
+    # outside the timed run and the timed prompts find nothing of theirs in the prefix cache
     warm = _random_prompts(random.Random(seed + 1), engine.hf_config.vocab_size,
                            in_lens[:min(32 if engine.device.type == "cuda" else 2, num_prompts)])
-    llm.generate(warm, [SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)] * len(warm))
+    llm.generate(warm, [request_params(i, 20, seed + 1, temperature, top_p)
+                        for i in range(len(warm))])
     _sync(llm)
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=progress)
