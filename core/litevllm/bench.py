@@ -224,10 +224,11 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
     params = [request_params(i, n, seed, temperature, top_p) for i, n in enumerate(out_lens)]
     # warm-up on prompts of the same shapes that are not timed (batched and chunked prefill,
-    # mixed steps, multi-step decode, the run's sampling), so Triton compiles its variants
+    # mixed steps, multi-step decode at the run's batch sizes: kernels' split counts and tiles
+    # follow the batch; the run's sampling), so Triton compiles its variants
     # outside the timed run and the timed prompts find nothing of theirs in the prefix cache
     warm = _random_prompts(random.Random(seed + 1), engine.hf_config.vocab_size,
-                           in_lens[:min(32 if engine.device.type == "cuda" else 2, num_prompts)])
+                           in_lens[:256 if engine.device.type == "cuda" else 2])
     llm.generate(warm, [request_params(i, 20, seed + 1, temperature, top_p)
                         for i in range(len(warm))])
     _sync(llm)
