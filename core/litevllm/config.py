@@ -17,6 +17,9 @@ _DTYPES = {"auto": None, "float32": "float32", "float": "float32", "fp32": "floa
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+_KV_CACHE_DTYPES = {"auto": None, "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn"}
+
+
 def _positive(inst, att, value):
     if value is not None and value <= 0:
         raise ValueError(f"{att.name} must be > 0, got {value!r}")
@@ -73,6 +76,13 @@ def resolve_dtype(dtype, config_dtype, device):
     return config_dtype if config_dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
 
 
+def resolve_kv_cache_dtype(kv_cache_dtype: str, dtype):
+    """The KV cache's torch dtype: the model's for "auto", float8_e4m3fn for "fp8"."""
+    import torch
+    name = _KV_CACHE_DTYPES[kv_cache_dtype]
+    return getattr(torch, name) if name else dtype
+
+
 @attrs.define
 class CacheConfig:
     block_size: int = opt(16, "Tokens per KV-cache block.", choices=(8, 16, 32, 64, 128))
@@ -85,6 +95,11 @@ class CacheConfig:
     enable_prefix_caching: bool = opt(True, "Disable prefix caching.", flags=("--no-prefix-caching",),
                                       param="no_prefix_caching", invert=True)
     num_gpu_blocks_override: int | None = opt(None, validator=_positive, cli=False)
+    # vLLM's --kv-cache-dtype: fp8 stores K/V as float8 e4m3 (x / scale, scales per layer from
+    # the checkpoint's self_attn.k_scale/v_scale, else 1.0): half the bytes, twice the blocks
+    kv_cache_dtype: str = opt("auto", "KV-cache dtype: auto (the model's) | fp8 (float8 e4m3, "
+                              "per-layer scales from the checkpoint, else 1.0).",
+                              choices=tuple(_KV_CACHE_DTYPES))
 
 
 # decode steps per host sync by default when decode replays CUDA graphs. H100, TinyLlama, same

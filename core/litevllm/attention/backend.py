@@ -22,6 +22,9 @@ class AttentionSpec:
     scale: float
     sliding_window: int | None = None   # keys with p - k >= window are masked
     logit_softcap: float | None = None  # scores = cap * tanh(scores / cap)
+    # float8 KV caches store k / k_scale and v / v_scale (per-tensor, from the checkpoint)
+    k_scale: float = 1.0
+    v_scale: float = 1.0
 
 
 @dataclass
@@ -44,9 +47,17 @@ class AttentionBackend:
     """Base class for attention backends. Subclasses set ``name`` and implement ``forward``."""
 
     name = "base"
+    # cache dtypes the backend can store besides the model's (e.g. torch.float8_e4m3fn)
+    kv_cache_dtypes: tuple = ()
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int):
+    def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
+                 kv_cache_dtype: torch.dtype | None = None):
         self.device, self.dtype, self.block_size = device, dtype, block_size
+        self.kv_cache_dtype = kv_cache_dtype or dtype
+        if self.kv_cache_dtype not in (dtype, *self.kv_cache_dtypes):
+            name = str(self.kv_cache_dtype).replace("torch.", "")
+            raise ValueError(f"attention backend '{self.name}' cannot store a {name} KV cache "
+                             f"on {device.type}; use kv_cache_dtype 'auto'")
 
     def kv_cache_shape(self, num_blocks: int, num_kv_heads: int, head_dim: int) -> tuple:
         """Shape of one layer's cache. Default: [2, num_blocks, block_size, Hkv, D]."""
@@ -54,7 +65,7 @@ class AttentionBackend:
 
     def allocate_kv_cache(self, num_blocks: int, num_kv_heads: int, head_dim: int) -> torch.Tensor:
         return torch.zeros(self.kv_cache_shape(num_blocks, num_kv_heads, head_dim),
-                           dtype=self.dtype, device=self.device)
+                           dtype=self.kv_cache_dtype, device=self.device)
 
     def prepare(self, meta: AttentionMetadata) -> AttentionMetadata:
         """Hook to add backend-private buffers to ``meta.extra`` once per step."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 import torch
 
 from litevllm.attention.backend import AttentionBackend, AttentionMetadata, AttentionSpec
-from litevllm.ops.torch_ops import reshape_and_cache
+from litevllm.ops.torch_ops import FP8_KV_DTYPES, gather_kv, reshape_and_cache
 
 
 def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                         block_tables: torch.Tensor, query_lens: list[int], seq_lens: list[int],
                         spec: AttentionSpec) -> torch.Tensor:
-    """q [T, H, D]; caches [num_blocks, block_size, Hkv, D]. Returns [T, H, D]."""
+    """q [T, H, D]; caches [num_blocks, block_size, Hkv, D] (float8 caches are dequantized with
+    ``spec.k_scale``/``spec.v_scale``). Returns [T, H, D]."""
     bs = k_cache.shape[1]
     group = spec.num_heads // spec.num_kv_heads
     out = torch.empty_like(q)
@@ -18,11 +19,11 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     for b, (ql, sl) in enumerate(zip(query_lens, seq_lens)):
         nblk = (sl + bs - 1) // bs
         blocks = block_tables[b, :nblk].long()
-        k = k_cache.index_select(0, blocks).flatten(0, 1)[:sl]  # [S, Hkv, D]
-        v = v_cache.index_select(0, blocks).flatten(0, 1)[:sl]
+        k = gather_kv(k_cache, blocks, spec.k_scale).flatten(0, 1)[:sl]  # [S, Hkv, D] float32
+        v = gather_kv(v_cache, blocks, spec.v_scale).flatten(0, 1)[:sl]
         qb = q[start:start + ql].float().transpose(0, 1)             # [H, ql, D]
-        k = k.float().transpose(0, 1).repeat_interleave(group, 0)    # [H, S, D]
-        v = v.float().transpose(0, 1).repeat_interleave(group, 0)
+        k = k.transpose(0, 1).repeat_interleave(group, 0)            # [H, S, D]
+        v = v.transpose(0, 1).repeat_interleave(group, 0)
         scores = (qb @ k.transpose(1, 2)) * spec.scale
         if spec.logit_softcap:
             scores = spec.logit_softcap * torch.tanh(scores / spec.logit_softcap)
@@ -52,8 +53,8 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     for lo in range(0, bsz, step):
         hi = min(bsz, lo + step)
         blocks = block_tables[lo:hi, :nblk].long()                        # [b, nblk]
-        k = k_cache[blocks].flatten(1, 2).float()                         # [b, S, Hkv, D]
-        v = v_cache[blocks].flatten(1, 2).float()
+        k = gather_kv(k_cache, blocks, spec.k_scale).flatten(1, 2)        # [b, S, Hkv, D]
+        v = gather_kv(v_cache, blocks, spec.v_scale).flatten(1, 2)
         qb = q[lo:hi].float().view(hi - lo, hkv, group, -1)              # [b, Hkv, G, D]
         scores = torch.einsum("bkgd,bskd->bkgs", qb, k) * spec.scale
         if spec.logit_softcap:
@@ -73,9 +74,11 @@ class TorchAttentionBackend(AttentionBackend):
     (decode batches in one batched pass)."""
 
     name = "torch"
+    kv_cache_dtypes = FP8_KV_DTYPES
 
     def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata):
-        reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
+        reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping, spec.k_scale,
+                          spec.v_scale)
         if meta.is_decode and meta.num_seqs > 1:
             out = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
                                          meta.seq_lens, meta.max_seq_len, spec)

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from litevllm.config import DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype
+from litevllm.config import (DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype,
+                             resolve_kv_cache_dtype)
 from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
@@ -88,8 +89,9 @@ class LLMEngine:
             log.warning("max_model_len=%d is beyond the model's max_position_embeddings=%d",
                         self.max_model_len, limit)
         self.ops = ops = Ops(config.kernels, self.device.type, manager)
+        self.kv_cache_dtype = resolve_kv_cache_dtype(config.cache.kv_cache_dtype, self.dtype)
         attn = pick_attention_backend(manager, config.kernels, self.device.type)(
-            self.device, self.dtype, config.cache.block_size)
+            self.device, self.dtype, config.cache.block_size, self.kv_cache_dtype)
         quant = self._quant_config(manager, fmt)
         fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
@@ -133,11 +135,12 @@ class LLMEngine:
         self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
         self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len,
                                        self.structured.valid_draft) if config.speculative else None
-        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB)",
+        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB, %s)",
                  self.device, str(self.dtype).replace("torch.", ""), attn.name,
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
                  self.num_blocks * config.cache.block_size,
-                 self.num_blocks * self.runner.bytes_per_block() / 2**20)
+                 self.num_blocks * self.runner.bytes_per_block() / 2**20,
+                 str(self.kv_cache_dtype).replace("torch.", ""))
 
     @property
     def kernels_in_use(self) -> dict[str, str]:

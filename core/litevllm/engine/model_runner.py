@@ -65,7 +65,7 @@ class ModelRunner:
     # KV cache --------------------------------------------------------------------------------
     def bytes_per_block(self) -> int:
         heads, dim = self.model.kv_shape()
-        itemsize = torch.empty((), dtype=self.attn.dtype).element_size()
+        itemsize = self.attn.kv_cache_dtype.itemsize  # float8: half of bf16, twice the blocks
         return 2 * self.block_size * heads * dim * itemsize * self.model.num_kv_layers()
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
@@ -81,8 +81,9 @@ class ModelRunner:
             return
         src = to_device(int_tensor([c[0] for c in copies]), self.device)
         dst = to_device(int_tensor([c[1] for c in copies]), self.device)
-        for cache in self.kv_caches:
-            cache[:, dst] = cache[:, src]
+        for cache in self.kv_caches:  # as bytes: any cache dtype (torch indexes few float8 ops)
+            raw = cache.view(torch.uint8)
+            raw[:, dst] = raw[:, src]
 
     # inputs ----------------------------------------------------------------------------------
     def release(self, seq_ids) -> None:

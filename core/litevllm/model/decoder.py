@@ -5,6 +5,8 @@ name; q/k/v and gate/up are fused through ``packed_modules``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -12,6 +14,7 @@ from litevllm.attention.backend import AttentionMetadata, AttentionSpec
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
 from litevllm.model.linear import LiteLinear
+from litevllm.ops.torch_ops import FP8_KV_DTYPES
 
 
 class LiteAttention(nn.Module):
@@ -55,6 +58,19 @@ class LiteAttention(nn.Module):
 
     def qk_norm(self, q: torch.Tensor, k: torch.Tensor):
         return q, k
+
+    def load_shard(self, attr: str, loaded: torch.Tensor, shard) -> None:
+        """The checkpoint's per-tensor KV-cache scales (``self_attn.k_scale``/``v_scale``, as
+        vLLM reads them), kept for a float8 cache; other tensors here are ignored."""
+        if attr not in ("k_scale", "v_scale") or self.attn.kv_cache_dtype not in FP8_KV_DTYPES:
+            return
+        if loaded.numel() != 1:
+            raise ValueError(f"only per-tensor KV scales are supported, got shape "
+                             f"{tuple(loaded.shape)}")
+        value = loaded.float().item()
+        if not value > 0:
+            raise ValueError(f"KV scale must be positive, got {value}")
+        self.spec = dataclasses.replace(self.spec, **{attr: value})
 
     # ---------------------------------------------------------------------------------------
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata):

@@ -80,17 +80,54 @@ def gated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return act(F.linear(x, weight, bias))
 
 
+# KV-cache dtypes stored quantized: x / scale, saturated to the dtype's range (per-tensor scales)
+FP8_KV_DTYPES = (torch.float8_e4m3fn,)
+
+
+def check_kv_scales(cache_dtype: torch.dtype, k_scale: float, v_scale: float) -> None:
+    """Scales other than 1.0 only go with a float8 cache; scales are positive."""
+    if not (k_scale > 0 and v_scale > 0):
+        raise ValueError(f"KV scales must be positive, got k_scale={k_scale}, v_scale={v_scale}")
+    if cache_dtype not in FP8_KV_DTYPES and (k_scale != 1.0 or v_scale != 1.0):
+        raise ValueError(f"KV scales other than 1.0 need a float8 cache, not {cache_dtype}")
+
+
+def quantize_kv(x: torch.Tensor, cache_dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """``x`` as a cache of ``cache_dtype`` stores it: float8 holds ``x / scale`` (in float32)
+    saturated to +-max (448 for e4m3), rounded to nearest; other dtypes a plain cast."""
+    if cache_dtype not in FP8_KV_DTYPES:
+        return x.to(cache_dtype)
+    top = torch.finfo(cache_dtype).max
+    return (x.float() / scale).clamp(-top, top).to(cache_dtype)
+
+
+def _raw(t: torch.Tensor) -> torch.Tensor:
+    """1-byte float caches as uint8 (torch indexes float8 on few devices); others as they are."""
+    return t.view(torch.uint8) if t.dtype in FP8_KV_DTYPES else t
+
+
+def gather_kv(cache: torch.Tensor, index: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``cache[index]`` in float32, dequantized (times ``scale``) for a float8 cache."""
+    out = _raw(cache)[index].view(cache.dtype).float()
+    return out * scale if cache.dtype in FP8_KV_DTYPES else out
+
+
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots.
+                      v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+                      k_scale: float = 1.0, v_scale: float = 1.0) -> None:
+    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots,
+    quantized for float8 caches (:func:`quantize_kv`; ``k_scale``/``v_scale`` must be 1.0
+    otherwise).
 
     Slots < 0 are skipped (padding).
     """
+    check_kv_scales(k_cache.dtype, k_scale, v_scale)
     keep = slot_mapping >= 0
     if not bool(keep.all()):
         key, value, slot_mapping = key[keep], value[keep], slot_mapping[keep]
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+    for x, cache, scale in ((key, k_cache, k_scale), (value, v_cache, v_scale)):
+        rows = _raw(cache.view(-1, *cache.shape[2:]))
+        rows.index_copy_(0, slot_mapping, _raw(quantize_kv(x, cache.dtype, scale)))
 
 
 def moe_route(router_logits: torch.Tensor, top_k: int, renormalize: bool,

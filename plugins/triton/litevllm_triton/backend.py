@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from litevllm.plugin_api import AttentionBackend, AttentionMetadata, AttentionSpec
+from litevllm.plugin_api import AttentionBackend, AttentionMetadata, AttentionSpec, torch_ops
+from litevllm_triton.kernels._common import device_name, fp8_supported
 from litevllm_triton.kernels.decode_attention import decode_attention
 from litevllm_triton.kernels.prefill_attention import prefill_attention
 from litevllm_triton.kernels.reshape_and_cache import reshape_and_cache
@@ -20,6 +21,15 @@ class TritonAttentionBackend(AttentionBackend):
 
     name = "triton"
     supports_cuda_graphs = True
+    kv_cache_dtypes = torch_ops.FP8_KV_DTYPES  # k / k_scale, v / v_scale in float8 e4m3
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
+                 kv_cache_dtype: torch.dtype | None = None):
+        super().__init__(device, dtype, block_size, kv_cache_dtype)
+        if self.kv_cache_dtype in torch_ops.FP8_KV_DTYPES and not fp8_supported(device):
+            raise ValueError(f"kv_cache_dtype fp8 needs an NVIDIA GPU of compute capability "
+                             f">= 8.9 with the triton backend, not {device_name(device)}; "
+                             f"use kv_cache_dtype 'auto'")
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -27,12 +37,14 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"q must be [T, {spec.num_heads}, {spec.head_dim}], "
                              f"got {tuple(q.shape)}")
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, spec.k_scale, spec.v_scale)
         if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
             out = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,
-                                   spec.scale, spec.sliding_window, spec.logit_softcap)
+                                   spec.scale, spec.sliding_window, spec.logit_softcap,
+                                   k_scale=spec.k_scale, v_scale=spec.v_scale)
         else:
             out = prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
                                     meta.seq_lens, meta.max_query_len, spec.scale,
-                                    spec.sliding_window, spec.logit_softcap)
+                                    spec.sliding_window, spec.logit_softcap,
+                                    k_scale=spec.k_scale, v_scale=spec.v_scale)
         return out.view(q.shape[0], -1)

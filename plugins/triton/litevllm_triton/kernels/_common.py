@@ -9,8 +9,11 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from litevllm.plugin_api import torch_ops
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
+CACHE_DTYPES = FLOAT_DTYPES + torch_ops.FP8_KV_DTYPES  # float8 caches hold x / scale
 
 
 def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
@@ -32,8 +35,8 @@ def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
 
 def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
     """Caches are [num_blocks, block_size, num_kv_heads, head_dim] with identical layouts."""
-    check_tensor("k_cache", k_cache, 4)
-    check_tensor("v_cache", v_cache, 4)
+    check_tensor("k_cache", k_cache, 4, dtypes=CACHE_DTYPES)
+    check_tensor("v_cache", v_cache, 4, dtypes=CACHE_DTYPES)
     if k_cache.shape != v_cache.shape or k_cache.stride() != v_cache.stride():
         raise ValueError(f"k_cache {tuple(k_cache.shape)}/{k_cache.stride()} and v_cache "
                          f"{tuple(v_cache.shape)}/{v_cache.stride()} must have the same shape "
@@ -43,19 +46,32 @@ def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
     bs = k_cache.shape[1]
     if not is_pow2(bs):
         raise ValueError(f"block_size must be a power of 2, got {bs}")
+    if k_cache.dtype in torch_ops.FP8_KV_DTYPES and not fp8_supported(k_cache.device):
+        raise ValueError(f"a float8 KV cache needs an NVIDIA GPU of compute capability >= 8.9 "
+                         f"(or the interpreter), not {device_name(k_cache.device)}")
+
+
+@functools.lru_cache(maxsize=None)
+def fp8_supported(device: torch.device) -> bool:
+    """Triton converts float8 e4m3 natively from sm_89 on (and in the CPU interpreter)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return (device.type == "cuda" and torch.version.hip is None
+            and torch.cuda.get_device_capability(device) >= (8, 9))
 
 
 def check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs: int,
-                           sliding_window, logit_softcap, out):
+                           sliding_window, logit_softcap, out, k_scale=1.0, v_scale=1.0):
     """Checks shared by the paged attention wrappers; returns ``out`` (allocated if None)."""
     check_paged_cache(k_cache, v_cache)
+    torch_ops.check_kv_scales(k_cache.dtype, k_scale, v_scale)
     dev = k_cache.device
     check_tensor("q", q, 3, device=dev)
     check_tensor("block_tables", block_tables, 2, dtypes=(torch.int32,), device=dev)
     check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,), device=dev)
     _, h, d = q.shape
     hkv, dc = k_cache.shape[2], k_cache.shape[3]
-    if q.dtype != k_cache.dtype:
+    if q.dtype != k_cache.dtype and k_cache.dtype not in torch_ops.FP8_KV_DTYPES:
         raise ValueError(f"q dtype {q.dtype} != cache dtype {k_cache.dtype}")
     if dc != d:
         raise ValueError(f"q head_dim {d} != cache head_dim {dc}")
@@ -101,6 +117,23 @@ def log_ieee(x):
         return tl.log(x)
     else:
         return libdevice.log(x)
+
+
+@triton.jit
+def to_fp8(x, scale, top, dtype: tl.constexpr):
+    """``x / scale`` (IEEE division, float32) saturated to +-``top`` and rounded to the nearest
+    (ties to even) float8 ``dtype``, as torch_ops.quantize_kv. The interpreter's cast drops the
+    carry when rounding up to the next power of 2: there the rounding to 3 mantissa bits (e4m3)
+    happens in float32 first, so its cast is exact."""
+    y = tl.math.div_rn(x.to(tl.float32), scale)
+    y = tl.minimum(tl.maximum(y, -top), top)
+    if _INTERPRET:
+        bits = y.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576  # ties to even at bit 20
+        sub = (y + 24576.0) - 24576.0  # subnormals (|y| < 2^-6): multiples of 2^-9
+        sub = tl.where(sub == 0.0, y * 0.0, sub)  # keep the sign of zero
+        y = tl.where(tl.abs(y) < 0.015625, sub, bits.to(tl.float32, bitcast=True))
+    return y.to(dtype)
 
 
 @triton.jit

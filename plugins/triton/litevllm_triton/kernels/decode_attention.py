@@ -7,6 +7,8 @@ Head dims that are not powers of 2 are padded to the next one with masks. The sp
 depends only on shapes (batch size, heads, block-table width), never on per-step values, so the
 launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves every batch
 size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
+A float8 cache is read as q's dtype, with k_scale folded into the softmax scale and v_scale
+applied to the partial output.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ MAX_SPLITS = 64
 def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
                          part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
                          stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
-                         stride_ot, stride_oh, num_heads, scale, softcap, window,
+                         stride_ot, stride_oh, num_heads, scale, v_scale, softcap, window,
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
@@ -71,8 +73,8 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
         kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
         kv_ok = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
-        v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
+        k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0).to(q.dtype)  # float8 -> q's
+        v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0).to(q.dtype)
         s = dot(q, tl.trans(k), IEEE)
         if USE_SOFTCAP:
             s = softcap * tanh(s * (scale / softcap)) * 1.4426950408889634
@@ -85,6 +87,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
+    acc = acc * v_scale  # float8 caches hold v / v_scale (1.0 otherwise)
 
     if SINGLE:  # one split: normalise and write the output, no merge kernel
         o = acc / tl.maximum(l_i, 1e-30)[:, None]  # empty sequence -> 0
@@ -143,16 +146,17 @@ def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
                      sliding_window: int | None = None, logit_softcap: float | None = None,
-                     out: torch.Tensor | None = None, num_splits: int | None = None
-                     ) -> torch.Tensor:
-    """One query token per sequence: q [B, H, D] over caches [num_blocks, block_size, Hkv, D].
+                     out: torch.Tensor | None = None, num_splits: int | None = None,
+                     k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
+    """One query token per sequence: q [B, H, D] over caches [num_blocks, block_size, Hkv, D]
+    of q's dtype or float8 (holding k / k_scale, v / v_scale).
 
     block_tables [B, max_blocks] int32, seq_lens [B] int32 (including the current token;
     0 gives a zero output). ``num_splits`` (power of 2) defaults to a choice from static
     shapes. Writes and returns ``out`` [B, H, D]. No host synchronisation.
     """
     out = check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, seq_lens.shape[0],
-                                 sliding_window, logit_softcap, out)
+                                 sliding_window, logit_softcap, out, k_scale, v_scale)
     b, h, d = q.shape
     if seq_lens.shape[0] != b:
         raise ValueError(f"decode needs one query row per sequence: q has {b} rows, "
@@ -178,8 +182,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _decode_split_kernel[(b, hkv, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc, out,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale),
-        float(logit_softcap or 1.0), int(sliding_window or 0),
+        block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
+        float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, PDL=pdl_enabled(dev),

@@ -6,6 +6,8 @@ Sequence b owns query rows ``query_start_loc[b]:query_start_loc[b+1]`` at absolu
 its block table. One program handles one tile of BLOCK_Q query rows of one sequence for all
 GROUP query heads that share a KV head: the M dimension of the tile is (query row, head in group),
 so GQA/MQA reads each KV tile once and short (decode) rows still fill the matrix units.
+A float8 cache is read as q's dtype, with k_scale folded into the softmax scale and v_scale
+applied to the output.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
     else:
         k = tl.load(k_base + kv_off)
         v = tl.load(v_base + kv_off)
+    k = k.to(q.dtype)  # float8 caches -> q's dtype
+    v = v.to(q.dtype)
 
     s = dot(q, tl.trans(k), IEEE)
     if USE_SOFTCAP:
@@ -67,7 +71,7 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, num_seqs,
                     stride_qt, stride_qh, stride_ot, stride_oh,
                     stride_cb, stride_cs, stride_ch, stride_bt,
-                    scale, softcap, window,
+                    scale, v_scale, softcap, window,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                     PAGE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -141,7 +145,7 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
                                      USE_SOFTCAP, IEEE)
 
-    out = acc / l_i[:, None]
+    out = acc * v_scale / l_i[:, None]  # float8 caches hold v / v_scale (1.0 otherwise)
     o_ptrs = out_ptr + (q_rows * stride_ot + head * stride_oh)[:, None] + offs_d[None, :]
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=io_ok)
 
@@ -162,8 +166,10 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
                       block_tables: torch.Tensor, query_start_loc: torch.Tensor,
                       seq_lens: torch.Tensor, max_query_len: int, scale: float,
                       sliding_window: int | None = None, logit_softcap: float | None = None,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
-    """Causal attention of q [T, H, D] over caches [num_blocks, block_size, Hkv, D].
+                      out: torch.Tensor | None = None, k_scale: float = 1.0,
+                      v_scale: float = 1.0) -> torch.Tensor:
+    """Causal attention of q [T, H, D] over caches [num_blocks, block_size, Hkv, D] of q's dtype
+    or float8 (holding k / k_scale, v / v_scale).
 
     block_tables [B, max_blocks] int32, query_start_loc [B+1] int32, seq_lens [B] int32
     (context length including this step's tokens). ``max_query_len`` only sizes the tiles.
@@ -171,7 +177,7 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     """
     num_seqs = seq_lens.shape[0]
     out = check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, num_seqs,
-                                 sliding_window, logit_softcap, out)
+                                 sliding_window, logit_softcap, out, k_scale, v_scale)
     check_tensor("query_start_loc", query_start_loc, 1, dtypes=(torch.int32,), device=q.device)
     if query_start_loc.shape[0] != num_seqs + 1:
         raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, "
@@ -191,7 +197,8 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         q, k_cache, v_cache, out, block_tables, query_start_loc, seq_lens, num_seqs,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        float(scale), float(logit_softcap or 1.0), int(sliding_window or 0),
+        float(scale) * k_scale, float(v_scale), float(logit_softcap or 1.0),
+        int(sliding_window or 0),
         GROUP=group, HEAD_DIM=d, BLOCK_D=block_d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q,
         BLOCK_N=block_n,
         USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),

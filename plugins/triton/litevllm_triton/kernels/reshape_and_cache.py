@@ -1,19 +1,22 @@
-"""Scatter new keys/values into the paged cache: one program per token."""
+"""Scatter new keys/values into the paged cache: one program per token. A float8 cache
+stores ``x / scale`` saturated to the dtype's range (torch_ops.quantize_kv)."""
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_paged_cache, check_tensor
+from litevllm.plugin_api import torch_ops
+from litevllm_triton.kernels._common import check_paged_cache, check_tensor, to_fp8
 
 
 @triton.jit
 def _reshape_and_cache_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
                               stride_kt, stride_kh, stride_vt, stride_vh,
                               stride_cb, stride_cs, stride_ch,
-                              num_kv_heads, head_dim,
-                              PAGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+                              num_kv_heads, head_dim, k_scale, v_scale,
+                              PAGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+                              FP8_MAX: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + t).to(tl.int64)
     if slot < 0:  # padding token
@@ -24,18 +27,29 @@ def _reshape_and_cache_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot
     dst = (slot // PAGE) * stride_cb + (slot % PAGE) * stride_cs + heads * stride_ch + dims
     k = tl.load(key_ptr + t * stride_kt + heads * stride_kh + dims, mask=ok)
     v = tl.load(value_ptr + t * stride_vt + heads * stride_vh + dims, mask=ok)
+    if FP8_MAX > 0:  # a float8 cache
+        k = to_fp8(k, k_scale, FP8_MAX, k_cache_ptr.dtype.element_ty)
+        v = to_fp8(v, v_scale, FP8_MAX, v_cache_ptr.dtype.element_ty)
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=ok)
     tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=ok)
 
 
+def fp8_max(dtype: torch.dtype) -> float:
+    """The saturation bound of a float8 cache dtype (448 for e4m3), 0 for other dtypes."""
+    return float(torch.finfo(dtype).max) if dtype in torch_ops.FP8_KV_DTYPES else 0.0
+
+
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots.
+                      v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+                      k_scale: float = 1.0, v_scale: float = 1.0) -> None:
+    """Write key/value [T, Hkv, D] into caches [num_blocks, block_size, Hkv, D] at flat slots;
+    float8 caches store ``key / k_scale`` and ``value / v_scale`` (scales 1.0 otherwise).
 
     ``slot_mapping`` [T] (int64 or int32): slot = block * block_size + offset; slots < 0 are
     skipped. key/value may be strided views; their last dim must be contiguous.
     """
     check_paged_cache(k_cache, v_cache)
+    torch_ops.check_kv_scales(k_cache.dtype, k_scale, v_scale)
     check_tensor("key", key, 3, device=k_cache.device)
     check_tensor("value", value, 3, device=k_cache.device)
     check_tensor("slot_mapping", slot_mapping, 1, dtypes=(torch.int32, torch.int64),
@@ -55,5 +69,5 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), hkv, d,
-        PAGE=k_cache.shape[1], BLOCK_H=triton.next_power_of_2(hkv),
-        BLOCK_D=triton.next_power_of_2(d), num_warps=4)
+        float(k_scale), float(v_scale), PAGE=k_cache.shape[1], BLOCK_H=triton.next_power_of_2(hkv),
+        BLOCK_D=triton.next_power_of_2(d), FP8_MAX=fp8_max(k_cache.dtype), num_warps=4)

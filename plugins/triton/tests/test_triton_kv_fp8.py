@@ -1,0 +1,123 @@
+"""A float8 (e4m3) KV cache: the write kernel stores the same bytes as the torch reference
+(the interpreter's own float8 cast is worked around in _common.to_fp8), and the attention
+kernels read it as the reference does."""
+import dataclasses
+
+import pytest
+import torch
+from triton_test_utils import TOL, make_paged_batch
+
+from litevllm.plugin_api import AttentionSpec, TorchAttentionBackend, paged_attention_ref
+from litevllm.plugin_api import torch_ops as ref
+from litevllm_triton import kernels
+from litevllm_triton.backend import TritonAttentionBackend
+
+FP8 = torch.float8_e4m3fn
+DTYPES = [torch.float32, torch.float16]
+SCALES = [(1.0, 1.0), (0.37, 2.5)]
+
+
+def _fp8_batch(qlens, slens, hkv, d, bs, k_scale, v_scale):
+    """make_paged_batch's layout with float8 caches holding random k / k_scale, v / v_scale."""
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch(qlens, slens, hkv, d, bs, torch.float32)
+    return (ref.quantize_kv(k_cache * 3, FP8, k_scale), ref.quantize_kv(v_cache, FP8, v_scale),
+            bt, qsl, sl)
+
+
+def _spec(h, hkv, d, k_scale, v_scale, window=None, cap=None):
+    return AttentionSpec(h, hkv, d, scale=d ** -0.5, sliding_window=window, logit_softcap=cap,
+                         k_scale=k_scale, v_scale=v_scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k_scale,v_scale", SCALES)
+def test_write_matches_reference_bytes(dtype, k_scale, v_scale):
+    num_blocks, bs, hkv, d, t = 6, 8, 2, 32, 30
+    key = torch.randn(t, hkv, d) * 40
+    key[0, 0, :4] = torch.tensor([1e4, -1e4, 447.9 * k_scale, 3e-3 * k_scale])  # saturation
+    key, value = key.to(dtype), (torch.randn(t, hkv, d) * 0.05).to(dtype)
+    slots = torch.randperm(num_blocks * bs)[:t]
+    slots[3] = -1  # padding
+    cache = torch.zeros(2, num_blocks, bs, hkv, d, dtype=FP8)
+    want = cache.clone()
+    kernels.reshape_and_cache(key, value, cache[0], cache[1], slots, k_scale, v_scale)
+    ref.reshape_and_cache(key, value, want[0], want[1], slots, k_scale, v_scale)
+    assert torch.equal(cache.view(torch.uint8), want.view(torch.uint8))
+    stored = cache[0].view(-1, hkv, d)[slots[0]].float() * k_scale
+    assert stored[0, :4].tolist() == pytest.approx([448 * k_scale, -448 * k_scale,
+                                                    448 * k_scale, 2 ** -8 * k_scale])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k_scale,v_scale", SCALES)
+@pytest.mark.parametrize("case", [(4, 2, 32, 16, None, None), (6, 2, 48, 8, 24, 20.0)])
+def test_prefill_reads_fp8_cache(dtype, k_scale, v_scale, case):
+    h, hkv, d, bs, window, cap = case
+    qlens, slens = [37, 1, 20, 5], [37, 50, 90, 133]
+    k_cache, v_cache, bt, qsl, sl = _fp8_batch(qlens, slens, hkv, d, bs, k_scale, v_scale)
+    spec = _spec(h, hkv, d, k_scale, v_scale, window, cap)
+    q = torch.randn(sum(qlens), h, d, dtype=dtype)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, slens, spec)
+    got = kernels.prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(qlens), spec.scale,
+                                    window, cap, k_scale=k_scale, v_scale=v_scale)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k_scale,v_scale", SCALES)
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits):
+    h, hkv, d, bs = 4, 1, 32, 16
+    slens = [1, 17, 100, 250]
+    k_cache, v_cache, bt, _, sl = _fp8_batch([1] * 4, slens, hkv, d, bs, k_scale, v_scale)
+    spec = _spec(h, hkv, d, k_scale, v_scale)
+    q = torch.randn(4, h, d, dtype=dtype)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * 4, slens, spec)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale,
+                                   num_splits=num_splits, k_scale=k_scale, v_scale=v_scale)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_backend_matches_torch_backend_on_fp8_cache():
+    """Chunked prefill then decodes through both backends with float8 caches: same bytes in
+    the cache after every step, same outputs."""
+    h, hkv, d, bs, dtype = 4, 2, 32, 8, torch.float16
+    spec = dataclasses.replace(_spec(h, hkv, d, 0.5, 1.5), logit_softcap=30.0)
+    ours = TritonAttentionBackend(torch.device("cpu"), dtype, bs, FP8)
+    theirs = TorchAttentionBackend(torch.device("cpu"), dtype, bs, FP8)
+    cache = ours.allocate_kv_cache(6, hkv, d)
+    assert cache.dtype == FP8 and cache.shape == (2, 6, bs, hkv, d)
+    ref_cache = theirs.allocate_kv_cache(6, hkv, d)
+    bt = torch.randperm(6).to(torch.int32)[None, :4]
+    for ql, s in [(12, 12), (9, 21), (1, 22), (1, 23)]:
+        pos = torch.arange(s - ql, s)
+        slots = bt[0, pos // bs].long() * bs + pos % bs
+        meta = _meta(ql, s, bt, slots)
+        q, k, v = (torch.randn(ql, n, d, dtype=dtype) * 4 for n in (h, hkv, hkv))
+        got = ours.forward(spec, q, k, v, cache, meta)
+        want = theirs.forward(spec, q, k, v, ref_cache, meta)
+        assert torch.equal(cache.view(torch.uint8), ref_cache.view(torch.uint8))
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def _meta(ql, s, bt, slots):
+    from litevllm.plugin_api import AttentionMetadata
+    return AttentionMetadata(slot_mapping=slots, query_start_loc=torch.tensor([0, ql], dtype=torch.int32),
+                             seq_lens=torch.tensor([s], dtype=torch.int32), block_tables=bt,
+                             max_query_len=ql, max_seq_len=s, num_seqs=1, is_decode=ql == 1,
+                             query_lens_cpu=[ql], seq_lens_cpu=[s])
+
+
+def test_fp8_input_errors():
+    k_cache, v_cache, bt, _, sl = _fp8_batch([1], [5], 1, 16, 16, 1.0, 1.0)
+    q = torch.randn(1, 2, 16)
+    with pytest.raises(ValueError, match="positive"):
+        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 1.0, k_scale=0.0)
+    bf_k, bf_v, *_ = make_paged_batch([1], [5], 1, 16, 16, torch.float32)
+    with pytest.raises(ValueError, match="need a float8 cache"):
+        kernels.decode_attention(q, bf_k, bf_v, bt, sl, 1.0, v_scale=2.0)
+    with pytest.raises(ValueError, match="need a float8 cache"):
+        kernels.reshape_and_cache(q[:, :1], q[:, :1], bf_k, bf_v, torch.zeros(1, dtype=torch.int64),
+                                  2.0, 1.0)
+    with pytest.raises(ValueError, match="share a dtype"):
+        kernels.decode_attention(q, k_cache, bf_v, bt, sl, 1.0)
