@@ -94,6 +94,7 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
     return {
         "device": _device_name(llm), "dtype": str(engine.dtype).replace("torch.", ""),
         "kernels": engine.config.kernels, "attention": engine.runner.attn.name,
+        **_kv_cache_facts(engine),
         "cuda_graphs": bool(engine.runner.graphs), "scheduler_steps": engine.num_scheduler_steps,
         "batch_size": batch_size, "input_len": input_len, "output_len": output_len,
         "prefill_ms": prefill_ms, "decode_ms_per_step": step_ms,
@@ -103,6 +104,11 @@ def measure_latency(llm, batch_size: int, input_len: int, output_len: int, num_i
         "peak_memory_gib": _peak_memory_gib(llm),
         "graph_capture_s": engine.runner.capture_seconds,
     }
+
+
+def _kv_cache_facts(engine) -> dict:
+    return {"kv_cache_dtype": str(engine.kv_cache_dtype).replace("torch.", ""),
+            "kv_cache_tokens": engine.num_blocks * engine.config.cache.block_size}
 
 
 def show_progress(no_progress: bool) -> bool:
@@ -249,7 +255,7 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
         "input_tokens_computed": computed, "input_tokens_cached": cached,
         "ttft_ms_median": statistics.median(ttft) * 1e3, "itl_ms_mean": statistics.mean(itl) * 1e3,
         "prefix_cache_hit_rate": cached / max(1, sum(in_lens)),
-        "peak_memory_gib": _peak_memory_gib(llm),
+        "peak_memory_gib": _peak_memory_gib(llm), **_kv_cache_facts(engine),
         "scheduler_steps": engine.num_scheduler_steps, "async_scheduling": engine.async_scheduling,
         "temperature": temperature, "top_p": top_p,
         **{k: v for k, v in engine.stats().items() if k.startswith("spec_")},

@@ -1,0 +1,175 @@
+"""kv_cache_dtype="fp8": a float8 e4m3 KV cache with per-layer scales (torch reference, CPU).
+
+The expectation comes from transformers with its attention fed K/V through the same fp8 round
+trip (x / scale saturated to +-448, cast to float8 e4m3 by torch, times scale): no litevllm
+code. Both sides compute in float32 on the same weights; what differs is the summation order
+(~1e-6), which flips an fp8 rounding only when a value sits on a rounding boundary. Logprobs
+then agree to 2e-4 (the float32 HF-parity tolerance of test_parity_llama), while the same
+engine differs from unquantized HF by far more: the cache really holds fp8.
+"""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from litevllm import LLM, SamplingParams
+from litevllm.testing import logprob_rows
+
+FP8 = torch.float8_e4m3fn
+PROMPTS = [[5, 17, 99, 3, 250, 42, 7, 8, 9, 10, 11, 120, 130, 140, 150, 160, 170, 180, 190, 200],
+           [300, 12, 77], list(range(1, 31))]
+MAX_TOKENS = 10
+SCALES = {}  # layer index -> (k_scale, v_scale) for the HF reference; empty: 1.0
+
+
+def _fp8_round_trip(x, scale):
+    return (x.float() / scale).clamp(-448, 448).to(FP8).float() * scale
+
+
+def _fp8_attention(module, query, key, value, *args, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    ks, vs = SCALES.get(module.layer_idx, (1.0, 1.0))
+    return sdpa_attention_forward(module, query, _fp8_round_trip(key, ks),
+                                  _fp8_round_trip(value, vs), *args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def hf_fp8(llama_dir):
+    from transformers import AttentionInterface, AutoModelForCausalLM
+    AttentionInterface.register("litevllm_test_fp8_kv", _fp8_attention)
+    return AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32,
+                                                attn_implementation="litevllm_test_fp8_kv").eval()
+
+
+def _engine(path, **kw):
+    opts = dict(dtype="float32", device="cpu", kernels="torch", block_size=8,
+                max_model_len=256, seed=0)
+    return LLM(str(path), **{**opts, **kw})
+
+
+def _generate(llm, vocab):
+    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
+                            logprobs=vocab)
+    return llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
+
+
+def _check_against(hf, outs, vocab):
+    """Greedy tokens are the reference's argmax (teacher forced), logprobs within 2e-4."""
+    for prompt, out in zip(PROMPTS, outs):
+        gen = out.outputs[0].token_ids
+        with torch.no_grad():
+            ref = hf(torch.tensor([prompt + gen])).logits[0].log_softmax(-1)
+        ref = ref[len(prompt) - 1:-1]
+        assert gen == ref.argmax(-1).tolist()
+        torch.testing.assert_close(logprob_rows(out.outputs[0].logprobs, vocab), ref,
+                                   atol=2e-4, rtol=1e-4)
+
+
+def _max_distance(hf, outs, vocab):
+    worst = 0.0
+    for prompt, out in zip(PROMPTS, outs):
+        gen = out.outputs[0].token_ids
+        with torch.no_grad():
+            ref = hf(torch.tensor([prompt + gen])).logits[0].log_softmax(-1)[len(prompt) - 1:-1]
+        worst = max(worst, float((logprob_rows(out.outputs[0].logprobs, vocab) - ref).abs().max()))
+    return worst
+
+
+def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_fp8, hf_model, vocab_size):
+    SCALES.clear()
+    for prefix_caching in (False, True):  # prefix hits read fp8 blocks written earlier
+        llm = _engine(llama_dir, kv_cache_dtype="fp8", enable_prefix_caching=prefix_caching)
+        outs = _generate(llm, vocab_size)
+        caches = llm.engine.runner.kv_caches
+        assert caches[0].dtype == FP8 and caches[0].element_size() == 1
+        assert bool((caches[0].view(torch.uint8) != 0).any())  # K/V were written as fp8 bytes
+        _check_against(hf_fp8, outs, vocab_size)
+    assert _max_distance(hf_model(llama_dir), outs, vocab_size) > 0.05  # really quantized
+
+
+def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, hf_fp8, vocab_size):
+    """``model.layers.N.self_attn.k_scale``/``v_scale`` (vLLM's layout) set the layer's scales
+    for an fp8 cache and are ignored by an "auto" cache."""
+    path = tmp_path / "scaled"
+    path.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (llama_dir / f).is_file():
+            (path / f).write_text((llama_dir / f).read_text())
+    tensors = load_file(llama_dir / "model.safetensors")
+    layers = json.loads((llama_dir / "config.json").read_text())["num_hidden_layers"]
+    SCALES.clear()
+    f32 = [float(torch.tensor(x)) for x in (0.01, 0.004, 0.02, 0.012)]  # as stored: float32
+    SCALES.update({i: (f32[2 * i], f32[2 * i + 1]) for i in range(layers)})
+    for i, (ks, vs) in SCALES.items():
+        tensors[f"model.layers.{i}.self_attn.k_scale"] = torch.tensor(ks)
+        tensors[f"model.layers.{i}.self_attn.v_scale"] = torch.tensor(vs)
+    save_file(tensors, path / "model.safetensors")
+    llm = _engine(path, kv_cache_dtype="fp8")
+    layer_scales = {i: (layer.self_attn.spec.k_scale, layer.self_attn.spec.v_scale)
+                    for i, layer in enumerate(llm.engine.model.model.layers)}
+    assert layer_scales == SCALES
+    outs = _generate(llm, vocab_size)
+    _check_against(hf_fp8, outs, vocab_size)
+    SCALES.clear()
+    assert _max_distance(hf_fp8, outs, vocab_size) > 0.05  # scales 1.0 would be another model
+    auto = _engine(path)
+    assert {layer.self_attn.spec.k_scale for layer in auto.engine.model.model.layers} == {1.0}
+
+
+def test_fp8_doubles_the_blocks(llama_dir):
+    """Bytes per block follow the element size: 2x the blocks of a 16-bit cache."""
+    kw = dict(dtype="bfloat16", cpu_kv_cache_gib=0.001)
+    half = _engine(llama_dir, **kw).engine
+    fp8 = _engine(llama_dir, kv_cache_dtype="fp8", **kw).engine
+    assert fp8.runner.bytes_per_block() * 2 == half.runner.bytes_per_block()
+    assert fp8.num_blocks == 2 * half.num_blocks
+    assert half.runner.kv_caches[0].dtype == torch.bfloat16
+    # the same memory budget holds twice the tokens
+    assert fp8.runner.kv_caches[0].nbytes == pytest.approx(half.runner.kv_caches[0].nbytes,
+                                                           rel=0.01)
+
+
+def test_copy_blocks_copies_fp8_bytes(llama_dir):
+    runner = _engine(llama_dir, kv_cache_dtype="fp8", cpu_kv_cache_gib=0.001).engine.runner
+    for cache in runner.kv_caches:
+        cache.view(torch.uint8).copy_(torch.randint(0, 120, cache.shape, dtype=torch.uint8))
+    before = [c.clone() for c in runner.kv_caches]
+    runner.copy_blocks([(3, 7), (5, 1)])
+    for old, new in zip(before, runner.kv_caches):
+        assert torch.equal(new[:, 7].view(torch.uint8), old[:, 3].view(torch.uint8))
+        assert torch.equal(new[:, 1].view(torch.uint8), old[:, 5].view(torch.uint8))
+
+
+def test_bad_kv_cache_dtype_is_one_line_error(llama_dir):
+    with pytest.raises(ValueError, match=r"^kv_cache_dtype must be one of auto, fp8, fp8_e4m3; "
+                                         r"got 'int4'$"):
+        _engine(llama_dir, kv_cache_dtype="int4")
+
+
+def test_backend_without_fp8_says_so():
+    from litevllm.attention.backend import AttentionBackend
+
+    class Plain(AttentionBackend):
+        name = "plain"
+    with pytest.raises(ValueError, match="^attention backend 'plain' cannot store a "
+                                         "float8_e4m3fn KV cache on cpu; use kv_cache_dtype 'auto'$"):
+        Plain(torch.device("cpu"), torch.float16, 16, FP8)
+    assert Plain(torch.device("cpu"), torch.float16, 16).kv_cache_dtype == torch.float16
+
+
+def test_cli_option(llama_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from litevllm.cli import cli
+    r = CliRunner().invoke(cli, ["run", "--model", str(llama_dir), "--prompt", "x",
+                                 "--kv-cache-dtype", "int4"])
+    assert r.exit_code == 2 and "Invalid value for '--kv-cache-dtype': 'int4' is not one of " \
+                                "'auto', 'fp8', 'fp8_e4m3'" in r.output
+    out = tmp_path / "tp.json"
+    r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir), "--load-format",
+                                 "dummy", "--num-prompts", "4", "--min-len", "4", "--max-len", "24",
+                                 "--kv-cache-dtype", "fp8", "--json-out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["kv_cache_dtype"] == "float8_e4m3fn" and data["output_tok_per_s"] > 0
