@@ -2,7 +2,7 @@
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
 #                                    throughput|tput|models|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
-#                                    sampling ...]
+#                                    sampling|kvfp8 ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -28,6 +28,11 @@ d = json.load(open("/tmp/tp.json")); d["run"] = sys.argv[1]; print(json.dumps(d)
 print(f"{d['run']}: {d['output_tok_per_s']:.0f} out tok/s, TTFT median {d['ttft_ms_median']:.0f} ms,"
       f" {d['elapsed_s']:.2f} s", file=sys.stderr)
 PY
+}
+warm() {  # an untimed tp run (compiles the run's kernel variants); its line is dropped
+  local n; n=$(cat "$OUT/tput.jsonl" 2>/dev/null | wc -l)
+  tp "$@" --num-prompts 96 > /dev/null 2>&1
+  [ "$(cat "$OUT/tput.jsonl" 2>/dev/null | wc -l)" -gt "$n" ] && sed -i '$d' "$OUT/tput.jsonl"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for part in $parts; do
@@ -81,6 +86,16 @@ for part in $parts; do
       # untimed: compiles the workload's kernel variants into the Triton cache of a fresh machine
       tp tinyllama-1.1b --num-prompts 96 2>/dev/null; [ -f "$OUT/tput.jsonl" ] && sed -i '$d' "$OUT/tput.jsonl"
       for flags in "${runs[@]}"; do tp tinyllama-1.1b $flags ${TPUT_ARGS:-}; done ;;
+    kvfp8)  # issue 16: the fp8 KV cache's GPU tests, then throughput with and without it
+      timeout ${KVFP8_TESTS_S:-240} python3 -m pytest -v -p no:cacheprovider \
+          tests/gpu/test_kv_cache_fp8_gpu.py > "$OUT/kvfp8_tests.log" 2>&1
+      grep -E " (FAILED|ERROR) |^(FAILED|ERROR) |passed|failed" "$OUT/kvfp8_tests.log" | tail -20
+      for m in ${KVFP8_MODELS:-qwen3-0.6b tinyllama-1.1b}; do
+        for kv in auto fp8; do
+          warm $m --kv-cache-dtype $kv
+          tp $m --kv-cache-dtype $kv ${TPUT_ARGS:-}
+        done
+      done ;;
     sampling)  # issue 16: the sample op, torch reference vs fused, then greedy vs sampled
                # (fused, and LITEVLLM_FUSED_SAMPLING=0) end to end
       timeout ${SAMPLING_S:-150} python3 benchmarks/bench_sampling.py ${SAMPLING_ARGS:-} \

@@ -1,11 +1,12 @@
 """kv_cache_dtype="fp8": a float8 e4m3 KV cache with per-layer scales (torch reference, CPU).
 
-The expectation comes from transformers with its attention fed K/V through the same fp8 round
-trip (x / scale saturated to +-448, cast to float8 e4m3 by torch, times scale): no litevllm
-code. Both sides compute in float32 on the same weights; what differs is the summation order
-(~1e-6), which flips an fp8 rounding only when a value sits on a rounding boundary. Logprobs
-then agree to 2e-4 (the float32 HF-parity tolerance of test_parity_llama), while the same
-engine differs from unquantized HF by far more: the cache really holds fp8.
+The expectation is transformers with its attention fed K/V through the same fp8 round trip
+(x / scale saturated to +-448, cast to float8 e4m3 by torch, times scale;
+litevllm.testing.fp8_kv): no engine code. Both sides compute in float32 on the same weights;
+what differs is the summation order (~1e-6), which flips an fp8 rounding only when a value sits
+on a rounding boundary. Logprobs then agree to 2e-4 (the float32 HF-parity tolerance of
+test_parity_llama), while the same engine differs from unquantized HF by far more: the cache
+really holds fp8.
 """
 import json
 
@@ -15,31 +16,12 @@ from safetensors.torch import load_file, save_file
 
 from litevllm import LLM, SamplingParams
 from litevllm.testing import logprob_rows
+from litevllm.testing.fp8_kv import hf_with_fp8_kv
 
 FP8 = torch.float8_e4m3fn
 PROMPTS = [[5, 17, 99, 3, 250, 42, 7, 8, 9, 10, 11, 120, 130, 140, 150, 160, 170, 180, 190, 200],
            [300, 12, 77], list(range(1, 31))]
 MAX_TOKENS = 10
-SCALES = {}  # layer index -> (k_scale, v_scale) for the HF reference; empty: 1.0
-
-
-def _fp8_round_trip(x, scale):
-    return (x.float() / scale).clamp(-448, 448).to(FP8).float() * scale
-
-
-def _fp8_attention(module, query, key, value, *args, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    ks, vs = SCALES.get(module.layer_idx, (1.0, 1.0))
-    return sdpa_attention_forward(module, query, _fp8_round_trip(key, ks),
-                                  _fp8_round_trip(value, vs), *args, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def hf_fp8(llama_dir):
-    from transformers import AttentionInterface, AutoModelForCausalLM
-    AttentionInterface.register("litevllm_test_fp8_kv", _fp8_attention)
-    return AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32,
-                                                attn_implementation="litevllm_test_fp8_kv").eval()
 
 
 def _engine(path, **kw):
@@ -76,8 +58,8 @@ def _max_distance(hf, outs, vocab):
     return worst
 
 
-def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_fp8, hf_model, vocab_size):
-    SCALES.clear()
+def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_model, vocab_size):
+    hf_fp8 = hf_with_fp8_kv(llama_dir)
     for prefix_caching in (False, True):  # prefix hits read fp8 blocks written earlier
         llm = _engine(llama_dir, kv_cache_dtype="fp8", enable_prefix_caching=prefix_caching)
         outs = _generate(llm, vocab_size)
@@ -88,7 +70,7 @@ def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_fp8, hf_model, vocab_siz
     assert _max_distance(hf_model(llama_dir), outs, vocab_size) > 0.05  # really quantized
 
 
-def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, hf_fp8, vocab_size):
+def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, vocab_size):
     """``model.layers.N.self_attn.k_scale``/``v_scale`` (vLLM's layout) set the layer's scales
     for an fp8 cache and are ignored by an "auto" cache."""
     path = tmp_path / "scaled"
@@ -98,21 +80,20 @@ def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, hf_fp8, vocab_size):
             (path / f).write_text((llama_dir / f).read_text())
     tensors = load_file(llama_dir / "model.safetensors")
     layers = json.loads((llama_dir / "config.json").read_text())["num_hidden_layers"]
-    SCALES.clear()
     f32 = [float(torch.tensor(x)) for x in (0.01, 0.004, 0.02, 0.012)]  # as stored: float32
-    SCALES.update({i: (f32[2 * i], f32[2 * i + 1]) for i in range(layers)})
-    for i, (ks, vs) in SCALES.items():
+    scales = {i: (f32[2 * i], f32[2 * i + 1]) for i in range(layers)}
+    for i, (ks, vs) in scales.items():
         tensors[f"model.layers.{i}.self_attn.k_scale"] = torch.tensor(ks)
         tensors[f"model.layers.{i}.self_attn.v_scale"] = torch.tensor(vs)
     save_file(tensors, path / "model.safetensors")
     llm = _engine(path, kv_cache_dtype="fp8")
     layer_scales = {i: (layer.self_attn.spec.k_scale, layer.self_attn.spec.v_scale)
                     for i, layer in enumerate(llm.engine.model.model.layers)}
-    assert layer_scales == SCALES
+    assert layer_scales == scales
     outs = _generate(llm, vocab_size)
-    _check_against(hf_fp8, outs, vocab_size)
-    SCALES.clear()
-    assert _max_distance(hf_fp8, outs, vocab_size) > 0.05  # scales 1.0 would be another model
+    _check_against(hf_with_fp8_kv(llama_dir, scales=scales), outs, vocab_size)
+    # scales 1.0 would be another model
+    assert _max_distance(hf_with_fp8_kv(llama_dir), outs, vocab_size) > 0.05
     auto = _engine(path)
     assert {layer.self_attn.spec.k_scale for layer in auto.engine.model.model.layers} == {1.0}
 
