@@ -138,7 +138,7 @@ def test_engine_triton_fp8_matches_torch_fp8(tmp_path):
     for kernels in ("triton", "torch"):
         llm = LLM(str(tmp_path), kernels=kernels, device="cpu", dtype="float32", block_size=8,
                   kv_cache_dtype="fp8", max_num_batched_tokens=16, max_model_len=128)
-        assert llm.engine.runner.kv_caches[0].dtype == FP8
+        assert llm.engine.kv_cache_dtype == FP8
         params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=vocab)
         outs[kernels] = [o.outputs[0] for o in llm.generate(
             [{"prompt_token_ids": p} for p in prompts], params)]
