@@ -10,7 +10,9 @@ Engine (teacher forced: transformers scores the engine's own tokens):
   trip (litevllm.testing.fp8_kv). Summation order differs (~1e-6), which can move a K/V value
   across an e4m3 rounding boundary: one cached element then moves by one fp8 step (<= 1/8 of
   it), ~1e-2 in these logits. So: every token within FLIP_TOL of the reference argmax, every
-  chosen logprob within FLIP_TOL, their mean within F32_ATOL.
+  chosen logprob within FLIP_TOL, their mean within MEAN_TOL. CPU calibration on this model
+  (torch backend, float32): tokens all the argmax, logprobs within 0.014, mean 9e-4; against
+  unquantized transformers the same tokens are off by up to 2.1 (the check has power).
 - bf16 against transformers float32 without quantization (the bf16 engine's reference): fp8
   K/V cost accuracy, and random weights with logits spread ~8x show it (top-2 gap median ~1.5,
   fp8 moves logits ~0.3). The fp8 engine picks the argmax at >= 75% of positions and the bf16
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
     reason="needs a CUDA GPU of compute capability >= 8.9")
 
-from gpu_parity import F32_ATOL, generate, hf_logits  # noqa: E402
+from gpu_parity import generate, hf_logits  # noqa: E402
 from test_triton_kernels_gpu import assert_rel_close, nan_like, paged_batch  # noqa: E402
 from transformers import LlamaConfig  # noqa: E402
 
@@ -36,6 +38,7 @@ from litevllm.testing.fp8_kv import hf_with_fp8_kv  # noqa: E402
 FP8 = torch.float8_e4m3fn
 SCALES = [(1.0, 1.0), (0.5, 2.0)]
 FLIP_TOL = 0.05
+MEAN_TOL = 5e-3
 
 
 def fp8_batch(query_lens, seq_lens, hkv, d, k_scale, v_scale):
@@ -147,7 +150,7 @@ def test_float32_fp8_engine_matches_hf_with_fp8_kv(checkpoint):
     gaps, diffs, _ = gaps_to_argmax(hf_with_fp8_kv(path, "cuda"), ps, outs)
     assert gaps.max() <= FLIP_TOL, f"a token {gaps.max():.3g} below the reference argmax"
     assert diffs.max() <= FLIP_TOL, f"logprob off by {diffs.max():.3g}"
-    assert diffs.mean() <= F32_ATOL, f"mean |logprob - reference| {diffs.mean():.3g}"
+    assert diffs.mean() <= MEAN_TOL, f"mean |logprob - reference| {diffs.mean():.3g}"
     # power: fp8 K/V move these logprobs far more than the tolerances
     _, plain, _ = gaps_to_argmax(hf["float32"], ps, outs)
     assert plain.max() > 10 * FLIP_TOL, f"fp8 made no visible difference ({plain.max():.3g})"
