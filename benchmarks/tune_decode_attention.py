@@ -1,7 +1,7 @@
 """Sweep the decode-attention kernel's tile (tokens per tile, warps, stages) and split count on
 the shapes of the issue-15/16 workloads; prints one JSON line per point and the best per shape.
 
-    python benchmarks/tune_decode_attention.py [--out FILE] [--quick]
+    python benchmarks/tune_decode_attention.py [--out FILE] [--quick] [--kv-cache-dtype fp8]
 
 Contexts are uniform in [lo, hi] per sequence (the throughput workload's live KV), so GB/s is
 the K and V bytes the batch really holds over the kernel time (CUDA-graph replay of 20 calls).
@@ -28,13 +28,15 @@ SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
           ("qwen3_b256", 256, 16, 8, 128, 100, 2048)]
 
 
-def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16):
+def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16, fp8=False):
     g = torch.Generator().manual_seed(0)
     lens = torch.randint(lo, hi + 1, (b,), generator=g).to(torch.int32)
     width = max_ctx // page
     n = b * width
     k = torch.randn(n, page, hkv, d, dtype=dtype, device="cuda")
     v = torch.randn_like(k)
+    if fp8:  # a float8 e4m3 cache (scales 1.0): half the bytes
+        k, v = k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn)
     bt = torch.randperm(n, device="cuda").to(torch.int32).view(b, width)
     q = torch.randn(b, h, d, dtype=dtype, device="cuda")
     nbytes = 2 * int(lens.sum()) * hkv * d * k.element_size()
@@ -57,10 +59,13 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer tiles")
     p.add_argument("--splits-only", action="store_true", help="the default tile, every split count")
     p.add_argument("--shapes", default=None, help="comma-separated shape names")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     a = p.parse_args()
-    tiles = list(itertools.product((32, 64, 128), (2, 4, 8), (2, 3, 4)))
+    fp8 = a.kv_cache_dtype == "fp8"
+    block_ns = (32, 64, 128, 256) if fp8 else (32, 64, 128)  # fp8 tiles take half the smem
+    tiles = list(itertools.product(block_ns, (2, 4, 8), (2, 3, 4)))
     if a.quick:
-        tiles = list(itertools.product((32, 64, 128), (4, 8), (3,)))
+        tiles = list(itertools.product(block_ns, (4, 8), (3,)))
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
     single = mod.BLOCK_N_SINGLE  # the one-split tile; a point's tile replaces both
     if a.splits_only:
@@ -69,7 +74,7 @@ def main():
     for name, b, h, hkv, d, lo, hi in SHAPES:
         if a.shapes and name not in a.shapes.split(","):
             continue
-        args = case(b, h, hkv, d, lo, hi)
+        args = case(b, h, hkv, d, lo, hi, fp8=fp8)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
         results = []
         for (bn, w, s), splits in itertools.product(tiles, sorted({auto, 1, 2, 4, 8, 16})):
@@ -81,7 +86,8 @@ def main():
                 print(json.dumps({"shape": name, "tile": [bn, w, s], "splits": splits,
                                   "error": str(e).splitlines()[0][:120]}), flush=True)
                 continue
-            row = {"shape": name, "tile": [bn, w, s], "splits": splits, "auto_splits": auto,
+            row = {"shape": name, "kv_cache_dtype": a.kv_cache_dtype, "tile": [bn, w, s],
+                   "splits": splits, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
                    "default": splits == auto and (bn, w, s) == ((single, *default[1:])
                                                                   if auto == 1 else default)}
