@@ -30,15 +30,15 @@ def _engine(path, **kw):
     return LLM(str(path), **{**opts, **kw})
 
 
-def _generate(llm, vocab):
+def _generate(llm, vocab, prompts=PROMPTS):
     params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
                             logprobs=vocab)
-    return llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params)
+    return llm.generate([{"prompt_token_ids": p} for p in prompts], params)
 
 
-def _check_against(hf, outs, vocab):
+def _check_against(hf, outs, vocab, prompts=PROMPTS):
     """Greedy tokens are the reference's argmax (teacher forced), logprobs within 2e-4."""
-    for prompt, out in zip(PROMPTS, outs):
+    for prompt, out in zip(prompts, outs):
         gen = out.outputs[0].token_ids
         with torch.no_grad():
             ref = hf(torch.tensor([prompt + gen])).logits[0].log_softmax(-1)
@@ -60,13 +60,18 @@ def _max_distance(hf, outs, vocab):
 
 def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_model, vocab_size):
     hf_fp8 = hf_with_fp8_kv(llama_dir)
-    for prefix_caching in (False, True):  # prefix hits read fp8 blocks written earlier
+    for prefix_caching in (False, True):
         llm = _engine(llama_dir, kv_cache_dtype="fp8", enable_prefix_caching=prefix_caching)
         outs = _generate(llm, vocab_size)
         caches = llm.engine.runner.kv_caches
         assert caches[0].dtype == FP8 and caches[0].element_size() == 1
         assert bool((caches[0].view(torch.uint8) != 0).any())  # K/V were written as fp8 bytes
         _check_against(hf_fp8, outs, vocab_size)
+    # a prefix hit reads fp8 blocks an earlier request wrote (3 full blocks of PROMPTS[2])
+    again = [PROMPTS[2][:24] + [100, 101, 102]]
+    hit = _generate(llm, vocab_size, again)
+    assert hit[0].num_cached_tokens == 24
+    _check_against(hf_fp8, hit, vocab_size, again)
     assert _max_distance(hf_model(llama_dir), outs, vocab_size) > 0.05  # really quantized
 
 
