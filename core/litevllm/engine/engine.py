@@ -26,6 +26,7 @@ from litevllm.engine.speculative import SpeculativeDecoder
 from litevllm.formats.dist_map import cached_packages_distributions
 from litevllm.formats.hf_config import config_imports
 from litevllm.model.context import ModelContext
+from litevllm.model.decoder import LiteAttention
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
 from litevllm.outputs import RequestOutput
@@ -102,6 +103,11 @@ class LLMEngine:
             init_dummy_weights(self.model, config.seed)
         else:
             load_weights(self.model, fmt.iter_tensors(self.dtype))
+        if self.kv_cache_dtype != self.dtype:
+            specs = [m.spec for m in self.model.modules() if isinstance(m, LiteAttention)]
+            if all((s.k_scale, s.v_scale) == (1.0, 1.0) for s in specs):
+                log.warning("fp8 KV cache with scales 1.0: the checkpoint has no "
+                            "self_attn.k_scale/v_scale tensors")
         self.tokenizer = self._load_tokenizer(fmt)
         sched = config.scheduler
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
