@@ -141,12 +141,12 @@ class LLMEngine:
         self.compiling: list = []   # (grammar future, sequence) not yet given to the scheduler
         self.spec = SpeculativeDecoder(config.speculative, self.max_seq_len,
                                        self.structured.valid_draft) if config.speculative else None
-        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB, %s)",
+        log.info("%s %s, attention %s, kernels %s%s, KV cache %d tokens (%.0f MiB%s)",
                  self.device, str(self.dtype).replace("torch.", ""), attn.name,
                  "+".join(ops.providers()), " (auto)" if config.kernels == "auto" else "",
                  self.num_blocks * config.cache.block_size,
                  self.num_blocks * self.runner.bytes_per_block() / 2**20,
-                 str(self.kv_cache_dtype).replace("torch.", ""))
+                 "" if self.kv_cache_dtype == self.dtype else ", fp8")
 
     @property
     def kernels_in_use(self) -> dict[str, str]:
