@@ -1,5 +1,6 @@
 """Start-up imports: an engine start loads transformers' config, never its modelling stack."""
 import json
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,34 @@ def test_configs_match_transformers(tmp_path):
     light = json.loads(run(CONFIGS, *paths))
     for path in paths:
         assert light[path] == json.loads(AutoConfig.from_pretrained(path).to_json_string()), path
+
+
+VISION = """
+import sys
+import transformers.utils as u
+from transformers import AutoConfig
+from litevllm.formats.hf_config import config_imports
+assert u.is_torchvision_available()  # the fake below
+with config_imports():
+    print(type(AutoConfig.from_pretrained(sys.argv[1])).__name__)
+assert "torchvision" not in sys.modules and "transformers.image_utils" not in sys.modules
+try:  # later imports see torchvision again
+    import transformers.image_utils
+except ImportError as e:
+    print(e)
+"""
+
+
+def test_config_load_skips_torchvision(tmp_path, llama_dir):
+    """transformers' config validators import image_utils, which imports torchvision where it
+    is installed (and torch._dynamo through it): a fake one that fails on import stays unused."""
+    fake = tmp_path / "site"
+    (fake / "torchvision").mkdir(parents=True)
+    (fake / "torchvision" / "__init__.py").write_text('raise ImportError("torchvision imported")')
+    (fake / "torchvision-0.99.0.dist-info").mkdir()
+    (fake / "torchvision-0.99.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.99.0\n")
+    out = subprocess.run([sys.executable, "-c", VISION, str(llama_dir)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(fake)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["LlamaConfig", "torchvision imported"]

@@ -10,6 +10,11 @@ validate an activation name touch it); the docstring decorator's model-class loo
 ImportError, which transformers skips; any other name imports the real module. The stand-ins
 leave ``sys.modules`` on exit, so later imports (transformers' models, in tests) get the real
 modules. Config semantics stay transformers': same classes, defaults, validation, loading.
+
+transformers 5.1x's validators also import ``video_utils`` and so ``image_utils``, which imports
+torchvision where it is installed, and torchvision ``torch._dynamo`` and sympy (~1-2 s on the
+H200 host). Inside ``config_imports()`` transformers sees no torchvision; the vision modules
+first imported there leave ``sys.modules`` on exit, so later imports get them with torchvision.
 """
 from __future__ import annotations
 
@@ -70,6 +75,33 @@ _STAND_INS = {  # name: (attributes, absent names)
 }
 
 
+_VISION = ("transformers.image_utils", "transformers.image_transforms", "transformers.video_utils")
+
+
+def _forget(name: str, module) -> None:
+    """Drop ``module`` from ``sys.modules`` and from its (lazy) parent package's attributes."""
+    if sys.modules.get(name) is module:
+        del sys.modules[name]
+    parent, _, child = name.rpartition(".")
+    cached = vars(sys.modules[parent]) if parent in sys.modules else {}
+    if cached.get(child) is module:  # a lazy package keeps what it imported
+        delattr(sys.modules[parent], child)
+
+
+def _hide_torchvision() -> list:
+    """Make transformers' ``is_torchvision_available`` false; returns what to restore."""
+    hidden = []
+    if any(name in sys.modules for name in _VISION):
+        return hidden
+    for name in ("transformers.utils", "transformers.utils.import_utils"):
+        module = sys.modules.get(name)
+        real = vars(module).get("is_torchvision_available") if module else None
+        if real is not None:
+            hidden.append((module, real))
+            module.is_torchvision_available = lambda: False
+    return hidden
+
+
 @contextmanager
 def config_imports():
     """Wrap loading a config or tokenizer with transformers (``AutoConfig``, ``AutoTokenizer``)."""
@@ -77,13 +109,14 @@ def config_imports():
     for name, (attrs, absent) in _STAND_INS.items():
         if name not in sys.modules:
             added[name] = sys.modules[name] = _StandIn(name, attrs, absent)
+    hidden = _hide_torchvision()
     try:
         yield
     finally:
         for name, stand_in in added.items():
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-            parent, _, child = name.rpartition(".")
-            cached = vars(sys.modules[parent]) if parent in sys.modules else {}
-            if cached.get(child) is stand_in:  # a lazy package keeps what it imported
-                delattr(sys.modules[parent], child)
+            _forget(name, stand_in)
+        for module, real in hidden:
+            module.is_torchvision_available = real
+        for name in _VISION if hidden else ():
+            if name in sys.modules:
+                _forget(name, sys.modules[name])
