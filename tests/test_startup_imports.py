@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from transformers import AutoConfig
 
 # seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf;
@@ -79,6 +80,7 @@ except ImportError as e:
 def test_config_load_skips_torchvision(tmp_path, llama_dir):
     """transformers' config validators import image_utils, which imports torchvision where it
     is installed (and torch._dynamo through it): a fake one that fails on import stays unused."""
+    pytest.importorskip("PIL", reason="transformers counts torchvision only with Pillow")
     fake = tmp_path / "site"
     (fake / "torchvision").mkdir(parents=True)
     (fake / "torchvision" / "__init__.py").write_text('raise ImportError("torchvision imported")')
