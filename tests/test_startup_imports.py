@@ -11,7 +11,8 @@ from transformers import AutoConfig
 # sympy: torch's meta-tensor path)
 HEAVY = ["torch.distributed.tensor", "torch.distributed.fsdp", "torch._dynamo", "accelerate",
          "transformers.activations", "transformers.core_model_loading",
-         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy"]
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy",
+         "torchvision"]
 
 START = """
 import sys
