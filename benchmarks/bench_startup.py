@@ -41,7 +41,8 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.
 # and the innermost litevllm one; a look-up without import, find_spec, is dropped)
 HEAVY = ("torch._dynamo", "torch.distributed.fsdp", "torch.distributed.tensor", "accelerate",
          "torch._higher_order_ops.triton_kernel_wrap", "transformers.activations",
-         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "sympy")
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "sympy",
+         "torchvision", "transformers.image_utils")
 
 
 def watch_imports(found: dict) -> None:

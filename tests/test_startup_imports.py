@@ -6,10 +6,11 @@ import sys
 from transformers import AutoConfig
 
 # seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf;
-# sympy: torch's meta-tensor path)
+# sympy: torch's meta-tensor path; image/video utils: all of torchvision where it is installed)
 HEAVY = ["torch.distributed.tensor", "torch.distributed.fsdp", "torch._dynamo", "accelerate",
          "transformers.activations", "transformers.core_model_loading",
-         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy"]
+         "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy",
+         "transformers.image_utils", "transformers.video_utils", "torchvision"]
 
 START = """
 import sys
@@ -27,11 +28,15 @@ out = {}
 for path in sys.argv[1:]:
     with config_imports():
         out[path] = json.loads(AutoConfig.from_pretrained(path).to_json_string())
-assert "transformers.activations" not in sys.modules
+for name in ("transformers.activations", "transformers.image_utils", "transformers.video_utils"):
+    assert name not in sys.modules, name
+from transformers.utils import type_validators as tv
 from transformers.utils.type_validators import ACT2FN  # deferred: loads the real one on use
 assert "silu" in ACT2FN and "no-such-act" not in ACT2FN
 import transformers.activations as real
 assert type(real).__name__ == "module" and real.ACT2FN is not ACT2FN
+import transformers.image_utils as image_utils  # the real module: the same enum as the stand-in's
+assert getattr(tv, "PILImageResampling", None) is getattr(image_utils, "PILImageResampling", None)
 print(json.dumps(out))
 """
 

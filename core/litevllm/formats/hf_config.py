@@ -1,14 +1,18 @@
 """transformers' config and tokenizer classes, imported without its modelling stack.
 
 A transformers configuration module (``configuration_llama``, ...) pulls in, through shared
-utilities, modules that only modelling needs: its type validators import ``activations`` and so
-hub kernels, weight conversion, accelerate, ``torch.distributed.tensor`` and FSDP (transformers
-5.2x); its docstring decorator imports the auto model classes, generation and ``torch._dynamo``
-(5.1x). That is seconds of every start. Inside ``config_imports()`` those two modules are
-stand-ins: ``ACT2FN`` is a mapping that imports the real module on first use (only configs that
-validate an activation name touch it); the docstring decorator's model-class lookup raises
-ImportError, which transformers skips; any other name imports the real module. The stand-ins
-leave ``sys.modules`` on exit, so later imports (transformers' models, in tests) get the real
+utilities, modules that only modelling or image/video processing need: its type validators
+import ``activations`` and so hub kernels, weight conversion, accelerate,
+``torch.distributed.tensor`` and FSDP (transformers 5.2x), and ``video_utils`` / ``image_utils``
+and so all of torchvision, which imports ``torch._dynamo`` (seconds, where torchvision is
+installed); its docstring decorator imports the auto model classes, generation and
+``torch._dynamo`` (5.1x). Inside ``config_imports()`` those modules are stand-ins that give the
+few names the validators take: ``ACT2FN`` is a mapping that imports the real module on first
+use (only configs that validate an activation name touch it); ``PILImageResampling`` is PIL's
+enum, as ``image_utils`` defines it; ``VideoMetadataType`` only annotates a video validator
+(``typing.Any``); the docstring decorator's model-class lookup raises ImportError, which
+transformers skips; any other name imports the real module. The stand-ins leave
+``sys.modules`` on exit, so later imports (transformers' models, in tests) get the real
 modules. Config semantics stay transformers': same classes, defaults, validation, loading.
 """
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import typing
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -47,26 +52,36 @@ class _DeferredMapping(Mapping):
 
 
 class _StandIn(types.ModuleType):
-    """Names in ``absent`` raise ImportError (which transformers skips); any other name not
-    set on the stand-in imports the real module."""
+    """Names in ``light`` come from their function, names in ``absent`` raise ImportError
+    (which transformers skips); any other name imports the real module."""
 
-    def __init__(self, name: str, attrs: dict, absent: frozenset = frozenset()):
+    def __init__(self, name: str, light: dict, absent: frozenset = frozenset()):
         super().__init__(name)
-        self.__dict__.update(attrs)
-        self._absent = absent
+        self._light, self._absent = light, absent
 
     def __getattr__(self, attr):
-        if attr.startswith("__"):
+        if attr.startswith("__") or attr in ("_light", "_absent"):
             raise AttributeError(attr)
+        if attr in self._light:
+            value = self._light[attr]()
+            setattr(self, attr, value)
+            return value
         if attr in self._absent:
             raise ImportError(f"{self.__name__}.{attr} is not loaded while a config loads")
         return getattr(_real_module(self.__name__), attr)
 
 
-_STAND_INS = {  # name: (attributes, absent names)
+def _pil_resampling():
+    import PIL.Image  # transformers.image_utils: PILImageResampling = PIL.Image.Resampling
+    return PIL.Image.Resampling
+
+
+_STAND_INS = {  # name: (light names and their functions, absent names)
     "transformers.activations": (
-        {"ACT2FN": _DeferredMapping("transformers.activations", "ACT2FN")}, frozenset()),
+        {"ACT2FN": lambda: _DeferredMapping("transformers.activations", "ACT2FN")}, frozenset()),
     "transformers.models.auto.modeling_auto": ({}, frozenset({"MODEL_MAPPING_NAMES"})),
+    "transformers.video_utils": ({"VideoMetadataType": lambda: typing.Any}, frozenset()),
+    "transformers.image_utils": ({"PILImageResampling": _pil_resampling}, frozenset()),
 }
 
 
@@ -74,9 +89,9 @@ _STAND_INS = {  # name: (attributes, absent names)
 def config_imports():
     """Wrap loading a config or tokenizer with transformers (``AutoConfig``, ``AutoTokenizer``)."""
     added = {}
-    for name, (attrs, absent) in _STAND_INS.items():
+    for name, (light, absent) in _STAND_INS.items():
         if name not in sys.modules:
-            added[name] = sys.modules[name] = _StandIn(name, attrs, absent)
+            added[name] = sys.modules[name] = _StandIn(name, light, absent)
     try:
         yield
     finally:
