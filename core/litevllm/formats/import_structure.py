@@ -7,7 +7,8 @@ every start here. Inside ``cached_import_structures()`` that function is wrapped
 (``transformers.utils.import_utils``) loads: a table comes from
 ``$LITEVLLM_CACHE/import_structures.json`` while every ``.py`` file under its directory, and
 ``import_utils.py`` itself, has the size and modification time it had when the table was
-stored; else it is built as usual and stored. The wrapper is removed on exit. Nothing changes
+stored; else it is built as usual (once for both callers) and stored. The wrapper is removed
+on exit. Nothing changes
 when transformers is already imported; any problem with the file builds the table as usual.
 """
 from __future__ import annotations
@@ -79,7 +80,9 @@ class _Cached:
                 return decode(entry["table"])
             except (KeyError, TypeError, ValueError):
                 pass
-        table = self.real(module_path, prefix)
+        # the directory, as transformers reads it: the package's call and ``models/__init__``'s
+        # then share one scan of the files when the cache misses
+        table = self.real(directory, prefix)
         try:
             data = encode(table)
             if decode(data) == table:  # a table of another shape is not stored
