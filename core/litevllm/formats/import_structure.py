@@ -8,8 +8,8 @@ every start here. Inside ``cached_import_structures()`` that function is wrapped
 ``$LITEVLLM_CACHE/import_structures.json`` while every ``.py`` file under its directory, and
 ``import_utils.py`` itself, has the size and modification time it had when the table was
 stored; else it is built as usual (once for both callers) and stored. The wrapper is removed
-on exit. Nothing changes
-when transformers is already imported; any problem with the file builds the table as usual.
+on exit. Nothing changes when transformers is already imported; any problem with the file
+builds the table as usual.
 """
 from __future__ import annotations
 
