@@ -40,6 +40,31 @@ assert getattr(tv, "PILImageResampling", None) is getattr(image_utils, "PILImage
 print(json.dumps(out))
 """
 
+GENERATION = """
+import sys, torch
+from litevllm.formats.hf_config import config_imports
+with config_imports():  # as transformers 5.1x's auto_factory takes it
+    from transformers.generation import GenerationMixin as stand_in
+assert "transformers.generation.utils" not in sys.modules
+import transformers
+from transformers.generation import GenerationMixin as real  # the lazy package dropped it
+assert real is not stand_in and type(real) is type and transformers.GenerationMixin is real
+
+class Model(torch.nn.Module):
+    def generate(self):
+        pass
+
+made = type("Made", (Model, stand_in), {**Model.__dict__})  # the remote-code loader's way
+
+class Sub(Model, stand_in):
+    pass
+
+for cls in (made, Sub):
+    assert cls.__bases__ == (Model, real) and type(cls) is type
+assert isinstance(Sub(), stand_in) and issubclass(Sub, stand_in) and not isinstance(Model(), stand_in)
+assert stand_in.prepare_inputs_for_generation is real.prepare_inputs_for_generation
+"""
+
 
 def run(script, *args):
     out = subprocess.run([sys.executable, "-c", script, *map(str, args)],
@@ -62,3 +87,7 @@ def test_configs_match_transformers(tmp_path):
     light = json.loads(run(CONFIGS, *paths))
     for path in paths:
         assert light[path] == json.loads(AutoConfig.from_pretrained(path).to_json_string()), path
+
+
+def test_generation_mixin_stand_in_acts_as_the_real_class():
+    run(GENERATION)

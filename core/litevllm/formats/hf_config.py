@@ -6,14 +6,17 @@ import ``activations`` and so hub kernels, weight conversion, accelerate,
 ``torch.distributed.tensor`` and FSDP (transformers 5.2x), and ``video_utils`` / ``image_utils``
 and so all of torchvision, which imports ``torch._dynamo`` (seconds, where torchvision is
 installed); its docstring decorator imports the auto model classes, generation and
-``torch._dynamo`` (5.1x). Inside ``config_imports()`` those modules are stand-ins that give the
-few names the validators take: ``ACT2FN`` is a mapping that imports the real module on first
-use (only configs that validate an activation name touch it); ``PILImageResampling`` is PIL's
-enum, as ``image_utils`` defines it; ``VideoMetadataType`` only annotates a video validator
-(``typing.Any``); the docstring decorator's model-class lookup raises ImportError, which
-transformers skips; any other name imports the real module. The stand-ins leave
-``sys.modules`` on exit, so later imports (transformers' models, in tests) get the real
-modules. Config semantics stay transformers': same classes, defaults, validation, loading.
+``torch._dynamo`` (5.1x); ``AutoTokenizer``'s module imports ``GenerationMixin`` and so
+generation, masking and ``torch._dynamo`` (5.1x). Inside ``config_imports()`` those modules are
+stand-ins that give the few names these imports take: ``ACT2FN`` is a mapping that imports the
+real module on first use (only configs that validate an activation name touch it);
+``PILImageResampling`` is PIL's enum, as ``image_utils`` defines it; ``VideoMetadataType`` only
+annotates a video validator (``typing.Any``); ``GenerationMixin`` is a class stand-in that
+imports the real class when used (attributes, ``isinstance``, or as a base class); the
+docstring decorator's model-class lookup raises ImportError, which transformers skips; any other
+name imports the real module. The stand-ins, and what lazy packages kept of them, leave on exit,
+so later imports (transformers' models, in tests) get the real modules. Config semantics stay
+transformers': same classes, defaults, validation, loading.
 """
 from __future__ import annotations
 
@@ -51,6 +54,34 @@ class _DeferredMapping(Mapping):
         return len(self._real())
 
 
+class _DeferredClass(type):
+    """The type of a stand-in for a class that imports its module on first use: attribute
+    look-ups, ``isinstance`` and ``issubclass`` go to the real class, and a class made with the
+    stand-in as a base (``type(name, (cls, GenerationMixin), ns)``, as transformers 5.1x's
+    remote-code loader does) gets the real class as that base."""
+
+    @classmethod
+    def make(mcls, module: str, attr: str):
+        return type.__new__(mcls, attr, (), {"_where": (module, attr), "__module__": module})
+
+    def _real(cls):
+        module, attr = type.__getattribute__(cls, "_where")
+        return getattr(_real_module(module), attr)
+
+    def __new__(mcls, name, bases, namespace, **kwargs):
+        bases = tuple(b._real() if isinstance(b, _DeferredClass) else b for b in bases)
+        return type(name, bases, namespace, **kwargs)
+
+    def __getattr__(cls, attr):
+        return getattr(cls._real(), attr)
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, cls._real())
+
+    def __subclasscheck__(cls, sub):
+        return issubclass(sub, cls._real())
+
+
 class _StandIn(types.ModuleType):
     """Names in ``light`` come from their function, names in ``absent`` raise ImportError
     (which transformers skips); any other name imports the real module."""
@@ -82,6 +113,8 @@ _STAND_INS = {  # name: (light names and their functions, absent names)
     "transformers.models.auto.modeling_auto": ({}, frozenset({"MODEL_MAPPING_NAMES"})),
     "transformers.video_utils": ({"VideoMetadataType": lambda: typing.Any}, frozenset()),
     "transformers.image_utils": ({"PILImageResampling": _pil_resampling}, frozenset()),
+    "transformers.generation.utils": ({"GenerationMixin": lambda: _DeferredClass.make(
+        "transformers.generation.utils", "GenerationMixin")}, frozenset()),
 }
 
 
@@ -98,7 +131,12 @@ def config_imports():
         for name, stand_in in added.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
+            given = {k: v for k, v in vars(stand_in).items() if k in stand_in._light}
             parent, _, child = name.rpartition(".")
-            cached = vars(sys.modules[parent]) if parent in sys.modules else {}
-            if cached.get(child) is stand_in:  # a lazy package keeps what it imported
-                delattr(sys.modules[parent], child)
+            given[child] = stand_in
+            while parent:  # lazy packages keep what they imported: drop what the stand-in gave
+                module = sys.modules.get(parent)
+                for attr, value in given.items():
+                    if module is not None and vars(module).get(attr) is value:
+                        delattr(module, attr)
+                parent = parent.rpartition(".")[0]
