@@ -78,3 +78,6 @@ def test_a_changed_file_rebuilds_its_table(tmp_path, monkeypatch):
     (tmp_path / "cache" / "import_structures.json").write_text("{not json")
     start()
     assert len(builds) == 4
+    (tmp_path / "cache" / "import_structures.json").write_text('{"x": 1, "[1]": [2]}')
+    assert start() == table and len(builds) == 5  # entries of another shape are skipped
+    assert cache._live(json.dumps([str(pkg)])) and not cache._live("x")

@@ -62,23 +62,28 @@ class _Cached:
         self.real, self.source = real, source
         self.states: dict[str, str] = {}
         self.changed = False
-        try:
-            self.stored = json.loads(cache_file().read_text())
-            assert isinstance(self.stored, dict)
-        except (OSError, ValueError, AssertionError):
-            self.stored = {}
+        self.stored, self.path = {}, None
+        try:  # no home directory, no file, a broken file: tables are built as usual
+            self.path = cache_file()
+            stored = json.loads(self.path.read_text())
+            self.stored = stored if isinstance(stored, dict) else {}
+        except (OSError, ValueError, RuntimeError, KeyError):
+            pass
 
     def __call__(self, module_path, prefix=None):
         path = str(module_path)
         directory = path if os.path.isdir(path) else os.path.dirname(path)
         if directory not in self.states:
-            self.states[directory] = tree_state(directory, self.source)
+            try:
+                self.states[directory] = tree_state(directory, self.source)
+            except OSError:  # a file gone while looking: no cache for this table
+                return self.real(module_path, prefix)
         key, state = json.dumps([path, prefix]), self.states[directory]
         entry = self.stored.get(key)
         if isinstance(entry, dict) and entry.get("state") == state:
             try:
                 return decode(entry["table"])
-            except (KeyError, TypeError, ValueError):
+            except (AttributeError, KeyError, TypeError, ValueError):
                 pass
         # the directory, as transformers reads it: the package's call and ``models/__init__``'s
         # then share one scan of the files when the cache misses
@@ -91,6 +96,14 @@ class _Cached:
         except (AttributeError, TypeError, ValueError):
             pass
         return table
+
+
+def _live(key: str) -> bool:
+    """Whether a stored table's path still exists."""
+    try:
+        return os.path.exists(json.loads(key)[0])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return False
 
 
 class _WrapOnLoad(importlib.abc.MetaPathFinder):
@@ -135,6 +148,5 @@ def cached_import_structures():
         if cached is not None:
             if finder.module.define_import_structure is cached:
                 finder.module.define_import_structure = cached.real
-            if cached.changed:  # tables of removed installs are dropped
-                store_json(cache_file(), {k: v for k, v in cached.stored.items()
-                                          if os.path.exists(json.loads(k)[0])})
+            if cached.changed and cached.path is not None:  # tables of removed installs dropped
+                store_json(cached.path, {k: v for k, v in cached.stored.items() if _live(k)})
