@@ -8,11 +8,11 @@ import pytest
 from transformers import AutoConfig
 
 # seconds of imports an engine never uses (transformers' weight conversion, FSDP, dynamo, gguf;
-# sympy: torch's meta-tensor path)
+# sympy: torch's meta-tensor path; image/video utils: all of torchvision where it is installed)
 HEAVY = ["torch.distributed.tensor", "torch.distributed.fsdp", "torch._dynamo", "accelerate",
          "transformers.activations", "transformers.core_model_loading",
          "transformers.models.auto.modeling_auto", "transformers.generation.utils", "gguf", "sympy",
-         "torchvision"]
+         "transformers.image_utils", "transformers.video_utils", "torchvision"]
 
 START = """
 import sys
@@ -30,12 +30,41 @@ out = {}
 for path in sys.argv[1:]:
     with config_imports():
         out[path] = json.loads(AutoConfig.from_pretrained(path).to_json_string())
-assert "transformers.activations" not in sys.modules
+for name in ("transformers.activations", "transformers.image_utils", "transformers.video_utils"):
+    assert name not in sys.modules, name
+from transformers.utils import type_validators as tv
 from transformers.utils.type_validators import ACT2FN  # deferred: loads the real one on use
 assert "silu" in ACT2FN and "no-such-act" not in ACT2FN
 import transformers.activations as real
 assert type(real).__name__ == "module" and real.ACT2FN is not ACT2FN
+import transformers.image_utils as image_utils  # the real module: the same enum as the stand-in's
+assert getattr(tv, "PILImageResampling", None) is getattr(image_utils, "PILImageResampling", None)
 print(json.dumps(out))
+"""
+
+GENERATION = """
+import sys, torch
+from litevllm.formats.hf_config import config_imports
+with config_imports():  # as transformers 5.1x's auto_factory takes it
+    from transformers.generation import GenerationMixin as stand_in
+assert "transformers.generation.utils" not in sys.modules
+import transformers
+from transformers.generation import GenerationMixin as real  # the lazy package dropped it
+assert real is not stand_in and type(real) is type and transformers.GenerationMixin is real
+
+class Model(torch.nn.Module):
+    def generate(self):
+        pass
+
+made = type("Made", (Model, stand_in), {**Model.__dict__})  # the remote-code loader's way
+
+class Sub(Model, stand_in):
+    pass
+
+for cls in (made, Sub):
+    assert cls.__bases__ == (Model, real) and type(cls) is type
+assert isinstance(Sub(), stand_in) and issubclass(Sub, stand_in) and not isinstance(Model(), stand_in)
+assert stand_in.prepare_inputs_for_generation is real.prepare_inputs_for_generation
 """
 
 
@@ -92,3 +121,7 @@ def test_config_load_skips_torchvision(tmp_path, llama_dir):
                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(fake)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:2] == ["LlamaConfig", "torchvision imported"]
+
+
+def test_generation_mixin_stand_in_acts_as_the_real_class():
+    run(GENERATION)

@@ -24,6 +24,7 @@ from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
 from litevllm.formats.dist_map import cached_packages_distributions
 from litevllm.formats.hf_config import config_imports
+from litevllm.formats.import_structure import cached_import_structures
 from litevllm.model.context import ModelContext
 from litevllm.model.loader import init_dummy_weights, load_weights
 from litevllm.ops import Ops, pick_attention_backend
@@ -73,7 +74,8 @@ class LLMEngine:
         fmt = manager.checkpoint_format(self.path)(self.path)
         # its processes start now, to be ready when the kernels are known
         precompiler = Precompiler.start(config.torch_device())
-        with cached_packages_distributions():  # transformers' import reads it
+        # transformers' first import reads both
+        with cached_packages_distributions(), cached_import_structures():
             self.hf_config = fmt.load_config()
         archs = getattr(self.hf_config, "architectures", None) or []
         if not archs:
