@@ -55,7 +55,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="fewer tiles")
-    p.add_argument("--splits-only", action="store_true", help="the default tile, every split count")
+    p.add_argument("--splits-only", action="store_true", help="the default tiles (split and one-split), every split count")
     p.add_argument("--shapes", default=None, help="comma-separated shape names")
     a = p.parse_args()
     tiles = list(itertools.product((32, 64, 128), (2, 4, 8), (2, 3, 4)))

@@ -34,7 +34,7 @@ def tree_state(directory: str, extra: str) -> str:
     """A digest of the size and modification time of every ``.py`` file under ``directory``
     (``__pycache__`` aside) and of ``extra``."""
     entries = []
-    for root, dirs, files in os.walk(directory):
+    for root, dirs, files in os.walk(directory, followlinks=True):  # as transformers' scan
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(f for f in files if f.endswith(".py")):
             st = os.stat(os.path.join(root, name))
@@ -63,6 +63,7 @@ class _Cached:
         self.states: dict[str, str] = {}
         self.changed = False
         self.stored, self.path = {}, None
+        self.open = True  # transformers keeps this wrapper: closed, it only calls the real one
         try:  # no home directory, no file, a broken file: tables are built as usual
             self.path = cache_file()
             stored = json.loads(self.path.read_text())
@@ -71,6 +72,8 @@ class _Cached:
             pass
 
     def __call__(self, module_path, prefix=None):
+        if not self.open:
+            return self.real(module_path, prefix)
         path = str(module_path)
         directory = path if os.path.isdir(path) else os.path.dirname(path)
         if directory not in self.states:
@@ -122,6 +125,7 @@ class _WrapOnLoad(importlib.abc.MetaPathFinder):
         run = spec.loader.exec_module
 
         def exec_module(module):
+            del spec.loader.exec_module  # once: a later reload runs the loader's own
             run(module)
             real = getattr(module, "define_import_structure", None)
             if callable(real):
@@ -150,3 +154,4 @@ def cached_import_structures():
                 finder.module.define_import_structure = cached.real
             if cached.changed and cached.path is not None:  # tables of removed installs dropped
                 store_json(cached.path, {k: v for k, v in cached.stored.items() if _live(k)})
+            cached.open, cached.stored, cached.states = False, {}, {}
