@@ -14,6 +14,7 @@
 
     python benchmarks/bench_host.py            # all of the above
     python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
+    python benchmarks/bench_host.py gc         # full-collection pauses, imports frozen or not
 """
 import json
 import time
@@ -123,9 +124,8 @@ class NoopModel:
         return torch.zeros(hidden.shape[0], self.vocab)
 
 
-def host_step(num_seqs: int, steps: int = 40, prompt_len: int = 32, profile: bool = False,
-              **engine_kw) -> float:
-    """Median host CPU ms per decode step with ``num_seqs`` running sequences and a no-op forward."""
+def _noop_engine(num_seqs: int, prompt_len: int = 32, **engine_kw):
+    """An engine with ``num_seqs`` running sequences past their prompts and a no-op forward."""
     import tempfile
 
     from transformers import LlamaConfig
@@ -152,6 +152,13 @@ def host_step(num_seqs: int, steps: int = 40, prompt_len: int = 32, profile: boo
     assert len(engine.scheduler.running) == num_seqs
     for _ in range(3):
         engine.step(unfinished_outputs=False)
+    return engine
+
+
+def host_step(num_seqs: int, steps: int = 40, prompt_len: int = 32, profile: bool = False,
+              **engine_kw) -> float:
+    """Median host CPU ms per decode step with ``num_seqs`` running sequences and a no-op forward."""
+    engine = _noop_engine(num_seqs, prompt_len, **engine_kw)
     if profile:
         import cProfile
         import pstats
@@ -185,8 +192,41 @@ def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
     return result
 
 
+def gc_pauses(num_seqs: int = 1024, steps: int = 400) -> dict:
+    """Full (generation-2) collections during ``steps`` decode steps, wall ms each: as the
+    engine runs (imports frozen before it starts), then with ``gc.unfreeze()`` (as before)."""
+    import gc
+    engine = _noop_engine(num_seqs)
+    pauses, start = [], []
+    def timer(phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            start.append(time.perf_counter())
+        else:
+            pauses.append((time.perf_counter() - start.pop()) * 1e3)
+    gc.callbacks.append(timer)
+    result = {}
+    for name in ("frozen", "unfrozen"):
+        if name == "unfrozen":
+            gc.unfreeze()
+        pauses.clear()
+        t = time.perf_counter()
+        for _ in range(steps):
+            engine.step(unfinished_outputs=False)
+        result[name] = {"wall_ms_per_step": (time.perf_counter() - t) / steps * 1e3,
+                        "full_collections": len(pauses),
+                        "ms_each_median": sorted(pauses)[len(pauses) // 2] if pauses else 0.0}
+    gc.callbacks.remove(timer)
+    return {"num_seqs": num_seqs, "steps": steps, **result}
+
+
 if __name__ == "__main__":
     import sys
+    if sys.argv[1:2] == ["gc"]:
+        torch.set_num_threads(1)
+        print(json.dumps(gc_pauses(), indent=2))
+        sys.exit()
     if sys.argv[1:2] == ["steps"]:
         torch.set_num_threads(1)  # host work is one thread; spare the shared cores the spinning
         if "--profile" in sys.argv:

@@ -42,7 +42,7 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "configs", "tinyllama-1.
 HEAVY = ("torch._dynamo", "torch.distributed.fsdp", "torch.distributed.tensor", "accelerate",
          "torch._higher_order_ops.triton_kernel_wrap", "transformers.activations",
          "transformers.models.auto.modeling_auto", "transformers.generation.utils", "sympy",
-         "torchvision", "torchvision.ops")
+         "torchvision", "torchvision.ops", "transformers.image_utils")
 
 
 def watch_imports(found: dict) -> None:

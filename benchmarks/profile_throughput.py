@@ -9,6 +9,8 @@ family.
 Step kinds: ``decode`` (only decodes running: one or several steps per host sync) and
 ``mixed`` (a prompt still waiting or in prefill). Host-timed steps include the wait for the
 GPU, so their sum is the wall time; GPU busy / wall says how far the run is from GPU-bound.
+The host-timed steps also count the benchmark's untimed warm-up (20 tokens per prompt); the
+profiled run has none (the first run compiled everything).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def main():
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             t = time.perf_counter()
-            measure_throughput(llm, a.num_prompts, None, None, 100, 1024, seed=1)
+            measure_throughput(llm, a.num_prompts, None, None, 100, 1024, seed=1, warmup=False)
             wall = time.perf_counter() - t
         by_family, by_name = collections.Counter(), collections.Counter()
         spans = []

@@ -57,7 +57,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out")
     p.add_argument("--quick", action="store_true", help="fewer tiles")
-    p.add_argument("--splits-only", action="store_true", help="the default tile, every split count")
+    p.add_argument("--splits-only", action="store_true", help="the default tiles (split and one-split), every split count")
     p.add_argument("--shapes", default=None, help="comma-separated shape names")
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     a = p.parse_args()

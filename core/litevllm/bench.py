@@ -219,10 +219,11 @@ def request_params(i: int, max_tokens: int, seed: int = 0, temperature: float = 
 
 def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len: int | None,
                        min_len: int, max_len: int, seed: int = 0, progress: bool = False,
-                       temperature: float = 0.0, top_p: float = 1.0) -> dict:
+                       temperature: float = 0.0, top_p: float = 1.0, warmup: bool = True) -> dict:
     """All prompts submitted at once; lengths fixed or uniform in [min_len, max_len]. Input
     tokens served from the prefix cache are reported apart and not counted as throughput.
-    With ``temperature`` > 0 every request samples with its own seed."""
+    With ``temperature`` > 0 every request samples with its own seed. ``warmup``: first an
+    untimed run of the same shapes (below)."""
     engine = llm.engine
     rng = random.Random(seed)
     in_lens = [input_len or rng.randint(min_len, max_len) for _ in range(num_prompts)]
@@ -230,13 +231,14 @@ def measure_throughput(llm, num_prompts: int, input_len: int | None, output_len:
     prompts = _random_prompts(rng, engine.hf_config.vocab_size, in_lens)
     params = [request_params(i, n, seed, temperature, top_p) for i, n in enumerate(out_lens)]
     # warm-up on prompts of the same shapes that are not timed (batched and chunked prefill,
-    # mixed steps, multi-step decode at the run's batch sizes: kernels' split counts and tiles
-    # follow the batch; the run's sampling), so Triton compiles its variants
+    # mixed steps, multi-step decode at the run's batch size, up to 256: kernels' split counts
+    # and tiles follow the batch; the run's sampling), so Triton compiles its variants
     # outside the timed run and the timed prompts find nothing of theirs in the prefix cache
-    warm = _random_prompts(random.Random(seed + 1), engine.hf_config.vocab_size,
-                           in_lens[:256 if engine.device.type == "cuda" else 2])
-    llm.generate(warm, [request_params(i, 20, seed + 1, temperature, top_p)
-                        for i in range(len(warm))])
+    if warmup:
+        n = min(256, engine.config.scheduler.max_num_seqs) if engine.device.type == "cuda" else 2
+        warm = _random_prompts(random.Random(seed + 1), engine.hf_config.vocab_size, in_lens[:n])
+        llm.generate(warm, [request_params(i, 20, seed + 1, temperature, top_p)
+                            for i in range(len(warm))])
     _sync(llm)
     start = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=progress)

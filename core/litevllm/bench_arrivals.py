@@ -38,7 +38,6 @@ def measure_arrivals(llm, num_prompts: int, request_rate: float, input_len: int 
     """Serve ``num_prompts`` random-token prompts arriving as a Poisson process of
     ``request_rate`` requests/s; ``params_for(i, max_tokens)`` may give each one's
     SamplingParams (default greedy, ``ignore_eos``)."""
-    from litevllm import SamplingParams
     from litevllm.bench import _peak_memory_gib, _random_prompts, _sync, request_params
     from litevllm.llm import _progress
 
@@ -51,11 +50,12 @@ def measure_arrivals(llm, num_prompts: int, request_rate: float, input_len: int 
     params_for = params_for or request_params
     gaps = [0.0] + [rng.expovariate(request_rate) for _ in range(num_prompts - 1)]
     arrivals = list(itertools.accumulate(gaps))
-    if warmup:  # untimed prompts of the same lengths (no prefix-cache hits on the timed ones)
+    if warmup:  # untimed prompts of the same lengths (no prefix-cache hits on the timed ones),
+        # sampled as the run is (requests past the run's own indices)
         wrng = random.Random(seed + 1)
         k = min(16, num_prompts)
         llm.generate(_random_prompts(wrng, engine.hf_config.vocab_size, in_lens[:k]),
-                     SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+                     [params_for(num_prompts + i, 16) for i in range(k)])
     bar = _progress(num_prompts) if progress else None
     ttft, itl, last = [], [], {}
     n_out, kv_peak, added = 0, 0, 0

@@ -25,6 +25,7 @@ from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.engine.speculative import SpeculativeDecoder
 from litevllm.formats.dist_map import cached_packages_distributions
 from litevllm.formats.hf_config import config_imports
+from litevllm.formats.import_structure import cached_import_structures
 from litevllm.model.context import ModelContext
 from litevllm.model.decoder import LiteAttention
 from litevllm.model.loader import init_dummy_weights, load_weights
@@ -57,7 +58,8 @@ _frozen = False
 def freeze_imports() -> None:
     """Move the objects alive before the first engine (modules: torch, transformers, ...) out
     of the collector's full scans, once per process, so the serving loop's full collections
-    stay short. Later objects (engines included) stay collectable."""
+    stay short (at 1,024 sequences on the CPU path: ~270 ms each without, ~5 ms with). Objects
+    made later (engines included) stay collectable."""
     global _frozen
     if not _frozen:
         _frozen = True
@@ -66,16 +68,19 @@ def freeze_imports() -> None:
 
 
 class LLMEngine:
+    def __new__(cls, *args, **kwargs):
+        freeze_imports()  # before the engine exists: a frozen engine's cycles are never freed
+        return super().__new__(cls)
+
     def __init__(self, config: EngineConfig):
         self.config = config
-        if config.torch_device().type == "cuda":
-            freeze_imports()
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
         # its processes start now, to be ready when the kernels are known
         precompiler = Precompiler.start(config.torch_device())
-        with cached_packages_distributions():  # transformers' import reads it
+        # transformers' first import reads both
+        with cached_packages_distributions(), cached_import_structures():
             self.hf_config = fmt.load_config()
         archs = getattr(self.hf_config, "architectures", None) or []
         if not archs:

