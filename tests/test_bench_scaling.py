@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from litevllm import LLM
+from litevllm.bench import request_params
 from litevllm.bench_arrivals import lengths, measure_arrivals, percentile
 from litevllm.cli import cli
 
@@ -106,3 +107,33 @@ def test_bench_throughput_sampled(llama_dir, tmp_path):
     assert a.seed != b.seed and a.top_p == 0.9 and request_params(0, 5).seed is None
     r = CliRunner().invoke(cli, ["bench", "throughput", "--model", str(llama_dir), "--top-p", "0"])
     assert r.exit_code == 2 and "--top-p" in r.output
+
+
+def _record_generate(llm):
+    calls = []
+    real = llm.generate
+
+    def generate(prompts, params=None, **kw):
+        calls.append(params if isinstance(params, list) else [params] * len(prompts))
+        return real(prompts, params, **kw)
+    llm.generate = generate
+    return calls
+
+
+def test_warm_ups_sample_as_their_runs_do(llama_dir):
+    """The untimed warm-ups use the run's sampling (so its kernels compile outside the timing),
+    with seeds of their own; ``warmup=False`` runs none."""
+    from litevllm.bench import measure_throughput
+    llm = LLM(str(llama_dir), max_model_len=64)
+    calls = _record_generate(llm)
+    measure_throughput(llm, 3, None, None, 3, 8, temperature=0.7, top_p=0.9)
+    warm, timed = calls
+    assert {(p.temperature, p.top_p, p.max_tokens) for p in warm} == {(0.7, 0.9, 20)}
+    assert not {p.seed for p in warm} & {p.seed for p in timed}
+    calls.clear()
+    measure_throughput(llm, 3, None, None, 3, 8, warmup=False)
+    assert len(calls) == 1
+    calls.clear()
+    measure_arrivals(llm, 3, 50.0, min_len=3, max_len=8,
+                     params_for=lambda i, n: request_params(i, n, 0, 0.5, 0.8))
+    assert {(p.temperature, p.top_p) for p in calls[0]} == {(0.5, 0.8)}

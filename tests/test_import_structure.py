@@ -17,6 +17,11 @@ with ctx:
     from transformers import AutoConfig, LlamaConfig
 import transformers.utils.import_utils as iu
 assert not hasattr(iu.define_import_structure, "real")  # the wrapper is gone after the block
+import gc
+from litevllm.formats.import_structure import _Cached
+kept = [o for o in gc.get_objects() if isinstance(o, _Cached)]
+assert len(kept) == (sys.argv[1] == "cached")
+assert all(not f.open and not f.stored for f in kept)  # a wrapper kept after it holds no tables
 out = {name: [sorted(mod._class_to_module.items()), sorted(map(str, mod.__all__)),
               sorted(mod._object_missing_backend)]
        for name, mod in (("transformers", transformers), ("models", sys.modules["transformers.models"]))}

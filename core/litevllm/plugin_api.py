@@ -26,7 +26,7 @@ _EXPORTS = {
     "litevllm.attention.torch_backend": ["TorchAttentionBackend", "paged_attention_ref"],
     "litevllm.chat": ["chat_prompt_ids"],
     "litevllm.formats.base": ["CheckpointError", "CheckpointFormat"],
-    "litevllm.formats.dist_map": ["cache_dir"],
+    "litevllm.formats.cache_files": ["cache_dir"],
     "litevllm.formats.hf_config": ["config_imports"],
     "litevllm.model.context": ["ModelContext"],
     "litevllm.model.decoder": ["LiteAttention", "LiteDecoderLayer", "LiteForCausalLM", "LiteMLP",

@@ -18,26 +18,11 @@ import os
 import sys
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    """Where start-up caches live: ``$LITEVLLM_CACHE``, default ``~/.cache/litevllm``."""
-    return Path(os.environ.get("LITEVLLM_CACHE") or Path.home() / ".cache" / "litevllm").expanduser()
+from litevllm.formats.cache_files import cache_dir, store_json
 
 
 def cache_file() -> Path:
     return cache_dir() / "packages_distributions.json"
-
-
-def store_json(path: Path, data) -> None:
-    """Write ``data`` to ``path`` whole (readers see the old file or the new one); an
-    unwritable cache is skipped."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def path_state() -> str:

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from litevllm.formats.dist_map import cache_dir, store_json
+from litevllm.formats.cache_files import cache_dir, store_json
 
 MODULE = "transformers.utils.import_utils"
 

@@ -217,6 +217,7 @@ def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch
     # an infinite Gumbel score, NaN on a filtered token)
     return (_shr(x, 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
 
+
 def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                   min_p: torch.Tensor) -> torch.Tensor:
     """Mask with -inf the tokens outside the kept set. Every test is on values, so tied tokens
