@@ -166,7 +166,7 @@ def test_bf16_fp8_engine_picks_the_argmax_at_most_positions(checkpoint):
         shares[kv], q90[kv] = float((gaps == 0).float().mean()), float(gaps.quantile(0.9))
         del llm
     assert shares["fp8"] >= 0.75 and shares["auto"] >= 0.95, (shares, q90)
-    # where fp8 flips a token, it is a near-tie: 90% of gaps below the typical top-2 gap
+    # where fp8 flips a token it is a near-tie: 90% of gaps below the median top-2 gap
     gap = float(top2["fp8"].median())
-    assert q90["fp8"] <= 0.5 * gap, f"fp8: 90th-percentile gap to the argmax {q90['fp8']:.3g}"
+    assert q90["fp8"] <= gap, f"fp8: 90th-percentile gap to the argmax {q90['fp8']:.3g}"
     assert gap >= 1.0, f"median top-2 gap {gap:.3g} too small for the test"  # power
