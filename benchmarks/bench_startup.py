@@ -60,7 +60,8 @@ def watch_imports(found: dict) -> None:
     sys.meta_path.insert(0, Watch())
 
 
-def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
+def child(model: str, engine_kw: dict, profile: bool, latency: bool,
+          profile_out: str | None = None) -> dict:
     t_start = time.perf_counter()
     heavy: dict[str, list[str]] = {}
     watch_imports(heavy)
@@ -158,6 +159,8 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool) -> dict:
         import pstats
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
+        if profile_out:  # the whole profile, for pstats
+            prof.dump_stats(profile_out)
         result["profile"] = buf.getvalue()
     return result
 
@@ -177,11 +180,13 @@ def main():
                    help="write bytecode in a run of its own first: the cold run is Triton-cold only")
     p.add_argument("--env", action="append", default=[],
                    help="KEY=VALUE[,KEY=VALUE]: the cold and warm runs again with these set")
+    p.add_argument("--profile-out", help="with --profile: the profiled run's cProfile stats "
+                   "here and its -X importtime lines in FILE.imports")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     engine_kw = json.loads(a.engine)
     if a.child:
-        print(json.dumps(child(a.model, engine_kw, a.profile, a.latency)), flush=True)
+        print(json.dumps(child(a.model, engine_kw, a.profile, a.latency, a.profile_out)), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="litevllm-triton-cache-") as cache:
         env = {**os.environ, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
@@ -193,8 +198,12 @@ def main():
             + [(kind, extra) for extra in a.env for kind in cold]
         for i, (kind, extra) in enumerate(runs):
             cmd = [sys.executable, __file__, "--child", "--model", a.model, "--engine", a.engine]
-            if i == len(runs) - 1 - len(cold) * len(a.env):  # the default setting's last run
+            profiled = i == len(runs) - 1 - len(cold) * len(a.env)  # default's last run
+            if profiled:
                 cmd += ["--profile"] * a.profile + ["--latency"] * a.latency
+                if a.profile_out:  # its cProfile stats, and -X importtime's lines beside them
+                    cmd[1:1] = ["-X", "importtime"]
+                    cmd += ["--profile-out", a.profile_out]
             run_env = {**env, **dict(kv.split("=", 1) for kv in extra.split(",") if kv),
                        "TRITON_CACHE_DIR": os.path.join(cache, f"triton-{a.env.index(extra)}"
                                                         if extra else "triton")}
@@ -205,6 +214,9 @@ def main():
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 sys.exit(f"{kind} run failed:\n{out.stderr[-3000:]}")
+            if profiled and a.profile_out:
+                with open(a.profile_out + ".imports", "w") as f:
+                    f.write(out.stderr)
             result = {"run": kind, **({"env": extra} if extra else {}),
                       "pycache": not a.no_pycache, "process_wall_s": round(wall, 3),
                       **json.loads(out.stdout.strip().splitlines()[-1])}

@@ -51,6 +51,13 @@ def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
                          f"(or the interpreter), not {device_name(k_cache.device)}")
 
 
+def f16_dots(q_dtype: torch.dtype, cache_dtype: torch.dtype) -> bool:
+    """Float8 caches with 16-bit queries take their dots in float16: Hopper converts e4m3 to
+    float16 in one instruction per pair but to bfloat16 in several, which made float8 attention
+    ALU-bound. The products are those of bfloat16 (both operands fit float16 exactly)."""
+    return cache_dtype in torch_ops.FP8_KV_DTYPES and q_dtype != torch.float32
+
+
 @functools.lru_cache(maxsize=None)
 def fp8_supported(device: torch.device) -> bool:
     """Triton converts float8 e4m3 natively from sm_89 on (and in the CPU interpreter)."""

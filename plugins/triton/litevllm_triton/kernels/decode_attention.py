@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, dot, is_pow2,
+from litevllm_triton.kernels._common import (check_attention_inputs, dot, f16_dots, is_pow2,
                                              padded_head_dim, pdl_enabled, pdl_trigger, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
@@ -38,7 +38,8 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                         SINGLE: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr):
+                         SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
+                         PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -60,6 +61,8 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
     h_ok = offs_h < GROUP
     q = tl.load(q_ptr + b.to(tl.int64) * stride_qt + (head * stride_qh)[:, None] + offs_d[None, :],
                 mask=h_ok[:, None] & d_ok[None, :], other=0.0)
+    if F16:  # float8 cache: float16 dots (_common.f16_dots)
+        q = q.to(tl.float16)
 
     bt_row = block_tables_ptr + b.to(tl.int64) * stride_bt
     k_base = k_cache_ptr + kv_head * stride_ch
@@ -186,7 +189,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
-        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32, PDL=pdl_enabled(dev),
+        USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
+        F16=f16_dots(q.dtype, k_cache.dtype), PDL=pdl_enabled(dev),
         num_warps=NUM_WARPS,
         num_stages=stages)
     if single:

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot,
+from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot, f16_dots,
                                              padded_head_dim, tanh)
 
 
@@ -75,7 +75,8 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                     PAGE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
-                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
+                    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr,
+                    F16: tl.constexpr):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # launch the longest (last) tiles first
     kv_head = tl.program_id(1)
 
@@ -108,6 +109,8 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     q_rows = (q_start + q_idx).to(tl.int64)
     q = tl.load(q_ptr + (q_rows * stride_qt + head * stride_qh)[:, None] + offs_d[None, :],
                 mask=io_ok, other=0.0)
+    if F16:  # float8 cache: float16 dots (_common.f16_dots)
+        q = q.to(tl.float16)
 
     # key range [kv_lo, kv_end) and its part [full_lo, full_hi) that needs no mask
     first_pos = ctx_len + q_tile * BLOCK_Q
@@ -202,5 +205,5 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
         GROUP=group, HEAD_DIM=d, BLOCK_D=block_d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q,
         BLOCK_N=block_n,
         USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),
-        IEEE=fp32, num_warps=warps, num_stages=stages)
+        IEEE=fp32, F16=f16_dots(q.dtype, k_cache.dtype), num_warps=warps, num_stages=stages)
     return out
