@@ -51,6 +51,17 @@ def check_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
                          f"(or the interpreter), not {device_name(k_cache.device)}")
 
 
+def kv_operands(k_cache: torch.Tensor, v_cache: torch.Tensor):
+    """(k, v, fp8) as the attention kernels take them: float8 caches as int32 words of four
+    bytes (fp8_words_to_f16 converts them; the strides are then in words)."""
+    if k_cache.dtype not in torch_ops.FP8_KV_DTYPES:
+        return k_cache, v_cache, False
+    if k_cache.shape[-1] % 4:
+        raise ValueError(f"a float8 KV cache needs a head_dim divisible by 4, "
+                         f"got {k_cache.shape[-1]}")
+    return k_cache.view(torch.int32), v_cache.view(torch.int32), True
+
+
 def f16_dots(q_dtype: torch.dtype, cache_dtype: torch.dtype) -> bool:
     """Float8 caches with 16-bit queries take their dots in float16: Hopper converts e4m3 to
     float16 in one instruction per pair but to bfloat16 in several, which made float8 attention
@@ -142,6 +153,54 @@ def to_fp8(x, scale, top, dtype: tl.constexpr):
         sub = tl.where(sub == 0.0, y * 0.0, sub)  # keep the sign of zero
         y = tl.where(tl.abs(y) < 0.015625, sub, bits.to(tl.float32, bitcast=True))
     return y.to(dtype)
+
+
+# four float8 e4m3 bytes of one int32 word -> four float16 values (hardware conversions)
+_E4M3_WORD_TO_F16 = tl.constexpr("""{
+.reg .b16 lo, hi;
+.reg .b32 a, b;
+mov.b32 {lo, hi}, $4;
+cvt.rn.f16x2.e4m3x2 a, lo;
+cvt.rn.f16x2.e4m3x2 b, hi;
+mov.b32 {$0, $1}, a;
+mov.b32 {$2, $3}, b;
+}""")
+
+
+@triton.jit
+def _e4m3_byte_to_f16(x):
+    """The low byte of int32 ``x`` (e4m3 bits) as float16, exactly: the bits moved into
+    float16's fields, times 2^8 for the exponent bias (subnormals included)."""
+    bits = ((x & 0x80) << 8) | ((x & 0x7F) << 7)
+    return bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+
+
+@triton.jit
+def fp8_words_to_f16(w, N: tl.constexpr, D: tl.constexpr):
+    """A [N, D // 4] tile of int32 words holding float8 e4m3 bytes -> [N, D] float16 (exact).
+    Converting in registers keeps the tile moving through shared memory as float16: a cast of
+    the float8 tile itself had Triton read it there one byte at a time."""
+    if _INTERPRET:
+        b0 = _e4m3_byte_to_f16(w)
+        b1 = _e4m3_byte_to_f16(w >> 8)
+        b2 = _e4m3_byte_to_f16(w >> 16)
+        b3 = _e4m3_byte_to_f16(w >> 24)
+    else:
+        b0, b1, b2, b3 = tl.inline_asm_elementwise(
+            _E4M3_WORD_TO_F16, "=h,=h,=h,=h,r", [w],
+            dtype=(tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+    return tl.reshape(tl.join(tl.join(b0, b2), tl.join(b1, b3)), (N, D))
+
+
+@triton.jit
+def load_fp8_tile(base, row, n_ok, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_D: tl.constexpr):
+    """The [BLOCK_N, BLOCK_D] float16 tile of a float8 cache seen as int32 words (kv_operands):
+    rows at word offsets ``row``, rows outside ``n_ok`` and padded head dims read as zeros."""
+    offs_w = tl.arange(0, BLOCK_D // 4)
+    ok = n_ok[:, None] & (offs_w < HEAD_DIM // 4)[None, :]
+    return fp8_words_to_f16(tl.load(base + row[:, None] + offs_w[None, :], mask=ok, other=0),
+                            BLOCK_N, BLOCK_D)
 
 
 @triton.jit

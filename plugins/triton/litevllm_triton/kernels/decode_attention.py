@@ -7,8 +7,8 @@ Head dims that are not powers of 2 are padded to the next one with masks. The sp
 depends only on shapes (batch size, heads, block-table width), never on per-step values, so the
 launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves every batch
 size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
-A float8 cache is read as q's dtype, with k_scale folded into the softmax scale and v_scale
-applied to the partial output.
+A float8 cache is read as int32 words converted to float16 in registers (dots in float16 for
+16-bit q), with k_scale folded into the softmax scale and v_scale applied to the partial output.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, dot, f16_dots, is_pow2,
+from litevllm_triton.kernels._common import (check_attention_inputs, dot, f16_dots,
+                                             is_pow2, kv_operands, load_fp8_tile,
                                              padded_head_dim, pdl_enabled, pdl_trigger, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
@@ -39,7 +40,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                          SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
-                         PDL: tl.constexpr):
+                         FP8: tl.constexpr, PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -74,10 +75,15 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
         page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
-        kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
-        kv_ok = n_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0).to(q.dtype)  # float8 -> q's
-        v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0).to(q.dtype)
+        row = page * stride_cb + (offs_n % PAGE) * stride_cs
+        if FP8:  # int32 words of four float8 bytes
+            k = load_fp8_tile(k_base, row, n_ok, HEAD_DIM, BLOCK_N, BLOCK_D).to(q.dtype)
+            v = load_fp8_tile(v_base, row, n_ok, HEAD_DIM, BLOCK_N, BLOCK_D).to(q.dtype)
+        else:
+            kv_off = row[:, None] + offs_d[None, :]
+            kv_ok = n_ok[:, None] & d_ok[None, :]
+            k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
+            v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
         s = dot(q, tl.trans(k), IEEE)
         if USE_SOFTCAP:
             s = softcap * tanh(s * (scale / softcap)) * 1.4426950408889634
@@ -178,19 +184,20 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
     if single and not fp32 and block_d <= 128:
         block_n = BLOCK_N_SINGLE
+    kc, vc, fp8 = kv_operands(k_cache, v_cache)
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
                                               device=dev)
     _decode_split_kernel[(b, hkv, num_splits)](
-        q, k_cache, v_cache, block_tables, seq_lens, part_m, part_l, part_acc, out,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        q, kc, vc, block_tables, seq_lens, part_m, part_l, part_acc, out,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
-        F16=f16_dots(q.dtype, k_cache.dtype), PDL=pdl_enabled(dev),
+        F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, PDL=pdl_enabled(dev),
         num_warps=NUM_WARPS,
         num_stages=stages)
     if single:

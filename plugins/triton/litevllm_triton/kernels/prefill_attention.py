@@ -6,8 +6,8 @@ Sequence b owns query rows ``query_start_loc[b]:query_start_loc[b+1]`` at absolu
 its block table. One program handles one tile of BLOCK_Q query rows of one sequence for all
 GROUP query heads that share a KV head: the M dimension of the tile is (query row, head in group),
 so GQA/MQA reads each KV tile once and short (decode) rows still fill the matrix units.
-A float8 cache is read as q's dtype, with k_scale folded into the softmax scale and v_scale
-applied to the output.
+A float8 cache is read as int32 words converted to float16 in registers (dots in float16 for
+16-bit q), with k_scale folded into the softmax scale and v_scale applied to the output.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot, f16_dots,
-                                             padded_head_dim, tanh)
+                                             kv_operands, load_fp8_tile, padded_head_dim, tanh)
 
 
 @triton.jit
@@ -24,7 +24,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                  stride_cb, stride_cs, kv_end, qk_scale, softcap, window,
                  PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, USE_WINDOW: tl.constexpr,
-                 USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr):
+                 USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr, FP8: tl.constexpr):
     """One online-softmax step over keys start_n .. start_n + BLOCK_N (log2 domain)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -33,8 +33,12 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
         page = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0).to(tl.int64)
     else:
         page = tl.load(bt_row + offs_n // PAGE).to(tl.int64)
-    kv_off = (page * stride_cb + (offs_n % PAGE) * stride_cs)[:, None] + offs_d[None, :]
-    if MASKED:
+    row = page * stride_cb + (offs_n % PAGE) * stride_cs
+    kv_off = row[:, None] + offs_d[None, :]
+    if FP8:  # int32 words of four float8 bytes
+        k = load_fp8_tile(k_base, row, offs_n < kv_end, HEAD_DIM, BLOCK_N, BLOCK_D)
+        v = load_fp8_tile(v_base, row, offs_n < kv_end, HEAD_DIM, BLOCK_N, BLOCK_D)
+    elif MASKED:
         kv_ok = n_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
         k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
         v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
@@ -44,7 +48,7 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
     else:
         k = tl.load(k_base + kv_off)
         v = tl.load(v_base + kv_off)
-    k = k.to(q.dtype)  # float8 caches -> q's dtype
+    k = k.to(q.dtype)  # float8 caches: float16 -> q's dtype
     v = v.to(q.dtype)
 
     s = dot(q, tl.trans(k), IEEE)
@@ -76,7 +80,7 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     PAGE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
                     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, IEEE: tl.constexpr,
-                    F16: tl.constexpr):
+                    F16: tl.constexpr, FP8: tl.constexpr):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # launch the longest (last) tiles first
     kv_head = tl.program_id(1)
 
@@ -136,17 +140,17 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
-                                     USE_SOFTCAP, IEEE)
+                                     USE_SOFTCAP, IEEE, FP8)
     for start_n in range(full_lo, full_hi, BLOCK_N):  # visible to every row
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, False, USE_WINDOW,
-                                     USE_SOFTCAP, IEEE)
+                                     USE_SOFTCAP, IEEE, FP8)
     for start_n in range(full_hi, kv_end, BLOCK_N):  # causal diagonal
         acc, l_i, m_i = _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
                                      stride_cb, stride_cs, kv_end, scale, softcap, window,
                                      PAGE, HEAD_DIM, BLOCK_D, BLOCK_N, True, USE_WINDOW,
-                                     USE_SOFTCAP, IEEE)
+                                     USE_SOFTCAP, IEEE, FP8)
 
     out = acc * v_scale / l_i[:, None]  # float8 caches hold v / v_scale (1.0 otherwise)
     o_ptrs = out_ptr + (q_rows * stride_ot + head * stride_oh)[:, None] + offs_d[None, :]
@@ -192,18 +196,20 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
 
     group = h // hkv
     block_d = padded_head_dim(d)
+    kc, vc, fp8 = kv_operands(k_cache, v_cache)
     fp32 = q.dtype == torch.float32
     block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)), fp32)
     block_q = block_m // group
     grid = (t // block_q + num_seqs, hkv)  # upper bound on sum_b cdiv(query_len_b, BLOCK_Q)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, out, block_tables, query_start_loc, seq_lens, num_seqs,
+        q, kc, vc, out, block_tables, query_start_loc, seq_lens, num_seqs,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        kc.stride(0), kc.stride(1), kc.stride(2), block_tables.stride(0),
         float(scale) * k_scale, float(v_scale), float(logit_softcap or 1.0),
         int(sliding_window or 0),
         GROUP=group, HEAD_DIM=d, BLOCK_D=block_d, PAGE=page, BLOCK_M=block_m, BLOCK_Q=block_q,
         BLOCK_N=block_n,
         USE_WINDOW=bool(sliding_window), USE_SOFTCAP=bool(logit_softcap),
-        IEEE=fp32, F16=f16_dots(q.dtype, k_cache.dtype), num_warps=warps, num_stages=stages)
+        IEEE=fp32, F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, num_warps=warps,
+        num_stages=stages)
     return out
