@@ -17,7 +17,7 @@ from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
 from litevllm.engine.inflight import LaunchedStep, StepResult, feed
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.output_processor import OutputProcessor, Request
-from litevllm.engine.warm_start import WarmStart, prefetch_triton_key
+from litevllm.engine.precompile import Precompiler
 from litevllm.engine.request_check import check_request
 from litevllm.engine.sampler import LaunchedSample, Sampler
 from litevllm.engine.scheduler import Scheduler
@@ -77,13 +77,8 @@ class LLMEngine:
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
-        self.device = config.torch_device()
-        if self.device.type == "cuda":
-            prefetch_triton_key()
-        # no precompile on a warm start; else its processes start now, to be ready when the
-        # kernels are known
-        warm = WarmStart(config, self.path, self.device)
-        precompiler = warm.precompiler()
+        # its processes start now, to be ready when the kernels are known
+        precompiler = Precompiler.start(config.torch_device())
         # transformers' first import reads both
         with cached_packages_distributions(), cached_import_structures():
             self.hf_config = fmt.load_config()
@@ -91,6 +86,7 @@ class LLMEngine:
         if not archs:
             raise PluginError(f"{self.path}: config names no architecture ('architectures' is empty)")
         model_cls = manager.model_class(archs[0])
+        self.device = config.torch_device()
         self.dtype = resolve_dtype(config.dtype, getattr(self.hf_config, "dtype", None)
                                    or vars(self.hf_config).get("torch_dtype"), self.device)
         limit = getattr(self.hf_config, "max_position_embeddings", None) or 4096
@@ -138,7 +134,6 @@ class LLMEngine:
                         "longer sequences stop early", self.max_seq_len, self.max_model_len)
         self.sampler = Sampler(sorted(self.scheduler.eos_token_ids), ops)
         self.runner.capture_cuda_graphs()
-        warm.finish(precompiler)
         steps = sched.num_scheduler_steps
         self.num_scheduler_steps = steps or (DEFAULT_GRAPH_STEPS if self.runner.graphs else 1)
         self.async_scheduling = sched.async_scheduling if sched.async_scheduling is not None \

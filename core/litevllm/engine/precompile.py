@@ -10,8 +10,7 @@ variant that cannot be described, sent or compiled is left to Triton's usual JIT
 ``LITEVLLM_PRECOMPILE=0`` turns this off, ``=N`` uses N processes (default: the CPUs less one,
 at most 16). The pool starts with the engine so that its processes import while the config and
 model load. The dry pass patches Triton's ``JITFunction`` for its duration: launches from other
-threads in that window are warm-ups too. A start after one whose dry pass found nothing to
-compile skips all of this (engine/warm_start.py).
+threads in that window are warm-ups too.
 """
 from __future__ import annotations
 
@@ -43,11 +42,6 @@ def pool_size() -> int:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(MAX_WORKERS, (cpus or 1) - 1))
-
-
-def workers_for(device) -> int:
-    """Pool processes for a start on ``device``: none off CUDA."""
-    return pool_size() if device.type == "cuda" else 0
 
 
 @dataclass(frozen=True)
@@ -94,9 +88,8 @@ def _warm_up() -> None:
     import triton.compiler.compiler  # noqa: F401
 
 
-def cached_files(variant: Variant) -> list[str] | None:
-    """The files of ``variant`` in Triton's cache (the lookup ``triton.compile`` makes), or
-    None when it is not there."""
+def cached_on_disk(variant: Variant) -> bool:
+    """Whether Triton's cache holds ``variant`` (the lookup ``triton.compile`` makes)."""
     from triton.compiler.compiler import (ASTSource, get_cache_invalidating_env_vars,
                                           get_cache_key, get_cache_manager, make_backend)
     fn = jit_function(variant.module, variant.qualname)
@@ -105,13 +98,7 @@ def cached_files(variant: Variant) -> list[str] | None:
     options = backend.parse_options(dict(variant.options, **src.parse_options()))
     key = get_cache_key(src, backend, options, env_vars=get_cache_invalidating_env_vars())
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    group = get_cache_manager(digest).get_group(f"{src.name[:150]}.json")
-    return None if group is None else sorted(group.values())
-
-
-def cached_on_disk(variant: Variant) -> bool:
-    """Whether Triton's cache holds ``variant``."""
-    return cached_files(variant) is not None
+    return get_cache_manager(digest).get_group(f"{src.name[:150]}.json") is not None
 
 
 @contextlib.contextmanager
@@ -136,14 +123,12 @@ class Precompiler:
             self._warm = [self.pool.submit(_warm_up) for _ in range(workers)]
         self.pending: dict[tuple, Variant] = {}
         self.seen = 0  # distinct variants the dry pass met that were not in memory yet
-        self.on_disk: list[str] = []  # cache files of the variants it met there
-        self.missing: int | None = None  # variants it found missing (set by compile_pending)
 
     @classmethod
     def start(cls, device) -> Precompiler | None:
         """A started pool for a CUDA ``device``, or None (off, or not possible here)."""
-        workers = workers_for(device)
-        if workers < 1:
+        workers = pool_size()
+        if device.type != "cuda" or workers < 1:
             return None
         try:
             return cls(workers)
@@ -156,9 +141,7 @@ class Precompiler:
         target = fn.device_caches[device][2]
         variant = Variant(fn.fn.__module__, fn.fn.__qualname__, signature, constexprs, attrs,
                           dict(options.__dict__), target)
-        files = cached_files(variant)
-        if files is not None:
-            self.on_disk += files
+        if cached_on_disk(variant):
             return None
         pickle.dumps(variant)  # fails here, not in the pool, for values that cannot travel
         return variant
@@ -197,7 +180,6 @@ class Precompiler:
         """Compile the recorded variants in the pool; returns how many compiled."""
         t0 = time.perf_counter()
         variants, self.pending = list(self.pending.values()), {}
-        self.missing = len(variants)
         futures = [self.pool.submit(compile_variant, v) for v in variants]
         done, _ = wait(futures, timeout=timeout)
         ok = sum(1 for f in done if f.exception() is None)
