@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import torch
 
 from litevllm import LLM
 from litevllm.engine import precompile
-from litevllm.engine.precompile import Precompiler, pool_size
+from litevllm.engine.precompile import Precompiler, pool_size, prefetch_triton_key
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,3 +84,20 @@ def test_runner_compiles_ahead_once_and_survives_a_failing_dry_pass(llama_dir, c
     runner._compile_ahead(fail)
     assert rec.calls == ["dry", "close"]  # nothing compiled ahead: the JIT compiles as before
     assert "kernel precompile skipped (RuntimeError: boom)" in caplog.text
+
+
+def test_triton_key_is_hashed_in_a_thread_and_failures_are_silent(monkeypatch):
+    import triton.runtime.cache as cache
+    cache.triton_key.cache_clear()
+    thread = prefetch_triton_key()
+    thread.join(60)
+    assert thread.daemon and cache.triton_key.cache_info().currsize == 1
+
+    def broken():
+        raise OSError("no libtriton")
+    uncaught = []
+    monkeypatch.setattr(cache, "triton_key", broken)
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    thread = prefetch_triton_key()
+    thread.join(60)
+    assert not thread.is_alive() and uncaught == []

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import time
 import types
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -31,6 +32,25 @@ log = logging.getLogger("litevllm")
 
 MAX_WORKERS = 16
 TIMEOUT_S = 600.0  # a stuck pool only costs this: the real pass then compiles what is missing
+
+
+def prefetch_triton_key() -> threading.Thread | None:
+    """Hash Triton's own files for ``triton_key()`` (lru-cached, ~0.25 s, needed by the first
+    kernel lookup) in a daemon thread, while the config and model load: hashlib releases the
+    GIL on large buffers. Failures are silent (the first lookup then computes it)."""
+    try:
+        from triton.runtime.cache import triton_key  # imported here: the thread only hashes
+    except Exception:
+        return None
+
+    def run():
+        try:
+            triton_key()
+        except Exception:
+            pass
+    thread = threading.Thread(target=run, name="litevllm-triton-key", daemon=True)
+    thread.start()
+    return thread
 
 
 def pool_size() -> int:
