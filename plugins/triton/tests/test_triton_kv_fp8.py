@@ -184,3 +184,13 @@ def test_fp8_cache_head_dim_must_be_a_multiple_of_4():
         kernels.decode_attention(q, k_cache, v_cache, bt, sl, 1.0)
     with pytest.raises(ValueError, match="head_dim divisible by 4"):
         kernels.prefill_attention(q, k_cache, v_cache, bt, qsl, sl, 1, 1.0)
+
+
+def test_fp8_words_to_f16_keeps_nan():
+    """e4m3's NaN bytes (0x7F, 0xFF) give NaN, as the hardware conversion does, at every byte
+    position: a NaN key must not read as a finite 480 in the interpreter."""
+    raw = torch.tensor([0x7F, 0xFF, 0x38, 0xB8] * 4, dtype=torch.uint8).view(4, 4)
+    raw = torch.stack([r.roll(i) for i, r in enumerate(raw)])
+    got = torch.empty(4, 4, dtype=torch.float16)
+    _words_to_f16_kernel[(1,)](raw.view(torch.int32), got, N=4, D=4)
+    torch.testing.assert_close(got, raw.view(FP8).to(torch.float16), equal_nan=True)

@@ -170,9 +170,10 @@ mov.b32 {$2, $3}, b;
 @triton.jit
 def _e4m3_byte_to_f16(x):
     """The low byte of int32 ``x`` (e4m3 bits) as float16, exactly: the bits moved into
-    float16's fields, times 2^8 for the exponent bias (subnormals included)."""
+    float16's fields, times 2^8 for the exponent bias (subnormals included); NaN stays NaN."""
     bits = ((x & 0x80) << 8) | ((x & 0x7F) << 7)
-    return bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+    f = bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+    return tl.where((x & 0x7F) == 0x7F, float("nan"), f)
 
 
 @triton.jit
