@@ -65,7 +65,8 @@ def kv_operands(k_cache: torch.Tensor, v_cache: torch.Tensor):
 def f16_dots(q_dtype: torch.dtype, cache_dtype: torch.dtype) -> bool:
     """Float8 caches with 16-bit queries take their dots in float16: Hopper converts e4m3 to
     float16 in one instruction per pair but to bfloat16 in several, which made float8 attention
-    ALU-bound. The products are those of bfloat16 (both operands fit float16 exactly)."""
+    ALU-bound. The products are those of bfloat16: e4m3 values fit float16 exactly, and so do
+    bfloat16 queries within float16's normal range (beyond +-65504 they become inf)."""
     return cache_dtype in torch_ops.FP8_KV_DTYPES and q_dtype != torch.float32
 
 
