@@ -184,6 +184,8 @@ def main():
                    "here and its -X importtime lines in FILE.imports")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.profile_out and not a.profile:
+        p.error("--profile-out needs --profile")
     engine_kw = json.loads(a.engine)
     if a.child:
         print(json.dumps(child(a.model, engine_kw, a.profile, a.latency, a.profile_out)), flush=True)

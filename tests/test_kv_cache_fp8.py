@@ -159,3 +159,19 @@ def test_cli_option(llama_dir, tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["kv_cache_dtype"] == "float8_e4m3fn" and data["output_tok_per_s"] > 0
+
+
+def test_three_argument_backend_still_constructs(llama_dir, monkeypatch):
+    """A backend written before kv_cache_dtype, with its own (device, dtype, block_size)
+    constructor, still runs with the default "auto" cache (plugin API 1.0)."""
+    from litevllm.attention.torch_backend import TorchAttentionBackend
+    from litevllm.engine import engine
+
+    class Legacy(TorchAttentionBackend):
+        def __init__(self, device, dtype, block_size):
+            super().__init__(device, dtype, block_size)
+    monkeypatch.setattr(engine, "pick_attention_backend", lambda *a: Legacy)
+    llm = _engine(llama_dir)
+    assert isinstance(llm.engine.runner.attn, Legacy)
+    assert llm.engine.runner.kv_caches[0].dtype == torch.float32
+    assert len(_generate(llm, 16, [[5, 6, 7]])[0].outputs[0].token_ids) == MAX_TOKENS

@@ -16,8 +16,9 @@ Engine (teacher forced: transformers scores the engine's own tokens):
 - bf16 against transformers float32 without quantization (the bf16 engine's reference): fp8
   K/V cost accuracy, and random weights with logits spread ~8x show it (top-2 gap median ~1.5,
   fp8 moves logits ~0.3). The fp8 engine picks the argmax at >= 75% of positions and the bf16
-  engine at >= 95%; the fp8 engine's 90th-percentile gap to the argmax stays <= 0.6. CPU
-  calibration on this model (torch backend, bf16): 85% and 98%, 90th percentile 0.30.
+  engine at >= 95%; the fp8 engine's 90th-percentile gap to the argmax stays below the median
+  top-2 gap (flips are near-ties). CPU calibration on this model (torch backend, bf16): 85% and
+  98%, 90th percentile 0.30.
 """
 import pytest
 import torch

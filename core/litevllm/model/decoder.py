@@ -61,7 +61,12 @@ class LiteAttention(nn.Module):
 
     def load_shard(self, attr: str, loaded: torch.Tensor, shard) -> None:
         """The checkpoint's per-tensor KV-cache scales (``self_attn.k_scale``/``v_scale``, as
-        vLLM reads them), kept for a float8 cache; other tensors here are ignored."""
+        vLLM reads them), kept for a float8 cache; a subclass's own parameters are copied in
+        (the loader sends this module every tensor named after it); other tensors ignored."""
+        if attr in self._parameters:
+            from litevllm.quant.unquantized import copy_shard
+            copy_shard(self._parameters[attr], loaded, [], shard, attr)
+            return
         if attr not in ("k_scale", "v_scale") or self.attn.kv_cache_dtype not in FP8_KV_DTYPES:
             return
         if loaded.numel() != 1:

@@ -5,12 +5,15 @@ import dataclasses
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from triton_test_utils import TOL, make_paged_batch
 
 from litevllm.plugin_api import AttentionSpec, TorchAttentionBackend, paged_attention_ref
 from litevllm.plugin_api import torch_ops as ref
 from litevllm_triton import kernels
 from litevllm_triton.backend import TritonAttentionBackend
+from litevllm_triton.kernels._common import fp8_words_to_f16
 
 FP8 = torch.float8_e4m3fn
 DTYPES = [torch.float32, torch.float16]
@@ -66,8 +69,9 @@ def test_prefill_reads_fp8_cache(dtype, k_scale, v_scale, case):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k_scale,v_scale", SCALES)
 @pytest.mark.parametrize("num_splits", [1, 4])
-def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits):
-    h, hkv, d, bs = 4, 1, 32, 16
+@pytest.mark.parametrize("hkv,d", [(1, 32), (2, 80)])  # 80: words past the head masked
+def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits, hkv, d):
+    h, bs = 4, 16
     slens = [1, 17, 100, 250]
     k_cache, v_cache, bt, _, sl = _fp8_batch([1] * 4, slens, hkv, d, bs, k_scale, v_scale)
     spec = _spec(h, hkv, d, k_scale, v_scale)
@@ -148,3 +152,45 @@ def test_engine_triton_fp8_matches_torch_fp8(tmp_path):
         assert got.token_ids == want.token_ids
         torch.testing.assert_close(logprob_rows(got.logprobs, vocab),
                                    logprob_rows(want.logprobs, vocab), atol=1e-4, rtol=1e-4)
+
+
+@triton.jit
+def _words_to_f16_kernel(w_ptr, out_ptr, N: tl.constexpr, D: tl.constexpr):
+    rows, words = tl.arange(0, N), tl.arange(0, D // 4)
+    w = tl.load(w_ptr + rows[:, None] * (D // 4) + words[None, :])
+    cols = tl.arange(0, D)
+    tl.store(out_ptr + rows[:, None] * D + cols[None, :], fp8_words_to_f16(w, N, D))
+
+
+def test_fp8_words_to_f16_matches_torch_for_every_finite_byte():
+    """The interpreter's bit conversion against torch's float8_e4m3fn -> float16 cast, bit for
+    bit (signed zeros, subnormals, +-448), each finite byte at each of the four byte positions
+    of an int32 word (rows are the 254 finite bytes rotated by 0..3; words with the sign bit
+    of their top byte set are negative ints)."""
+    finite = torch.tensor([b for b in range(256) if b & 0x7F != 0x7F], dtype=torch.uint8)
+    assert finite.numel() == 254
+    vals = torch.cat((finite, finite[:2]))  # 256 bytes: whole words
+    raw = torch.stack([vals.roll(r) for r in range(4)])  # [4, 256]: every byte at every position
+    want = raw.view(FP8).to(torch.float16)
+    got = torch.empty(4, 256, dtype=torch.float16)
+    _words_to_f16_kernel[(1,)](raw.view(torch.int32), got, N=4, D=256)
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+
+
+def test_fp8_cache_head_dim_must_be_a_multiple_of_4():
+    k_cache, v_cache, bt, qsl, sl = _fp8_batch([1], [5], 1, 18, 16, 1.0, 1.0)
+    q = torch.randn(1, 2, 18)
+    with pytest.raises(ValueError, match="head_dim divisible by 4"):
+        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 1.0)
+    with pytest.raises(ValueError, match="head_dim divisible by 4"):
+        kernels.prefill_attention(q, k_cache, v_cache, bt, qsl, sl, 1, 1.0)
+
+
+def test_fp8_words_to_f16_keeps_nan():
+    """e4m3's NaN bytes (0x7F, 0xFF) give NaN, as the hardware conversion does, at every byte
+    position: a NaN key must not read as a finite 480 in the interpreter."""
+    raw = torch.tensor([0x7F, 0xFF, 0x38, 0xB8] * 4, dtype=torch.uint8).view(4, 4)
+    raw = torch.stack([r.roll(i) for i, r in enumerate(raw)])
+    got = torch.empty(4, 4, dtype=torch.float16)
+    _words_to_f16_kernel[(1,)](raw.view(torch.int32), got, N=4, D=4)
+    torch.testing.assert_close(got, raw.view(FP8).to(torch.float16), equal_nan=True)

@@ -65,14 +65,16 @@ def kv_operands(k_cache: torch.Tensor, v_cache: torch.Tensor):
 def f16_dots(q_dtype: torch.dtype, cache_dtype: torch.dtype) -> bool:
     """Float8 caches with 16-bit queries take their dots in float16: Hopper converts e4m3 to
     float16 in one instruction per pair but to bfloat16 in several, which made float8 attention
-    ALU-bound. The products are those of bfloat16 (both operands fit float16 exactly)."""
+    ALU-bound. The products are those of bfloat16: e4m3 values fit float16 exactly, and so do
+    bfloat16 queries within float16's normal range (beyond +-65504 they become inf)."""
     return cache_dtype in torch_ops.FP8_KV_DTYPES and q_dtype != torch.float32
 
 
 @functools.lru_cache(maxsize=None)
 def fp8_supported(device: torch.device) -> bool:
-    """Triton converts float8 e4m3 natively from sm_89 on (and in the CPU interpreter)."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    """The write kernel's float8 e4m3 cast and the readers' cvt.rn.f16x2.e4m3x2 need sm_89 or
+    newer; the CPU interpreter converts in software."""
+    if INTERPRET:
         return True
     return (device.type == "cuda" and torch.version.hip is None
             and torch.cuda.get_device_capability(device) >= (8, 9))
@@ -170,9 +172,10 @@ mov.b32 {$2, $3}, b;
 @triton.jit
 def _e4m3_byte_to_f16(x):
     """The low byte of int32 ``x`` (e4m3 bits) as float16, exactly: the bits moved into
-    float16's fields, times 2^8 for the exponent bias (subnormals included)."""
+    float16's fields, times 2^8 for the exponent bias (subnormals included); NaN stays NaN."""
     bits = ((x & 0x80) << 8) | ((x & 0x7F) << 7)
-    return bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+    f = bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+    return tl.where((x & 0x7F) == 0x7F, float("nan"), f)
 
 
 @triton.jit
