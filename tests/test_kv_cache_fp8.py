@@ -175,3 +175,19 @@ def test_three_argument_backend_still_constructs(llama_dir, monkeypatch):
     assert isinstance(llm.engine.runner.attn, Legacy)
     assert llm.engine.runner.kv_caches[0].dtype == torch.float32
     assert len(_generate(llm, 16, [[5, 6, 7]])[0].outputs[0].token_ids) == MAX_TOKENS
+
+
+def test_three_argument_backend_refuses_fp8_in_one_line(llama_dir, monkeypatch):
+    """The same backend asked for a float8 cache: a one-line refusal naming it, no TypeError."""
+    from litevllm.attention.torch_backend import TorchAttentionBackend
+    from litevllm.engine import engine
+
+    class Legacy(TorchAttentionBackend):
+        name = "legacy"
+
+        def __init__(self, device, dtype, block_size):
+            super().__init__(device, dtype, block_size)
+    monkeypatch.setattr(engine, "pick_attention_backend", lambda *a: Legacy)
+    with pytest.raises(ValueError, match="attention backend 'legacy' cannot store a "
+                                         "float8_e4m3fn KV cache"):
+        _engine(llama_dir, kv_cache_dtype="fp8")

@@ -8,6 +8,7 @@ sliding window ``w``, ``p - k < w``.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +44,26 @@ class AttentionMetadata:
     extra: dict = field(default_factory=dict)  # backend-private buffers
 
 
+def cannot_store(backend_name: str, kv_cache_dtype: torch.dtype, device) -> ValueError:
+    name = str(kv_cache_dtype).replace("torch.", "")
+    return ValueError(f"attention backend '{backend_name}' cannot store a {name} KV cache "
+                      f"on {device.type}; use kv_cache_dtype 'auto'")
+
+
+def build_backend(cls, device: torch.device, dtype: torch.dtype, block_size: int,
+                  kv_cache_dtype: torch.dtype):
+    """``cls(device, dtype, block_size[, kv_cache_dtype])``: the cache dtype only when it is not
+    the model's, so backends with plugin API 1.0's three-argument constructor still start with
+    'auto' and are refused in one line for another cache dtype."""
+    if kv_cache_dtype == dtype:
+        return cls(device, dtype, block_size)
+    params = inspect.signature(cls).parameters.values()
+    if not any(p.name == "kv_cache_dtype" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in params):
+        raise cannot_store(getattr(cls, "name", cls.__name__), kv_cache_dtype, device)
+    return cls(device, dtype, block_size, kv_cache_dtype)
+
+
 class AttentionBackend:
     """Base class for attention backends. Subclasses set ``name`` and implement ``forward``."""
 
@@ -55,9 +76,7 @@ class AttentionBackend:
         self.device, self.dtype, self.block_size = device, dtype, block_size
         self.kv_cache_dtype = kv_cache_dtype or dtype
         if self.kv_cache_dtype not in (dtype, *self.kv_cache_dtypes):
-            name = str(self.kv_cache_dtype).replace("torch.", "")
-            raise ValueError(f"attention backend '{self.name}' cannot store a {name} KV cache "
-                             f"on {device.type}; use kv_cache_dtype 'auto'")
+            raise cannot_store(self.name, self.kv_cache_dtype, device)
 
     def kv_cache_shape(self, num_blocks: int, num_kv_heads: int, head_dim: int) -> tuple:
         """Shape of one layer's cache. Default: [2, num_blocks, block_size, Hkv, D]."""

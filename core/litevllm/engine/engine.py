@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from litevllm.attention.backend import build_backend
 from litevllm.config import (DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype,
                              resolve_kv_cache_dtype)
 from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
@@ -98,11 +99,9 @@ class LLMEngine:
                         self.max_model_len, limit)
         self.ops = ops = Ops(config.kernels, self.device.type, manager)
         self.kv_cache_dtype = resolve_kv_cache_dtype(config.cache.kv_cache_dtype, self.dtype)
-        # the cache dtype only when it is not the model's: backends written before it keep
-        # their three-argument constructors (plugin API 1.0)
-        kv = (self.kv_cache_dtype,) if self.kv_cache_dtype != self.dtype else ()
-        attn = pick_attention_backend(manager, config.kernels, self.device.type)(
-            self.device, self.dtype, config.cache.block_size, *kv)
+        attn = build_backend(pick_attention_backend(manager, config.kernels, self.device.type),
+                             self.device, self.dtype, config.cache.block_size,
+                             self.kv_cache_dtype)
         quant = self._quant_config(manager, fmt)
         fmt.set_quantization(quant)
         ctx = ModelContext(ops, attn, quant, self.dtype, self.device, self.max_model_len)
