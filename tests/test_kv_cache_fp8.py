@@ -75,9 +75,12 @@ def test_fp8_cache_matches_hf_with_fp8_kv(llama_dir, hf_model, vocab_size):
     assert _max_distance(hf_model(llama_dir), outs, vocab_size) > 0.05  # really quantized
 
 
-def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, vocab_size):
-    """``model.layers.N.self_attn.k_scale``/``v_scale`` (vLLM's layout) set the layer's scales
-    for an fp8 cache and are ignored by an "auto" cache."""
+@pytest.mark.parametrize("layout", ["self_attn.{x}_scale", "self_attn.{x}_proj.output_scale",
+                                    "self_attn.{x}_proj.{x}_scale"])
+def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, vocab_size, layout):
+    """``model.layers.N.self_attn.k_scale``/``v_scale`` (vLLM's layout), or the same scales on
+    k_proj/v_proj (older AutoFP8 layouts), set the layer's scales for an fp8 cache and are
+    ignored by an "auto" cache."""
     path = tmp_path / "scaled"
     path.mkdir()
     for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
@@ -88,8 +91,8 @@ def test_checkpoint_kv_scales_are_used(llama_dir, tmp_path, vocab_size):
     f32 = [float(torch.tensor(x)) for x in (0.01, 0.004, 0.02, 0.012)]  # as stored: float32
     scales = {i: (f32[2 * i], f32[2 * i + 1]) for i in range(layers)}
     for i, (ks, vs) in scales.items():
-        tensors[f"model.layers.{i}.self_attn.k_scale"] = torch.tensor(ks)
-        tensors[f"model.layers.{i}.self_attn.v_scale"] = torch.tensor(vs)
+        tensors[f"model.layers.{i}." + layout.format(x="k")] = torch.tensor(ks)
+        tensors[f"model.layers.{i}." + layout.format(x="v")] = torch.tensor(vs)
     save_file(tensors, path / "model.safetensors")
     llm = _engine(path, kv_cache_dtype="fp8")
     layer_scales = {i: (layer.self_attn.spec.k_scale, layer.self_attn.spec.v_scale)

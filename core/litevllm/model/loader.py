@@ -18,6 +18,12 @@ from litevllm.model.layers import RMSNorm
 log = logging.getLogger("litevllm")
 
 
+# KV-cache scales some fp8 checkpoints keep on k_proj/v_proj (older AutoFP8 layouts), moved to
+# the attention module's k_scale/v_scale as vLLM remaps them
+KV_SCALE_ALIASES = {("k_proj", "output_scale"): "k_scale", ("k_proj", "k_scale"): "k_scale",
+                    ("v_proj", "output_scale"): "v_scale", ("v_proj", "v_scale"): "v_scale"}
+
+
 def _owner(model: nn.Module, param_name: str):
     module_name, _, attr = param_name.rpartition(".")
     return model.get_submodule(module_name) if module_name else model, attr
@@ -57,6 +63,9 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
             continue
         module_name, _, attr = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
+        if (leaf, attr) in KV_SCALE_ALIASES:
+            module_name, attr = parent, KV_SCALE_ALIASES[leaf, attr]
+            parent, _, leaf = module_name.rpartition(".")
         shard = None
         # the model may route a tensor itself (e.g. one expert's weight into a stacked param),
         # seeing the checkpoint's own module name, before gate/up or q/k/v packing applies

@@ -18,7 +18,9 @@ from litevllm_fp8 import reference as ref
 from litevllm_fp8.path import TORCH, W8A8, pick_path
 
 DUMMY_RANGE = 0.02  # dummy weights span +-0.02 after dequant, like core's dummy init
-KV_SCALES = ("output_scale", "k_scale", "v_scale")  # on k_proj/v_proj in some fp8 checkpoints
+# calibration scales some fp8 checkpoints keep on projections; the loader moves the k_proj/v_proj
+# KV-cache ones to the attention (model/loader.py KV_SCALE_ALIASES), others are not used
+KV_SCALES = ("output_scale", "k_scale", "v_scale")
 
 
 def _param(*shape, dtype=torch.float32) -> nn.Parameter:
@@ -90,7 +92,7 @@ class Fp8LinearMethod(QuantMethod):
                 layer.input_scale.data[idx] = loaded.reshape(())
             # dynamic scheme: a checkpoint's calibration scale is not used
         elif param_name in KV_SCALES:
-            pass  # fp8 KV-cache calibration: the cache stays in the model's dtype
+            pass
         else:
             expected = {"tensor": "weight_scale", "block": "weight_scale_inv",
                         "online": "no scale"}[cfg.mode]
