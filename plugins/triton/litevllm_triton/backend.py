@@ -29,7 +29,7 @@ class TritonAttentionBackend(AttentionBackend):
         if self.kv_cache_dtype in torch_ops.FP8_KV_DTYPES and not fp8_supported(device):
             raise ValueError(f"kv_cache_dtype fp8 needs an NVIDIA GPU of compute capability "
                              f">= 8.9 with the triton backend, not {device_name(device)}; "
-                             f"use kv_cache_dtype 'auto'")
+                             f"use kv_cache_dtype 'auto', or kernels 'torch' (slower)")
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:

@@ -194,3 +194,17 @@ def test_fp8_words_to_f16_keeps_nan():
     got = torch.empty(4, 4, dtype=torch.float16)
     _words_to_f16_kernel[(1,)](raw.view(torch.int32), got, N=4, D=4)
     torch.testing.assert_close(got, raw.view(FP8).to(torch.float16), equal_nan=True)
+
+
+def test_fp8_cache_without_hardware_support_names_the_ways_out(monkeypatch):
+    """Outside the interpreter a CPU (or a GPU before sm_89) cannot run the float8 kernels: the
+    backend refuses in one line and names both ways out."""
+    from litevllm_triton.backend import TritonAttentionBackend
+    from litevllm_triton.kernels import _common
+    monkeypatch.setattr(_common, "INTERPRET", False)
+    _common.fp8_supported.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="kv_cache_dtype 'auto', or kernels 'torch'"):
+            TritonAttentionBackend(torch.device("cpu"), torch.float32, 16, torch.float8_e4m3fn)
+    finally:
+        _common.fp8_supported.cache_clear()
