@@ -108,6 +108,51 @@ def test_prefill_over_fp8_cache(dtype, k_scale, v_scale, d):
     assert_close_to_ref(got, want, dtype)
 
 
+def test_word_conversion_matches_torch_for_every_finite_byte():
+    """The kernels' inline-PTX e4m3 -> float16 conversion of int32 words (fp8_words_to_f16)
+    against torch's cast, bit for bit: each of the 254 finite bytes at each byte position."""
+    import triton
+    import triton.language as tl
+
+    from litevllm_triton.kernels._common import fp8_words_to_f16
+
+    @triton.jit
+    def words_to_f16(w_ptr, out_ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
+        r = tl.arange(0, ROWS)[:, None]
+        w = tl.load(w_ptr + r * (COLS // 4) + tl.arange(0, COLS // 4)[None, :])
+        tl.store(out_ptr + r * COLS + tl.arange(0, COLS)[None, :],
+                 fp8_words_to_f16(w, ROWS, COLS))
+
+    finite = torch.tensor([b for b in range(256) if b & 0x7F != 0x7F], dtype=torch.uint8)
+    row = torch.cat((finite, finite[:2]))
+    raw = torch.stack([row.roll(i) for i in range(16)]).cuda()  # 16 rotations: all positions
+    got = torch.empty(raw.shape, dtype=torch.float16, device="cuda")
+    words_to_f16[(1,)](raw.view(torch.int32), got, ROWS=16, COLS=256)
+    assert torch.equal(got.view(torch.int16), raw.view(FP8).to(torch.float16).view(torch.int16))
+
+
+@pytest.mark.parametrize("d", [80, 96])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_padded_head_dims_over_fp8_cache(d, dtype):
+    """Head dims that are not powers of 2 (padded to 128 in the kernels) and float16 queries,
+    decode and prefill, against the reference on the same fp8 cache."""
+    from litevllm_triton.kernels import decode_attention, prefill_attention
+    h, hkv, k_scale, v_scale = 16, 4, 0.5, 2.0
+    qlens, slens = [300, 1, 1, 120], [900, 1200, 64, 400]
+    k_cache, v_cache, bt, qsl, sl = fp8_batch(qlens, slens, hkv, d, k_scale, v_scale)
+    spec = AttentionSpec(h, hkv, d, d ** -0.5, k_scale=k_scale, v_scale=v_scale)
+    q = torch.randn(sum(qlens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, slens, spec)
+    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(qlens), spec.scale,
+                            out=nan_like(q), k_scale=k_scale, v_scale=v_scale)
+    assert_close_to_ref(got, want, dtype)
+    qd = torch.randn(len(slens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(qd, k_cache, v_cache, bt, [1] * len(slens), slens, spec)
+    got = decode_attention(qd, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(qd),
+                           k_scale=k_scale, v_scale=v_scale)
+    assert_close_to_ref(got, want, dtype)
+
+
 VOCAB = 2048
 CONFIG = LlamaConfig(vocab_size=VOCAB, hidden_size=512, intermediate_size=1024,
                      num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
