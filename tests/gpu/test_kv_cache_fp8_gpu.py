@@ -96,9 +96,13 @@ def test_decode_over_fp8_cache(dtype, k_scale, v_scale, b, splits):
 @pytest.mark.parametrize("d", [64, 128])
 def test_prefill_over_fp8_cache(dtype, k_scale, v_scale, d):
     """A mixed batch: a fresh prompt, decodes, chunks after cached prefixes."""
+    check_prefill([2000, 1, 700, 1, 300], [2000, 3000, 1500, 64, 800], 16, 4, d, dtype,
+                  k_scale, v_scale)
+
+
+def check_prefill(qlens, slens, h, hkv, d, dtype, k_scale, v_scale):
+    """prefill_attention over a fresh fp8 batch against the reference; returns the batch."""
     from litevllm_triton.kernels import prefill_attention
-    qlens, slens = [2000, 1, 700, 1, 300], [2000, 3000, 1500, 64, 800]
-    h, hkv = 16, 4
     k_cache, v_cache, bt, qsl, sl = fp8_batch(qlens, slens, hkv, d, k_scale, v_scale)
     spec = AttentionSpec(h, hkv, d, d ** -0.5, k_scale=k_scale, v_scale=v_scale)
     q = torch.randn(sum(qlens), h, d, dtype=dtype, device="cuda")
@@ -106,6 +110,7 @@ def test_prefill_over_fp8_cache(dtype, k_scale, v_scale, d):
     got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(qlens), spec.scale,
                             out=nan_like(q), k_scale=k_scale, v_scale=v_scale)
     assert_close_to_ref(got, want, dtype)
+    return k_cache, v_cache, bt, sl, spec
 
 
 def test_word_conversion_matches_torch_for_every_finite_byte():
@@ -136,19 +141,13 @@ def test_word_conversion_matches_torch_for_every_finite_byte():
 def test_padded_head_dims_over_fp8_cache(d, dtype):
     """Head dims that are not powers of 2 (padded to 128 in the kernels) and float16 queries,
     decode and prefill, against the reference on the same fp8 cache."""
-    from litevllm_triton.kernels import decode_attention, prefill_attention
-    h, hkv, k_scale, v_scale = 16, 4, 0.5, 2.0
-    qlens, slens = [300, 1, 1, 120], [900, 1200, 64, 400]
-    k_cache, v_cache, bt, qsl, sl = fp8_batch(qlens, slens, hkv, d, k_scale, v_scale)
-    spec = AttentionSpec(h, hkv, d, d ** -0.5, k_scale=k_scale, v_scale=v_scale)
-    q = torch.randn(sum(qlens), h, d, dtype=dtype, device="cuda")
-    want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, slens, spec)
-    got = prefill_attention(q, k_cache, v_cache, bt, qsl, sl, max(qlens), spec.scale,
-                            out=nan_like(q), k_scale=k_scale, v_scale=v_scale)
-    assert_close_to_ref(got, want, dtype)
-    qd = torch.randn(len(slens), h, d, dtype=dtype, device="cuda")
-    want = paged_attention_ref(qd, k_cache, v_cache, bt, [1] * len(slens), slens, spec)
-    got = decode_attention(qd, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(qd),
+    from litevllm_triton.kernels import decode_attention
+    h, k_scale, v_scale, slens = 16, 0.5, 2.0, [900, 1200, 64, 400]
+    k_cache, v_cache, bt, sl, spec = check_prefill([300, 1, 1, 120], slens, h, 4, d, dtype,
+                                                   k_scale, v_scale)
+    q = torch.randn(len(slens), h, d, dtype=dtype, device="cuda")
+    want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * len(slens), slens, spec)
+    got = decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(q),
                            k_scale=k_scale, v_scale=v_scale)
     assert_close_to_ref(got, want, dtype)
 
