@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
-#                                    throughput|tput|models|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
+#                                    throughput|tput|models|moetune|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
 #                                    sampling|kvfp8 ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
@@ -107,6 +107,14 @@ for part in $parts; do
       tp tinyllama-1.1b --temperature 0.6 --top-p 0.9 ${TPUT_ARGS:-}
       LITEVLLM_FUSED_SAMPLING=0 TP_TAG=unfused tp tinyllama-1.1b --temperature 0.6 --top-p 0.9 ${TPUT_ARGS:-}
       tp tinyllama-1.1b --temperature 0.6 ${TPUT_ARGS:-} ;;
+    moetune)  # issue 16: MoE throughput on the default tiles (the H200 has no tuned table),
+              # the table tuned for this GPU, then the throughput with it
+      TP_TAG=default-tiles tp qwen1.5-moe-a2.7b ${TPUT_ARGS:-}
+      timeout ${MOETUNE_S:-300} python3 benchmarks/tune_fused_moe.py \
+          --config $C/qwen1.5-moe-a2.7b/config.json --quick --out-dir "$OUT/fused_moe_configs" \
+          2>&1 | grep -v -i warn | tail -6
+      cp "$OUT"/fused_moe_configs/*.json plugins/triton/litevllm_triton/fused_moe_configs/ \
+          && TP_TAG=tuned-tiles tp qwen1.5-moe-a2.7b ${TPUT_ARGS:-} ;;
     models)  # issue 16: the same workload on the other models of the issue
       for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do tp $m ${TPUT_ARGS:-}; done ;;
     attn)  # decode-attention tile / split sweep (issues 15, 16)
