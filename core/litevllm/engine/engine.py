@@ -115,8 +115,8 @@ class LLMEngine:
         if self.kv_cache_dtype != self.dtype:
             specs = [m.spec for m in self.model.modules() if isinstance(m, LiteAttention)]
             if all((s.k_scale, s.v_scale) == (1.0, 1.0) for s in specs):
-                log.warning("fp8 KV cache with scales 1.0: the checkpoint has no "
-                            "self_attn.k_scale/v_scale tensors")
+                log.warning("fp8 KV cache with scales 1.0: the checkpoint has no KV-cache "
+                            "scales (self_attn.k_scale/v_scale or k_proj/v_proj.output_scale)")
         self.tokenizer = self._load_tokenizer(fmt)
         sched = config.scheduler
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,

@@ -15,6 +15,7 @@ from litevllm.model.context import ModelContext
 from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
 from litevllm.model.linear import LiteLinear
 from litevllm.ops.torch_ops import FP8_KV_DTYPES
+from litevllm.quant.unquantized import copy_shard
 
 
 class LiteAttention(nn.Module):
@@ -64,7 +65,6 @@ class LiteAttention(nn.Module):
         vLLM reads them), kept for a float8 cache; a subclass's own parameters are copied in
         (the loader sends this module every tensor named after it); other tensors ignored."""
         if attr in self._parameters:
-            from litevllm.quant.unquantized import copy_shard
             copy_shard(self._parameters[attr], loaded, [], shard, attr)
             return
         if attr not in ("k_scale", "v_scale") or self.attn.kv_cache_dtype not in FP8_KV_DTYPES:
