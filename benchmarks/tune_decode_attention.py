@@ -53,6 +53,12 @@ def time_point(args, splits):
     return do_bench_cudagraph(fn, rep=50) * 1e3  # µs
 
 
+def split_counts(a, auto):
+    """The split counts to time: --splits, plus the auto count (the default row needs it)."""
+    chosen = {int(x) for x in a.splits.split(",")} if a.splits else {1, 2, 4, 8, 16}
+    return sorted(chosen | {auto})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out")
@@ -60,6 +66,8 @@ def main():
     p.add_argument("--splits-only", action="store_true", help="the default tiles (split and one-split), every split count")
     p.add_argument("--shapes", default=None, help="comma-separated shape names")
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    p.add_argument("--splits", default=None,
+                   help="comma-separated split counts to sweep (default: 1, 2, 4, 8, 16 and the auto count)")
     a = p.parse_args()
     fp8 = a.kv_cache_dtype == "fp8"
     block_ns = (32, 64, 128, 256) if fp8 else (32, 64, 128)  # fp8 fits 256 at D 128
@@ -80,7 +88,7 @@ def main():
         args = case(b, h, hkv, d, lo, hi, fp8=fp8)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
         results = []
-        for (bn, w, s), splits in itertools.product(tiles, sorted({auto, 1, 2, 4, 8, 16})):
+        for (bn, w, s), splits in itertools.product(tiles, split_counts(a, auto)):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
             mod.BLOCK_N_SINGLE = bn if splits == 1 else single
             try:
