@@ -79,18 +79,21 @@ def main():
         tiles = list(itertools.product(block_ns, (4, 8), (1, 3) if fp8 else (3,)))
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
     single = mod.BLOCK_N_SINGLE  # the one-split tile; a point's tile replaces both
+    single_fp8 = mod.FP8_BLOCK_N_SINGLE_D64
     if a.splits_only:
-        tiles = [default, (single, *default[1:])]
+        tiles = list(dict.fromkeys([default, (single, *default[1:]), (single_fp8, *default[1:])]
+                                   if fp8 else [default, (single, *default[1:])]))
     f = open(a.out, "a") if a.out else None
     for name, b, h, hkv, d, lo, hi in SHAPES:
         if a.shapes and name not in a.shapes.split(","):
             continue
         args = case(b, h, hkv, d, lo, hi, fp8=fp8)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
+        one = single_fp8 if fp8 and d <= 64 else single  # the default one-split tile
         results = []
         for (bn, w, s), splits in itertools.product(tiles, split_counts(a, auto)):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
-            mod.BLOCK_N_SINGLE = bn if splits == 1 else single
+            mod.BLOCK_N_SINGLE = mod.FP8_BLOCK_N_SINGLE_D64 = bn if splits == 1 else single
             try:
                 us = time_point(args, splits)
             except Exception as e:  # out of shared memory etc.
@@ -100,13 +103,13 @@ def main():
             row = {"shape": name, "kv_cache_dtype": a.kv_cache_dtype, "tile": [bn, w, s],
                    "splits": splits, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
-                   "default": splits == auto and (bn, w, s) == ((single, *default[1:])
+                   "default": splits == auto and (bn, w, s) == ((one, *default[1:])
                                                                   if auto == 1 else default)}
             results.append(row)
             if f:
                 f.write(json.dumps(row) + "\n")
         mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = default
-        mod.BLOCK_N_SINGLE = single
+        mod.BLOCK_N_SINGLE, mod.FP8_BLOCK_N_SINGLE_D64 = single, single_fp8
         best = min(results, key=lambda r: r["us"])
         dflt = next(r for r in results if r["default"])
         print(json.dumps({"shape": name, "best": best, "default_us": dflt["us"],
