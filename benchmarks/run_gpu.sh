@@ -91,7 +91,7 @@ for part in $parts; do
           tests/gpu/test_kv_cache_fp8_gpu.py > "$OUT/kvfp8_tests.log" 2>&1
       grep -E " (FAILED|ERROR) |^(FAILED|ERROR) |passed|failed" "$OUT/kvfp8_tests.log" | tail -20
       for m in ${KVFP8_MODELS:-qwen3-0.6b tinyllama-1.1b}; do
-        for kv in auto fp8; do
+        for kv in ${KVFP8_DTYPES:-auto fp8}; do
           warm $m --kv-cache-dtype $kv
           tp $m --kv-cache-dtype $kv ${TPUT_ARGS:-}
         done
