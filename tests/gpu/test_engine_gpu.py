@@ -1,5 +1,6 @@
 """End-to-end parity with transformers on CUDA (kernels="auto", which must be Triton): a tiny
-random Llama and a Mistral with a window shorter than the prompts, in float32 (exact greedy,
+random Llama, a Mistral with a window shorter than the prompts and a Qwen3 (q/k norms fused
+into the rotary kernel), in float32 (exact greedy,
 tight logprobs) and bf16 (tolerances from bf16 rounding), CUDA graphs on and off; the graphs
 path against the eager torch-ops engine over whole sequences. See gpu_parity for the checks."""
 import pytest
@@ -9,13 +10,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 from gpu_parity import (Bf16Check, assert_triton_ran, check_float32, generate,  # noqa: E402
                         same_until_tie)
-from transformers import LlamaConfig, MistralConfig  # noqa: E402
+from transformers import LlamaConfig, MistralConfig, Qwen3Config  # noqa: E402
 
 VOCAB = 2048
 COMMON = dict(vocab_size=VOCAB, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
               num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
               bos_token_id=1, eos_token_id=2)
-CONFIGS = {"llama": LlamaConfig(**COMMON), "mistral": MistralConfig(**COMMON, sliding_window=48)}
+CONFIGS = {"llama": LlamaConfig(**COMMON), "mistral": MistralConfig(**COMMON, sliding_window=48),
+           "qwen3": Qwen3Config(**COMMON, head_dim=64)}
 MAX_TOKENS = 32
 # logits spread ~8x wider than the random init gives (std ~9 instead of ~1.1): top-2 gaps of
 # ~2 instead of ~0.3, and logprobs that tell the tokens apart

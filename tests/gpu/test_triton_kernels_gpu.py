@@ -137,6 +137,13 @@ def test_elementwise_ops(dtype):
         got_q, got_k = ops.rotary_embedding(positions, q2, k2, d, cache, neox)
         assert_rel_close(got_q, want_q, dtype)
         assert_rel_close(got_k, want_k, dtype)
+    # with Qwen3's q/k RMSNorm per head fused in (reference: the two ops in a row)
+    qw, kw = torch.rand(d, dtype=dtype, device="cuda") + 0.5, torch.rand(d, dtype=dtype, device="cuda")
+    want_q, want_k = ref.rotary_embedding(positions, q, k, d, cache, True, qw, kw, 1e-6)
+    q2, k2, _ = qkv.clone().split([hq * d, hk * d, hk * d], dim=-1)
+    got_q, got_k = ops.rotary_embedding(positions, q2, k2, d, cache, True, qw, kw, 1e-6)
+    assert_rel_close(got_q, want_q, dtype)
+    assert_rel_close(got_k, want_k, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

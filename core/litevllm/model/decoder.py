@@ -57,8 +57,10 @@ class LiteAttention(nn.Module):
         """Leading channels of each head that rotary rotates (the rest pass through)."""
         return self.head_dim
 
-    def qk_norm(self, q: torch.Tensor, k: torch.Tensor):
-        return q, k
+    def qk_norms(self) -> tuple[RMSNorm | None, RMSNorm | None]:
+        """(q_norm, k_norm): RMSNorms applied to each q/k head before rope, fused into the
+        rotary op; (None, None) for none."""
+        return None, None
 
     def load_shard(self, attr: str, loaded: torch.Tensor, shard) -> None:
         """The checkpoint's per-tensor KV-cache scales (``self_attn.k_scale``/``v_scale``, as
@@ -81,8 +83,7 @@ class LiteAttention(nn.Module):
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata):
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.qk_norm(q, k)
-        q, k = self.rotary_emb(positions, q, k)
+        q, k = self.rotary_emb(positions, q, k, *self.qk_norms())
         out = self.attn.forward(self.spec, q.reshape(t, self.num_heads, self.head_dim),
                                 k.reshape(t, self.num_kv_heads, self.head_dim),
                                 v.reshape(t, self.num_kv_heads, self.head_dim), kv_cache, meta)

@@ -25,20 +25,29 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 
 
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
-                     cos_sin_cache: torch.Tensor, is_neox: bool = True):
+                     cos_sin_cache: torch.Tensor, is_neox: bool = True,
+                     q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
+                     norm_eps: float = 1e-6, norm_offset: float = 0.0):
     """Rotate q [T, Hq*D] and k [T, Hk*D] by position.
 
     ``cos_sin_cache`` is [max_pos, rot_dim] float32: cos in the first half, sin in the second.
     ``rot_dim <= head_dim``; the rest of each head passes through. Returns (q, k); kernel
     implementations may rotate in place, so callers must use the returned tensors.
+    ``q_norm`` / ``k_norm`` ([head_dim] weights, both or neither): ``rms_norm`` of each head
+    first (``norm_eps``, ``norm_offset``), rounded to q's dtype as that op's output is
+    (Qwen3's q/k norm).
     """
+    if (q_norm is None) != (k_norm is None):
+        raise ValueError("give both q_norm and k_norm, or neither")
     rot = cos_sin_cache.shape[1]
     cs = cos_sin_cache.index_select(0, positions)
     cos, sin = cs.chunk(2, dim=-1)  # [T, rot/2]
 
-    def apply(x):
+    def apply(x, norm):
         t = x.shape[0]
         x = x.view(t, -1, head_dim)
+        if norm is not None:
+            x = rms_norm(x, norm, norm_eps, offset=norm_offset)
         xr = x[..., :rot].float()
         c, s = cos[:, None, :], sin[:, None, :]
         if is_neox:
@@ -50,7 +59,7 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
         out = torch.cat((o.to(x.dtype), x[..., rot:]), dim=-1) if rot < head_dim else o.to(x.dtype)
         return out.reshape(t, -1)
 
-    return apply(q), apply(k)
+    return apply(q, q_norm), apply(k, k_norm)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

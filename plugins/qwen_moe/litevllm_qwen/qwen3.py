@@ -11,11 +11,8 @@ class Qwen3Attention(LiteAttention):
         self.q_norm = RMSNorm(self.head_dim, eps, ctx)
         self.k_norm = RMSNorm(self.head_dim, eps, ctx)
 
-    def qk_norm(self, q, k):
-        # differs: q and k are RMS-normalised per head (over head_dim) before rope
-        t, d = q.shape[0], self.head_dim
-        return (self.q_norm(q.reshape(-1, d)).reshape(t, -1),
-                self.k_norm(k.reshape(-1, d)).reshape(t, -1))
+    def qk_norms(self):
+        return self.q_norm, self.k_norm  # differs: q and k RMS-normalised per head before rope
 
     def sliding_window(self, config, layer_idx):
         return qwen_sliding_window(config, layer_idx)  # differs: only with use_sliding_window

@@ -22,8 +22,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 
 
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
-                     cos_sin_cache: torch.Tensor, is_neox: bool = True):
-    return kernels.rotary_embedding(positions, q, k, head_dim, cos_sin_cache, is_neox)
+                     cos_sin_cache: torch.Tensor, is_neox: bool = True,
+                     q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
+                     norm_eps: float = 1e-6, norm_offset: float = 0.0):
+    return kernels.rotary_embedding(positions, q, k, head_dim, cos_sin_cache, is_neox, q_norm,
+                                    k_norm, norm_eps, norm_offset)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

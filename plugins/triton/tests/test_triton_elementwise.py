@@ -68,6 +68,42 @@ def test_rotary(dtype, is_neox, head_dim, rot):
     torch.testing.assert_close(got_k, want_k, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_dim,rot", [(64, 64), (48, 16), (24, 24)])
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_rotary_with_per_head_norms(dtype, is_neox, head_dim, rot, offset):
+    """q/k RMSNorm per head fused into the rotary op (Qwen3): the reference is rms_norm then
+    rotary_embedding, the two ops in a row; strided q/k views are normalised in place."""
+    t, hq, hk, eps = 7, 6, 2, 1e-6
+    qkv = torch.randn(t, (hq + 2 * hk) * head_dim, dtype=dtype) * 3
+    q, k, _ = qkv.split([hq * head_dim, hk * head_dim, hk * head_dim], dim=-1)
+    qw, kw = torch.rand(head_dim, dtype=dtype) + 0.5, torch.rand(head_dim, dtype=dtype) - 0.5
+    positions = torch.randint(0, 100, (t,))
+    cache = _cos_sin(100, rot)
+    nq = ref.rms_norm(q.reshape(t, hq, head_dim), qw, eps, offset=offset).reshape(t, -1)
+    nk = ref.rms_norm(k.reshape(t, hk, head_dim), kw, eps, offset=offset).reshape(t, -1)
+    want_q, want_k = ref.rotary_embedding(positions, nq, nk, head_dim, cache, is_neox)
+    fused = ref.rotary_embedding(positions, q, k, head_dim, cache, is_neox, qw, kw, eps, offset)
+    assert torch.equal(fused[0], want_q) and torch.equal(fused[1], want_k)
+    got_q, got_k = ops.rotary_embedding(positions, q, k, head_dim, cache, is_neox, qw, kw, eps,
+                                        offset)
+    assert got_q.data_ptr() == q.data_ptr()  # in place
+    torch.testing.assert_close(got_q, want_q, **TOL[dtype])
+    torch.testing.assert_close(got_k, want_k, **TOL[dtype])
+
+
+def test_rotary_norm_errors():
+    t, h, d = 3, 2, 16
+    q, k, positions, cache = torch.randn(t, h * d), torch.randn(t, d), torch.arange(t), _cos_sin(8, d)
+    w = torch.ones(d)
+    for fn in (ref.rotary_embedding, kernels.rotary_embedding):
+        with pytest.raises(ValueError, match="both q_norm and k_norm"):
+            fn(positions, q, k, d, cache, True, w, None)
+    with pytest.raises(ValueError, match="k_norm has 8 elements"):
+        kernels.rotary_embedding(positions, q, k, d, cache, True, w, torch.ones(8))
+
+
 def test_rotary_3d_and_errors():
     t, h, d = 5, 3, 32
     q, k = torch.randn(t, h, d), torch.randn(t, 1, d)
