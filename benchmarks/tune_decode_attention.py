@@ -69,8 +69,6 @@ def main():
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     p.add_argument("--tiles", default=None, help="tiles to sweep, e.g. 128:4:3,64:4:1 "
                    "(tokens:warps:stages; overrides --quick)")
-    p.add_argument("--wgmma", choices=("default", "off", "on", "both"), default="default",
-                   help="the transposed tile (wgmma): the module's choice, off, on, or both")
     p.add_argument("--splits", default=None,
                    help="comma-separated split counts to sweep (default: 1, 2, 4, 8, 16 and the auto count)")
     a = p.parse_args()
@@ -84,10 +82,6 @@ def main():
         tiles = list(itertools.product(block_ns, (4, 8), (1, 3) if fp8 else (3,)))
     if a.tiles:
         tiles = [tuple(map(int, t.split(":"))) for t in a.tiles.split(",")]
-    kind = "fp8" if fp8 else "auto"
-    trans_default = mod.TRANS[kind]
-    trans_values = {"default": [trans_default], "off": [False], "on": [True],
-                    "both": [False, True]}[a.wgmma]
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
     single = mod.BLOCK_N_SINGLE  # the one-split tile; a point's tile replaces both
     single_fp8 = mod.FP8_BLOCK_N_SINGLE_D64
@@ -102,10 +96,8 @@ def main():
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
         one = single_fp8 if fp8 and d <= 64 else single  # the default one-split tile
         results = []
-        for (bn, w, s), splits, trans in itertools.product(tiles, split_counts(a, auto),
-                                                            trans_values):
+        for (bn, w, s), splits in itertools.product(tiles, split_counts(a, auto)):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
-            mod.TRANS[kind] = trans
             mod.BLOCK_N_SINGLE = mod.FP8_BLOCK_N_SINGLE_D64 = bn if splits == 1 else single
             try:
                 us = time_point(args, splits)
@@ -114,18 +106,17 @@ def main():
                                   "error": str(e).splitlines()[0][:120]}), flush=True)
                 continue
             row = {"shape": name, "kv_cache_dtype": a.kv_cache_dtype, "tile": [bn, w, s],
-                   "splits": splits, "auto_splits": auto, "wgmma": trans,
+                   "splits": splits, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
-                   "default": splits == auto and trans == trans_default
-                   and (bn, w, s) == ((one, *default[1:]) if auto == 1 else default)}
+                   "default": splits == auto and (bn, w, s) == ((one, *default[1:])
+                                                                  if auto == 1 else default)}
             results.append(row)
             if f:
                 f.write(json.dumps(row) + "\n")
         mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = default
         mod.BLOCK_N_SINGLE, mod.FP8_BLOCK_N_SINGLE_D64 = single, single_fp8
-        mod.TRANS[kind] = trans_default
         best = min(results, key=lambda r: r["us"])
-        dflt = next((r for r in results if r["default"]), {})
+        dflt = next((r for r in results if r["default"]), {})  # absent when --tiles omits it
         print(json.dumps({"shape": name, "best": best, "default_us": dflt.get("us"),
                           "default_tb_s": dflt.get("tb_s")}), flush=True)
         del args

@@ -215,28 +215,3 @@ def test_bf16_fp8_engine_picks_the_argmax_at_most_positions(checkpoint):
     gap = float(top2["fp8"].median())
     assert q90["fp8"] <= gap, f"fp8: 90th-percentile gap to the argmax {q90['fp8']:.3g}"
     assert gap >= 1.0, f"median top-2 gap {gap:.3g} too small for the test"  # power
-
-
-@pytest.mark.parametrize("fp8", [False, True])
-@pytest.mark.parametrize("h,hkv,d", [(16, 8, 128), (32, 4, 64), (16, 16, 128), (24, 8, 80)])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_decode_transposed_tile(monkeypatch, fp8, h, hkv, d, dtype):
-    """The transposed tile (tokens on the M axis: wgmma on Hopper) against the reference, over
-    16-bit and fp8 caches, one split (128/256-token tiles) and several (64)."""
-    import importlib
-    mod = importlib.import_module("litevllm_triton.kernels.decode_attention")
-    monkeypatch.setitem(mod.TRANS, "fp8" if fp8 else "auto", True)
-    b = 16
-    seq_lens = [1 + 257 * i for i in range(b)]
-    if fp8:
-        k_cache, v_cache, bt, _, sl = fp8_batch([1] * b, seq_lens, hkv, d, 0.5, 2.0)
-        spec = AttentionSpec(h, hkv, d, d ** -0.5, k_scale=0.5, v_scale=2.0)
-    else:
-        k_cache, v_cache, bt, _, sl = paged_batch([1] * b, seq_lens, hkv, d, 16, dtype)
-        spec = AttentionSpec(h, hkv, d, d ** -0.5)
-    q = torch.randn(b, h, d, dtype=dtype, device="cuda")
-    want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * b, seq_lens, spec)
-    for n in (None, 1, 4):
-        got = mod.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, out=nan_like(q),
-                                   num_splits=n, k_scale=spec.k_scale, v_scale=spec.v_scale)
-        assert_close_to_ref(got, want, dtype)

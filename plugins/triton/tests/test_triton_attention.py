@@ -1,6 +1,4 @@
 """Prefill/decode attention kernels and the backend against the torch reference."""
-import importlib
-
 import pytest
 import torch
 from triton_test_utils import TOL, make_paged_batch
@@ -81,17 +79,6 @@ def test_decode(case, dtype, num_splits):
     got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, window, cap,
                                    num_splits=num_splits)
     torch.testing.assert_close(got, want, **TOL[dtype])
-
-
-@pytest.mark.parametrize("case", ["gqa", "mqa", "group3", "window+softcap", "d80-window",
-                                  "d112-softcap"])
-@pytest.mark.parametrize("num_splits", [None, 1, 8])
-def test_decode_transposed_tile(monkeypatch, case, num_splits):
-    """The transposed tile (tokens on the M axis, for Hopper's wgmma), float16."""
-    mod = importlib.import_module("litevllm_triton.kernels.decode_attention")
-    monkeypatch.setitem(mod.TRANS, "auto", True)
-    assert mod.use_trans(False, False, 64, 4)
-    test_decode(case, torch.float16, num_splits)
 
 
 @pytest.mark.parametrize("num_splits", [1, 4])  # 1: no merge kernel

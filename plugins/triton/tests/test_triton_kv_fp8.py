@@ -2,7 +2,6 @@
 (the interpreter's own float8 cast is worked around in _common.to_fp8), and the attention
 kernels read it as the reference does."""
 import dataclasses
-import importlib
 
 import pytest
 import torch
@@ -68,14 +67,10 @@ def test_prefill_reads_fp8_cache(dtype, k_scale, v_scale, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("trans", [False, True])  # the transposed (wgmma) tile; not float32
 @pytest.mark.parametrize("k_scale,v_scale", SCALES)
 @pytest.mark.parametrize("num_splits", [1, 4])
 @pytest.mark.parametrize("hkv,d", [(1, 32), (2, 80)])  # 80: words past the head masked
-def test_decode_reads_fp8_cache(monkeypatch, dtype, trans, k_scale, v_scale, num_splits, hkv,
-                                d):
-    mod = importlib.import_module("litevllm_triton.kernels.decode_attention")
-    monkeypatch.setitem(mod.TRANS, "fp8", trans)
+def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits, hkv, d):
     h, bs = 4, 16
     slens = [1, 17, 100, 250]
     k_cache, v_cache, bt, _, sl = _fp8_batch([1] * 4, slens, hkv, d, bs, k_scale, v_scale)

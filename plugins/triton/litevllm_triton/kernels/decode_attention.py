@@ -40,7 +40,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                          SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
-                         FP8: tl.constexpr, TRANS: tl.constexpr, PDL: tl.constexpr):
+                         FP8: tl.constexpr, PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -70,11 +70,7 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
     v_base = v_cache_ptr + kv_head * stride_ch
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
-    if TRANS:  # tokens on the M axis: S^T = K Q^T, O^T += V^T P^T (wgmma on Hopper)
-        qt = tl.trans(q)
-        acc = tl.zeros([BLOCK_D, BLOCK_H], tl.float32)
-    else:
-        acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < end
@@ -88,31 +84,18 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
             kv_ok = n_ok[:, None] & d_ok[None, :]
             k = tl.load(k_base + kv_off, mask=kv_ok, other=0.0)
             v = tl.load(v_base + kv_off, mask=kv_ok, other=0.0)
-        if TRANS:
-            s = dot(k, qt, IEEE)
-        else:
-            s = dot(q, tl.trans(k), IEEE)
+        s = dot(q, tl.trans(k), IEEE)
         if USE_SOFTCAP:
             s = softcap * tanh(s * (scale / softcap)) * 1.4426950408889634
         else:
             s = s * (scale * 1.4426950408889634)
-        if TRANS:  # s [BLOCK_N, BLOCK_H]
-            s = tl.where(n_ok[:, None], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=0))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[None, :])
-            l_i = l_i * alpha + tl.sum(p, axis=0)
-            acc = acc * alpha[None, :] + dot(tl.trans(v), p.to(v.dtype), IEEE)
-        else:  # s [BLOCK_H, BLOCK_N]
-            s = tl.where(n_ok[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
-    if TRANS:
-        acc = tl.trans(acc)
     acc = acc * v_scale  # float8 caches hold v / v_scale (1.0 otherwise)
 
     if SINGLE:  # one split: normalise and write the output, no merge kernel
@@ -159,19 +142,6 @@ BLOCK_N_SINGLE = 128
 FP8_BLOCK_N_SINGLE_D64 = 256
 # float32 (exact IEEE products, for parity tests): half the tile, no pipelining (shared memory)
 FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
-
-
-# the transposed tile (tokens on the M axis: Hopper's wgmma instead of 16-row mma.sync), per
-# cache kind; LITEVLLM_DECODE_WGMMA=0/1 forces it off/on for both (tuning runs)
-TRANS = {"fp8": False, "auto": False}
-_TRANS_ENV = os.environ.get("LITEVLLM_DECODE_WGMMA", "")
-if _TRANS_ENV:
-    TRANS = {kind: _TRANS_ENV == "1" for kind in TRANS}
-
-
-def use_trans(fp8: bool, fp32: bool, block_n: int, num_warps: int) -> bool:
-    """The transposed tile needs 64+ tokens over whole warp groups; float32 keeps mma/FMA."""
-    return TRANS["fp8" if fp8 else "auto"] and not fp32 and block_n >= 64 and num_warps % 4 == 0
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
@@ -229,8 +199,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
-        F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8,
-        TRANS=use_trans(fp8, fp32, block_n, NUM_WARPS), PDL=pdl_enabled(dev),
+        F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, PDL=pdl_enabled(dev),
         num_warps=NUM_WARPS,
         num_stages=stages)
     if single:
