@@ -86,53 +86,67 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
 @triton.jit
 def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert_ptr,
                         T, E, stride_l, num_blocks, TOP_K: tl.constexpr, RENORM: tl.constexpr,
-                        BLOCK_M: tl.constexpr, T_P: tl.constexpr, E_P: tl.constexpr,
-                        K_P: tl.constexpr, N_P: tl.constexpr, R_P: tl.constexpr,
-                        B_P: tl.constexpr):
-    """Small batches in one program: softmax top-k routing, then ``moe_align``'s layout."""
-    t = tl.arange(0, T_P)
+                        BLOCK_M: tl.constexpr, E_P: tl.constexpr, K_P: tl.constexpr,
+                        CHUNK: tl.constexpr, TILE: tl.constexpr):
+    """Softmax top-k routing, then ``moe_align``'s layout, in one program: loops over CHUNK
+    tokens / rows / blocks at a time, each against all E_P experts (CHUNK * E_P <= TILE)."""
+    n = T * TOP_K
+    num_slots = num_blocks * BLOCK_M
+    f = tl.arange(0, TILE)
+    for r0 in range(0, num_slots, TILE):  # every row slot is padding until placed below
+        tl.store(rows_ptr + r0 + f, n, mask=r0 + f < num_slots)
+
     ex = tl.arange(0, E_P)
     e_ok = ex < E
-    x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
-                mask=(t < T)[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
-    x = tl.where(e_ok[None, :], x, float("-inf"))
-    p = tl.exp(x - tl.max(x, axis=1)[:, None])
-    p = p / tl.sum(p, axis=1)[:, None]
     kk = tl.arange(0, K_P)
-    w = tl.zeros((T_P, K_P), dtype=tl.float32)
-    ids = tl.zeros((T_P, K_P), dtype=tl.int32)
-    for s in tl.static_range(TOP_K):  # k rounds of argmax (lowest index on ties)
-        m = tl.max(p, axis=1)
-        idx = tl.min(tl.where(p == m[:, None], ex[None, :], E_P), axis=1)
-        w = tl.where(kk[None, :] == s, m[:, None], w)
-        ids = tl.where(kk[None, :] == s, idx[:, None], ids)
-        p = tl.where(ex[None, :] == idx[:, None], -1.0, p)
-    if RENORM:
-        w = w / tl.sum(w, axis=1)[:, None]
-    flat = t[:, None] * TOP_K + kk[None, :]
-    ok = (t < T)[:, None] & (kk < TOP_K)[None, :]
-    tl.store(weights_ptr + flat, w, mask=ok)
-    tl.store(ids_ptr + flat, ids, mask=ok)
-    tl.debug_barrier()  # the ids, written by other threads, are read back flat below
+    c = tl.arange(0, CHUNK)
+    counts = tl.zeros((E_P,), dtype=tl.int32)  # rows per expert
+    for t0 in range(0, T, CHUNK):  # routing, CHUNK tokens at a time
+        t = t0 + c
+        t_ok = t < T
+        x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
+                    mask=t_ok[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
+        x = tl.where(e_ok[None, :], x, float("-inf"))
+        p = tl.exp(x - tl.max(x, axis=1)[:, None])
+        p = p / tl.sum(p, axis=1)[:, None]
+        w = tl.zeros((CHUNK, K_P), dtype=tl.float32)
+        ids = tl.zeros((CHUNK, K_P), dtype=tl.int32)
+        for s in tl.static_range(TOP_K):  # k rounds of argmax (lowest index on ties)
+            m = tl.max(p, axis=1)
+            idx = tl.min(tl.where(p == m[:, None], ex[None, :], E_P), axis=1)
+            w = tl.where(kk[None, :] == s, m[:, None], w)
+            ids = tl.where(kk[None, :] == s, idx[:, None], ids)
+            p = tl.where(ex[None, :] == idx[:, None], -1.0, p)  # picked: marked -1
+        counts += tl.sum(((p < 0) & t_ok[:, None]).to(tl.int32), axis=0)
+        if RENORM:
+            w = w / tl.sum(w, axis=1)[:, None]
+        flat = t[:, None] * TOP_K + kk[None, :]
+        ok = t_ok[:, None] & (kk < TOP_K)[None, :]
+        tl.store(weights_ptr + flat, w, mask=ok)
+        tl.store(ids_ptr + flat, ids, mask=ok)
+    tl.debug_barrier()  # the ids and padding rows, stored by other threads, are used below
 
-    n = T * TOP_K
-    i = tl.arange(0, N_P)
-    e = tl.load(ids_ptr + i, mask=i < n, other=E_P)  # padding matches no expert
-    match = e[None, :] == ex[:, None]  # [E_P, N_P]
-    blocks = (tl.sum(match.to(tl.int32), axis=1) + BLOCK_M - 1) // BLOCK_M
+    blocks = (counts + BLOCK_M - 1) // BLOCK_M
     block_end = tl.cumsum(blocks, axis=0)
-    start = tl.sum(tl.where(match, ((block_end - blocks) * BLOCK_M)[:, None], 0), axis=0)
-    rank = tl.sum(((e[:, None] == e[None, :]) & (i[None, :] < i[:, None])).to(tl.int32), axis=1)
-    r = tl.arange(0, R_P)
-    tl.store(rows_ptr + r, n, mask=r < num_blocks * BLOCK_M)
-    tl.debug_barrier()
-    tl.store(rows_ptr + start + rank, i, mask=i < n)
-    b = tl.arange(0, B_P)
-    expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
-    tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
+    dest0 = (block_end - blocks) * BLOCK_M  # next free slot of each expert
+    e = tl.load(ids_ptr + c, mask=c < n, other=E_P)  # padding matches no expert
+    for i0 in range(0, n, CHUNK):  # align, CHUNK flat rows at a time, in increasing order
+        i = i0 + c
+        e_next = tl.load(ids_ptr + i + CHUNK, mask=i + CHUNK < n, other=E_P)  # prefetch
+        match = (ex[:, None] == e[None, :]).to(tl.int32)  # [E_P, CHUNK]
+        before = tl.cumsum(match, axis=1) - match  # earlier rows of the same expert in chunk
+        dest = tl.sum(match * (dest0[:, None] + before), axis=0)
+        tl.store(rows_ptr + dest, i, mask=i < n)
+        dest0 += tl.sum(match, axis=1)
+        e = e_next
+    for b0 in range(0, num_blocks, CHUNK):  # block b belongs to the first expert ending past b
+        b = b0 + c
+        expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
+        tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
 
 
-SMALL_ROWS, SMALL_EXPERTS = 256, 256  # limits of the one-program route + align
+SMALL_ROWS, SMALL_EXPERTS = 2048, 256  # limits of the one-program route + align (T*k, E)
+ROUTE_TILE = 8192  # elements of one [chunk, E_P] tile there: 32 per thread at 8 warps
 
 
 def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
@@ -143,7 +157,7 @@ def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
 
 def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int):
     """(weights [T, k] float32, rows, block_expert): ``moe_route`` then ``moe_align``; one
-    Triton program for decode-sized batches, torch ops otherwise."""
+    Triton program up to SMALL_ROWS (token, slot) rows, torch ops beyond."""
     t, e = router_logits.shape
     n = t * top_k
     if n > SMALL_ROWS or e > SMALL_EXPERTS:
@@ -157,10 +171,11 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
     p2 = triton.next_power_of_2
+    e_p = p2(e)
     _route_align_kernel[(1,)](
         router_logits, weights, ids, rows, block_expert, t, e, router_logits.stride(0),
-        num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, T_P=p2(t),
-        E_P=p2(e), K_P=p2(top_k), N_P=p2(n), R_P=p2(num_blocks * block_m), B_P=p2(num_blocks),
+        num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
+        K_P=p2(top_k), CHUNK=min(max(1, ROUTE_TILE // e_p), p2(n)), TILE=ROUTE_TILE,
         num_warps=8)
     return weights, rows, block_expert
 
