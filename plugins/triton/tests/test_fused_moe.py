@@ -95,18 +95,32 @@ def tie_free_logits(t, e, dtype, skew):
     (1, 4, 2, True, 16, False),
     (3, 8, 8, False, 16, True),        # every expert picked
     (13, 60, 4, False, 16, True),
-    (64, 64, 8, True, 32, False),      # rows chunks of 128, several of them
+    (64, 64, 8, True, 32, False),      # two token chunks (32 at E_P=64)
     (100, 60, 4, False, 64, True),     # ragged last chunk
     (37, 7, 3, True, 32, False),       # odd k and E
     (256, 60, 4, False, 16, False),    # Qwen1.5-MoE's largest decode batch: 1,024 rows
     (256, 128, 8, True, 64, True),     # 2,048 rows: the one-program limit
-    (511, 8, 4, True, 32, True),       # 2,044 rows, 1,024-row chunks
-    (100, 256, 8, False, 16, True),    # the widest expert count: 32-row chunks
+    (511, 8, 4, True, 32, True),       # 2,044 rows; two chunks of row slots to pad
+    (100, 256, 8, False, 16, True),    # the widest expert count: 8-token chunks
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_one_program_route_align_equals_torch_path(t, e, top_k, renormalize, block_m, skew,
                                                    dtype, monkeypatch):
-    logits = tie_free_logits(t, e, dtype, skew)
+    check_route_align(tie_free_logits(t, e, dtype, skew), top_k, renormalize, block_m,
+                      monkeypatch)
+
+
+@pytest.mark.parametrize("t,e,top_k,block_m", [(100, 60, 4, 16), (37, 256, 8, 32),
+                                               (300, 8, 2, 64)])
+def test_one_program_route_align_small_tiles(t, e, top_k, block_m, monkeypatch):
+    """A 256-element tile: 1 to 32 tokens per chunk, several chunks in every loop."""
+    monkeypatch.setattr(fm, "ROUTE_TILE", 256)
+    check_route_align(tie_free_logits(t, e, torch.float32, True), top_k, True, block_m,
+                      monkeypatch)
+
+
+def check_route_align(logits, top_k, renormalize, block_m, monkeypatch):
+    e = logits.shape[1]
     w_ref, ids = ref.moe_route(logits, top_k, renormalize)
     rows_ref, block_expert_ref = moe_align(ids, e, block_m)
     monkeypatch.setattr(fm, "moe_align", None)  # the torch path would fail now

@@ -1,5 +1,5 @@
 """Fused MoE: softmax top-k routing and the (token, slot) rows grouped by expert into
-BLOCK_M-aligned blocks (one Triton program for decode-sized batches, torch ops beyond), then two
+BLOCK_M-aligned blocks (one Triton program up to 2,048 rows, torch ops beyond), then two
 grouped GEMMs: gate_up with the gated activation fused, and down with the routing weights
 applied; the top-k partial outputs are summed in torch.
 
@@ -84,12 +84,14 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
 
 
 @triton.jit
-def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert_ptr,
+def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_expert_ptr,
                         T, E, stride_l, num_blocks, TOP_K: tl.constexpr, RENORM: tl.constexpr,
                         BLOCK_M: tl.constexpr, E_P: tl.constexpr, K_P: tl.constexpr,
                         CHUNK: tl.constexpr, TILE: tl.constexpr):
-    """Softmax top-k routing, then ``moe_align``'s layout, in one program: loops over CHUNK
-    tokens / rows / blocks at a time, each against all E_P experts (CHUNK * E_P <= TILE)."""
+    """Softmax top-k routing, then ``moe_align``'s layout, in one program. Loops over CHUNK
+    tokens (or blocks) at a time against all E_P experts (CHUNK * E_P <= TILE), or TILE rows.
+    ``scratch``: expert id [0, n) and rank within the expert [n, 2n) of each flat row, then
+    each expert's padded start [2n, 2n + E_P)."""
     n = T * TOP_K
     num_slots = num_blocks * BLOCK_M
     f = tl.arange(0, TILE)
@@ -100,7 +102,7 @@ def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert
     e_ok = ex < E
     kk = tl.arange(0, K_P)
     c = tl.arange(0, CHUNK)
-    counts = tl.zeros((E_P,), dtype=tl.int32)  # rows per expert
+    counts = tl.zeros((E_P,), dtype=tl.int32)  # rows per expert so far
     for t0 in range(0, T, CHUNK):  # routing, CHUNK tokens at a time
         t = t0 + c
         t_ok = t < T
@@ -117,36 +119,45 @@ def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert
             w = tl.where(kk[None, :] == s, m[:, None], w)
             ids = tl.where(kk[None, :] == s, idx[:, None], ids)
             p = tl.where(ex[None, :] == idx[:, None], -1.0, p)  # picked: marked -1
-        counts += tl.sum(((p < 0) & t_ok[:, None]).to(tl.int32), axis=0)
+        # a token takes an expert at most once, so the rank of row (t, s) within its expert
+        # (stable order) is the count of earlier tokens that picked the same expert
+        picked = ((p < 0) & t_ok[:, None]).to(tl.int32)  # [CHUNK, E_P]
+        earlier = tl.cumsum(picked, axis=0) - picked + counts[None, :]
+        rank = tl.zeros((CHUNK, K_P), dtype=tl.int32)
+        for s in tl.static_range(TOP_K):
+            idx = tl.sum(tl.where(kk[None, :] == s, ids, 0), axis=1)
+            r = tl.sum(tl.where(ex[None, :] == idx[:, None], earlier, 0), axis=1)
+            rank = tl.where(kk[None, :] == s, r[:, None], rank)
+        counts += tl.sum(picked, axis=0)
         if RENORM:
             w = w / tl.sum(w, axis=1)[:, None]
         flat = t[:, None] * TOP_K + kk[None, :]
         ok = t_ok[:, None] & (kk < TOP_K)[None, :]
         tl.store(weights_ptr + flat, w, mask=ok)
-        tl.store(ids_ptr + flat, ids, mask=ok)
-    tl.debug_barrier()  # the ids and padding rows, stored by other threads, are used below
+        tl.store(scratch_ptr + flat, ids, mask=ok)
+        tl.store(scratch_ptr + n + flat, rank, mask=ok)
 
     blocks = (counts + BLOCK_M - 1) // BLOCK_M
     block_end = tl.cumsum(blocks, axis=0)
-    dest0 = (block_end - blocks) * BLOCK_M  # next free slot of each expert
-    e = tl.load(ids_ptr + c, mask=c < n, other=E_P)  # padding matches no expert
-    for i0 in range(0, n, CHUNK):  # align, CHUNK flat rows at a time, in increasing order
-        i = i0 + c
-        e_next = tl.load(ids_ptr + i + CHUNK, mask=i + CHUNK < n, other=E_P)  # prefetch
-        match = (ex[:, None] == e[None, :]).to(tl.int32)  # [E_P, CHUNK]
-        before = tl.cumsum(match, axis=1) - match  # earlier rows of the same expert in chunk
-        dest = tl.sum(match * (dest0[:, None] + before), axis=0)
-        tl.store(rows_ptr + dest, i, mask=i < n)
-        dest0 += tl.sum(match, axis=1)
-        e = e_next
+    tl.store(scratch_ptr + 2 * n + ex, (block_end - blocks) * BLOCK_M)
     for b0 in range(0, num_blocks, CHUNK):  # block b belongs to the first expert ending past b
         b = b0 + c
         expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
         tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
+    tl.debug_barrier()  # the scratch and padding rows, stored by other threads, are used below
+    for i0 in range(0, n, TILE):  # each row to its expert's start + its rank
+        i = i0 + f
+        i_ok = i < n
+        e = tl.load(scratch_ptr + i, mask=i_ok, other=0)
+        rank = tl.load(scratch_ptr + n + i, mask=i_ok)
+        dest = tl.load(scratch_ptr + 2 * n + e, mask=i_ok) + rank
+        tl.store(rows_ptr + dest, i, mask=i_ok)
 
 
 SMALL_ROWS, SMALL_EXPERTS = 2048, 256  # limits of the one-program route + align (T*k, E)
-ROUTE_TILE = 8192  # elements of one [chunk, E_P] tile there: 32 per thread at 8 warps
+# elements of one tile there, and its warps: 8 per thread; sm_90 PTX: <= 192 registers and
+# no spills up to E=256, top-k 8 (16 per thread spilled)
+ROUTE_TILE, ROUTE_WARPS = 2048, 8
 
 
 def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
@@ -167,16 +178,16 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     dev = router_logits.device
     num_blocks = max_blocks(n, e, block_m)
     weights = torch.empty(t, top_k, dtype=torch.float32, device=dev)
-    ids = torch.empty(t, top_k, dtype=torch.int32, device=dev)
-    rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
-    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
     p2 = triton.next_power_of_2
     e_p = p2(e)
+    scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
+    rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
+    block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
     _route_align_kernel[(1,)](
-        router_logits, weights, ids, rows, block_expert, t, e, router_logits.stride(0),
+        router_logits, weights, scratch, rows, block_expert, t, e, router_logits.stride(0),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
         K_P=p2(top_k), CHUNK=min(max(1, ROUTE_TILE // e_p), p2(n)), TILE=ROUTE_TILE,
-        num_warps=8)
+        num_warps=ROUTE_WARPS)
     return weights, rows, block_expert
 
 
