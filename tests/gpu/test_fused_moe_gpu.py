@@ -35,6 +35,43 @@ def test_bf16_matches_reference(shape, t):
     assert rel_err(got, want) < 1e-2
 
 
+def tie_free_logits(t, e, seed):
+    """bf16 router logits with distinct values per token (ranks / 8 are exact), so the top-k
+    has no ties for torch.topk to break its own way; most rows go to the upper half."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    bias = torch.zeros(e, device="cuda")
+    bias[e // 2:] = 2.0
+    ranks = (torch.randn(t, e, device="cuda", generator=g) + bias).argsort(1).argsort(1)
+    return (ranks.float() / 8).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("t,e,k,renorm,block_m", [
+    (1, 60, 4, False, 16), (256, 60, 4, False, 16), (256, 60, 4, False, 64),
+    (512, 60, 4, False, 64), (256, 128, 8, True, 64), (100, 256, 8, False, 16)])
+@pytest.mark.parametrize("graph", [False, True])
+def test_one_program_route_align_matches_torch_path(t, e, k, renorm, block_m, graph):
+    """Up to 2,048 (token, slot) rows in one program: the torch path's exact layout, also
+    when replayed from a CUDA graph with new logits."""
+    from litevllm_triton.kernels import fused_moe as fm
+    assert t * k <= fm.SMALL_ROWS
+    logits = tie_free_logits(t, e, 0)
+    out = fm.route_and_align(logits, k, renorm, block_m)
+    if graph:
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = fm.route_and_align(logits, k, renorm, block_m)
+        logits.copy_(tie_free_logits(t, e, 1))
+        g.replay()
+    torch.cuda.synchronize()
+    w, rows, block_expert = out
+    w_ref, ids = ref.moe_route(logits, k, renorm)
+    rows_ref, block_expert_ref = fm.moe_align(ids, e, block_m)
+    torch.testing.assert_close(w, w_ref)
+    assert torch.equal(rows, rows_ref)
+    assert torch.equal(block_expert.clamp(max=e), block_expert_ref)  # past the end: >= E
+
+
 def test_cuda_graph_replay_follows_new_routing():
     """No host sync inside: the op captures into a CUDA graph and replays with new inputs."""
     from litevllm_triton.kernels.fused_moe import fused_moe

@@ -81,17 +81,60 @@ def test_align_groups_rows_by_expert():
     assert block_expert.tolist() == [0, 0, 1, 2, 2, 2, 3, 5, 5, 5]
 
 
-@pytest.mark.parametrize("t,e,top_k,renormalize", [(1, 4, 2, True), (13, 60, 4, False),
-                                                   (32, 128, 8, True)])
-def test_one_program_route_align_equals_torch_path(t, e, top_k, renormalize, monkeypatch):
-    logits = torch.randn(t, e)
-    logits[:, :e // 2] -= 5  # most rows go to the upper half
-    w, rows, block_expert = route_and_align(logits, top_k, renormalize, 16)
-    monkeypatch.setattr(fm, "SMALL_ROWS", 0)
-    w_ref, rows_ref, block_expert_ref = route_and_align(logits, top_k, renormalize, 16)
+def tie_free_logits(t, e, dtype, skew):
+    """Router logits with distinct values per token (exact in float16: ranks / 8), so top-k
+    has no ties; ``skew`` sends most rows to the upper half of the experts."""
+    bias = torch.zeros(e)
+    if skew:
+        bias[e // 2:] = 3.0
+    ranks = (torch.randn(t, e) + bias).argsort(1).argsort(1)
+    return (ranks.float() / 8).to(dtype)
+
+
+@pytest.mark.parametrize("t,e,top_k,renormalize,block_m,skew", [
+    (1, 4, 2, True, 16, False),
+    (3, 8, 8, False, 16, True),        # every expert picked
+    (13, 60, 4, False, 16, True),
+    (64, 64, 8, True, 32, False),      # two token chunks (32 at E_P=64)
+    (100, 60, 4, False, 64, True),     # ragged last chunk
+    (37, 7, 3, True, 32, False),       # odd k and E
+    (256, 60, 4, False, 16, False),    # Qwen1.5-MoE's largest decode batch: 1,024 rows
+    (256, 128, 8, True, 64, True),     # 2,048 rows: the one-program limit
+    (511, 8, 4, True, 32, True),       # 2,044 rows; two chunks of row slots to pad
+    (100, 256, 8, False, 16, True),    # the widest expert count: 8-token chunks
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_one_program_route_align_equals_torch_path(t, e, top_k, renormalize, block_m, skew,
+                                                   dtype, monkeypatch):
+    check_route_align(tie_free_logits(t, e, dtype, skew), top_k, renormalize, block_m,
+                      monkeypatch)
+
+
+@pytest.mark.parametrize("t,e,top_k,block_m", [(100, 60, 4, 16), (37, 256, 8, 32),
+                                               (300, 8, 2, 64)])
+def test_one_program_route_align_small_tiles(t, e, top_k, block_m, monkeypatch):
+    """A 256-element tile: 1 to 32 tokens per chunk, several chunks in every loop."""
+    monkeypatch.setattr(fm, "ROUTE_TILE", 256)
+    check_route_align(tie_free_logits(t, e, torch.float32, True), top_k, True, block_m,
+                      monkeypatch)
+
+
+def check_route_align(logits, top_k, renormalize, block_m, monkeypatch):
+    e = logits.shape[1]
+    w_ref, ids = ref.moe_route(logits, top_k, renormalize)
+    rows_ref, block_expert_ref = moe_align(ids, e, block_m)
+    monkeypatch.setattr(fm, "moe_align", None)  # the torch path would fail now
+    w, rows, block_expert = route_and_align(logits, top_k, renormalize, block_m)
     torch.testing.assert_close(w, w_ref)
     assert rows.tolist() == rows_ref.tolist()
     assert (block_expert.clamp(max=e) == block_expert_ref).all()  # past the end: any id >= E
+
+
+def test_route_align_takes_torch_ops_past_the_limit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fm, "moe_align", lambda *a: calls.append(a) or moe_align(*a))
+    route_and_align(torch.randn(fm.SMALL_ROWS // 4 + 1, 8), 4, True, 16)
+    assert len(calls) == 1
 
 
 def test_configs():

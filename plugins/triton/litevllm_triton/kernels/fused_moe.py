@@ -1,5 +1,5 @@
 """Fused MoE: softmax top-k routing and the (token, slot) rows grouped by expert into
-BLOCK_M-aligned blocks (one Triton program for decode-sized batches, torch ops beyond), then two
+BLOCK_M-aligned blocks (one Triton program up to 2,048 rows, torch ops beyond), then two
 grouped GEMMs: gate_up with the gated activation fused, and down with the routing weights
 applied; the top-k partial outputs are summed in torch.
 
@@ -84,55 +84,80 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
 
 
 @triton.jit
-def _route_align_kernel(logits_ptr, weights_ptr, ids_ptr, rows_ptr, block_expert_ptr,
+def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_expert_ptr,
                         T, E, stride_l, num_blocks, TOP_K: tl.constexpr, RENORM: tl.constexpr,
-                        BLOCK_M: tl.constexpr, T_P: tl.constexpr, E_P: tl.constexpr,
-                        K_P: tl.constexpr, N_P: tl.constexpr, R_P: tl.constexpr,
-                        B_P: tl.constexpr):
-    """Small batches in one program: softmax top-k routing, then ``moe_align``'s layout."""
-    t = tl.arange(0, T_P)
+                        BLOCK_M: tl.constexpr, E_P: tl.constexpr, K_P: tl.constexpr,
+                        CHUNK: tl.constexpr, TILE: tl.constexpr):
+    """Softmax top-k routing, then ``moe_align``'s layout, in one program. Loops over CHUNK
+    tokens (or blocks) at a time against all E_P experts (CHUNK * E_P <= TILE), or TILE rows.
+    ``scratch``: expert id [0, n) and rank within the expert [n, 2n) of each flat row, then
+    each expert's padded start [2n, 2n + E_P)."""
+    n = T * TOP_K
+    num_slots = num_blocks * BLOCK_M
+    f = tl.arange(0, TILE)
+    for r0 in range(0, num_slots, TILE):  # every row slot is padding until placed below
+        tl.store(rows_ptr + r0 + f, n, mask=r0 + f < num_slots)
+
     ex = tl.arange(0, E_P)
     e_ok = ex < E
-    x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
-                mask=(t < T)[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
-    x = tl.where(e_ok[None, :], x, float("-inf"))
-    p = tl.exp(x - tl.max(x, axis=1)[:, None])
-    p = p / tl.sum(p, axis=1)[:, None]
     kk = tl.arange(0, K_P)
-    w = tl.zeros((T_P, K_P), dtype=tl.float32)
-    ids = tl.zeros((T_P, K_P), dtype=tl.int32)
-    for s in tl.static_range(TOP_K):  # k rounds of argmax (lowest index on ties)
-        m = tl.max(p, axis=1)
-        idx = tl.min(tl.where(p == m[:, None], ex[None, :], E_P), axis=1)
-        w = tl.where(kk[None, :] == s, m[:, None], w)
-        ids = tl.where(kk[None, :] == s, idx[:, None], ids)
-        p = tl.where(ex[None, :] == idx[:, None], -1.0, p)
-    if RENORM:
-        w = w / tl.sum(w, axis=1)[:, None]
-    flat = t[:, None] * TOP_K + kk[None, :]
-    ok = (t < T)[:, None] & (kk < TOP_K)[None, :]
-    tl.store(weights_ptr + flat, w, mask=ok)
-    tl.store(ids_ptr + flat, ids, mask=ok)
-    tl.debug_barrier()  # the ids, written by other threads, are read back flat below
+    c = tl.arange(0, CHUNK)
+    counts = tl.zeros((E_P,), dtype=tl.int32)  # rows per expert so far
+    for t0 in range(0, T, CHUNK):  # routing, CHUNK tokens at a time
+        t = t0 + c
+        t_ok = t < T
+        x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
+                    mask=t_ok[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
+        x = tl.where(e_ok[None, :], x, float("-inf"))
+        p = tl.exp(x - tl.max(x, axis=1)[:, None])
+        p = p / tl.sum(p, axis=1)[:, None]
+        w = tl.zeros((CHUNK, K_P), dtype=tl.float32)
+        ids = tl.zeros((CHUNK, K_P), dtype=tl.int32)
+        for s in tl.static_range(TOP_K):  # k rounds of argmax (lowest index on ties)
+            m = tl.max(p, axis=1)
+            idx = tl.min(tl.where(p == m[:, None], ex[None, :], E_P), axis=1)
+            w = tl.where(kk[None, :] == s, m[:, None], w)
+            ids = tl.where(kk[None, :] == s, idx[:, None], ids)
+            p = tl.where(ex[None, :] == idx[:, None], -1.0, p)  # picked: marked -1
+        # a token takes an expert at most once, so the rank of row (t, s) within its expert
+        # (stable order) is the count of earlier tokens that picked the same expert
+        picked = ((p < 0) & t_ok[:, None]).to(tl.int32)  # [CHUNK, E_P]
+        earlier = tl.cumsum(picked, axis=0) - picked + counts[None, :]
+        rank = tl.zeros((CHUNK, K_P), dtype=tl.int32)
+        for s in tl.static_range(TOP_K):
+            idx = tl.sum(tl.where(kk[None, :] == s, ids, 0), axis=1)
+            r = tl.sum(tl.where(ex[None, :] == idx[:, None], earlier, 0), axis=1)
+            rank = tl.where(kk[None, :] == s, r[:, None], rank)
+        counts += tl.sum(picked, axis=0)
+        if RENORM:
+            w = w / tl.sum(w, axis=1)[:, None]
+        flat = t[:, None] * TOP_K + kk[None, :]
+        ok = t_ok[:, None] & (kk < TOP_K)[None, :]
+        tl.store(weights_ptr + flat, w, mask=ok)
+        tl.store(scratch_ptr + flat, ids, mask=ok)
+        tl.store(scratch_ptr + n + flat, rank, mask=ok)
 
-    n = T * TOP_K
-    i = tl.arange(0, N_P)
-    e = tl.load(ids_ptr + i, mask=i < n, other=E_P)  # padding matches no expert
-    match = e[None, :] == ex[:, None]  # [E_P, N_P]
-    blocks = (tl.sum(match.to(tl.int32), axis=1) + BLOCK_M - 1) // BLOCK_M
+    blocks = (counts + BLOCK_M - 1) // BLOCK_M
     block_end = tl.cumsum(blocks, axis=0)
-    start = tl.sum(tl.where(match, ((block_end - blocks) * BLOCK_M)[:, None], 0), axis=0)
-    rank = tl.sum(((e[:, None] == e[None, :]) & (i[None, :] < i[:, None])).to(tl.int32), axis=1)
-    r = tl.arange(0, R_P)
-    tl.store(rows_ptr + r, n, mask=r < num_blocks * BLOCK_M)
-    tl.debug_barrier()
-    tl.store(rows_ptr + start + rank, i, mask=i < n)
-    b = tl.arange(0, B_P)
-    expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
-    tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
+    tl.store(scratch_ptr + 2 * n + ex, (block_end - blocks) * BLOCK_M)
+    for b0 in range(0, num_blocks, CHUNK):  # block b belongs to the first expert ending past b
+        b = b0 + c
+        expert_of = tl.sum((block_end[None, :] <= b[:, None]).to(tl.int32), axis=1)
+        tl.store(block_expert_ptr + b, expert_of, mask=b < num_blocks)
+    tl.debug_barrier()  # the scratch and padding rows, stored by other threads, are used below
+    for i0 in range(0, n, TILE):  # each row to its expert's start + its rank
+        i = i0 + f
+        i_ok = i < n
+        e = tl.load(scratch_ptr + i, mask=i_ok, other=0)
+        rank = tl.load(scratch_ptr + n + i, mask=i_ok)
+        dest = tl.load(scratch_ptr + 2 * n + e, mask=i_ok) + rank
+        tl.store(rows_ptr + dest, i, mask=i_ok)
 
 
-SMALL_ROWS, SMALL_EXPERTS = 256, 256  # limits of the one-program route + align
+SMALL_ROWS, SMALL_EXPERTS = 2048, 256  # limits of the one-program route + align (T*k, E)
+# elements of one tile there, and its warps: 8 per thread; sm_90 PTX: <= 192 registers and
+# no spills up to E=256, top-k 8 (16 per thread spilled)
+ROUTE_TILE, ROUTE_WARPS = 2048, 8
 
 
 def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
@@ -143,7 +168,7 @@ def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
 
 def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int):
     """(weights [T, k] float32, rows, block_expert): ``moe_route`` then ``moe_align``; one
-    Triton program for decode-sized batches, torch ops otherwise."""
+    Triton program up to SMALL_ROWS (token, slot) rows, torch ops beyond."""
     t, e = router_logits.shape
     n = t * top_k
     if n > SMALL_ROWS or e > SMALL_EXPERTS:
@@ -153,15 +178,16 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     dev = router_logits.device
     num_blocks = max_blocks(n, e, block_m)
     weights = torch.empty(t, top_k, dtype=torch.float32, device=dev)
-    ids = torch.empty(t, top_k, dtype=torch.int32, device=dev)
+    p2 = triton.next_power_of_2
+    e_p = p2(e)
+    scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
-    p2 = triton.next_power_of_2
     _route_align_kernel[(1,)](
-        router_logits, weights, ids, rows, block_expert, t, e, router_logits.stride(0),
-        num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, T_P=p2(t),
-        E_P=p2(e), K_P=p2(top_k), N_P=p2(n), R_P=p2(num_blocks * block_m), B_P=p2(num_blocks),
-        num_warps=8)
+        router_logits, weights, scratch, rows, block_expert, t, e, router_logits.stride(0),
+        num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
+        K_P=p2(top_k), CHUNK=min(max(1, ROUTE_TILE // e_p), p2(n)), TILE=ROUTE_TILE,
+        num_warps=ROUTE_WARPS)
     return weights, rows, block_expert
 
 
