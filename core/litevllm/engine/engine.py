@@ -10,7 +10,7 @@ from typing import Callable
 
 from litevllm.engine.collector import freeze_imports, paused
 
-with paused():  # ~1,000 modules: no cyclic collections while they load (collector.py)
+with paused():  # torch and the engine modules load without cyclic collections (collector.py)
     import torch
     from litevllm.attention.backend import build_backend
     from litevllm.config import (DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype,
