@@ -101,3 +101,44 @@ def test_triton_key_is_hashed_in_a_thread_and_failures_are_silent(monkeypatch):
     thread = prefetch_triton_key()
     thread.join(60)
     assert not thread.is_alive() and uncaught == []
+
+
+class _FakePool:
+    """Stands in for ProcessPoolExecutor: records that it was made and runs tasks inline."""
+    made = 0
+
+    def __init__(self, *args, **kwargs):
+        _FakePool.made += 1
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        f = Future()
+        f.set_result(None)
+        return f
+
+    def shutdown(self, **kwargs):
+        pass
+
+
+def test_pool_starts_with_the_engine_only_on_an_empty_cache(monkeypatch, tmp_path, caplog):
+    caplog.set_level("INFO", logger="litevllm")
+    monkeypatch.setattr(precompile, "ProcessPoolExecutor", _FakePool)
+    monkeypatch.setenv("LITEVLLM_PRECOMPILE", "2")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    from triton import knobs
+    monkeypatch.setattr(knobs.cache, "dir", str(tmp_path / "cache"))
+    _FakePool.made = 0
+    assert precompile.triton_cache_is_empty()
+    Precompiler.start(torch.device("cuda")).close()  # a first start: the pool starts now
+    assert _FakePool.made == 1
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "entry").mkdir()
+    assert not precompile.triton_cache_is_empty()
+    pc = Precompiler.start(torch.device("cuda"))  # a warm cache: no pool yet
+    assert _FakePool.made == 1 and pc.pool is None
+    assert pc.compile_pending() == 0 and pc.pool is None  # nothing missing: none at all
+    assert "no pool started" in caplog.text
+    pc.pending[("k", "1")] = object()  # a kernel the dry pass found missing: the pool starts
+    monkeypatch.setattr(precompile, "compile_variant", lambda v: "k")
+    assert pc.compile_pending() == 1 and _FakePool.made == 2
+    pc.close()
