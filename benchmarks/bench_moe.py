@@ -6,7 +6,7 @@
 Decode MoE is bound by reading expert weights: for each token count it reports the time, the
 GB/s over the bytes of the experts actually routed to (w13 + w2 of each distinct expert, plus
 activations), and that as a fraction of measured device copy bandwidth. ``--routing`` times
-only the routing + row alignment, graphed: the one-program kernel at each ROUTE_TILE:ROUTE_WARPS
+only the routing + row alignment, graphed: the one-program kernel at each tile:warps
 against the torch ops. Needs a CUDA GPU.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def brief(cfg) -> str:
 def bench_routing(tokens, e, k, renorm, h, inter, dtype, tiles):
     """Graphed route + align per token count: torch ops, then the kernel at each tile."""
     from litevllm_triton.kernels import fused_moe as fm
-    saved = fm.ROUTE_TILE, fm.ROUTE_WARPS
+    saved = fm.ROUTE_TILES
     print(f"route + align, graphed us; E={e} top_k={k}; one program up to {fm.SMALL_ROWS} rows")
     print(f"{'tokens':>6} {'BM':>3} {'torch ops':>9} " + " ".join(f"{x:>10}" for x in tiles))
     for t in tokens:
@@ -61,11 +61,11 @@ def bench_routing(tokens, e, k, renorm, h, inter, dtype, tiles):
         torch_ms = ms(graphed(lambda: fm.moe_align(ref.moe_route(logits, k, renorm)[1], e, bm)))
         cols = []
         for tile in tiles:
-            fm.ROUTE_TILE, fm.ROUTE_WARPS = map(int, tile.split(":"))
+            fm.ROUTE_TILES = {fm.SMALL_EXPERTS: tuple(map(int, tile.split(":")))}
             one = t * k <= fm.SMALL_ROWS
             cols.append(ms(graphed(lambda: fm.route_and_align(logits, k, renorm, bm))) * 1e3
                         if one else float("nan"))
-        fm.ROUTE_TILE, fm.ROUTE_WARPS = saved
+        fm.ROUTE_TILES = saved
         print(f"{t:>6} {bm:>3} {torch_ms * 1e3:>9.1f} " + " ".join(f"{c:>10.1f}" for c in cols))
 
 
@@ -76,7 +76,7 @@ def main():
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--routing", action="store_true", help="time only route + align")
-    p.add_argument("--route-tiles", default="2048:8", help="ROUTE_TILE:ROUTE_WARPS,... to time")
+    p.add_argument("--route-tiles", default="2048:8", help="tile elements:warps,... to time (each for every expert count)")
     args = p.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     e, k, h = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["hidden_size"]

@@ -86,3 +86,29 @@ def test_a_changed_file_rebuilds_its_table(tmp_path, monkeypatch):
     (tmp_path / "cache" / "import_structures.json").write_text('{"x": 1, "[1]": [2]}')
     assert start() == table and len(builds) == 5  # entries of another shape are skipped
     assert cache._live(json.dumps([str(pkg)])) and not cache._live("x")
+
+
+def test_a_pip_install_is_known_by_its_record(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "fakepkg" / "utils").mkdir(parents=True)
+    source = site / "fakepkg" / "utils" / "import_utils.py"
+    source.write_text("")
+    info = site / "fakepkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.0\n")
+    record = info / "RECORD"
+    record.write_text("fakepkg/utils/import_utils.py,sha256=abc,0\n")
+    monkeypatch.syspath_prepend(str(site))
+    module = "fakepkg.utils.import_utils"
+    state = cache.record_state(module, str(source))
+    assert state is not None and state == cache.record_state(module, str(source))
+    source.write_text("# edited in place: the RECORD still says what pip installed\n")
+    assert cache.record_state(module, str(source)) == state
+    record.write_text("fakepkg/utils/import_utils.py,sha256=def,0\n")  # reinstalled
+    assert cache.record_state(module, str(source)) not in (None, state)
+    copy = tmp_path / "import_utils.py"  # another copy than the one installed: walk instead
+    copy.write_text("")
+    assert cache.record_state(module, str(copy)) is None
+    record.write_text("__editable__.fakepkg.pth,sha256=abc,0\n")  # an editable install
+    assert cache.record_state(module, str(source)) is None
+    assert cache.record_state("nopkg.utils.import_utils", str(source)) is None

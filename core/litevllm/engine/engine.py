@@ -1,7 +1,6 @@
 """The engine: requests in, one scheduled model step at a time, outputs out."""
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random
@@ -9,32 +8,34 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Callable
 
-import torch
+from litevllm.engine.collector import freeze_imports, paused
 
-from litevllm.attention.backend import build_backend
-from litevllm.config import (DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype,
-                             resolve_kv_cache_dtype)
-from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
-from litevllm.engine.inflight import LaunchedStep, StepResult, feed
-from litevllm.engine.model_runner import ModelRunner
-from litevllm.engine.output_processor import OutputProcessor, Request
-from litevllm.engine.precompile import Precompiler, prefetch_triton_key
-from litevllm.engine.request_check import check_request
-from litevllm.engine.sampler import LaunchedSample, Sampler
-from litevllm.engine.scheduler import Scheduler
-from litevllm.engine.sequence import Sequence, SeqStatus
-from litevllm.engine.speculative import SpeculativeDecoder
-from litevllm.formats.dist_map import cached_packages_distributions
-from litevllm.formats.hf_config import config_imports
-from litevllm.formats.import_structure import cached_import_structures
-from litevllm.model.context import ModelContext
-from litevllm.model.decoder import LiteAttention
-from litevllm.model.loader import init_dummy_weights, load_weights
-from litevllm.ops import Ops, pick_attention_backend
-from litevllm.outputs import RequestOutput
-from litevllm.plugins import PluginError, get_plugin_manager, quant_install_hint
-from litevllm.sampling_params import SamplingParams
-from litevllm.structured.manager import StructuredOutputManager
+with paused():  # torch and the engine modules load without cyclic collections (collector.py)
+    import torch
+    from litevllm.attention.backend import build_backend
+    from litevllm.config import (DEFAULT_GRAPH_STEPS, EngineConfig, resolve_dtype,
+                                 resolve_kv_cache_dtype)
+    from litevllm.engine.host_tensors import HostCopy, int_tensor, to_device
+    from litevllm.engine.inflight import LaunchedStep, StepResult, feed
+    from litevllm.engine.model_runner import ModelRunner
+    from litevllm.engine.output_processor import OutputProcessor, Request
+    from litevllm.engine.precompile import Precompiler, prefetch_triton_key
+    from litevllm.engine.request_check import check_request
+    from litevllm.engine.sampler import LaunchedSample, Sampler
+    from litevllm.engine.scheduler import Scheduler
+    from litevllm.engine.sequence import Sequence, SeqStatus
+    from litevllm.engine.speculative import SpeculativeDecoder
+    from litevllm.formats.dist_map import cached_packages_distributions
+    from litevllm.formats.hf_config import config_imports
+    from litevllm.formats.import_structure import cached_import_structures
+    from litevllm.model.context import ModelContext
+    from litevllm.model.decoder import LiteAttention
+    from litevllm.model.loader import init_dummy_weights, load_weights
+    from litevllm.ops import Ops, pick_attention_backend
+    from litevllm.outputs import RequestOutput
+    from litevllm.plugins import PluginError, get_plugin_manager, quant_install_hint
+    from litevllm.sampling_params import SamplingParams
+    from litevllm.structured.manager import StructuredOutputManager
 
 log = logging.getLogger("litevllm")
 
@@ -53,27 +54,16 @@ def resolve_model_path(model: str) -> Path:
                             f"alias (aliases: {aliases}{manager.not_loaded()})")
 
 
-_frozen = False
-
-
-def freeze_imports() -> None:
-    """Move the objects alive before the first engine (modules: torch, transformers, ...) out
-    of the collector's full scans, once per process, so the serving loop's full collections
-    stay short (at 1,024 sequences on the CPU path: ~270 ms each without, ~5 ms with). Objects
-    made later (engines included) stay collectable."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.collect()
-        gc.freeze()
-
-
 class LLMEngine:
     def __new__(cls, *args, **kwargs):
         freeze_imports()  # before the engine exists: a frozen engine's cycles are never freed
         return super().__new__(cls)
 
     def __init__(self, config: EngineConfig):
+        with paused():  # construction allocates much and frees little (collector.py)
+            self._start(config)
+
+    def _start(self, config: EngineConfig):
         self.config = config
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)

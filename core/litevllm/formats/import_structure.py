@@ -5,9 +5,11 @@
 twice (``transformers`` and ``transformers.models`` ask with different arguments): ~0.4 s of
 every start here. Inside ``cached_import_structures()`` that function is wrapped as its module
 (``transformers.utils.import_utils``) loads: a table comes from
-``$LITEVLLM_CACHE/import_structures.json`` while every ``.py`` file under its directory, and
-``import_utils.py`` itself, has the size and modification time it had when the table was
-stored; else it is built as usual (once for both callers) and stored. The wrapper is removed
+``$LITEVLLM_CACHE/import_structures.json`` while the install is as it was when the table was
+stored, else it is built as usual (once for both callers) and stored. For a pip install, "as it
+was" is the distribution's ``RECORD`` (each installed file with its hash; read in ~5 ms);
+otherwise (an editable or unlisted install) every ``.py`` file under the table's directory, and
+``import_utils.py`` itself, keeps its size and modification time (a walk of ~1,700 files). The wrapper is removed
 on exit. Nothing changes when transformers is already imported; any problem with the file
 builds the table as usual.
 """
@@ -20,6 +22,7 @@ import importlib.machinery
 import json
 import os
 import sys
+from importlib import metadata
 
 from litevllm.formats.cache_files import cache_dir, store_json
 
@@ -44,6 +47,21 @@ def tree_state(directory: str, extra: str) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
+def record_state(module: str, source: str) -> str | None:
+    """A digest of the ``RECORD`` of the distribution named after ``module``'s top package, if
+    that distribution installed ``source`` (``module``'s file); else None."""
+    relative = module.replace(".", "/") + ".py"
+    try:
+        dist = metadata.distribution(module.partition(".")[0])
+        record = dist.read_text("RECORD")
+        if not record or f"{relative}," not in record \
+                or not os.path.samefile(str(dist.locate_file(relative)), source):
+            return None  # editable, or another copy than the one imported
+    except (metadata.PackageNotFoundError, OSError, ValueError):
+        return None
+    return hashlib.sha256(json.dumps([source, record]).encode()).hexdigest()
+
+
 def encode(table: dict) -> list:
     """``{frozenset(backends): {module: set(names)}}`` as JSON (order kept; sets sorted)."""
     return [[sorted(backends), {module: sorted(names) for module, names in modules.items()}]
@@ -58,8 +76,9 @@ def decode(data: list) -> dict:
 class _Cached:
     """``define_import_structure`` served from the cache file while its files are unchanged."""
 
-    def __init__(self, real, source: str):
+    def __init__(self, real, source: str, module: str = MODULE):
         self.real, self.source = real, source
+        self.installed = record_state(module, source)  # None: walk each table's files
         self.states: dict[str, str] = {}
         self.changed = False
         self.stored, self.path = {}, None
@@ -78,7 +97,7 @@ class _Cached:
         directory = path if os.path.isdir(path) else os.path.dirname(path)
         if directory not in self.states:
             try:
-                self.states[directory] = tree_state(directory, self.source)
+                self.states[directory] = self.installed or tree_state(directory, self.source)
             except OSError:  # a file gone while looking: no cache for this table
                 return self.real(module_path, prefix)
         key, state = json.dumps([path, prefix]), self.states[directory]

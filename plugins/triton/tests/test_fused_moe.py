@@ -114,7 +114,7 @@ def test_one_program_route_align_equals_torch_path(t, e, top_k, renormalize, blo
                                                (300, 8, 2, 64)])
 def test_one_program_route_align_small_tiles(t, e, top_k, block_m, monkeypatch):
     """A 256-element tile: 1 to 32 tokens per chunk, several chunks in every loop."""
-    monkeypatch.setattr(fm, "ROUTE_TILE", 256)
+    monkeypatch.setattr(fm, "ROUTE_TILES", {fm.SMALL_EXPERTS: (256, 8)})
     check_route_align(tie_free_logits(t, e, torch.float32, True), top_k, True, block_m,
                       monkeypatch)
 

@@ -155,9 +155,16 @@ def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_ex
 
 
 SMALL_ROWS, SMALL_EXPERTS = 2048, 256  # limits of the one-program route + align (T*k, E)
-# elements of one tile there, and its warps: 8 per thread; sm_90 PTX: <= 192 registers and
-# no spills up to E=256, top-k 8 (16 per thread spilled)
-ROUTE_TILE, ROUTE_WARPS = 2048, 8
+# elements of one tile there and its warps, by padded expert count (the first bound >= E_P).
+# sm_90 PTX: 2048 on 8 warps has no spills up to E=256, top-k 8; 4096 on 16 none at E_P 64.
+# H200, E=60 top-4, graphed us (torch ops / 2048:8 / 4096:16): T=64 88.8/19.9/16.9,
+# T=256 97.4/60.5/46.8, T=512 99.5/114.1/86.7
+ROUTE_TILES = {64: (4096, 16), SMALL_EXPERTS: (2048, 8)}
+
+
+def route_tile(e_p: int) -> tuple[int, int]:
+    """(tile elements, warps) of the one-program route + align for E_P padded experts."""
+    return ROUTE_TILES[min(b for b in ROUTE_TILES if b >= e_p)]
 
 
 def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
@@ -183,11 +190,11 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
+    tile, warps = route_tile(e_p)
     _route_align_kernel[(1,)](
         router_logits, weights, scratch, rows, block_expert, t, e, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
-        K_P=p2(top_k), CHUNK=min(max(1, ROUTE_TILE // e_p), p2(n)), TILE=ROUTE_TILE,
-        num_warps=ROUTE_WARPS)
+        K_P=p2(top_k), CHUNK=min(max(1, tile // e_p), p2(n)), TILE=tile, num_warps=warps)
     return weights, rows, block_expert
 
 
