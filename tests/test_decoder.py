@@ -1,7 +1,9 @@
 """The generic decoder's extension points."""
+import pytest
 import torch
 
 from litevllm.model.decoder import LiteAttention, LiteForCausalLM, LiteMLP
+from litevllm.model.layers import RMSNorm
 from litevllm.testing import model_context, tiny_config
 
 
@@ -52,3 +54,57 @@ def test_a_subclass_parameter_on_the_attention_module_is_loaded():
     load_weights(model, state.items())
     sinks = model.model.layers[0].self_attn.sinks
     assert torch.equal(sinks, state["model.layers.0.self_attn.sinks"])
+
+
+class PlainRope(torch.nn.Module):
+    """A replacement ``rotary_emb`` written for the (positions, q, k) call (docs/plugins.md)."""
+    def forward(self, positions, q, k):
+        return q + 1, k + 2
+
+
+class NormedAttention(LiteAttention):
+    def __init__(self, config, layer_idx, ctx, prefix):
+        super().__init__(config, layer_idx, ctx, prefix)
+        self.q_norm = RMSNorm(self.head_dim, 1e-6, ctx)
+        self.k_norm = RMSNorm(self.head_dim, 1e-6, ctx)
+
+    def qk_norms(self):
+        return self.q_norm, self.k_norm
+
+
+def _attention_inputs(attn, hidden):
+    """Run attn.forward with the attention backend replaced by one returning (q, k, v)."""
+    seen = {}
+
+    def backend(spec, q, k, v, kv_cache, meta):
+        seen.update(q=q.clone(), k=k.clone(), v=v.clone())
+        return q.flatten(1)
+    attn.attn = type("Stub", (), {"forward": staticmethod(backend)})()
+    x, positions = torch.randn(3, hidden), torch.tensor([0, 5, 9])
+    attn.forward(positions, x, None, None)
+    q, k, v = attn.qkv_proj(x).split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+    return seen, positions, q, k, v
+
+
+def test_rotary_emb_replacement_and_qk_norms():
+    """A replaced rotary_emb still gets the (positions, q, k) call when there are no q/k
+    norms; with norms (Qwen3) the rotary op gets them: rms_norm then rope, v untouched."""
+    config = tiny_config("LlamaForCausalLM")
+    ctx = model_context("cpu")
+    attn = LiteAttention(config, 0, ctx, "l0")
+    attn.rotary_emb = PlainRope()
+    seen, _, q, k, _ = _attention_inputs(attn, config.hidden_size)
+    assert torch.equal(seen["q"].flatten(1), q + 1) and torch.equal(seen["k"].flatten(1), k + 2)
+
+    attn = NormedAttention(config, 0, ctx, "l0")
+    attn.q_norm.weight.uniform_(0.5, 1.5)
+    attn.k_norm.weight.uniform_(-1.0, 1.0)
+    seen, positions, q, k, v = _attention_inputs(attn, config.hidden_size)
+    d, ops = attn.head_dim, ctx.ops
+    nq = ops.rms_norm(q.reshape(3, -1, d), attn.q_norm.weight, 1e-6).reshape(3, -1)
+    nk = ops.rms_norm(k.reshape(3, -1, d), attn.k_norm.weight, 1e-6).reshape(3, -1)
+    want_q, want_k = ops.rotary_embedding(positions, nq, nk, d, attn.rotary_emb.cos_sin_cache)
+    assert torch.equal(seen["q"].flatten(1), want_q) and torch.equal(seen["k"].flatten(1), want_k)
+    assert torch.equal(seen["v"].flatten(1), v)
+    with pytest.raises(ValueError, match="both q_norm and k_norm"):  # not silently dropped
+        attn.rotary_emb(positions, q, k, attn.q_norm, None)

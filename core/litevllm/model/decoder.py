@@ -83,7 +83,10 @@ class LiteAttention(nn.Module):
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata):
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary_emb(positions, q, k, *self.qk_norms())
+        norms = self.qk_norms()
+        # without norms, the (positions, q, k) call a replaced ``rotary_emb`` may only take
+        q, k = (self.rotary_emb(positions, q, k) if norms == (None, None)
+                else self.rotary_emb(positions, q, k, *norms))
         out = self.attn.forward(self.spec, q.reshape(t, self.num_heads, self.head_dim),
                                 k.reshape(t, self.num_kv_heads, self.head_dim),
                                 v.reshape(t, self.num_kv_heads, self.head_dim), kv_cache, meta)

@@ -76,9 +76,11 @@ class RotaryEmbedding(nn.Module):
                 k_norm: RMSNorm | None = None):
         """With ``q_norm``/``k_norm`` (RMSNorms over head_dim) each head is normalised first,
         in the same op (one kernel on the GPU)."""
-        if q_norm is None or k_norm is None:
+        if q_norm is None and k_norm is None:
             return self.ops.rotary_embedding(positions, q, k, self.head_dim, self.cos_sin_cache,
                                              self.is_neox)
+        if q_norm is None or k_norm is None:
+            raise ValueError("give both q_norm and k_norm, or neither")
         if (q_norm.eps, q_norm.offset) != (k_norm.eps, k_norm.offset):
             raise ValueError("q_norm and k_norm must share eps and offset")
         return self.ops.rotary_embedding(positions, q, k, self.head_dim, self.cos_sin_cache,

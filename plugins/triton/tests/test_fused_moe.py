@@ -119,6 +119,12 @@ def test_one_program_route_align_small_tiles(t, e, top_k, block_m, monkeypatch):
                       monkeypatch)
 
 
+def test_one_program_route_align_reads_strided_logits(monkeypatch):
+    """router_logits need not be contiguous (the op's check allows any strides)."""
+    logits = tie_free_logits(40, 12, torch.float32, True)
+    check_route_align(logits.t().contiguous().t(), 3, True, 16, monkeypatch)  # strides (1, 40)
+
+
 def check_route_align(logits, top_k, renormalize, block_m, monkeypatch):
     e = logits.shape[1]
     w_ref, ids = ref.moe_route(logits, top_k, renormalize)

@@ -2,6 +2,7 @@
 (the interpreter's own float8 cast is worked around in _common.to_fp8), and the attention
 kernels read it as the reference does."""
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -80,6 +81,21 @@ def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits, hkv, d):
     got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale,
                                    num_splits=num_splits, k_scale=k_scale, v_scale=v_scale)
     torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_decode_fp8_one_split_d64_tile_spans_several_tiles():
+    """The one-split float8 tile at head dims <= 64 (FP8_BLOCK_N_SINGLE_D64 tokens): contexts
+    over two of them, a ragged last tile."""
+    da = importlib.import_module("litevllm_triton.kernels.decode_attention")  # the module
+    assert da.FP8_BLOCK_N_SINGLE_D64 * 2 < 600
+    h, hkv, d, bs, slens = 4, 2, 64, 16, [600, 257]
+    k_cache, v_cache, bt, _, sl = _fp8_batch([1] * 2, slens, hkv, d, bs, 0.37, 2.5)
+    spec = _spec(h, hkv, d, 0.37, 2.5)
+    q = torch.randn(2, h, d, dtype=torch.float16)
+    want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * 2, slens, spec)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, num_splits=1,
+                                   k_scale=0.37, v_scale=2.5)
+    torch.testing.assert_close(got, want, **TOL[torch.float16])
 
 
 def test_backend_matches_torch_backend_on_fp8_cache():

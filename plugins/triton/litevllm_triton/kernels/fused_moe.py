@@ -85,9 +85,9 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
 
 @triton.jit
 def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_expert_ptr,
-                        T, E, stride_l, num_blocks, TOP_K: tl.constexpr, RENORM: tl.constexpr,
-                        BLOCK_M: tl.constexpr, E_P: tl.constexpr, K_P: tl.constexpr,
-                        CHUNK: tl.constexpr, TILE: tl.constexpr):
+                        T, E, stride_lt, stride_le, num_blocks, TOP_K: tl.constexpr,
+                        RENORM: tl.constexpr, BLOCK_M: tl.constexpr, E_P: tl.constexpr,
+                        K_P: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr):
     """Softmax top-k routing, then ``moe_align``'s layout, in one program. Loops over CHUNK
     tokens (or blocks) at a time against all E_P experts (CHUNK * E_P <= TILE), or TILE rows.
     ``scratch``: expert id [0, n) and rank within the expert [n, 2n) of each flat row, then
@@ -106,7 +106,7 @@ def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_ex
     for t0 in range(0, T, CHUNK):  # routing, CHUNK tokens at a time
         t = t0 + c
         t_ok = t < T
-        x = tl.load(logits_ptr + t[:, None] * stride_l + ex[None, :],
+        x = tl.load(logits_ptr + t[:, None] * stride_lt + ex[None, :] * stride_le,
                     mask=t_ok[:, None] & e_ok[None, :], other=0.0).to(tl.float32)
         x = tl.where(e_ok[None, :], x, float("-inf"))
         p = tl.exp(x - tl.max(x, axis=1)[:, None])
@@ -192,7 +192,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
     tile, warps = route_tile(e_p)
     _route_align_kernel[(1,)](
-        router_logits, weights, scratch, rows, block_expert, t, e, router_logits.stride(0),
+        router_logits, weights, scratch, rows, block_expert, t, e, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
         K_P=p2(top_k), CHUNK=min(max(1, tile // e_p), p2(n)), TILE=tile, num_warps=warps)
     return weights, rows, block_expert
