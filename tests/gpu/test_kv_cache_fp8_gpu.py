@@ -77,9 +77,10 @@ def test_write_kernel_stores_the_reference_bytes(dtype, k_scale, v_scale):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("k_scale,v_scale", SCALES)
 @pytest.mark.parametrize("b,splits", [(64, (None,)), (4, (None, 1, 8))])
-def test_decode_over_fp8_cache(dtype, k_scale, v_scale, b, splits):
+@pytest.mark.parametrize("d", [64, 128])  # 64: the 256-token one-split tile
+def test_decode_over_fp8_cache(dtype, k_scale, v_scale, b, splits, d):
     from litevllm_triton.kernels import decode_attention
-    h, hkv, d, ctx = 32, 8, 128, 4096
+    h, hkv, ctx = 32, 8, 4096
     seq_lens = [ctx - 37 * i for i in range(b)]
     k_cache, v_cache, bt, _, sl = fp8_batch([1] * b, seq_lens, hkv, d, k_scale, v_scale)
     spec = AttentionSpec(h, hkv, d, d ** -0.5, k_scale=k_scale, v_scale=v_scale)
