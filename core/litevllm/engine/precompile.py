@@ -57,17 +57,13 @@ def prefetch_triton_key() -> threading.Thread | None:
 
 
 def triton_cache_is_empty() -> bool:
-    """Whether Triton's on-disk kernel cache holds nothing yet (a fresh machine or cache dir)."""
+    """Whether Triton's on-disk kernel cache (its ``knobs.cache.dir``) holds nothing yet: a
+    fresh machine or cache dir. True when that cannot be told (the pool then starts early)."""
     try:
         from triton import knobs
-        path = knobs.cache.dir
-    except Exception:  # older Triton: its documented default
-        path = os.environ.get("TRITON_CACHE_DIR") or os.path.join(
-            os.path.expanduser("~"), ".triton", "cache")
-    try:
-        with os.scandir(path) as entries:
+        with os.scandir(knobs.cache.dir) as entries:
             return next(entries, None) is None
-    except OSError:  # missing or unreadable: nothing cached for this process
+    except Exception:  # missing or unreadable dir, or a Triton without knobs
         return True
 
 
