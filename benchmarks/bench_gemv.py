@@ -42,17 +42,22 @@ SHAPES = {
 L2_DEFEAT_BYTES = 320 << 20
 
 
-def candidates(m: int, n: int, k: int, gated: bool):
+def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
     """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4;
-    split-K counts that give 1-16 programs per SM (132 SMs)."""
+    split-K counts that give 1-16 programs per SM (132 SMs). ``wide`` adds 8-warp tiles (twice
+    the register tile, 2 or 4 stages) and 4-stage tl.dot tiles."""
     cols = n // 2 if gated else n
+    stages = (3, 4, 5) if wide else (3, 5)
     tiles = [dict(DOT=True, BM=16, BN=bn, BK=bk, num_stages=st, num_warps=4)
-             for bn in (16, 32, 64) for bk in (128, 256) for st in (3, 5)]
+             for bn in (16, 32, 64) for bk in (128, 256) for st in stages]
     if m <= 4:
         bm = triton.next_power_of_2(m)
-        tiles += [dict(DOT=False, BM=bm, BN=bn, BK=bk, num_stages=3, num_warps=4)
-                  for bn in (2, 4, 8, 16) for bk in (256, 512, 1024)
-                  if bm * bn * bk * (2 if gated else 1) <= 8192]
+        for warps in (4, 8) if wide else (4,):
+            tiles += [dict(DOT=False, BM=bm, BN=bn, BK=bk, num_stages=st, num_warps=warps)
+                      for bn in (1, 2, 4, 8, 16) for bk in (256, 512, 1024, 2048)
+                      for st in ((2, 4) if wide and warps == 8 else (3,))
+                      if bm * bn * bk * (2 if gated else 1) <= 2048 * warps
+                      and (wide or bn > 1 and bk < 2048)]
     for t in tiles:
         for split in (1, 2, 4, 8, 16):
             progs = triton.cdiv(cols, t["BN"]) * split
@@ -83,6 +88,9 @@ def time_graph(fn, copies: int, reps: int = 10) -> float:
     return best
 
 
+PRECOMPILER = None  # engine/precompile.py's process pool, set by main()
+
+
 def copy_bandwidth() -> float:
     a = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
     b = torch.empty_like(a)
@@ -90,7 +98,7 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() * 4 / us / 1e6  # TB/s, read + write
 
 
-def sweep_shape(model, name, rows, k, gated, m, out):
+def sweep_shape(model, name, rows, k, gated, m, out, wide=False):
     dt = torch.bfloat16
     nbytes = rows * k * 2
     copies = max(2, -(-L2_DEFEAT_BYTES // nbytes))
@@ -104,8 +112,18 @@ def sweep_shape(model, name, rows, k, gated, m, out):
     cublas = time_graph(ref_fn, copies)
     want = ref_fn(0).float()
     pdl = pdl_enabled(x.device)
+    cands = list(candidates(m, rows, k, gated, wide))
+    if PRECOMPILER is not None:  # compile every candidate in parallel processes first
+        with PRECOMPILER.dry_pass():
+            for cfg in cands:
+                for p in {False, pdl}:
+                    try:
+                        gemv(x, ws[0], None, cfg, act, p)
+                    except Exception:  # noqa: BLE001 (reported by the timed pass below)
+                        pass
+        PRECOMPILER.compile_pending()
     results = []
-    for cfg in candidates(m, rows, k, gated):
+    for cfg in cands:
         try:
             got = gemv(x, ws[0], None, cfg, act).float()
             err = ((got - want).norm() / want.norm()).item()
@@ -151,6 +169,9 @@ def main():
     ap.add_argument("--table", help="write the winners here (JSON)")
     ap.add_argument("--models", default=",".join(SHAPES))
     ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)))
+    ap.add_argument("--shapes", help="only these shape names (qkv,o,gate_up,down,lm_head)")
+    ap.add_argument("--wide", action="store_true",
+                    help="more candidates: 8-warp register tiles, 2-6 pipeline stages")
     ap.add_argument("--margin", type=float, default=0.97,
                     help="take Triton where it needs at most this fraction of cuBLAS's time")
     ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
@@ -163,12 +184,17 @@ def main():
     table: dict[str, dict] = {}
     if args.table and Path(args.table).is_file():
         table = json.loads(Path(args.table).read_text())
+    global PRECOMPILER
+    from litevllm.engine.precompile import Precompiler, pool_size
+    PRECOMPILER = Precompiler(pool_size()) if pool_size() > 0 else None
     t0 = time.time()
     with open(args.out, "w") as out:
         for model in args.models.split(","):
             for name, rows, k, gated in SHAPES[model]:
+                if args.shapes and name not in args.shapes.split(","):
+                    continue
                 for m in map(int, args.m.split(",")):
-                    r = sweep_shape(model, name, rows, k, gated, m, out)
+                    r = sweep_shape(model, name, rows, k, gated, m, out, args.wide)
                     n = rows // 2 if gated else rows
                     key = table_key("gated" if gated else "linear", n, k)
                     win = r["triton_us"] <= args.margin * r["cublas_us"]

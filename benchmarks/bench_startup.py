@@ -60,6 +60,9 @@ def watch_imports(found: dict) -> None:
     sys.meta_path.insert(0, Watch())
 
 
+SLOW_COMPILE_S = 0.1  # a lookup this slow compiled (a disk-cache hit takes milliseconds)
+
+
 def child(model: str, engine_kw: dict, profile: bool, latency: bool,
           profile_out: str | None = None) -> dict:
     t_start = time.perf_counter()
@@ -116,6 +119,21 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool,
     except ImportError:
         pass
 
+    jit: list = []  # every kernel load or compile (Triton's _do_compile), with its phase
+    try:
+        from triton.runtime.jit import JITFunction
+        do_compile = JITFunction._do_compile
+
+        def timed_do_compile(fn, key, *a, **k):
+            t1 = time.perf_counter()
+            try:
+                return do_compile(fn, key, *a, **k)
+            finally:
+                jit.append((fn.fn.__qualname__, t1, time.perf_counter() - t1))
+        JITFunction._do_compile = timed_do_compile  # the dry pass saves and restores this one
+    except ImportError:
+        pass
+
     prof = None
     if profile:
         import cProfile
@@ -143,11 +161,20 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool,
     llm_s = t_ready - t0
     phases["other"] = llm_s - sum(v for k, v in phases.items()
                                   if k not in ("import", "cuda_init"))
+    def phase_of(t):
+        for name, (start, dur) in marks.items():
+            if name != "model" and start <= t <= start + dur:
+                return name
+        return "config" if t < model_start else "ready" if t > t_ready else "other"
+    slow = [(name, phase_of(t), round(d, 3)) for name, t, d in jit if d >= SLOW_COMPILE_S]
     result = {"total_s": t_ready - t_start, "llm_s": llm_s,
               "first_request_s": t_first - t_ready,
               "phases_s": {k: round(v, 3) for k, v in phases.items()},
               "graphs": len(llm.engine.runner.graphs), "num_blocks": llm.engine.num_blocks,
               "modules": modules, "precompile": precompiled,
+              # kernel lookups, and those slow enough to be compiles (name, phase, s)
+              "jit": {"lookups": len(jit), "lookup_s": round(sum(d for *_, d in jit), 3),
+                      "compiles": slow},
               "heavy_imports": {k: v for k, v in heavy.items() if k in sys.modules}}
     if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
         from litevllm.bench import measure_latency
