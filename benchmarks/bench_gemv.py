@@ -38,6 +38,9 @@ SHAPES = {
     "llama3-8b": [("qkv", 6144, 4096, False), ("o", 4096, 4096, False),
                   ("gate_up", 28672, 4096, True), ("down", 4096, 14336, False),
                   ("lm_head", 128256, 4096, False)],
+    "gemma-2-2b": [("qkv", 4096, 2304, False), ("o", 2304, 2048, False),
+                   ("gate_up", 18432, 2304, True), ("down", 2304, 9216, False),
+                   ("lm_head", 256000, 2304, False)],
 }
 L2_DEFEAT_BYTES = 320 << 20
 
@@ -134,6 +137,9 @@ def sweep_shape(model, name, rows, k, gated, m, out, wide=False):
                             cfg))
         except Exception as e:  # noqa: BLE001 (a tile that does not compile is skipped)
             print(f"  skip {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+    if not results:
+        print(f"{model:10s} {name:8s} M={m:2d}: no candidate tile", flush=True)
+        return None
     best_us, best = min(results, key=lambda r: r[0])
     no_pdl_us = time_graph(lambda i: gemv(x, ws[i], None, best, act), copies) if pdl else None
     row = dict(model=model, shape=name, gated=gated, N=rows, K=k, M=m, cublas_us=cublas,
@@ -171,7 +177,7 @@ def main():
     ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)))
     ap.add_argument("--shapes", help="only these shape names (qkv,o,gate_up,down,lm_head)")
     ap.add_argument("--wide", action="store_true",
-                    help="more candidates: 8-warp register tiles, 2-6 pipeline stages")
+                    help="more candidates: 8-warp register tiles (2 or 4 stages), 4-stage tl.dot tiles")
     ap.add_argument("--margin", type=float, default=0.97,
                     help="take Triton where it needs at most this fraction of cuBLAS's time")
     ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
@@ -195,6 +201,8 @@ def main():
                     continue
                 for m in map(int, args.m.split(",")):
                     r = sweep_shape(model, name, rows, k, gated, m, out, args.wide)
+                    if r is None:
+                        continue
                     n = rows // 2 if gated else rows
                     key = table_key("gated" if gated else "linear", n, k)
                     win = r["triton_us"] <= args.margin * r["cublas_us"]

@@ -133,6 +133,20 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool,
         JITFunction._do_compile = timed_do_compile  # the dry pass saves and restores this one
     except ImportError:
         pass
+    builds: list = []  # C modules Triton builds with the system compiler (launchers, utils)
+    try:
+        import triton.runtime.build as triton_build
+        build = triton_build._build
+
+        def timed_build(name, *a, **k):
+            t1 = time.perf_counter()
+            try:
+                return build(name, *a, **k)
+            finally:
+                builds.append((name, t1, time.perf_counter() - t1))
+        triton_build._build = timed_build
+    except (ImportError, AttributeError):
+        pass
 
     prof = None
     if profile:
@@ -175,6 +189,7 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool,
               # kernel lookups, and those slow enough to be compiles (name, phase, s)
               "jit": {"lookups": len(jit), "lookup_s": round(sum(d for *_, d in jit), 3),
                       "compiles": slow},
+              "c_builds": [(name, phase_of(t), round(d, 3)) for name, t, d in builds],
               "heavy_imports": {k: v for k, v in heavy.items() if k in sys.modules}}
     if latency:  # decode speed of the same engine: batch 1 and 128, 128 in, 128 out
         from litevllm.bench import measure_latency

@@ -142,3 +142,24 @@ def test_pool_starts_with_the_engine_only_on_an_empty_cache(monkeypatch, tmp_pat
     monkeypatch.setattr(precompile, "compile_variant", lambda v: "k")
     assert pc.compile_pending() == 1 and _FakePool.made == 2
     pc.close()
+
+
+def test_the_pool_builds_a_launcher_only_where_triton_builds_one_per_signature(monkeypatch):
+    import types
+
+    import triton.backends.nvidia as nvidia
+    made = []
+    fake = types.SimpleNamespace(CudaLauncher=lambda src, meta: made.append((src, meta)))
+    monkeypatch.setattr(nvidia, "driver", fake)  # a Triton with a generic launcher (3.9)
+
+    def kernel(backend):
+        target = types.SimpleNamespace(backend=backend)
+        return types.SimpleNamespace(src="src", metadata=types.SimpleNamespace(target=target))
+    precompile.build_launcher(kernel("cuda"))
+    assert made == []
+    fake.make_launcher = object()  # Triton 3.6: one C launcher per kernel signature
+    precompile.build_launcher(kernel("hip"))
+    assert made == []
+    k = kernel("cuda")
+    precompile.build_launcher(k)
+    assert made == [("src", k.metadata)]

@@ -1,6 +1,7 @@
 """Start-up's parallel kernel compile on CUDA, in fresh processes with their own Triton caches:
 on a cold cache the pool compiles every variant the dry pass met missing, the warm start finds
-none missing (and starts no pool), and the tokens are those of a start without it (LITEVLLM_PRECOMPILE=0)."""
+none missing (and starts no pool), and the tokens are those of a start without it (LITEVLLM_PRECOMPILE=0).
+The pool also builds the kernels' C launchers, so the engine's process builds none."""
 import json
 import os
 import re
@@ -14,12 +15,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 SCRIPT = """
 import json, logging, sys
+import triton.runtime.build as tb
 logging.basicConfig(level=logging.INFO)
+built, build = [], tb._build  # C modules built in this process (Triton's launchers)
+tb._build = lambda name, *a, **k: built.append(name) or build(name, *a, **k)
 from litevllm import LLM, SamplingParams
 llm = LLM(sys.argv[1], dtype="bfloat16", max_model_len=256, max_num_seqs=8)
+launchers = built.count("__triton_launcher")
 outs = llm.generate([{"prompt_token_ids": list(range(3, 3 + n))} for n in (5, 37, 90)],
                     SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
-print(json.dumps([o.outputs[0].token_ids for o in outs]))
+print(json.dumps([launchers, [o.outputs[0].token_ids for o in outs]]))
 """
 
 
@@ -33,9 +38,11 @@ def start(path, cache, workers):
 
 
 def test_precompiled_start_matches_the_jit_start(llama_dir, tmp_path):
-    tokens, counts = start(llama_dir, tmp_path / "on", 4)
+    (launchers, tokens), counts = start(llama_dir, tmp_path / "on", 4)
     assert len(counts) == 1 and int(counts[0][0]) == int(counts[0][1]) > 0, counts
-    warm_tokens, warm_counts = start(llama_dir, tmp_path / "on", 4)
+    (_, warm_tokens), warm_counts = start(llama_dir, tmp_path / "on", 4)
     assert warm_counts == [] and warm_tokens == tokens  # nothing missing: no pool started
-    off_tokens, off_counts = start(llama_dir, tmp_path / "off", 0)
+    (off_launchers, off_tokens), off_counts = start(llama_dir, tmp_path / "off", 0)
     assert off_counts == [] and off_tokens == tokens
+    # a Triton that builds a C launcher per kernel signature (3.6) builds them in the pool
+    assert launchers == 0 or off_launchers == 0, (launchers, off_launchers)

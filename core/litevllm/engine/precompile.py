@@ -38,9 +38,10 @@ TIMEOUT_S = 600.0  # a stuck pool only costs this: the real pass then compiles w
 
 
 def prefetch_triton_key() -> threading.Thread | None:
-    """Hash Triton's own files for ``triton_key()`` (lru-cached, ~0.25 s, needed by the first
-    kernel lookup) in a daemon thread, while the config and model load: hashlib releases the
-    GIL on large buffers. Failures are silent (the first lookup then computes it)."""
+    """In a daemon thread, while the config and model load: hash Triton's own files for
+    ``triton_key()`` (lru-cached, ~0.25 s, needed by the first kernel lookup; hashlib releases
+    the GIL on large buffers), then have Triton's CUDA utility module built into its cache
+    (:func:`build_cuda_utils`). Failures are silent (the first kernel lookup then does both)."""
     try:
         from triton.runtime.cache import triton_key  # imported here: the thread only hashes
     except Exception:
@@ -49,6 +50,7 @@ def prefetch_triton_key() -> threading.Thread | None:
     def run():
         try:
             triton_key()
+            build_cuda_utils()
         except Exception:
             pass
     thread = threading.Thread(target=run, name="litevllm-triton-key", daemon=True)
@@ -107,12 +109,42 @@ def jit_function(module: str, qualname: str):
     return obj
 
 
+def build_cuda_utils() -> None:
+    """Triton's CUDA driver needs a small C module, built by the system C compiler into Triton's
+    cache on the first start (~1 s, in a subprocess): build it now if Triton has one."""
+    try:
+        from triton.backends.nvidia.driver import CudaUtils
+    except ImportError:  # no CUDA backend in this Triton
+        return
+    CudaUtils()
+
+
+def build_launcher(kernel) -> None:
+    """Triton 3.6 builds each kernel signature's C launcher with the system C compiler at the
+    kernel's first launch (~0.2 s each, one after another in the engine's process). Built here,
+    in a pool process, it lands in the shared cache instead. Triton versions that launch through
+    one generic launcher (no ``make_launcher``) and other backends have nothing to build."""
+    if kernel.metadata.target.backend != "cuda":
+        return
+    try:
+        from triton.backends.nvidia import driver
+    except ImportError:
+        return
+    if hasattr(driver, "make_launcher"):
+        driver.CudaLauncher(kernel.src, kernel.metadata)
+
+
 def compile_variant(variant: Variant) -> str:
-    """Compile ``variant`` into Triton's cache (runs in a pool process; needs no GPU)."""
+    """Compile ``variant`` and its launcher into Triton's cache (runs in a pool process; needs
+    no GPU)."""
     from triton.compiler.compiler import ASTSource, compile
     fn = jit_function(variant.module, variant.qualname)
     src = ASTSource(fn, variant.signature, variant.constexprs, variant.attrs)
-    compile(src, target=variant.target, options=variant.options)
+    kernel = compile(src, target=variant.target, options=variant.options)
+    try:
+        build_launcher(kernel)
+    except Exception as e:  # the kernel's first launch builds it then
+        log.debug("precompile: %s's launcher not built (%s)", variant.name, e)
     return variant.name
 
 
