@@ -13,7 +13,7 @@ import torch
 
 from litevllm import LLM
 from litevllm.engine import precompile
-from litevllm.engine.precompile import Precompiler, pool_size, prefetch_triton_key
+from litevllm.engine.precompile import Precompiler, pool_size, prefetch_triton
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,21 +86,37 @@ def test_runner_compiles_ahead_once_and_survives_a_failing_dry_pass(llama_dir, c
     assert "kernel precompile skipped (RuntimeError: boom)" in caplog.text
 
 
-def test_triton_key_is_hashed_in_a_thread_and_failures_are_silent(monkeypatch):
+def test_triton_key_and_cuda_utils_are_prefetched_in_threads_failures_silent(monkeypatch):
     import triton.runtime.cache as cache
     cache.triton_key.cache_clear()
-    thread = prefetch_triton_key()
-    thread.join(60)
-    assert thread.daemon and cache.triton_key.cache_info().currsize == 1
+    built = []
+    monkeypatch.setattr(precompile, "build_cuda_utils", lambda: built.append(1))
+    threads = prefetch_triton()
+    for thread in threads:
+        thread.join(60)
+    assert all(t.daemon for t in threads) and cache.triton_key.cache_info().currsize == 1
+    assert built == [1]
 
     def broken():
         raise OSError("no libtriton")
     uncaught = []
     monkeypatch.setattr(cache, "triton_key", broken)
+    monkeypatch.setattr(precompile, "build_cuda_utils", broken)
     monkeypatch.setattr(threading, "excepthook", uncaught.append)
-    thread = prefetch_triton_key()
-    thread.join(60)
-    assert not thread.is_alive() and uncaught == []
+    threads = prefetch_triton()
+    for thread in threads:
+        thread.join(60)
+    assert len(threads) == 2 and not any(t.is_alive() for t in threads) and uncaught == []
+
+
+def test_the_dry_pass_waits_for_the_prefetch_threads(monkeypatch):
+    import time
+    done = []
+    monkeypatch.setattr(precompile, "build_cuda_utils",
+                        lambda: time.sleep(0.3) or done.append("cuda_utils"))
+    prefetch_triton()
+    with Precompiler(1, eager=False).dry_pass():  # no pool: none is needed for the pass
+        assert done == ["cuda_utils"]
 
 
 class _FakePool:

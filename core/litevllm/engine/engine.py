@@ -19,7 +19,7 @@ with paused():  # torch and the engine modules load without cyclic collections (
     from litevllm.engine.inflight import LaunchedStep, StepResult, feed
     from litevllm.engine.model_runner import ModelRunner
     from litevllm.engine.output_processor import OutputProcessor, Request
-    from litevllm.engine.precompile import Precompiler, prefetch_triton_key
+    from litevllm.engine.precompile import Precompiler, prefetch_triton
     from litevllm.engine.request_check import check_request
     from litevllm.engine.sampler import LaunchedSample, Sampler
     from litevllm.engine.scheduler import Scheduler
@@ -69,7 +69,7 @@ class LLMEngine:
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
         if config.torch_device().type == "cuda":
-            prefetch_triton_key()
+            prefetch_triton()
         # its processes start now, to be ready when the kernels are known
         precompiler = Precompiler.start(config.torch_device())
         # transformers' first import reads both
