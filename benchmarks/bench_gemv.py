@@ -117,14 +117,8 @@ def sweep_shape(model, name, rows, k, gated, m, out, wide=False):
     pdl = pdl_enabled(x.device)
     cands = list(candidates(m, rows, k, gated, wide))
     if PRECOMPILER is not None:  # compile every candidate in parallel processes first
-        with PRECOMPILER.dry_pass():
-            for cfg in cands:
-                for p in {False, pdl}:
-                    try:
-                        gemv(x, ws[0], None, cfg, act, p)
-                    except Exception:  # noqa: BLE001 (reported by the timed pass below)
-                        pass
-        PRECOMPILER.compile_pending()
+        PRECOMPILER.compile_ahead(lambda c=c, p=p: gemv(x, ws[0], None, c, act, p)
+                                  for c in cands for p in {False, pdl})
     results = []
     for cfg in cands:
         try:

@@ -51,9 +51,14 @@ def bench(fn) -> float:
     return do_bench(graph.replay, warmup=10, rep=50, return_mode="median")
 
 
+PRECOMPILER = None  # engine/precompile.py's process pool, set by main()
+
+
 def best_tile(fn, m, quick):
     """(ms, tile) of the fastest tile for ``fn(tile)``; tiles that fail to compile are skipped."""
     results = []
+    if PRECOMPILER is not None:  # every tile compiled in parallel processes first
+        PRECOMPILER.compile_ahead(lambda t=t: fn(t) for t in tiles(m, quick))
     for tile in tiles(m, quick):
         try:
             results.append((bench(lambda: fn(tile)), tile))
@@ -112,6 +117,9 @@ def main():
     if args.out_dir:
         path = Path(args.out_dir) / path.name
     found = json.loads(path.read_text()) if path.is_file() else {}
+    global PRECOMPILER
+    from litevllm.engine.precompile import Precompiler, pool_size
+    PRECOMPILER = Precompiler(pool_size()) if pool_size() > 0 else None
     for m in map(int, args.tokens.split(",")):
         t0 = time.perf_counter()
         ms, cfg = tune(m, w13, w2, args.top_k, args.quick)

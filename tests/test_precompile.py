@@ -179,3 +179,15 @@ def test_the_pool_builds_a_launcher_only_where_triton_builds_one_per_signature(m
     k = kernel("cuda")
     precompile.build_launcher(k)
     assert made == [("src", k.metadata)]
+
+
+def test_compile_ahead_dry_runs_each_launch_and_skips_failures(monkeypatch):
+    ran, pending = [], []
+    pc = Precompiler(1, eager=False)
+    monkeypatch.setattr(Precompiler, "compile_pending", lambda self: pending.append(1) or 3)
+
+    def broken():
+        raise ValueError("no such tile")
+    launches = [lambda: ran.append("a"), broken, lambda: ran.append("b")]
+    assert pc.compile_ahead(launches) == 3
+    assert ran == ["a", "b"] and pending == [1]

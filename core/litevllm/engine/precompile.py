@@ -268,6 +268,17 @@ class Precompiler:
         finally:
             JITFunction.run, JITFunction._do_compile = run, do_compile
 
+    def compile_ahead(self, launches) -> int:
+        """Dry-run every callable of ``launches`` (one that raises is skipped: its real run
+        reports the error), then compile the kernels they met in the pool (tuning sweeps)."""
+        with self.dry_pass():
+            for launch in launches:
+                try:
+                    launch()
+                except Exception as e:
+                    log.debug("precompile: a dry launch failed (%s)", e)
+        return self.compile_pending()
+
     def compile_pending(self, timeout: float = TIMEOUT_S) -> int:
         """Compile the recorded variants in the pool; returns how many compiled."""
         t0 = time.perf_counter()
