@@ -31,7 +31,7 @@ MIN_SPLIT_TOKENS = 256  # don't split a full-length context finer than this
 MAX_SPLITS = 64
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_bt"])  # block-table width: varies per eager step
 def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
                          part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
                          stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,

@@ -26,7 +26,7 @@ ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_rows", "num_blocks"])  # per-step counts
 def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_ptr,
                      num_rows, num_blocks, num_experts, N, K, a_div,
                      stride_am, stride_be, stride_bn, stride_cm,
@@ -83,7 +83,7 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "num_blocks"])  # per-step counts
 def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_expert_ptr,
                         T, E, stride_lt, stride_le, num_blocks, TOP_K: tl.constexpr,
                         RENORM: tl.constexpr, BLOCK_M: tl.constexpr, E_P: tl.constexpr,

@@ -70,7 +70,8 @@ def _attend_tile(acc, l_i, m_i, q, q_pos, start_n, bt_row, k_base, v_base,
     return acc, l_i, m_new
 
 
-@triton.jit
+# per-step values are not specialised on (==1, %16): one variant serves every batch shape
+@triton.jit(do_not_specialize=["num_seqs", "stride_bt"])
 def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
                     block_tables_ptr, query_start_loc_ptr, seq_lens_ptr, num_seqs,
                     stride_qt, stride_qh, stride_ot, stride_oh,
