@@ -41,6 +41,9 @@ SHAPES = {
     "gemma-2-2b": [("qkv", 4096, 2304, False), ("o", 2304, 2048, False),
                    ("gate_up", 18432, 2304, True), ("down", 2304, 9216, False),
                    ("lm_head", 256000, 2304, False)],
+    # Qwen1.5-MoE's dense shapes (its shared expert shares TinyLlama's gate_up and down)
+    "qwen1.5-moe": [("qkv", 6144, 2048, False), ("o", 2048, 2048, False),
+                    ("lm_head", 151936, 2048, False)],
 }
 L2_DEFEAT_BYTES = 320 << 20
 
