@@ -158,6 +158,9 @@ def test_pool_starts_with_the_engine_only_on_an_empty_cache(monkeypatch, tmp_pat
     monkeypatch.setattr(precompile, "compile_variant", lambda v: "k")
     assert pc.compile_pending() == 1 and _FakePool.made == 2
     pc.close()
+    # the engine asks before its prefetch thread writes the cache: that answer decides
+    Precompiler.start(torch.device("cuda"), cold=True).close()
+    assert _FakePool.made == 3
 
 
 def test_the_pool_builds_a_launcher_only_where_triton_builds_one_per_signature(monkeypatch):

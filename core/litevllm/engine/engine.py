@@ -19,7 +19,7 @@ with paused():  # torch and the engine modules load without cyclic collections (
     from litevllm.engine.inflight import LaunchedStep, StepResult, feed
     from litevllm.engine.model_runner import ModelRunner
     from litevllm.engine.output_processor import OutputProcessor, Request
-    from litevllm.engine.precompile import Precompiler, prefetch_triton
+    from litevllm.engine.precompile import Precompiler, prefetch_triton, triton_cache_is_empty
     from litevllm.engine.request_check import check_request
     from litevllm.engine.sampler import LaunchedSample, Sampler
     from litevllm.engine.scheduler import Scheduler
@@ -68,10 +68,13 @@ class LLMEngine:
         manager = get_plugin_manager()
         self.path = resolve_model_path(config.model)
         fmt = manager.checkpoint_format(self.path)(self.path)
-        if config.torch_device().type == "cuda":
+        cuda = config.torch_device().type == "cuda"
+        # asked first: the prefetch thread soon writes the CUDA utility module to Triton's cache
+        cold = cuda and triton_cache_is_empty()
+        if cuda:
             prefetch_triton()
         # its processes start now, to be ready when the kernels are known
-        precompiler = Precompiler.start(config.torch_device())
+        precompiler = Precompiler.start(config.torch_device(), cold)
         # transformers' first import reads both
         with cached_packages_distributions(), cached_import_structures():
             self.hf_config = fmt.load_config()

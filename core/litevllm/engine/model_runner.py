@@ -17,7 +17,7 @@ from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.host_tensors import int_tensor, to_device
 from litevllm.engine.piecewise import PiecewiseGraphs
-from litevllm.engine.precompile import Precompiler
+from litevllm.engine.precompile import Precompiler, join_prefetch
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
@@ -266,6 +266,7 @@ class ModelRunner:
         kernels then compile in parallel (engine/precompile.py); any failure leaves them to
         the JIT."""
         pc, self.precompiler = self.precompiler, None
+        join_prefetch()  # also without a pool: the first launch would build cuda_utils again
         if pc is None:
             return
         try:

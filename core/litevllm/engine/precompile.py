@@ -215,14 +215,15 @@ class Precompiler:
             self._warm = [self.pool.submit(_warm_up) for _ in range(self.workers)]
 
     @classmethod
-    def start(cls, device) -> Precompiler | None:
+    def start(cls, device, cold: bool | None = None) -> Precompiler | None:
         """A precompiler for a CUDA ``device`` (its pool started now only if Triton's cache is
-        empty), or None (off, or not possible here)."""
+        empty, or ``cold``: asked before :func:`prefetch_triton` writes there), or None (off,
+        or not possible here)."""
         workers = pool_size()
         if device.type != "cuda" or workers < 1:
             return None
         try:
-            return cls(workers, eager=triton_cache_is_empty())
+            return cls(workers, eager=triton_cache_is_empty() if cold is None else cold)
         except Exception as e:  # no processes here: Triton's JIT compiles as it always did
             log.warning("kernel precompile off: cannot start its processes (%s)", e)
             return None
