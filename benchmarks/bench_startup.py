@@ -110,9 +110,9 @@ def child(model: str, engine_kw: dict, profile: bool, latency: bool,
 
         def timed_compile(self, *a, **k):
             t1 = time.perf_counter()
-            n = len(self.pending)
+            n, eager = len(self.pending), self.pool is not None  # started with the engine
             done = compile_pending(self, *a, **k)
-            precompiled.update(variants=n, compiled=done, met=self.seen,
+            precompiled.update(variants=n, compiled=done, met=self.seen, eager_pool=eager,
                                workers=self.workers, s=round(time.perf_counter() - t1, 3))
             return done
         Precompiler.compile_pending = timed_compile
