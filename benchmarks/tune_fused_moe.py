@@ -28,12 +28,22 @@ TOKENS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096]
 
 
 def block_ms(m: int, experts: int, top_k: int):
-    """BLOCK_M up to twice the rows an expert expects (tl.dot needs 16)."""
+    """BLOCK_M up to twice the rows an expert expects (tl.dot needs 16); register tiles of
+    1-8 rows too while an expert expects at most 4."""
     rows = max(1, m * top_k // experts)
-    return [bm for bm in (16, 32, 64, 128) if bm <= max(16, 2 * triton.next_power_of_2(rows))]
+    small = [bm for bm in (1, 2, 4, 8) if bm <= 2 * triton.next_power_of_2(rows)] \
+        if -(-m * top_k // experts) <= 4 else []
+    return small + [bm for bm in (16, 32, 64, 128)
+                    if bm <= max(16, 2 * triton.next_power_of_2(rows))]
 
 
-def tiles(m: int, quick: bool):
+def tiles(m: int, quick: bool, bm: int = 16, gated: bool = False):
+    if bm < 16:  # register tiles, as the skinny GEMM's (bench_gemv.py): few columns, long K
+        for bn, bk in itertools.product((2, 4, 8, 16), (256, 512, 1024, 2048)):
+            if bm * bn * bk * (2 if gated else 1) <= 8192:
+                for st in (3,) if quick else (2, 3, 4):
+                    yield dict(BLOCK_N=bn, BLOCK_K=bk, GROUP_M=1, num_warps=4, num_stages=st)
+        return
     space = dict(BLOCK_N=[16, 32, 64, 128] + ([] if quick else [256]),
                  BLOCK_K=[64, 128] + ([] if quick else [256]),
                  GROUP_M=[1] if m <= 64 else [1, 16], num_warps=[4] if quick else [4, 8],
@@ -54,12 +64,12 @@ def bench(fn) -> float:
 PRECOMPILER = None  # engine/precompile.py's process pool, set by main()
 
 
-def best_tile(fn, m, quick):
+def best_tile(fn, m, quick, bm, gated):
     """(ms, tile) of the fastest tile for ``fn(tile)``; tiles that fail to compile are skipped."""
     results = []
     if PRECOMPILER is not None:  # every tile compiled in parallel processes first
-        PRECOMPILER.compile_ahead(lambda t=t: fn(t) for t in tiles(m, quick))
-    for tile in tiles(m, quick):
+        PRECOMPILER.compile_ahead(lambda t=t: fn(t) for t in tiles(m, quick, bm, gated))
+    for tile in tiles(m, quick, bm, gated):
         try:
             results.append((bench(lambda: fn(tile)), tile))
         except Exception:  # e.g. out of shared memory for this tile shape
@@ -77,9 +87,9 @@ def tune(m, w13, w2, top_k, quick):
     for bm in block_ms(m, e, top_k):
         weights, rows, block_expert = route_and_align(logits, top_k, False, bm)
         up = best_tile(lambda t: moe_gemm(hidden, w13, act, rows, block_expert, weights, bm, t,
-                                          True, 0, top_k), m, quick)
+                                          True, 0, top_k), m, quick, bm, True)
         down = best_tile(lambda t: moe_gemm(act, w2, out, rows, block_expert, weights, bm, t,
-                                            False), m, quick)
+                                            False), m, quick, bm, False)
         if best is None or up[0] + down[0] < best[0]:
             best = (up[0] + down[0], dict(BLOCK_M=bm, up=up[1], down=down[1]))
     return best

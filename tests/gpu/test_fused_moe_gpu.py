@@ -35,6 +35,21 @@ def test_bf16_matches_reference(shape, t):
     assert rel_err(got, want) < 1e-2
 
 
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("t,block_m", [(1, 1), (7, 2), (16, 4)])
+def test_bf16_register_tiles_match_reference(shape, t, block_m):
+    """BLOCK_M below 16 (decode): the register-product path, long K tiles, bf16."""
+    from litevllm_triton.kernels.fused_moe import fused_moe
+    e, k, h, inter, renorm = SHAPES[shape]
+    hidden, w13, w2, logits = make(t, e, h, inter)
+    tile = dict(BLOCK_N=4, BLOCK_K=1024 // block_m, GROUP_M=1, num_warps=4, num_stages=3)
+    got = fused_moe(hidden, w13, w2, logits, k, renorm,
+                    config=dict(BLOCK_M=block_m, up=tile, down=tile))
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits, k, renorm)
+    assert torch.isfinite(got).all()
+    assert rel_err(got, want) < 1e-2
+
+
 def tie_free_logits(t, e, seed):
     """bf16 router logits with distinct values per token (ranks / 8 are exact), so the top-k
     has no ties for torch.topk to break its own way; most rows go to the upper half."""

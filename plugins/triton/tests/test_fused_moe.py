@@ -47,6 +47,32 @@ def test_matches_reference(dtype, t, e, top_k, dead, renormalize, small, monkeyp
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("block_m,t,top_k", [(1, 1, 2), (1, 5, 2), (2, 5, 3), (4, 13, 2)])
+def test_register_tiles_for_few_rows_per_expert(dtype, block_m, t, top_k):
+    """BLOCK_M below 16 multiplies in registers (no tl.dot); blocks with padding rows, ragged
+    K and N edges, K over several BLOCK_K steps."""
+    reg = dict(BLOCK_N=8, BLOCK_K=16, GROUP_M=1)
+    hidden, w13, w2, logits = make(t, 40, 24, 6, dtype, dead=(3,))
+    got = fused_moe(hidden, w13, w2, logits, top_k, True, config=dict(BLOCK_M=block_m, up=reg,
+                                                                      down=reg))
+    check(got, hidden, w13, w2, logits, top_k, True)
+    # the same rows as the tl.dot tiles give (float32: exact IEEE products both ways)
+    dot = fused_moe(hidden, w13, w2, logits, top_k, True, config=SMALL)
+    torch.testing.assert_close(got, dot, **TOL[dtype])
+
+
+@pytest.mark.parametrize("cfg,match", [
+    (dict(BLOCK_M=16, up=dict(BLOCK_N=8, BLOCK_K=16), down=TILE), "tl.dot"),
+    (dict(BLOCK_M=3, up=TILE, down=TILE), "power-of-2"),
+    (dict(BLOCK_M=4, up=TILE), "power-of-2"),
+])
+def test_bad_config_is_named(cfg, match):
+    hidden, w13, w2, logits = make(2, 32, 16, 4, torch.float32)
+    with pytest.raises(ValueError, match=match):
+        fused_moe(hidden, w13, w2, logits, 2, True, config=cfg)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_default_config_and_gelu(dtype):
     hidden, w13, w2, logits = make(9, 64, 32, 4, dtype, dead=(0,))
     check(fused_moe(hidden, w13, w2, logits, 2, True), hidden, w13, w2, logits, 2, True)

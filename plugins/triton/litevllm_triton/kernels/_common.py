@@ -270,3 +270,19 @@ def dot(a, b, IEEE: tl.constexpr):
     else:
         out = tl.dot(a, b)
     return out
+
+
+@triton.jit
+def mac(acc, acc_up, x, w, u, GATED: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
+    """acc += x @ w^T (and acc_up += x @ u^T) for x [BM, BK], w/u [BN, BK]: a [BM, BN] tl.dot,
+    or (skinny GEMMs, few rows) [BM, BN, BK] float32 products, summed over K by the caller."""
+    if DOT:
+        acc += dot(x, tl.trans(w), IEEE)
+        if GATED:
+            acc_up += dot(x, tl.trans(u), IEEE)
+    else:
+        xf = x.to(tl.float32)[:, None, :]
+        acc += xf * w.to(tl.float32)[None, :, :]
+        if GATED:
+            acc_up += xf * u.to(tl.float32)[None, :, :]
+    return acc, acc_up

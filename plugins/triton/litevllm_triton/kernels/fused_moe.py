@@ -1,7 +1,8 @@
 """Fused MoE: softmax top-k routing and the (token, slot) rows grouped by expert into
 BLOCK_M-aligned blocks (one Triton program up to 2,048 rows, torch ops beyond), then two
 grouped GEMMs: gate_up with the gated activation fused, and down with the routing weights
-applied; the top-k partial outputs are summed in torch.
+applied; the top-k partial outputs are summed in torch. BLOCK_M >= 16 multiplies with tl.dot,
+smaller blocks (decode, few rows per expert) with the skinny GEMM's register products.
 
 No host synchronisation (no .item() / .tolist(), no data-dependent shapes): the block list is
 padded to a static worst case and padding blocks exit at once, so the op can be captured in a
@@ -20,7 +21,7 @@ import triton
 import triton.language as tl
 
 from litevllm.plugin_api import canonical_activation
-from litevllm_triton.kernels._common import check_tensor, device_name, gated_act
+from litevllm_triton.kernels._common import check_tensor, device_name, gated_act, mac
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
@@ -35,7 +36,9 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
                      BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     """For each block of BLOCK_M sorted rows (all of one expert e) and each BLOCK_N columns:
     ``C[row] = A[row // a_div] @ B[e]^T``. GATED: B[e] is gate rows [0, N) then up rows [N, 2N)
-    and ``C = act(gate) * up``. WEIGHTED: C is scaled by ``weights[row]``."""
+    and ``C = act(gate) * up``. WEIGHTED: C is scaled by ``weights[row]``. BLOCK_M >= 16
+    multiplies with tl.dot; smaller blocks (1-8 rows, decode) in registers as the skinny GEMM
+    does, with long BLOCK_K tiles."""
     # grouped launch order: GROUP_M row blocks share each weight tile while it is in L2
     pid = tl.program_id(0)
     num_n = tl.cdiv(N, BLOCK_N)
@@ -55,26 +58,43 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + (rows // a_div)[:, None] * stride_am + offs_k[None, :]
-    b_ptrs = (b_ptr + expert.to(tl.int64) * stride_be + offs_n.to(tl.int64)[None, :] * stride_bn
-              + offs_k[:, None])  # [BLOCK_K, BLOCK_N] tile of B^T
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k_ok = offs_k < K - k0
-        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        if IEEE:  # float32 inputs: exact products, not TF32
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
-        if GATED:
-            u = tl.load(b_ptrs + N * stride_bn, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            if IEEE:
-                acc_up = tl.dot(a, u, acc_up, input_precision="ieee")
+    b_base = b_ptr + expert.to(tl.int64) * stride_be + offs_n.to(tl.int64) * stride_bn
+    if BLOCK_M >= 16:  # tl.dot tiles
+        b_ptrs = b_base[None, :] + offs_k[:, None]  # [BLOCK_K, BLOCK_N] tile of B^T
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = offs_k < K - k0
+            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            if IEEE:  # float32 inputs: exact products, not TF32
+                acc = tl.dot(a, b, acc, input_precision="ieee")
             else:
-                acc_up = tl.dot(a, u, acc_up)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K
+                acc = tl.dot(a, b, acc)
+            if GATED:
+                u = tl.load(b_ptrs + N * stride_bn, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                if IEEE:
+                    acc_up = tl.dot(a, u, acc_up, input_precision="ieee")
+                else:
+                    acc_up = tl.dot(a, u, acc_up)
+            a_ptrs += BLOCK_K
+            b_ptrs += BLOCK_K
+    else:  # a few rows per expert (decode): the skinny GEMM's register products
+        w_ptrs = b_base[:, None] + offs_k[None, :]  # [BLOCK_N, BLOCK_K], K contiguous
+        acc3 = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
+        up3 = acc3
+        for k0 in range(0, K, BLOCK_K):
+            k_ok = offs_k < K - k0
+            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            u = w
+            if GATED:
+                u = tl.load(w_ptrs + N * stride_bn, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            acc3, up3 = mac(acc3, up3, a, w, u, GATED, False, IEEE)
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        acc = tl.sum(acc3, axis=2)
+        acc_up = tl.sum(up3, axis=2)
     if GATED:
         acc = gated_act(acc, ACT) * acc_up
     if WEIGHTED:
@@ -278,6 +298,19 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
     canonical_activation(activation)  # ValueError naming an unsupported activation
 
 
+def check_config(cfg: dict) -> None:
+    """A clear error for a config the kernel cannot take: block sizes are powers of 2, and the
+    tl.dot tiles (BLOCK_M >= 16) need BLOCK_N and BLOCK_K >= 16 too."""
+    bm = cfg.get("BLOCK_M")
+    sizes = [bm] + [cfg.get(g, {}).get(k) for g in ("up", "down") for k in ("BLOCK_N", "BLOCK_K")]
+    if not all(isinstance(v, int) and v > 0 and v & (v - 1) == 0 for v in sizes):
+        raise ValueError(f"fused MoE config needs power-of-2 BLOCK_M and up/down BLOCK_N, "
+                         f"BLOCK_K, got {cfg}")
+    if bm >= 16 and min(sizes) < 16:
+        raise ValueError(f"fused MoE config with BLOCK_M >= 16 (tl.dot) needs BLOCK_N and "
+                         f"BLOCK_K >= 16, got {cfg}")
+
+
 def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gated: bool,
              act: int = 0, a_div: int = 1) -> None:
     """One grouped GEMM: gate_up (``gated``: act(gate) * up) or down (scaled by ``weights``)."""
@@ -301,6 +334,7 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     if t == 0:
         return torch.empty_like(hidden)
     cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
+    check_config(cfg)
     bm = cfg["BLOCK_M"]
     weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm)
     # gate_up + activation into [T*k, I], row t*k + slot; then down, scaled by routing weight

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (FLOAT_DTYPES, check_tensor, dot, gated_act,
+from litevllm_triton.kernels._common import (FLOAT_DTYPES, check_tensor, gated_act, mac,
                                              pdl_launch, pdl_trigger, pdl_wait)
 
 MAX_M = 16
@@ -55,7 +55,7 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
         u = tl.load(u_ptrs + kk[None, :], mask=wk_ok, other=0.0)
     pdl_wait(PDL)
     x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
-    acc, acc_up = _mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+    acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
     for k0 in range(k_start + BK, tl.minimum(k_start + K_SPLIT, K), BK):
         kk = k0 + offs_k
         k_ok = kk < K
@@ -63,7 +63,7 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
         w = tl.load(w_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         if GATED:
             u = tl.load(u_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        acc, acc_up = _mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+        acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
     pdl_trigger(PDL)
     if not DOT:
         acc = tl.sum(acc, axis=2)
@@ -94,21 +94,6 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
             _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
                     GATED, ACT, HAS_BIAS)
             tl.atomic_xchg(lock, 0)
-
-
-@triton.jit
-def _mac(acc, acc_up, x, w, u, GATED: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
-    """acc += x @ w^T (and acc_up += x @ u^T): a [BM, BN] tl.dot, or [BM, BN, BK] products."""
-    if DOT:
-        acc += dot(x, tl.trans(w), IEEE)
-        if GATED:
-            acc_up += dot(x, tl.trans(u), IEEE)
-    else:
-        xf = x.to(tl.float32)[:, None, :]
-        acc += xf * w.to(tl.float32)[None, :, :]
-        if GATED:
-            acc_up += xf * u.to(tl.float32)[None, :, :]
-    return acc, acc_up
 
 
 @triton.jit
