@@ -2,7 +2,7 @@
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
 #                                    throughput|tput|models|moetune|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
-#                                    sampling|kvfp8 ...]
+#                                    sampling|kvfp8|moelat ...]
 #   (default: tests suite kernels baselines)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -115,6 +115,17 @@ for part in $parts; do
           2>&1 | grep -v -i warn | tail -6
       cp "$OUT"/fused_moe_configs/*.json plugins/triton/litevllm_triton/fused_moe_configs/ \
           && TP_TAG=tuned-tiles tp qwen1.5-moe-a2.7b ${TPUT_ARGS:-} ;;
+    moelat)  # issue 15: fused-MoE tiles tuned for this GPU (register tiles for 1-8 rows too),
+             # then MoE batch 1 / 16 decode with the default tiles and the tuned ones
+      timeout ${MOETUNE_S:-200} python3 benchmarks/tune_fused_moe.py \
+          --config $C/qwen1.5-moe-a2.7b/config.json --quick --tokens ${MOE_TOKENS:-1,16,4,2,8,32,64,256} \
+          --out-dir "$OUT/fused_moe_configs" > "$OUT/moe_tune.log" 2>&1
+      grep "M=" "$OUT/moe_tune.log" | cut -c1-200
+      for t in default tuned; do
+        [ $t = tuned ] && cp "$OUT"/fused_moe_configs/*.json plugins/triton/litevllm_triton/fused_moe_configs/
+        timeout 90 python3 benchmarks/gpu_suite.py --out "$OUT/moelat_$t.jsonl" --only qwen_moe_latency \
+            2>&1 | grep '"kind"' | cut -c1-250
+      done ;;
     models)  # issue 16: the same workload on the other models of the issue
       for m in ${TPUT_MODELS:-qwen3-0.6b qwen1.5-moe-a2.7b llama-3-8b}; do tp $m ${TPUT_ARGS:-}; done ;;
     attn)  # decode-attention tile / split sweep (issues 15, 16)
