@@ -188,8 +188,8 @@ def main():
     if args.table and Path(args.table).is_file():
         table = json.loads(Path(args.table).read_text())
     global PRECOMPILER
-    from litevllm.engine.precompile import Precompiler, pool_size
-    PRECOMPILER = Precompiler(pool_size()) if pool_size() > 0 else None
+    from litevllm.engine.precompile import Precompiler
+    PRECOMPILER = Precompiler.for_sweep()
     t0 = time.time()
     with open(args.out, "w") as out:
         for model in args.models.split(","):

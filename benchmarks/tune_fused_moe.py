@@ -128,8 +128,8 @@ def main():
         path = Path(args.out_dir) / path.name
     found = json.loads(path.read_text()) if path.is_file() else {}
     global PRECOMPILER
-    from litevllm.engine.precompile import Precompiler, pool_size
-    PRECOMPILER = Precompiler(pool_size()) if pool_size() > 0 else None
+    from litevllm.engine.precompile import Precompiler
+    PRECOMPILER = Precompiler.for_sweep()
     for m in map(int, args.tokens.split(",")):
         t0 = time.perf_counter()
         ms, cfg = tune(m, w13, w2, args.top_k, args.quick)

@@ -194,3 +194,14 @@ def test_compile_ahead_dry_runs_each_launch_and_skips_failures(monkeypatch):
     launches = [lambda: ran.append("a"), broken, lambda: ran.append("b")]
     assert pc.compile_ahead(launches) == 3
     assert ran == ["a", "b"] and pending == [1]
+
+
+def test_a_sweep_pool_starts_at_once_or_not_at_all(monkeypatch):
+    monkeypatch.setattr(precompile, "ProcessPoolExecutor", _FakePool)
+    _FakePool.made = 0
+    monkeypatch.setenv("LITEVLLM_PRECOMPILE", "0")
+    assert Precompiler.for_sweep() is None and _FakePool.made == 0
+    monkeypatch.setenv("LITEVLLM_PRECOMPILE", "2")
+    pc = Precompiler.for_sweep()
+    assert pc.workers == 2 and pc.pool is not None and _FakePool.made == 1
+    pc.close()

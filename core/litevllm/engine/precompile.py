@@ -228,6 +228,13 @@ class Precompiler:
             log.warning("kernel precompile off: cannot start its processes (%s)", e)
             return None
 
+    @classmethod
+    def for_sweep(cls) -> Precompiler | None:
+        """A precompiler with its pool started now, for a tuning sweep's
+        :meth:`compile_ahead`, or None where ``LITEVLLM_PRECOMPILE=0``."""
+        workers = pool_size()
+        return cls(workers) if workers > 0 else None
+
     def describe(self, fn, device, signature, constexprs, options, attrs) -> Variant | None:
         """The variant a launch would compile, or None when it is on disk already."""
         target = fn.device_caches[device][2]

@@ -189,3 +189,14 @@ def test_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         fused_moe(args["hidden"], args["w13"], args["w2"], args["logits"], args["top_k"], True,
                   args["activation"])
+
+
+def test_a_bad_tuned_table_entry_is_named(monkeypatch):
+    bad = dict(BLOCK_M=16, up=dict(BLOCK_N=4, BLOCK_K=16), down=TILE)
+    monkeypatch.setattr(fm, "_load_configs", lambda path: {1: bad})
+    fm.get_config.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="tl.dot"):
+            fm.get_config(1, 9, 16, 32, torch.float32, torch.device("cpu"))
+    finally:
+        fm.get_config.cache_clear()

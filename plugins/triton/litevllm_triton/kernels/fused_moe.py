@@ -276,7 +276,9 @@ def get_config(m: int, num_experts: int, inter: int, hidden: int, dtype: torch.d
     configs = _load_configs(config_file(num_experts, inter, hidden, device_name(device)))
     if not configs:
         return default_config(m, dtype)
-    return configs[min(configs, key=lambda k: abs(k - m))]
+    cfg = configs[min(configs, key=lambda k: abs(k - m))]
+    check_config(cfg)  # a bad table entry named once here (this lookup is cached)
+    return cfg
 
 
 # the op ---------------------------------------------------------------------------------------
@@ -333,8 +335,9 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     inter = w2.shape[2]
     if t == 0:
         return torch.empty_like(hidden)
+    if config is not None:
+        check_config(config)
     cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
-    check_config(cfg)
     bm = cfg["BLOCK_M"]
     weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm)
     # gate_up + activation into [T*k, I], row t*k + slot; then down, scaled by routing weight
