@@ -43,6 +43,7 @@ SHAPES = {
                    ("lm_head", 256000, 2304, False)],
     # Qwen1.5-MoE's dense shapes (its shared expert shares TinyLlama's gate_up and down)
     "qwen1.5-moe": [("qkv", 6144, 2048, False), ("o", 2048, 2048, False),
+                    ("router", 60, 2048, False), ("sh_gate", 1, 2048, False),
                     ("lm_head", 151936, 2048, False)],
 }
 L2_DEFEAT_BYTES = 320 << 20
@@ -65,10 +66,14 @@ def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
                       if bm * bn * bk * (2 if gated else 1) <= 2048 * warps
                       and (wide or bn > 1 and bk < 2048)]
     for t in tiles:
-        for split in (1, 2, 4, 8, 16):
-            progs = triton.cdiv(cols, t["BN"]) * split
-            if 100 <= progs <= 132 * 16 and k // split >= t["BK"]:
-                yield dict(t, SPLIT_K=split)
+        splits = [s for s in (1, 2, 4, 8, 16) if k // s >= t["BK"]]
+        progs = {s: triton.cdiv(cols, t["BN"]) * s for s in splits}
+        # tiny shapes (a router, a shared-expert gate) cannot fill 100 programs: most split
+        keep = [s for s in splits if 100 <= progs[s] <= 132 * 16]
+        if not keep and splits and progs[splits[-1]] < 100:
+            keep = splits[-1:]
+        for split in keep:
+            yield dict(t, SPLIT_K=split)
 
 
 def time_graph(fn, copies: int, reps: int = 10) -> float:

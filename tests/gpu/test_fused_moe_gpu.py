@@ -50,6 +50,21 @@ def test_bf16_register_tiles_match_reference(shape, t, block_m):
     assert rel_err(got, want) < 1e-2
 
 
+@pytest.mark.parametrize("t", [1, 16, 300])
+def test_bf16_shared_expert_in_the_final_sum(t):
+    """Qwen1.5-MoE's gated shared expert added by the sum kernel, bf16, against the reference."""
+    from litevllm_triton.kernels.fused_moe import fused_moe
+    e, k, h, inter, renorm = SHAPES["qwen1.5-moe"]
+    hidden, w13, w2, logits = make(t, e, h, inter)
+    shared = torch.randn(t, h, device="cuda").to(torch.bfloat16)
+    gate = torch.randn(t, 1, device="cuda").to(torch.bfloat16)
+    got = fused_moe(hidden, w13, w2, logits, k, renorm, shared=shared, shared_gate=gate)
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits, k, renorm,
+                         shared=shared.float(), shared_gate=gate.float())
+    assert torch.isfinite(got).all()
+    assert rel_err(got, want) < 1e-2
+
+
 def tie_free_logits(t, e, seed):
     """bf16 router logits with distinct values per token (ranks / 8 are exact), so the top-k
     has no ties for torch.topk to break its own way; most rows go to the upper half."""

@@ -15,6 +15,7 @@ from torch import nn
 
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import canonical_activation
+from litevllm.ops.torch_ops import add_shared_expert
 
 # tensors already stacked over experts (transformers 5's in-memory layout)
 _STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}
@@ -79,8 +80,17 @@ class FusedMoE(nn.Module):
         self.method.process_after_loading(self)
 
     # -----------------------------------------------------------------------------------------
-    def forward(self, hidden: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
-        return self.method.apply(self, hidden, router_logits)
+    def forward(self, hidden: torch.Tensor, router_logits: torch.Tensor,
+                shared: torch.Tensor | None = None,
+                shared_gate: torch.Tensor | None = None) -> torch.Tensor:
+        """``shared`` [T, H]: a shared expert's output, added (gated by ``sigmoid(shared_gate
+        [T, 1])`` when given) inside the op's final sum where the method fuses it."""
+        if shared is None:
+            return self.method.apply(self, hidden, router_logits)
+        if getattr(self.method, "fuses_shared_expert", False):
+            return self.method.apply(self, hidden, router_logits, shared, shared_gate)
+        return add_shared_expert(self.method.apply(self, hidden, router_logits), shared,
+                                 shared_gate)
 
     def extra_repr(self) -> str:
         return (f"experts={self.num_experts}, top_k={self.top_k}, hidden={self.hidden}, "

@@ -150,12 +150,26 @@ def moe_route(router_logits: torch.Tensor, top_k: int, renormalize: bool,
     return w, ids
 
 
+def add_shared_expert(out: torch.Tensor, shared: torch.Tensor | None,
+                      shared_gate: torch.Tensor | None) -> torch.Tensor:
+    """``out + sigmoid(shared_gate) * shared`` (a gated shared expert, as Qwen2-MoE's), rounded
+    as transformers rounds it; ``shared_gate`` None adds ``shared`` ungated."""
+    if shared is None:
+        return out
+    if shared_gate is not None:
+        shared = torch.sigmoid(shared_gate) * shared
+    return out + shared
+
+
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
-              activation: str = "silu") -> torch.Tensor:
+              activation: str = "silu", shared: torch.Tensor | None = None,
+              shared_gate: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse MoE: hidden [T, H], w13 [E, 2I, H], w2 [E, H, I], router_logits [T, E] -> [T, H].
 
     Tokens are grouped by expert with one sort; each expert runs one matmul on its rows.
+    ``shared`` [T, H] (a shared expert's output), gated by ``sigmoid(shared_gate [T, 1])``
+    when given, is added to the result (``add_shared_expert``).
     """
     t, h = hidden.shape
     weights, ids = moe_route(router_logits, top_k, renormalize)
@@ -177,7 +191,7 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     scaled = out.float() * weights.flatten()[order, None]
     result = torch.zeros(t, h, dtype=torch.float32, device=hidden.device)
     result.index_add_(0, token_of, scaled)
-    return result.to(hidden.dtype)
+    return add_shared_expert(result.to(hidden.dtype), shared, shared_gate)
 
 
 # sampling ---------------------------------------------------------------------------------

@@ -58,9 +58,11 @@ class UnquantizedMoEMethod:
     def process_after_loading(self, layer):
         pass
 
-    def apply(self, layer, x, router_logits):
+    fuses_shared_expert = True  # apply takes shared / shared_gate (FusedMoE.forward)
+
+    def apply(self, layer, x, router_logits, shared=None, shared_gate=None):
         return layer.ops.fused_moe(x, layer.w13, layer.w2, router_logits, layer.top_k,
-                                   layer.renormalize, layer.activation)
+                                   layer.renormalize, layer.activation, shared, shared_gate)
 
 
 class UnquantizedConfig(QuantConfig):

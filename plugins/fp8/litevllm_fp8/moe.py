@@ -116,16 +116,18 @@ class Fp8MoEMethod:
         layer.fp8_path = pick_path(layer.w13.device)
 
     # running -----------------------------------------------------------------------------------
-    def apply(self, layer, x, router_logits):
+    fuses_shared_expert = True  # apply takes shared / shared_gate (FusedMoE.forward)
+
+    def apply(self, layer, x, router_logits, shared=None, shared_gate=None):
         if layer.fp8_path == TORCH:
             w13 = _dequant(layer.w13, layer.w13_scale, layer.fp8_block_k, x.dtype)
             w2 = _dequant(layer.w2, layer.w2_scale, layer.fp8_block_k, x.dtype)
             return layer.ops.fused_moe(x, w13, w2, router_logits, layer.top_k,
-                                       layer.renormalize, layer.activation)
+                                       layer.renormalize, layer.activation, shared, shared_gate)
         from litevllm_fp8.kernels.fused_moe_fp8 import fused_moe_fp8
         return fused_moe_fp8(x, layer.w13, layer.w13_scale, layer.w2, layer.w2_scale,
                              router_logits, layer.top_k, layer.renormalize, layer.activation,
-                             block_k=layer.fp8_block_k)
+                             block_k=layer.fp8_block_k, shared=shared, shared_gate=shared_gate)
 
 
 def _param(*shape, dtype=torch.float32) -> nn.Parameter:

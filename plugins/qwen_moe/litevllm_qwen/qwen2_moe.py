@@ -1,5 +1,4 @@
 """Qwen2-MoE (Qwen1.5-MoE): Qwen2 attention, sparse MoE blocks with a gated shared expert."""
-import torch
 from torch import nn
 
 from litevllm.plugin_api import (FusedMoE, LiteDecoderLayer, LiteForCausalLM, LiteLinear, LiteMLP,
@@ -33,10 +32,10 @@ class QwenMoeBlock(nn.Module):
             if shared else None
 
     def forward(self, x):
-        out = self.experts(x, self.gate(x))
-        if self.shared_expert is not None:
-            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        return out
+        if self.shared_expert is None:
+            return self.experts(x, self.gate(x))
+        # the gated shared expert is added in the experts' final sum (one kernel)
+        return self.experts(x, self.gate(x), self.shared_expert(x), self.shared_expert_gate(x))
 
 
 class Qwen2MoeAttention(Qwen2Attention):

@@ -39,8 +39,10 @@ def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
-              activation: str = "silu") -> torch.Tensor:
-    return _fused_moe(hidden, w13, w2, router_logits, top_k, renormalize, activation)
+              activation: str = "silu", shared: torch.Tensor | None = None,
+              shared_gate: torch.Tensor | None = None) -> torch.Tensor:
+    return _fused_moe(hidden, w13, w2, router_logits, top_k, renormalize, activation, shared,
+                      shared_gate)
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,

@@ -200,3 +200,33 @@ def test_a_bad_tuned_table_entry_is_named(monkeypatch):
             fm.get_config(1, 9, 16, 32, torch.float32, torch.device("cpu"))
     finally:
         fm.get_config.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("gated", [True, False])
+def test_shared_expert_added_in_the_final_sum(dtype, gated):
+    """fused_moe(shared=, shared_gate=) == the reference's output + sigmoid(gate) * shared."""
+    hidden, w13, w2, logits = make(7, 64, 32, 4, dtype)
+    shared = torch.randn(7, 64).to(dtype)
+    gate = torch.randn(7, 1).to(dtype) if gated else None
+    got = fused_moe(hidden, w13, w2, logits, 2, True, shared=shared, shared_gate=gate,
+                    config=SMALL)
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits.float(), 2, True,
+                         shared=shared.float(), shared_gate=None if gate is None else gate.float())
+    torch.testing.assert_close(got.float(), want, **TOL[dtype])
+
+
+def test_moe_sum_strided_inputs_and_errors():
+    y = torch.randn(5, 3, 40)
+    big = torch.randn(5, 50)
+    shared, gate = big[:, :40], big[:, 45:46]  # row strides of 50
+    want = y.sum(1) + torch.sigmoid(gate) * shared
+    torch.testing.assert_close(fm.moe_sum(y, shared, gate), want)
+    torch.testing.assert_close(fm.moe_sum(y), y.sum(1))
+    assert fm.moe_sum(y[:0]).shape == (0, 40)
+    with pytest.raises(ValueError, match="shared must be"):
+        fm.moe_sum(y, torch.randn(5, 41))
+    with pytest.raises(ValueError, match="shared_gate must be"):
+        fm.moe_sum(y, shared, torch.randn(5, 2))
+    with pytest.raises(ValueError, match="needs shared"):
+        fm.moe_sum(y, None, gate)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from litevllm_triton.kernels._common import check_tensor, tanh
-from litevllm_triton.kernels.fused_moe import ACTIVATIONS, get_config, route_and_align
+from litevllm_triton.kernels.fused_moe import ACTIVATIONS, get_config, moe_sum, route_and_align
 
 from litevllm_fp8.kernels._device import FP8_DTYPES
 from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
@@ -117,12 +117,13 @@ def fused_moe_fp8(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tens
                   w2: torch.Tensor, w2_scale: torch.Tensor, router_logits: torch.Tensor,
                   top_k: int, renormalize: bool, activation: str = "silu",
                   config: dict | None = None, native: bool | None = None,
-                  block_k: int | None = None) -> torch.Tensor:
+                  block_k: int | None = None, shared: torch.Tensor | None = None,
+                  shared_gate: torch.Tensor | None = None) -> torch.Tensor:
     """hidden [T, H]; fp8 w13 [E, 2I, H] and w2 [E, H, I] with float32 scales per row
     (``[E, rows]`` or ``[E, rows, 1]``) or per row and ``block_k`` columns (``[E, rows,
     ceil(K / block_k)]``); router_logits [T, E] -> [T, H] (softmax top-k routing as the
     unquantized op). ``native`` False decodes the e4m3 bits with integer ops (None: by
-    device)."""
+    device). ``shared`` / ``shared_gate``: as ``fused_moe``'s (added in the final sum)."""
     check_tensor("hidden", hidden, 2)
     dev = hidden.device
     t, h = hidden.shape
@@ -158,4 +159,4 @@ def fused_moe_fp8(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tens
           ACTIVATIONS[activation], top_k)
     out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=dev)
     _gemm(act, w2, *scales[1], out, rows, block_expert, weights, bm, cfg["down"], False, native)
-    return out.view(t, top_k, h).sum(1)
+    return moe_sum(out.view(t, top_k, h), shared, shared_gate)

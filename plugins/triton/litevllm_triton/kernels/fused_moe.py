@@ -1,7 +1,8 @@
 """Fused MoE: softmax top-k routing and the (token, slot) rows grouped by expert into
 BLOCK_M-aligned blocks (one Triton program up to 2,048 rows, torch ops beyond), then two
 grouped GEMMs: gate_up with the gated activation fused, and down with the routing weights
-applied; the top-k partial outputs are summed in torch. BLOCK_M >= 16 multiplies with tl.dot,
+applied; the top-k partial outputs are summed by one more kernel, which can add a
+(gated) shared expert's output. BLOCK_M >= 16 multiplies with tl.dot,
 smaller blocks (decode, few rows per expert) with the skinny GEMM's register products.
 
 No host synchronisation (no .item() / .tolist(), no data-dependent shapes): the block list is
@@ -101,6 +102,25 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, rows_ptr, block_expert_ptr, weights_pt
         acc = acc * tl.load(weights_ptr + rows, mask=valid, other=0.0)[:, None]
     c_ptrs = c_ptr + rows[:, None] * stride_cm + offs_n[None, :]
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _moe_sum_kernel(y_ptr, shared_ptr, gate_ptr, out_ptr, H, stride_yt, stride_st, stride_gt,
+                    stride_ot, TOP_K: tl.constexpr, SHARED: tl.constexpr, GATE: tl.constexpr,
+                    BLOCK_H: tl.constexpr):
+    """``out[t] = sum_k y[t, k] (+ sigmoid(gate[t]) * shared[t])`` in float32, rounded once."""
+    t = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ok = offs < H
+    acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    for k in tl.static_range(TOP_K):
+        acc += tl.load(y_ptr + t * stride_yt + k * H + offs, mask=ok, other=0.0).to(tl.float32)
+    if SHARED:
+        sh = tl.load(shared_ptr + t * stride_st + offs, mask=ok, other=0.0).to(tl.float32)
+        if GATE:
+            sh = sh * tl.sigmoid(tl.load(gate_ptr + t * stride_gt).to(tl.float32))
+        acc += sh
+    tl.store(out_ptr + t * stride_ot + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit(do_not_specialize=["T", "num_blocks"])  # per-step counts
@@ -324,17 +344,49 @@ def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gat
         BLOCK_M=block_m, **tile)
 
 
+def moe_sum(y: torch.Tensor, shared: torch.Tensor | None = None,
+            shared_gate: torch.Tensor | None = None) -> torch.Tensor:
+    """The top-k outputs ``y [T, k, H]`` summed, plus ``sigmoid(shared_gate [T, 1]) * shared
+    [T, H]`` when given (``torch_ops.add_shared_expert``), in one kernel -> [T, H]."""
+    check_tensor("y", y, 3)
+    t, top_k, h = y.shape
+    if y.stride(1) != h:
+        raise ValueError(f"y must be contiguous over its last two dims, got strides {y.stride()}")
+    for name, x, cols in (("shared", shared, h), ("shared_gate", shared_gate, 1)):
+        if x is not None:
+            check_tensor(name, x, 2, device=y.device, contiguous_last=False)
+            if tuple(x.shape) != (t, cols):
+                raise ValueError(f"{name} must be [{t}, {cols}], got {tuple(x.shape)}")
+    if shared_gate is not None and shared is None:
+        raise ValueError("shared_gate needs shared")
+    if shared is not None and shared.stride(-1) != 1:
+        raise ValueError(f"shared must be contiguous in its last dim, got {shared.stride()}")
+    out = torch.empty(t, h, dtype=y.dtype, device=y.device)
+    if t == 0:
+        return out
+    block_h = min(triton.next_power_of_2(h), 1024)
+    _moe_sum_kernel[(t, triton.cdiv(h, block_h))](
+        y, y if shared is None else shared, y if shared_gate is None else shared_gate, out, h,
+        y.stride(0), 0 if shared is None else shared.stride(0),
+        0 if shared_gate is None else shared_gate.stride(0), out.stride(0), TOP_K=top_k,
+        SHARED=shared is not None, GATE=shared_gate is not None, BLOCK_H=block_h)
+    return out
+
+
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
-              activation: str = "silu", config: dict | None = None) -> torch.Tensor:
+              activation: str = "silu", shared: torch.Tensor | None = None,
+              shared_gate: torch.Tensor | None = None,
+              config: dict | None = None) -> torch.Tensor:
     """Sparse MoE: hidden [T, H], w13 [E, 2I, H] (gate then up), w2 [E, H, I],
     router_logits [T, E] -> [T, H]; softmax top-k routing as ``torch_ops.moe_route``.
+    ``shared`` / ``shared_gate``: a shared expert's output added in the final sum (``moe_sum``).
     ``config`` sets the block sizes (None: tuned for this shape and device, else a default)."""
     _check(hidden, w13, w2, router_logits, top_k, activation)
     t, h = hidden.shape
     inter = w2.shape[2]
     if t == 0:
-        return torch.empty_like(hidden)
+        return torch.empty_like(hidden)  # (shared is [0, H] too)
     if config is not None:
         check_config(config)
     cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
@@ -346,5 +398,5 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
              ACTIVATIONS[canonical_activation(activation)], top_k)
     out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
-    return out.view(t, top_k, h).sum(1)  # accumulates in float32 for 16-bit dtypes
+    return moe_sum(out.view(t, top_k, h), shared, shared_gate)
 
