@@ -10,7 +10,7 @@ parts=${*:-tests suite kernels baselines}
 if [ -d .whl ]; then  # wheels the device lacks (server: fastapi, uvicorn, pydantic; ray[serve])
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
       .whl/*.whl $(ls .whlray/*.whl 2>/dev/null) > "$OUT/wheels.log" 2>&1 || tail -3 "$OUT/wheels.log"
-  export PYTHONPATH=/tmp/site
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}/tmp/site
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/llama -e plugins/triton \
     -e plugins/qwen_moe -e plugins/gemma -e plugins/gguf -e plugins/gptq -e plugins/fp8 \
