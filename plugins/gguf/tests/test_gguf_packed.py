@@ -181,7 +181,7 @@ def test_moe_model_keeps_attention_and_shared_expert_packed(tmp_path, monkeypatc
     monkeypatch.setenv(PACKED_ENV, "1")
     model, packed = run(path)
     assert layouts(model) == {"model.layers.0.self_attn.qkv_proj": (8, 16), "model.layers.0.self_attn.o_proj": (8, 32),
-                              "model.layers.0.mlp.gate": None, "model.layers.0.mlp.shared_expert_gate": None,
+                              "model.layers.0.mlp.gate": None,  # (+ the shared expert's gate row)
                               "model.layers.0.mlp.shared_expert.gate_up_proj": (4, 32),
                               "model.layers.0.mlp.shared_expert.down_proj": (8, 32)}
     for want, got in zip(dense, packed):

@@ -19,23 +19,24 @@ class QwenMoeBlock(nn.Module):
     def __init__(self, config, ctx, prefix):
         super().__init__()
         hidden, experts = config.hidden_size, config.num_experts
-        self.gate = LiteLinear(hidden, experts, ctx, prefix=f"{prefix}.gate")
+        shared = getattr(config, "shared_expert_intermediate_size", 0) or 0
+        # the shared expert's gate is one more router row (packed_modules): one GEMV for both
+        self.gate = LiteLinear(hidden, [experts, 1] if shared else experts, ctx,
+                               prefix=f"{prefix}.gate")
         self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden,
                                 config.moe_intermediate_size, ctx,
                                 renormalize=bool(getattr(config, "norm_topk_prob", False)),
                                 activation=getattr(config, "hidden_act", "silu"),
                                 prefix=f"{prefix}.experts")
-        shared = getattr(config, "shared_expert_intermediate_size", 0) or 0
         self.shared_expert = LiteMLP(config, ctx, f"{prefix}.shared_expert", shared) \
-            if shared else None
-        self.shared_expert_gate = LiteLinear(hidden, 1, ctx, prefix=f"{prefix}.shared_expert_gate") \
             if shared else None
 
     def forward(self, x):
+        logits = self.gate(x)
         if self.shared_expert is None:
-            return self.experts(x, self.gate(x))
+            return self.experts(x, logits)
         # the gated shared expert is added in the experts' final sum (one kernel)
-        return self.experts(x, self.gate(x), self.shared_expert(x), self.shared_expert_gate(x))
+        return self.experts(x, logits[:, :-1], self.shared_expert(x), logits[:, -1:])
 
 
 class Qwen2MoeAttention(Qwen2Attention):
@@ -55,6 +56,12 @@ class Qwen2MoeDecoderLayer(LiteDecoderLayer):
 
 class Qwen2MoeForCausalLM(LiteForCausalLM):
     layer_cls = Qwen2MoeDecoderLayer
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        if getattr(config, "shared_expert_intermediate_size", 0):
+            # differs: the router and the shared expert's gate load into one packed linear
+            self.packed_modules = {**self.packed_modules, "gate": ["gate", "shared_expert_gate"]}
 
     def route_checkpoint_tensor(self, module_name, attr):
         # differs: per-expert checkpoint tensors load into slices of the stacked expert weights

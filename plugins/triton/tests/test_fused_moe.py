@@ -119,6 +119,9 @@ def tie_free_logits(t, e, dtype, skew):
 
 @pytest.mark.parametrize("t,e,top_k,renormalize,block_m,skew", [
     (1, 4, 2, True, 16, False),
+    (1, 60, 4, False, 16, True),       # decode: a 256-element tile on one warp
+    (2, 60, 4, False, 1, True),        # register-tile blocks of one row
+    (4, 128, 8, True, 4, False),
     (3, 8, 8, False, 16, True),        # every expert picked
     (13, 60, 4, False, 16, True),
     (64, 64, 8, True, 32, False),      # two token chunks (32 at E_P=64)

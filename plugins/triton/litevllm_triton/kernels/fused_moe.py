@@ -230,12 +230,25 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
-    tile, warps = route_tile(e_p)
+    chunk, tile, warps = route_launch(n, e_p, num_blocks * block_m)
     _route_align_kernel[(1,)](
         router_logits, weights, scratch, rows, block_expert, t, e, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
-        K_P=p2(top_k), CHUNK=min(max(1, tile // e_p), p2(n)), TILE=tile, num_warps=warps)
+        K_P=p2(top_k), CHUNK=chunk, TILE=tile, num_warps=warps)
     return weights, rows, block_expert
+
+
+def route_launch(n: int, e_p: int, slots: int) -> tuple[int, int, int]:
+    """(CHUNK, TILE, warps) of the one-program route + align for ``n`` rows, ``e_p`` padded
+    experts and ``slots`` row slots. Few rows (decode) shrink the tile to what they fill, and
+    the warps with it (a warp per 256 elements): reductions then stay within fewer warps."""
+    tile, warps = route_tile(e_p)
+    p2 = triton.next_power_of_2
+    chunk = min(max(1, tile // e_p), p2(n))
+    small = max(chunk * e_p, p2(n), p2(slots))
+    if small < tile:
+        tile, warps = small, max(1, min(warps, small // 256))
+    return chunk, tile, warps
 
 
 def moe_align(ids: torch.Tensor, num_experts: int, block_m: int):
