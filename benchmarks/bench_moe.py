@@ -76,7 +76,8 @@ def main():
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--routing", action="store_true", help="time only route + align")
-    p.add_argument("--route-tiles", default="2048:8", help="tile elements:warps,... to time (each for every expert count)")
+    p.add_argument("--route-tiles", default="2048:8", help="tile elements:warps,... to time (each for every expert count; calls "
+                        "with few tokens shrink it, see fused_moe.route_launch)")
     args = p.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     e, k, h = cfg["num_experts"], cfg["num_experts_per_tok"], cfg["hidden_size"]

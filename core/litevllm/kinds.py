@@ -64,8 +64,9 @@ def _op(name, obj):
         return f"{obj!r} is not callable"
     from litevllm.ops import torch_ops
     ref = getattr(torch_ops, name, None)
-    if ref is not None:
-        params = list(inspect.signature(ref).parameters)
+    if ref is not None:  # optional reference arguments (added in minor versions) may be absent
+        params = [p for p, v in inspect.signature(ref).parameters.items()
+                  if v.default is inspect.Parameter.empty]
         try:
             inspect.signature(obj).bind(*params)
         except TypeError:

@@ -3,7 +3,7 @@
 Compatibility promise (``PLUGIN_API_VERSION`` = MAJOR.MINOR): a minor release only adds names
 and optional arguments here; removing or changing the meaning of anything exported below needs a
 new major version. The promise also covers the hook specs (``litevllm.hookspecs``), the
-attributes and methods the core looks up on plugin classes (``packed_modules``,
+attributes and methods the core looks up on plugin classes or their instances (``packed_modules``,
 ``map_checkpoint_name``, ``route_checkpoint_tensor``, ``load_shard``, ``process_after_loading``,
 ``set_quantization``, ``tiny_test_config``, ...), the conformance kit ``litevllm.testing``, and the top-level
 ``litevllm.LLM`` / ``SamplingParams``. Modules not re-exported here are private and may change

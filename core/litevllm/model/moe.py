@@ -39,7 +39,8 @@ def route_expert_tensor(module_name: str, attr: str):
 
 
 class FusedMoE(nn.Module):
-    """Top-k routed experts: ``(hidden [T, H], router_logits [T, E]) -> [T, H]``."""
+    """Top-k routed experts: ``(hidden [T, H], router_logits [T, E]) -> [T, H]``; a shared
+    expert's output (``shared``, optionally gated) can be added in the same final sum."""
 
     # stacked parameter -> the per-expert checkpoint projections in it, in shard order
     expert_tensors = {"w13": ("gate_proj", "up_proj"), "w2": ("down_proj",)}
@@ -86,6 +87,8 @@ class FusedMoE(nn.Module):
         """``shared`` [T, H]: a shared expert's output, added (gated by ``sigmoid(shared_gate
         [T, 1])`` when given) inside the op's final sum where the method fuses it."""
         if shared is None:
+            if shared_gate is not None:
+                raise ValueError("shared_gate needs shared (the shared expert's output)")
             return self.method.apply(self, hidden, router_logits)
         if getattr(self.method, "fuses_shared_expert", False):
             return self.method.apply(self, hidden, router_logits, shared, shared_gate)

@@ -44,5 +44,8 @@ class QuantConfig:
         raise NotImplementedError
 
     def moe_method_for(self, prefix: str):
-        """The method for a fused-MoE layer; None when the scheme does not support MoE."""
+        """The method for a fused-MoE layer; None when the scheme does not support MoE. It has
+        ``create_weights``, ``load_expert``, ``process_after_loading`` and ``apply(layer, x,
+        router_logits)``; with ``fuses_shared_expert = True`` its ``apply`` also takes
+        ``shared=None, shared_gate=None`` (``FusedMoE.forward``), else the core adds them."""
         return None

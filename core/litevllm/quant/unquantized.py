@@ -1,10 +1,23 @@
 """The built-in unquantized method: dense weights in the model's dtype."""
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from torch import nn
 
+from litevllm.ops.torch_ops import add_shared_expert
 from litevllm.quant.base import QuantConfig, QuantMethod
+
+
+@functools.lru_cache(maxsize=None)
+def takes_shared_expert(op) -> bool:
+    """Whether a ``fused_moe`` op accepts ``shared`` / ``shared_gate`` (added after 1.0)."""
+    try:
+        return "shared" in inspect.signature(op).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def copy_shard(param: torch.Tensor, loaded: torch.Tensor, sizes: list[int], shard: int | None,
@@ -61,8 +74,14 @@ class UnquantizedMoEMethod:
     fuses_shared_expert = True  # apply takes shared / shared_gate (FusedMoE.forward)
 
     def apply(self, layer, x, router_logits, shared=None, shared_gate=None):
-        return layer.ops.fused_moe(x, layer.w13, layer.w2, router_logits, layer.top_k,
-                                   layer.renormalize, layer.activation, shared, shared_gate)
+        op = layer.ops.fused_moe
+        args = (x, layer.w13, layer.w2, router_logits, layer.top_k, layer.renormalize,
+                layer.activation)
+        if shared is None:
+            return op(*args)
+        if takes_shared_expert(op):
+            return op(*args, shared=shared, shared_gate=shared_gate)
+        return add_shared_expert(op(*args), shared, shared_gate)  # an op written for 1.0
 
 
 class UnquantizedConfig(QuantConfig):

@@ -230,7 +230,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
-    chunk, tile, warps = route_launch(n, e_p, num_blocks * block_m)
+    chunk, tile, warps = route_launch(t, n, e_p, num_blocks * block_m)
     _route_align_kernel[(1,)](
         router_logits, weights, scratch, rows, block_expert, t, e, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
@@ -238,13 +238,14 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     return weights, rows, block_expert
 
 
-def route_launch(n: int, e_p: int, slots: int) -> tuple[int, int, int]:
-    """(CHUNK, TILE, warps) of the one-program route + align for ``n`` rows, ``e_p`` padded
-    experts and ``slots`` row slots. Few rows (decode) shrink the tile to what they fill, and
-    the warps with it (a warp per 256 elements): reductions then stay within fewer warps."""
+def route_launch(t: int, n: int, e_p: int, slots: int) -> tuple[int, int, int]:
+    """(CHUNK tokens, TILE, warps) of the one-program route + align for ``t`` tokens of ``n``
+    rows, ``e_p`` padded experts and ``slots`` row slots. Few tokens (decode) shrink the tile to
+    what they fill, and the warps with it (a warp per 256 elements): reductions then stay
+    within fewer warps."""
     tile, warps = route_tile(e_p)
     p2 = triton.next_power_of_2
-    chunk = min(max(1, tile // e_p), p2(n))
+    chunk = min(max(1, tile // e_p), p2(t))
     small = max(chunk * e_p, p2(n), p2(slots))
     if small < tile:
         tile, warps = small, max(1, min(warps, small // 256))
@@ -360,7 +361,8 @@ def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gat
 def moe_sum(y: torch.Tensor, shared: torch.Tensor | None = None,
             shared_gate: torch.Tensor | None = None) -> torch.Tensor:
     """The top-k outputs ``y [T, k, H]`` summed, plus ``sigmoid(shared_gate [T, 1]) * shared
-    [T, H]`` when given (``torch_ops.add_shared_expert``), in one kernel -> [T, H]."""
+    [T, H]`` when given (``torch_ops.add_shared_expert``), in one kernel -> [T, H]. It adds in
+    float32 and rounds once (transformers rounds the gate, product and sum each to the dtype)."""
     check_tensor("y", y, 3)
     t, top_k, h = y.shape
     if y.stride(1) != h:
