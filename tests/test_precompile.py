@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from litevllm import LLM
@@ -205,3 +206,26 @@ def test_a_sweep_pool_starts_at_once_or_not_at_all(monkeypatch):
     pc = Precompiler.for_sweep()
     assert pc.workers == 2 and pc.pool is not None and _FakePool.made == 1
     pc.close()
+
+
+def test_the_start_up_dry_pass_also_runs_short_prefills(llama_dir, monkeypatch):
+    """Short single-sequence prefills join the profiling prefill in the dry pass, so kernels
+    whose tiles follow the query length compile ahead too; each is a working forward."""
+    from litevllm.engine.model_runner import SHORT_PREFILLS
+    runner = LLM(str(llama_dir), max_num_batched_tokens=256).engine.runner
+    met = []
+
+    class Stop(Exception):
+        pass
+
+    def compile_ahead(*forwards):
+        met.extend(forwards)
+        raise Stop  # before the CUDA-only memory statistics
+    monkeypatch.setattr(runner, "_compile_ahead", compile_ahead)
+    with pytest.raises(Stop):
+        runner.profile_peak_memory(256)
+    seq_len = min(256, runner.max_model_len)
+    assert len(met) == 1 + sum(n < seq_len for n in SHORT_PREFILLS) > 2
+    with torch.inference_mode():  # as in profile_peak_memory
+        for forward in met[1:]:
+            forward()  # the torch path runs each one

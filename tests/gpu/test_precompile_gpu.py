@@ -14,7 +14,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 SCRIPT = """
-import json, logging, sys
+import json, logging, os, sys
 import triton.runtime.build as tb
 logging.basicConfig(level=logging.INFO)
 built, build = [], tb._build  # C modules built in this process (Triton's launchers)
@@ -22,9 +22,15 @@ tb._build = lambda name, *a, **k: built.append(name) or build(name, *a, **k)
 from litevllm import LLM, SamplingParams
 llm = LLM(sys.argv[1], dtype="bfloat16", max_model_len=256, max_num_seqs=8)
 launchers = built.count("__triton_launcher")
-outs = llm.generate([{"prompt_token_ids": list(range(3, 3 + n))} for n in (5, 37, 90)],
-                    SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
-print(json.dumps([launchers, [o.outputs[0].token_ids for o in outs]]))
+cache = os.environ["TRITON_CACHE_DIR"]
+entries = lambda: {d: sorted(os.listdir(os.path.join(cache, d))) for d in os.listdir(cache)}
+ready = entries()
+params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+outs = llm.generate([{"prompt_token_ids": list(range(3, 3 + n))} for n in (5, 37, 90)], params)
+outs += llm.generate([{"prompt_token_ids": [3, 4, 5]}], params)  # a short prefill on its own
+after = entries()  # what was compiled or built after ready
+print(json.dumps([launchers, [o.outputs[0].token_ids for o in outs],
+                  [after[d] for d in sorted(set(after) - set(ready))]]))
 """
 
 
@@ -38,11 +44,13 @@ def start(path, cache, workers):
 
 
 def test_precompiled_start_matches_the_jit_start(llama_dir, tmp_path):
-    (launchers, tokens), counts = start(llama_dir, tmp_path / "on", 4)
+    (launchers, tokens, late), counts = start(llama_dir, tmp_path / "on", 4)
     assert len(counts) == 1 and int(counts[0][0]) == int(counts[0][1]) > 0, counts
-    (_, warm_tokens), warm_counts = start(llama_dir, tmp_path / "on", 4)
+    # every kernel variant the requests use, short prefills included, was ready at "ready"
+    assert late == [], late
+    (_, warm_tokens, _), warm_counts = start(llama_dir, tmp_path / "on", 4)
     assert warm_counts == [] and warm_tokens == tokens  # nothing missing: no pool started
-    (off_launchers, off_tokens), off_counts = start(llama_dir, tmp_path / "off", 0)
+    (off_launchers, off_tokens, _), off_counts = start(llama_dir, tmp_path / "off", 0)
     assert off_counts == [] and off_tokens == tokens
     # a Triton that builds a C launcher per kernel signature (3.6) builds them in the pool
     assert launchers == 0 or off_launchers == 0, (launchers, off_launchers)

@@ -21,6 +21,9 @@ from litevllm.engine.precompile import Precompiler, join_prefetch
 from litevllm.engine.scheduler import ScheduledBatch
 
 log = logging.getLogger("litevllm")
+# single-sequence prefill lengths the start-up dry pass also runs (tiles that follow the query
+# length compile ahead: short prompts, chunk tails, speculative verify steps)
+SHORT_PREFILLS = (1, 2, 4, 8, 16, 32, 64)
 _computed = attrgetter("num_computed_tokens")
 
 
@@ -328,16 +331,9 @@ class ModelRunner:
         return logits[:n]
 
     # memory profiling ------------------------------------------------------------------------
-    @torch.inference_mode()
-    def profile_peak_memory(self, max_num_batched_tokens: int) -> int:
-        """Run a maximal prefill batch and return peak allocated bytes (CUDA only)."""
-        t0 = time.perf_counter()
-        tokens = min(max_num_batched_tokens, self.max_model_len * self.max_num_seqs)
-        seq_len = min(tokens, self.max_model_len)
-        num_seqs = -(-tokens // seq_len)
-        blocks_per_seq = -(-seq_len // self.block_size)
-        self.allocate_kv_cache(blocks_per_seq * num_seqs)
-        lens = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
+    def _prefill_forward(self, lens: list[int], blocks_per_seq: int, logit_rows: int = 1):
+        """A prefill of sequences of ``lens`` tokens over the first KV blocks, then the logits of
+        its last ``logit_rows`` tokens (start-up only)."""
         qsl = [0]
         for n in lens:
             qsl.append(qsl[-1] + n)
@@ -349,12 +345,27 @@ class ModelRunner:
         meta = AttentionMetadata(slots.to(dev), torch.tensor(qsl, dtype=torch.int32, device=dev),
                                  torch.tensor(lens, dtype=torch.int32, device=dev), tables.to(dev),
                                  max(lens), max(lens), len(lens), False, lens, lens)
-        ids, pos = torch.zeros(tokens, dtype=torch.int64, device=dev), pos.to(dev)
+        ids, pos = torch.zeros(sum(lens), dtype=torch.int64, device=dev), pos.to(dev)
 
         def prefill():
             hidden = self.model(ids, pos, self.kv_caches, self.attn.prepare(meta))
-            self.model.compute_logits(hidden[-self.max_num_seqs:])
-        self._compile_ahead(prefill)
+            self.model.compute_logits(hidden[-logit_rows:])
+        return prefill
+
+    @torch.inference_mode()
+    def profile_peak_memory(self, max_num_batched_tokens: int) -> int:
+        """Run a maximal prefill batch and return peak allocated bytes (CUDA only)."""
+        t0 = time.perf_counter()
+        tokens = min(max_num_batched_tokens, self.max_model_len * self.max_num_seqs)
+        seq_len = min(tokens, self.max_model_len)
+        num_seqs = -(-tokens // seq_len)
+        blocks_per_seq = -(-seq_len // self.block_size)
+        self.allocate_kv_cache(blocks_per_seq * num_seqs)
+        lens = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
+        prefill = self._prefill_forward(lens, blocks_per_seq, self.max_num_seqs)
+        short = [lambda n=n: self._prefill_forward([n], blocks_per_seq)()
+                 for n in SHORT_PREFILLS if n < seq_len]
+        self._compile_ahead(prefill, *short)
         torch.cuda.reset_peak_memory_stats(self.device)
         prefill()
         torch.cuda.synchronize()
