@@ -43,7 +43,7 @@ SHAPES = {
                    ("lm_head", 256000, 2304, False)],
     # Qwen1.5-MoE's dense shapes (its shared expert shares TinyLlama's gate_up and down)
     "qwen1.5-moe": [("qkv", 6144, 2048, False), ("o", 2048, 2048, False),
-                    ("router", 61, 2048, False),  # 60 experts + the shared expert's gate
+                    ("router", 64, 2048, False),  # 60 experts, the shared gate, padding
                     ("lm_head", 151936, 2048, False)],
 }
 L2_DEFEAT_BYTES = 320 << 20

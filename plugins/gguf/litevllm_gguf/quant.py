@@ -58,7 +58,10 @@ class GGUFLinearMethod(QuantMethod):
             layer.weight = nn.Parameter(torch.zeros(sum(layer.output_sizes), layer.input_size, dtype=dtype,
                                                     device=device), requires_grad=False)
             return
-        items = [shards[None]] if None in shards else [shards[i] for i in range(len(layer.output_sizes))]
+        # an output shard no tensor filled (a model's padding rows) is zeros
+        items = [shards[None]] if None in shards else [
+            shards[i] if i in shards else torch.zeros(n, layer.input_size, dtype=dtype, device=device)
+            for i, n in enumerate(layer.output_sizes)]
         packed = device.type == "cuda" if self.packed is None else self.packed
         if packed and all(isinstance(t, GGUFBlocks) and is_block_type(t.ggml_type) for t in items):
             w = pack([to_part(t) for t in items])

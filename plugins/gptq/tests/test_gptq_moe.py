@@ -43,4 +43,4 @@ def test_gptq_moe_matches_hf(kw, models_dir):
     from litevllm import LLM
     moe = LLM(str(path), block_size=8).engine.model.model.layers[0].mlp
     assert moe.experts.w13_packed.qweight.shape == (8, 128 // 8, 128)
-    assert moe.gate.weight.shape == (8 + 1, 128)  # the router (+ shared gate row) stays dense
+    assert moe.gate.weight.shape == (16, 128)  # the router (+ shared gate, padding) stays dense

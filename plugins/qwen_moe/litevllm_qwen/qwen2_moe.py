@@ -20,9 +20,11 @@ class QwenMoeBlock(nn.Module):
         super().__init__()
         hidden, experts = config.hidden_size, config.num_experts
         shared = getattr(config, "shared_expert_intermediate_size", 0) or 0
-        # the shared expert's gate is one more router row (packed_modules): one GEMV for both
-        self.gate = LiteLinear(hidden, [experts, 1] if shared else experts, ctx,
-                               prefix=f"{prefix}.gate")
+        # differs: the shared expert's gate is one more router row (packed_modules), one GEMV
+        # for both; unloaded rows pad the width to a multiple of 8 (cuBLAS is slow on others)
+        self.num_experts, pad = experts, -(experts + 1) % 8
+        self.gate = LiteLinear(hidden, [experts, 1] + [pad] * bool(pad) if shared else experts,
+                               ctx, prefix=f"{prefix}.gate")
         self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden,
                                 config.moe_intermediate_size, ctx,
                                 renormalize=bool(getattr(config, "norm_topk_prob", False)),
@@ -31,12 +33,17 @@ class QwenMoeBlock(nn.Module):
         self.shared_expert = LiteMLP(config, ctx, f"{prefix}.shared_expert", shared) \
             if shared else None
 
+    def process_after_loading(self):
+        if self.shared_expert is not None:  # the padding rows: zeros, never loaded
+            self.gate.weight.data[self.num_experts + 1:].zero_()
+
     def forward(self, x):
         logits = self.gate(x)
         if self.shared_expert is None:
             return self.experts(x, logits)
         # the gated shared expert is added in the experts' final sum (one kernel)
-        return self.experts(x, logits[:, :-1], self.shared_expert(x), logits[:, -1:])
+        e = self.num_experts
+        return self.experts(x, logits[:, :e], self.shared_expert(x), logits[:, e:e + 1])
 
 
 class Qwen2MoeAttention(Qwen2Attention):

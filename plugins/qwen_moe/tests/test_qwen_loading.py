@@ -30,6 +30,16 @@ def test_experts_load_into_stacked_slices(tmp_path):
     torch.testing.assert_close(experts.w2, ref.down_proj, rtol=0, atol=0)
 
 
+def test_router_packs_the_shared_gate_row_and_zero_padding(tmp_path):
+    hf = save_hf("qwen2-moe-mlp-only", tmp_path)
+    moe, ref = engine_model(tmp_path).model.layers[1].mlp, hf.model.layers[1].mlp
+    w = moe.gate.weight  # 8 experts + the shared gate + 7 padding rows (a multiple of 8)
+    assert w.shape == (16, ref.gate.weight.shape[1])
+    torch.testing.assert_close(w[:8], ref.gate.weight, rtol=0, atol=0)
+    torch.testing.assert_close(w[8:9], ref.shared_expert_gate.weight, rtol=0, atol=0)
+    assert not w[9:].any()
+
+
 def test_missing_expert_tensor_is_named(tmp_path):
     save_hf("qwen2-moe-mlp-only", tmp_path)
     rewrite(tmp_path, lambda t: {k: v for k, v in t.items()
