@@ -34,8 +34,9 @@ class QwenMoeBlock(nn.Module):
             if shared else None
 
     def process_after_loading(self):
-        if self.shared_expert is not None:  # the padding rows: zeros, never loaded
-            self.gate.weight.data[self.num_experts + 1:].zero_()
+        w = getattr(self.gate, "weight", None)  # a scheme that packs the router has no .weight
+        if self.shared_expert is not None and w is not None and w.is_floating_point():
+            w.data[self.num_experts + 1:].zero_()  # the padding rows: zeros, never loaded
 
     def forward(self, x):
         logits = self.gate(x)
