@@ -33,17 +33,15 @@ class QwenMoeBlock(nn.Module):
         self.shared_expert = LiteMLP(config, ctx, f"{prefix}.shared_expert", shared) \
             if shared else None
 
-    def process_after_loading(self):
-        w = getattr(self.gate, "weight", None)  # a scheme that packs the router has no .weight
+    def process_after_loading(self):  # the padding rows (a float router): zeros
+        w = getattr(self.gate, "weight", None)
         if self.shared_expert is not None and w is not None and w.is_floating_point():
-            w.data[self.num_experts + 1:].zero_()  # the padding rows: zeros, never loaded
+            w.data[self.num_experts + 1:].zero_()
 
-    def forward(self, x):
-        logits = self.gate(x)
+    def forward(self, x):  # the gated shared expert is added in the experts' final sum
+        logits, e = self.gate(x), self.num_experts
         if self.shared_expert is None:
             return self.experts(x, logits)
-        # the gated shared expert is added in the experts' final sum (one kernel)
-        e = self.num_experts
         return self.experts(x, logits[:, :e], self.shared_expert(x), logits[:, e:e + 1])
 
 
