@@ -38,7 +38,7 @@ _EXPORTS = {
     "litevllm.ops": ["torch_ops"],
     "litevllm.quant.base": ["QuantConfig", "QuantMethod"],
     "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",
-                                   "UnquantizedMoEMethod", "copy_shard"],
+                                   "UnquantizedMoEMethod", "copy_shard", "fused_moe_with_shared"],
     "litevllm.plugins": ["PluginError"],
     "litevllm.structured.backend": ["GrammarMatcher", "StructuredOutputBackend", "apply_bitmask"],
     "litevllm.structured.params": ["StructuredOutputsParams"],

@@ -20,6 +20,16 @@ def takes_shared_expert(op) -> bool:
         return False
 
 
+def fused_moe_with_shared(op, *args, shared=None, shared_gate=None) -> torch.Tensor:
+    """``op(*args)`` (a ``fused_moe`` op) with a shared expert added: by the op where it takes
+    ``shared``, else here (an op written for plugin API 1.0)."""
+    if shared is None:
+        return op(*args)
+    if takes_shared_expert(op):
+        return op(*args, shared=shared, shared_gate=shared_gate)
+    return add_shared_expert(op(*args), shared, shared_gate)
+
+
 def copy_shard(param: torch.Tensor, loaded: torch.Tensor, sizes: list[int], shard: int | None,
                name: str, dim: int = 0) -> None:
     """Copy ``loaded`` into shard ``shard`` of ``param`` along ``dim`` (None: the whole tensor)."""
@@ -74,14 +84,9 @@ class UnquantizedMoEMethod:
     fuses_shared_expert = True  # apply takes shared / shared_gate (FusedMoE.forward)
 
     def apply(self, layer, x, router_logits, shared=None, shared_gate=None):
-        op = layer.ops.fused_moe
-        args = (x, layer.w13, layer.w2, router_logits, layer.top_k, layer.renormalize,
-                layer.activation)
-        if shared is None:
-            return op(*args)
-        if takes_shared_expert(op):
-            return op(*args, shared=shared, shared_gate=shared_gate)
-        return add_shared_expert(op(*args), shared, shared_gate)  # an op written for 1.0
+        return fused_moe_with_shared(layer.ops.fused_moe, x, layer.w13, layer.w2, router_logits,
+                                     layer.top_k, layer.renormalize, layer.activation,
+                                     shared=shared, shared_gate=shared_gate)
 
 
 class UnquantizedConfig(QuantConfig):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from litevllm.plugin_api import fused_moe_with_shared
+
 from litevllm_fp8 import reference as ref
 from litevllm_fp8.linear import DUMMY_RANGE
 from litevllm_fp8.path import TORCH, pick_path
@@ -122,8 +124,9 @@ class Fp8MoEMethod:
         if layer.fp8_path == TORCH:
             w13 = _dequant(layer.w13, layer.w13_scale, layer.fp8_block_k, x.dtype)
             w2 = _dequant(layer.w2, layer.w2_scale, layer.fp8_block_k, x.dtype)
-            return layer.ops.fused_moe(x, w13, w2, router_logits, layer.top_k,
-                                       layer.renormalize, layer.activation, shared, shared_gate)
+            return fused_moe_with_shared(layer.ops.fused_moe, x, w13, w2, router_logits,
+                                         layer.top_k, layer.renormalize, layer.activation,
+                                         shared=shared, shared_gate=shared_gate)
         from litevllm_fp8.kernels.fused_moe_fp8 import fused_moe_fp8
         return fused_moe_fp8(x, layer.w13, layer.w13_scale, layer.w2, layer.w2_scale,
                              router_logits, layer.top_k, layer.renormalize, layer.activation,

@@ -233,3 +233,13 @@ def test_moe_sum_strided_inputs_and_errors():
         fm.moe_sum(y, shared, torch.randn(5, 2))
     with pytest.raises(ValueError, match="needs shared"):
         fm.moe_sum(y, None, gate)
+
+
+def test_route_launch_shrinks_the_tile_for_decode_only():
+    """A few tokens get a tile no larger than they fill, on fewer warps; prefill keeps the
+    measured tile (64 padded experts: 4,096 elements on 16 warps)."""
+    slots = lambda t, k, e, bm: fm.max_blocks(t * k, e, bm) * bm  # noqa: E731
+    assert fm.route_launch(1, 4, 64, slots(1, 4, 60, 16)) == (1, 64, 1)
+    assert fm.route_launch(16, 64, 64, slots(16, 4, 60, 16)) == (16, 1024, 4)
+    assert fm.route_launch(1, 8, 128, slots(1, 8, 128, 16)) == (1, 128, 1)  # top-8 too
+    assert fm.route_launch(128, 512, 64, slots(128, 4, 60, 16)) == (64, 4096, 16)
