@@ -12,8 +12,10 @@ batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 llm = LLM(str(cfg), load_format="dummy", max_num_seqs=64, enforce_eager=True)
 engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
-for i in range(batch):
-    engine.add_request(f"r{i}", {"prompt_token_ids": list(range(1, 129))}, params)
+for i in range(batch):  # distinct prompts: identical ones share the prefix cache and, at
+    # batch > 1, route every row to the same experts (a MoE step then reads 4 experts, not ~40)
+    engine.add_request(f"r{i}", {"prompt_token_ids": [(i * 997 + j) % 30000 + 1 for j in range(128)]},
+                       params)
 for _ in range(20):
     engine.step()
 torch.cuda.synchronize()
