@@ -1,5 +1,11 @@
-"""Wall time and per-kernel GPU time of one long prefill step (TinyLlama, 2048 tokens)."""
-import sys
+"""Wall time and per-kernel GPU time of one prefill step (default TinyLlama, 2048 tokens).
+
+    python benchmarks/profile_prefill.py [CONFIG] [TOKENS] [--reps N] [--sleep S] [--trace FILE]
+
+``--sleep`` waits after start-up before timing (background work of the start-up settles);
+``--trace`` writes the profiled prefill's Chrome trace (host ops and kernels on one timeline).
+"""
+import argparse
 import time
 from pathlib import Path
 
@@ -8,26 +14,40 @@ from torch.profiler import ProfilerActivity, profile
 
 from litevllm import LLM, SamplingParams
 
-cfg = Path(__file__).parent / "configs" / (sys.argv[1] if len(sys.argv) > 1 else "tinyllama-1.1b")
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
-llm = LLM(str(cfg), load_format="dummy", max_num_seqs=64, max_model_len=n + 64)
+ap = argparse.ArgumentParser()
+ap.add_argument("config", nargs="?", default="tinyllama-1.1b")
+ap.add_argument("tokens", nargs="?", type=int, default=2048)
+ap.add_argument("--reps", type=int, default=6)
+ap.add_argument("--sleep", type=float, default=0.0)
+ap.add_argument("--trace")
+args = ap.parse_args()
+n = args.tokens
+llm = LLM(str(Path(__file__).parent / "configs" / args.config), load_format="dummy",
+          max_num_seqs=64, max_model_len=n + 64)
 engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
 
 
 def prefill(i):
+    """Wall ms of one prompt's prefill, and of each engine step in it."""
     engine.add_request(f"r{i}", {"prompt_token_ids": [(i * 7 + j) % 30000 + 1 for j in range(n)]},
                        params)
     torch.cuda.synchronize()
-    t = time.perf_counter()
+    t = t0 = time.perf_counter()
+    steps = []
     while engine.has_unfinished_requests():
         engine.step()
+        steps.append(round((time.perf_counter() - t) * 1e3, 2))
+        t = time.perf_counter()
     torch.cuda.synchronize()
-    return (time.perf_counter() - t) * 1e3
+    return round((time.perf_counter() - t0) * 1e3, 2), steps
 
 
-walls = [prefill(i) for i in range(6)]
-print(f"prefill {n}: wall ms {[round(w, 2) for w in walls]}")
+time.sleep(args.sleep)
+walls = [prefill(i) for i in range(args.reps)]
+print(f"prefill {n}: wall ms {[w for w, _ in walls]}; steps of the last {walls[-1][1]}")
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     prefill(99)
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60))
+if args.trace:
+    prof.export_chrome_trace(args.trace)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from litevllm import kinds
-from litevllm.model.moe import FusedMoE
+from litevllm.model.moe import FusedMoE, route_expert_tensor
 from litevllm.ops import torch_ops
 from litevllm.quant.unquantized import UnquantizedMoEMethod, takes_shared_expert
 
@@ -58,3 +58,52 @@ def test_fused_moe_layer_adds_for_methods_that_do_not_fuse_it():
     torch.testing.assert_close(layer(x, logits, shared, gate), want)
     with pytest.raises(ValueError, match="shared_gate needs shared"):
         layer(x, logits, None, gate)
+
+
+def split_shared(w_gate_up, w_down, n):
+    """A shared expert's gate_up [2*S*I, H] and down [H, S*I] as n more experts' w13/w2 slices."""
+    gate, up = w_gate_up.chunk(2, 0)
+    w13 = torch.stack([torch.cat([g, u]) for g, u in zip(gate.chunk(n), up.chunk(n))])
+    return w13, torch.stack(w_down.chunk(n, 1))
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_shared_expert_folded_into_more_experts_equals_the_separate_mlp(gated, renormalize):
+    """shared_experts=S: the last S experts, taken by every token (weight sigmoid(gate) or 1),
+    give what the shared expert run as its own MLP and added gives."""
+    x, w13, w2, logits, _, gate = inputs(t=9, e=6)
+    g = torch.Generator().manual_seed(1)
+    w_gate_up, w_down = torch.randn(2 * 3 * 8, 16, generator=g) / 4, torch.randn(16, 24, generator=g) / 5
+    shared = torch_ops.silu_and_mul(x @ w_gate_up.t()) @ w_down.t()
+    want = torch_ops.fused_moe(x, w13, w2, logits, 2, renormalize, shared=shared,
+                               shared_gate=gate if gated else None)
+    s13, s2 = split_shared(w_gate_up, w_down, 3)
+    folded_logits = torch.cat([logits, gate], 1) if gated else logits
+    got = torch_ops.fused_moe(x, torch.cat([w13, s13]), torch.cat([w2, s2]), folded_logits, 2,
+                              renormalize, shared_experts=3)
+    torch.testing.assert_close(got, want)
+    weights, ids = torch_ops.add_shared_slots(*torch_ops.moe_route(logits, 2, renormalize),
+                                              folded_logits, 6, 3)
+    assert ids[:, 2:].tolist() == [[6, 7, 8]] * 9
+    torch.testing.assert_close(weights[:, 2:], (torch.sigmoid(gate) if gated else
+                                                torch.ones(9, 1)).expand(9, 3))
+
+
+@pytest.mark.parametrize("cols,shared_experts,match", [
+    (8, 3, r"\[T=9, 6 or 7\]"), (6, 0, r"\[T=9, 9\]"), (9, 9, "shared_experts must be")])
+def test_folded_router_logits_are_checked(cols, shared_experts, match):
+    x, w13, w2, *_ = inputs(t=9, e=9)
+    with pytest.raises(ValueError, match=match):
+        torch_ops.fused_moe(x, w13, w2, torch.zeros(9, cols), 2, True,
+                            shared_experts=shared_experts)
+
+
+def test_route_expert_tensor_sends_a_folded_shared_expert_to_its_experts():
+    folded = {"m.layers.1.mlp.shared_expert": "m.layers.1.mlp.experts"}
+    assert route_expert_tensor("m.layers.1.mlp.shared_expert.up_proj", "weight", folded) == \
+        ("m.layers.1.mlp.experts", "w13", ("shared", 1))
+    assert route_expert_tensor("m.layers.1.mlp.shared_expert.down_proj", "weight", folded) == \
+        ("m.layers.1.mlp.experts", "w2", ("shared", 0))
+    assert route_expert_tensor("m.layers.2.mlp.shared_expert.up_proj", "weight", folded) is None
+    assert route_expert_tensor("m.layers.1.mlp.shared_expert.up_proj", "weight") is None

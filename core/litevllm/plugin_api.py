@@ -34,7 +34,7 @@ _EXPORTS = {
     "litevllm.model.layers": ["RMSNorm", "RotaryEmbedding", "act_and_mul_op", "canonical_activation",
                               "rope_parameters"],
     "litevllm.model.linear": ["LiteLinear"],
-    "litevllm.model.moe": ["FusedMoE", "route_expert_tensor"],
+    "litevllm.model.moe": ["FusedMoE", "route_expert_tensor", "shared_expert_slots"],
     "litevllm.ops": ["torch_ops"],
     "litevllm.quant.base": ["QuantConfig", "QuantMethod"],
     "litevllm.quant.unquantized": ["UnquantizedConfig", "UnquantizedMethod",

@@ -65,6 +65,31 @@ def test_bf16_shared_expert_in_the_final_sum(t):
     assert rel_err(got, want) < 1e-2
 
 
+@pytest.mark.parametrize("t", [1, 16, 200, 300])
+@pytest.mark.parametrize("graph", [False, True])
+def test_bf16_folded_shared_expert(t, graph):
+    """Qwen1.5-MoE's shared expert (4 x 1408 wide) as experts 60-63, gated by logit column 60,
+    bf16, eager and replayed from a CUDA graph; 300 tokens route through the torch ops."""
+    from litevllm_triton.kernels.fused_moe import fused_moe
+    e, k, h, inter, renorm = SHAPES["qwen1.5-moe"]
+    hidden, w13, w2, logits = make(t, e + 4, h, inter)
+    logits = logits[:, :e + 1]  # a strided view, as the packed router's output is
+    fn = lambda: fused_moe(hidden, w13, w2, logits, k, renorm, shared_experts=4)  # noqa: E731
+    got = fn()
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = fn()
+        hidden.copy_(torch.randn_like(hidden))  # new tokens, new routing
+        logits.copy_(torch.randn_like(logits))
+        g.replay()
+        got = out
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits, k, renorm,
+                         shared_experts=4)
+    assert torch.isfinite(got).all()
+    assert rel_err(got, want) < 1e-2
+
+
 def tie_free_logits(t, e, seed):
     """bf16 router logits with distinct values per token (ranks / 8 are exact), so the top-k
     has no ties for torch.topk to break its own way; most rows go to the upper half."""

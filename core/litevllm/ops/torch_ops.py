@@ -161,18 +161,54 @@ def add_shared_expert(out: torch.Tensor, shared: torch.Tensor | None,
     return out + shared
 
 
+def add_shared_slots(weights: torch.Tensor, ids: torch.Tensor, router_logits: torch.Tensor,
+                     num_routed: int, shared_experts: int):
+    """Top-k ``(weights, ids)`` with the shared experts ``num_routed ..`` appended, which every
+    token takes: weighted by ``sigmoid(router_logits[:, num_routed])`` where that gate column
+    exists, else by 1."""
+    t = ids.shape[0]
+    if router_logits.shape[1] > num_routed:
+        gate = torch.sigmoid(router_logits[:, num_routed:num_routed + 1].float())
+    else:
+        gate = torch.ones(t, 1, dtype=torch.float32, device=ids.device)
+    sid = torch.arange(num_routed, num_routed + shared_experts, device=ids.device)
+    return (torch.cat([weights, gate.expand(t, shared_experts)], 1),
+            torch.cat([ids, sid.to(ids.dtype).expand(t, shared_experts)], 1))
+
+
+def check_moe_logits(router_logits: torch.Tensor, t: int, e: int, shared_experts: int) -> int:
+    """The routed expert count for ``e`` experts of which ``shared_experts`` are shared;
+    ValueError unless ``router_logits`` is [T, E] (no shared experts), or [T, routed] or
+    [T, routed + 1] (the shared experts' sigmoid gate)."""
+    routed = e - shared_experts
+    if not 0 <= shared_experts < e:
+        raise ValueError(f"shared_experts must be in [0, {e}), got {shared_experts!r}")
+    cols = (routed, routed + 1) if shared_experts else (e,)
+    if router_logits.shape[0] != t or router_logits.shape[1] not in cols:
+        raise ValueError(f"router_logits must be [T={t}, {' or '.join(map(str, cols))}], got "
+                         f"{tuple(router_logits.shape)}")
+    return routed
+
+
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
               activation: str = "silu", shared: torch.Tensor | None = None,
-              shared_gate: torch.Tensor | None = None) -> torch.Tensor:
+              shared_gate: torch.Tensor | None = None, shared_experts: int = 0) -> torch.Tensor:
     """Sparse MoE: hidden [T, H], w13 [E, 2I, H], w2 [E, H, I], router_logits [T, E] -> [T, H].
 
     Tokens are grouped by expert with one sort; each expert runs one matmul on its rows.
     ``shared`` [T, H] (a shared expert's output), gated by ``sigmoid(shared_gate [T, 1])``
-    when given, is added to the result (``add_shared_expert``).
+    when given, is added to the result (``add_shared_expert``). ``shared_experts`` S: the last
+    S experts are a shared expert split by intermediate columns, which every token takes
+    (``add_shared_slots``); softmax top-k routes over the other E - S, and router_logits is
+    [T, E - S], or [T, E - S + 1] with the shared experts' gate logit last.
     """
     t, h = hidden.shape
-    weights, ids = moe_route(router_logits, top_k, renormalize)
+    routed = check_moe_logits(router_logits, t, w13.shape[0], shared_experts)
+    weights, ids = moe_route(router_logits[:, :routed], top_k, renormalize)
+    if shared_experts:
+        weights, ids = add_shared_slots(weights, ids, router_logits, routed, shared_experts)
+        top_k += shared_experts
     flat_ids = ids.flatten()
     order = torch.argsort(flat_ids, stable=True)
     token_of = order // top_k

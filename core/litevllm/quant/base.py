@@ -47,5 +47,7 @@ class QuantConfig:
         """The method for a fused-MoE layer; None when the scheme does not support MoE. It has
         ``create_weights``, ``load_expert``, ``process_after_loading`` and ``apply(layer, x,
         router_logits)``; with ``fuses_shared_expert = True`` its ``apply`` also takes
-        ``shared=None, shared_gate=None`` (``FusedMoE.forward``), else the core adds them."""
+        ``shared=None, shared_gate=None`` (``FusedMoE.forward``), else the core adds them.
+        ``folds_shared_experts = True``: its weights can hold a shared expert as more experts
+        (``shared_expert_slots``), and ``apply`` passes ``layer.shared_experts`` to the op."""
         return None

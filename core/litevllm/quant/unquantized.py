@@ -12,17 +12,26 @@ from litevllm.quant.base import QuantConfig, QuantMethod
 
 
 @functools.lru_cache(maxsize=None)
-def takes_shared_expert(op) -> bool:
-    """Whether a ``fused_moe`` op accepts ``shared`` / ``shared_gate`` (added after 1.0)."""
+def op_takes(op, param: str) -> bool:
+    """Whether ``op`` accepts the keyword ``param`` (arguments added to an op after API 1.0)."""
     try:
-        return "shared" in inspect.signature(op).parameters
+        return param in inspect.signature(op).parameters
     except (TypeError, ValueError):
         return False
 
 
-def fused_moe_with_shared(op, *args, shared=None, shared_gate=None) -> torch.Tensor:
+def takes_shared_expert(op) -> bool:
+    """Whether a ``fused_moe`` op accepts ``shared`` / ``shared_gate`` (added after 1.0)."""
+    return op_takes(op, "shared")
+
+
+def fused_moe_with_shared(op, *args, shared=None, shared_gate=None,
+                          shared_experts: int = 0) -> torch.Tensor:
     """``op(*args)`` (a ``fused_moe`` op) with a shared expert added: by the op where it takes
-    ``shared``, else here (an op written for plugin API 1.0)."""
+    ``shared``, else here (an op written for plugin API 1.0); or folded into the experts
+    (``shared_experts``, only passed where the layer folded it: ``shared_expert_slots``)."""
+    if shared_experts:
+        return op(*args, shared_experts=shared_experts)
     if shared is None:
         return op(*args)
     if takes_shared_expert(op):
@@ -82,11 +91,13 @@ class UnquantizedMoEMethod:
         pass
 
     fuses_shared_expert = True  # apply takes shared / shared_gate (FusedMoE.forward)
+    folds_shared_experts = True  # the weights can hold a shared expert as more experts
 
     def apply(self, layer, x, router_logits, shared=None, shared_gate=None):
         return fused_moe_with_shared(layer.ops.fused_moe, x, layer.w13, layer.w2, router_logits,
                                      layer.top_k, layer.renormalize, layer.activation,
-                                     shared=shared, shared_gate=shared_gate)
+                                     shared=shared, shared_gate=shared_gate,
+                                     shared_experts=getattr(layer, "shared_experts", 0))
 
 
 class UnquantizedConfig(QuantConfig):

@@ -2,7 +2,7 @@
 from torch import nn
 
 from litevllm.plugin_api import (FusedMoE, LiteDecoderLayer, LiteForCausalLM, LiteLinear, LiteMLP,
-                                 route_expert_tensor)
+                                 route_expert_tensor, shared_expert_slots)
 
 from litevllm_qwen.qwen2 import Qwen2Attention
 
@@ -18,28 +18,32 @@ class QwenMoeBlock(nn.Module):
 
     def __init__(self, config, ctx, prefix):
         super().__init__()
-        hidden, experts = config.hidden_size, config.num_experts
+        hidden, experts, inter = config.hidden_size, config.num_experts, config.moe_intermediate_size
         shared = getattr(config, "shared_expert_intermediate_size", 0) or 0
         # differs: the shared expert's gate is one more router row (packed_modules), one GEMV
         # for both; unloaded rows pad the width to a multiple of 8 (cuBLAS is slow on others)
         self.num_experts, pad = experts, -(experts + 1) % 8
         self.gate = LiteLinear(hidden, [experts, 1] + [pad] * bool(pad) if shared else experts,
                                ctx, prefix=f"{prefix}.gate")
-        self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden,
-                                config.moe_intermediate_size, ctx,
+        # differs: where the scheme can, the shared expert runs as more experts in the same GEMMs
+        fold = shared_expert_slots(ctx, f"{prefix}.experts", shared, inter)
+        self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden, inter, ctx,
                                 renormalize=bool(getattr(config, "norm_topk_prob", False)),
                                 activation=getattr(config, "hidden_act", "silu"),
-                                prefix=f"{prefix}.experts")
+                                prefix=f"{prefix}.experts", shared_experts=fold,
+                                shared_prefix=f"{prefix}.shared_expert")
         self.shared_expert = LiteMLP(config, ctx, f"{prefix}.shared_expert", shared) \
-            if shared else None
+            if shared and not fold else None
 
     def process_after_loading(self):  # the padding rows (a float router): zeros
         w = getattr(self.gate, "weight", None)
-        if self.shared_expert is not None and w is not None and w.is_floating_point():
+        if w is not None and w.shape[0] > self.num_experts + 1 and w.is_floating_point():
             w.data[self.num_experts + 1:].zero_()
 
     def forward(self, x):  # the gated shared expert is added in the experts' final sum
         logits, e = self.gate(x), self.num_experts
+        if self.experts.shared_experts:
+            return self.experts(x, logits[:, :e + 1])
         if self.shared_expert is None:
             return self.experts(x, logits)
         return self.experts(x, logits[:, :e], self.shared_expert(x), logits[:, e:e + 1])
@@ -68,7 +72,10 @@ class Qwen2MoeForCausalLM(LiteForCausalLM):
         if getattr(config, "shared_expert_intermediate_size", 0):
             # differs: the router and the shared expert's gate load into one packed linear
             self.packed_modules = {**self.packed_modules, "gate": ["gate", "shared_expert_gate"]}
+        self.folded = {m.experts.shared_prefix: f"{n}.experts" for n, m in self.named_modules()
+                       if isinstance(m, QwenMoeBlock) and m.experts.shared_experts}
 
     def route_checkpoint_tensor(self, module_name, attr):
-        # differs: per-expert checkpoint tensors load into slices of the stacked expert weights
-        return route_expert_tensor(module_name, attr)
+        # differs: per-expert checkpoint tensors (and a folded shared expert's) load into slices
+        # of the stacked expert weights
+        return route_expert_tensor(module_name, attr, self.folded)

@@ -21,6 +21,9 @@ VARIANTS = {
     "qwen2-moe-mlp-only": ("Qwen2Moe", dict(**MOE, shared_expert_intermediate_size=48,
                                             decoder_sparse_step=1, mlp_only_layers=[0],
                                             norm_topk_prob=True)),
+    # a shared expert twice the experts' width: folded into the experts as 2 more
+    "qwen2-moe-folded": ("Qwen2Moe", dict(**MOE, shared_expert_intermediate_size=64,
+                                          decoder_sparse_step=1, norm_topk_prob=False)),
     # head_dim != hidden / heads
     "qwen3": ("Qwen3", dict(head_dim=24, tie_word_embeddings=True)),
     "qwen3-moe": ("Qwen3Moe", dict(**MOE, head_dim=24, norm_topk_prob=True, mlp_only_layers=[2])),

@@ -40,6 +40,27 @@ def test_router_packs_the_shared_gate_row_and_zero_padding(tmp_path):
     assert not w[9:].any()
 
 
+def test_folded_shared_expert_loads_into_the_last_experts(tmp_path):
+    hf = save_hf("qwen2-moe-folded", tmp_path)
+    experts, ref = engine_model(tmp_path).model.layers[1].mlp.experts, hf.model.layers[1].mlp
+    gate, up = ref.shared_expert.gate_proj.weight, ref.shared_expert.up_proj.weight  # [64, 64]
+    down = ref.shared_expert.down_proj.weight  # [64, 64]: hidden x 2 experts' 32 columns
+    for i in range(2):
+        rows = slice(32 * i, 32 * (i + 1))
+        torch.testing.assert_close(experts.w13[8 + i], torch.cat([gate[rows], up[rows]]),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(experts.w2[8 + i], down[:, rows], rtol=0, atol=0)
+    torch.testing.assert_close(experts.w13[:8], ref.experts.gate_up_proj, rtol=0, atol=0)
+
+
+def test_missing_folded_shared_expert_tensor_is_named(tmp_path):
+    save_hf("qwen2-moe-folded", tmp_path)
+    name = "model.layers.2.mlp.shared_expert.down_proj.weight"
+    rewrite(tmp_path, lambda t: {k: v for k, v in t.items() if k != name})
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        engine_model(tmp_path)
+
+
 def test_missing_expert_tensor_is_named(tmp_path):
     save_hf("qwen2-moe-mlp-only", tmp_path)
     rewrite(tmp_path, lambda t: {k: v for k, v in t.items()

@@ -47,8 +47,12 @@ def test_variants_exercise_what_they_claim(tmp_path):
     assert [isinstance(getattr(l.mlp, "experts", None), FusedMoE) for l in step2] == \
         [False, True, False]
     assert step2[1].mlp.shared_expert is not None and not step2[1].mlp.experts.renormalize
+    assert step2[1].mlp.experts.shared_experts == 0  # 48 is not a multiple of 32: its own MLP
     only = model("qwen2-moe-mlp-only").model.layers
     assert [hasattr(l.mlp, "experts") for l in only] == [False, True, True]
+    folded = model("qwen2-moe-folded").model.layers[0].mlp
+    assert folded.shared_expert is None and folded.experts.shared_experts == 2
+    assert folded.experts.w13.shape == (10, 64, 64)  # 8 routed + 2 shared slices
     q3 = model("qwen3-moe").model.layers
     assert [hasattr(l.mlp, "experts") for l in q3] == [True, True, False]
     assert q3[0].mlp.shared_expert is None and q3[0].mlp.experts.renormalize

@@ -40,9 +40,9 @@ def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
               activation: str = "silu", shared: torch.Tensor | None = None,
-              shared_gate: torch.Tensor | None = None) -> torch.Tensor:
+              shared_gate: torch.Tensor | None = None, shared_experts: int = 0) -> torch.Tensor:
     return _fused_moe(hidden, w13, w2, router_logits, top_k, renormalize, activation, shared,
-                      shared_gate)
+                      shared_gate, shared_experts)
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,

@@ -243,3 +243,39 @@ def test_route_launch_shrinks_the_tile_for_decode_only():
     assert fm.route_launch(16, 64, 64, slots(16, 4, 60, 16)) == (16, 1024, 4)
     assert fm.route_launch(1, 8, 128, slots(1, 8, 128, 16)) == (1, 128, 1)  # top-8 too
     assert fm.route_launch(128, 512, 64, slots(128, 4, 60, 16)) == (64, 4096, 16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("t,e,shared,gated,small", [
+    (1, 6, 4, True, True),      # decode: a folded Qwen2-MoE shared expert (E_P 16)
+    (5, 60, 4, True, True),     # 64 experts in all, the gate column after the routed 60
+    (9, 5, 3, False, True),     # ungated shared experts (weight 1)
+    (9, 5, 3, True, False),     # the torch routing + alignment past the one-program limit
+])
+def test_folded_shared_experts_match_reference(dtype, t, e, shared, gated, small, monkeypatch):
+    """shared_experts=S: the last S experts are taken by every token, weighted by the sigmoid
+    of router_logits' last column (or 1)."""
+    if not small:
+        monkeypatch.setattr(fm, "SMALL_ROWS", 0)
+    hidden, w13, w2, logits = make(t, 40, 24, e + shared, dtype)
+    logits = logits[:, :e + 1] if gated else logits[:, :e]  # strided: a view of wider logits
+    got = fused_moe(hidden, w13, w2, logits, 2, True, shared_experts=shared, config=SMALL)
+    want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits.float(), 2, True,
+                         shared_experts=shared)
+    torch.testing.assert_close(got.float(), want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("t,e,top_k,shared,gated,block_m", [
+    (1, 60, 4, 4, True, 16), (3, 60, 4, 4, True, 1), (64, 60, 4, 4, True, 16),
+    (37, 7, 3, 2, False, 32), (100, 124, 4, 4, True, 16)])
+def test_one_program_route_align_with_shared_slots(t, e, top_k, shared, gated, block_m,
+                                                   monkeypatch):
+    logits = tie_free_logits(t, e + 1, torch.float32, True)[:, :e + gated]
+    w_ref, ids = ref.add_shared_slots(*ref.moe_route(logits[:, :e], top_k, True), logits, e,
+                                      shared)
+    rows_ref, block_expert_ref = moe_align(ids, e + shared, block_m)
+    monkeypatch.setattr(fm, "moe_align", None)  # the torch path would fail now
+    w, rows, block_expert = route_and_align(logits, top_k, True, block_m, e + shared, shared)
+    torch.testing.assert_close(w, w_ref)
+    assert rows.tolist() == rows_ref.tolist()
+    assert (block_expert.clamp(max=e + shared) == block_expert_ref).all()

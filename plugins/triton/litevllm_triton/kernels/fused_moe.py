@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm.plugin_api import canonical_activation
+from litevllm.plugin_api import canonical_activation, torch_ops
 from litevllm_triton.kernels._common import check_tensor, device_name, gated_act, mac
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
@@ -127,12 +127,16 @@ def _moe_sum_kernel(y_ptr, shared_ptr, gate_ptr, out_ptr, H, stride_yt, stride_s
 def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_expert_ptr,
                         T, E, stride_lt, stride_le, num_blocks, TOP_K: tl.constexpr,
                         RENORM: tl.constexpr, BLOCK_M: tl.constexpr, E_P: tl.constexpr,
-                        K_P: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr):
-    """Softmax top-k routing, then ``moe_align``'s layout, in one program. Loops over CHUNK
-    tokens (or blocks) at a time against all E_P experts (CHUNK * E_P <= TILE), or TILE rows.
-    ``scratch``: expert id [0, n) and rank within the expert [n, 2n) of each flat row, then
-    each expert's padded start [2n, 2n + E_P)."""
-    n = T * TOP_K
+                        K_P: tl.constexpr, CHUNK: tl.constexpr, TILE: tl.constexpr,
+                        SHARED: tl.constexpr, GATE: tl.constexpr):
+    """Softmax top-k routing over E experts, then ``moe_align``'s layout, in one program. Loops
+    over CHUNK tokens (or blocks) at a time against all E_P experts (CHUNK * E_P <= TILE), or
+    TILE rows. SHARED experts E .. E + SHARED - 1 follow each token's top-k slots, weighted by
+    sigmoid(logit column E) with GATE, else 1 (``torch_ops.add_shared_slots``). ``scratch``:
+    expert id [0, n) and rank within the expert [n, 2n) of each flat row, then each expert's
+    padded start [2n, 2n + E_P)."""
+    SLOTS: tl.constexpr = TOP_K + SHARED
+    n = T * SLOTS
     num_slots = num_blocks * BLOCK_M
     f = tl.arange(0, TILE)
     for r0 in range(0, num_slots, TILE):  # every row slot is padding until placed below
@@ -159,20 +163,29 @@ def _route_align_kernel(logits_ptr, weights_ptr, scratch_ptr, rows_ptr, block_ex
             w = tl.where(kk[None, :] == s, m[:, None], w)
             ids = tl.where(kk[None, :] == s, idx[:, None], ids)
             p = tl.where(ex[None, :] == idx[:, None], -1.0, p)  # picked: marked -1
+        if RENORM:
+            w = w / tl.sum(w, axis=1)[:, None]
+        if SHARED > 0:  # every token takes the shared experts
+            g = tl.full((CHUNK,), 1.0, tl.float32)
+            if GATE:
+                g = tl.sigmoid(tl.load(logits_ptr + t * stride_lt + E * stride_le, mask=t_ok,
+                                       other=0.0).to(tl.float32))
+            sh = (kk >= TOP_K) & (kk < SLOTS)
+            w = tl.where(sh[None, :], g[:, None], w)
+            ids = tl.where(sh[None, :], E - TOP_K + kk[None, :], ids)
+            p = tl.where((ex >= E) & (ex < E + SHARED), -1.0, p)
         # a token takes an expert at most once, so the rank of row (t, s) within its expert
         # (stable order) is the count of earlier tokens that picked the same expert
         picked = ((p < 0) & t_ok[:, None]).to(tl.int32)  # [CHUNK, E_P]
         earlier = tl.cumsum(picked, axis=0) - picked + counts[None, :]
         rank = tl.zeros((CHUNK, K_P), dtype=tl.int32)
-        for s in tl.static_range(TOP_K):
+        for s in tl.static_range(SLOTS):
             idx = tl.sum(tl.where(kk[None, :] == s, ids, 0), axis=1)
             r = tl.sum(tl.where(ex[None, :] == idx[:, None], earlier, 0), axis=1)
             rank = tl.where(kk[None, :] == s, r[:, None], rank)
         counts += tl.sum(picked, axis=0)
-        if RENORM:
-            w = w / tl.sum(w, axis=1)[:, None]
-        flat = t[:, None] * TOP_K + kk[None, :]
-        ok = t_ok[:, None] & (kk < TOP_K)[None, :]
+        flat = t[:, None] * SLOTS + kk[None, :]
+        ok = t_ok[:, None] & (kk < SLOTS)[None, :]
         tl.store(weights_ptr + flat, w, mask=ok)
         tl.store(scratch_ptr + flat, ids, mask=ok)
         tl.store(scratch_ptr + n + flat, rank, mask=ok)
@@ -213,18 +226,25 @@ def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
     return min(num_rows, triton.cdiv(num_rows, block_m) + num_experts)
 
 
-def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int):
-    """(weights [T, k] float32, rows, block_expert): ``moe_route`` then ``moe_align``; one
-    Triton program up to SMALL_ROWS (token, slot) rows, torch ops beyond."""
-    t, e = router_logits.shape
-    n = t * top_k
+def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int,
+                    num_experts: int | None = None, shared_experts: int = 0):
+    """(weights [T, k + S] float32, rows, block_expert): ``moe_route`` over the first
+    ``num_experts - shared_experts`` logit columns (default: all), the S shared experts
+    appended (``torch_ops.add_shared_slots``), then ``moe_align``; one Triton program up to
+    SMALL_ROWS (token, slot) rows, torch ops beyond."""
+    t = router_logits.shape[0]
+    e = router_logits.shape[1] if num_experts is None else num_experts
+    routed, slots = e - shared_experts, top_k + shared_experts
+    n = t * slots
     if n > SMALL_ROWS or e > SMALL_EXPERTS:
-        from litevllm.plugin_api import torch_ops  # the reference routing rule
-        weights, ids = torch_ops.moe_route(router_logits, top_k, renormalize)
+        weights, ids = torch_ops.moe_route(router_logits[:, :routed], top_k, renormalize)
+        if shared_experts:
+            weights, ids = torch_ops.add_shared_slots(weights, ids, router_logits, routed,
+                                                      shared_experts)
         return (weights, *moe_align(ids, e, block_m))
     dev = router_logits.device
     num_blocks = max_blocks(n, e, block_m)
-    weights = torch.empty(t, top_k, dtype=torch.float32, device=dev)
+    weights = torch.empty(t, slots, dtype=torch.float32, device=dev)
     p2 = triton.next_power_of_2
     e_p = p2(e)
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
@@ -232,9 +252,10 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
     chunk, tile, warps = route_launch(t, n, e_p, num_blocks * block_m)
     _route_align_kernel[(1,)](
-        router_logits, weights, scratch, rows, block_expert, t, e, *router_logits.stride(),
+        router_logits, weights, scratch, rows, block_expert, t, routed, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
-        K_P=p2(top_k), CHUNK=chunk, TILE=tile, num_warps=warps)
+        K_P=p2(slots), CHUNK=chunk, TILE=tile, SHARED=shared_experts,
+        GATE=shared_experts > 0 and router_logits.shape[1] > routed, num_warps=warps)
     return weights, rows, block_expert
 
 
@@ -316,7 +337,7 @@ def get_config(m: int, num_experts: int, inter: int, hidden: int, dtype: torch.d
 
 
 # the op ---------------------------------------------------------------------------------------
-def _check(hidden, w13, w2, router_logits, top_k, activation):
+def _check(hidden, w13, w2, router_logits, top_k, activation, shared_experts):
     check_tensor("hidden", hidden, 2)
     check_tensor("w13", w13, 3, dtypes=(hidden.dtype,), device=hidden.device)
     check_tensor("w2", w2, 3, dtypes=(hidden.dtype,), device=hidden.device)
@@ -327,10 +348,9 @@ def _check(hidden, w13, w2, router_logits, top_k, activation):
         raise ValueError(f"w13 must be [E, 2I, H={h}], got {tuple(w13.shape)}")
     if not (tuple(w2.shape) == (e, h, two_i // 2)):
         raise ValueError(f"w2 must be [E={e}, H={h}, I={two_i // 2}], got {tuple(w2.shape)}")
-    if not (tuple(router_logits.shape) == (t, e)):
-        raise ValueError(f"router_logits must be [T={t}, E={e}], got {tuple(router_logits.shape)}")
-    if not (isinstance(top_k, int) and 0 < top_k <= e):
-        raise ValueError(f"top_k must be in [1, {e}], got {top_k!r}")
+    routed = torch_ops.check_moe_logits(router_logits, t, e, shared_experts)
+    if not (isinstance(top_k, int) and 0 < top_k <= routed):
+        raise ValueError(f"top_k must be in [1, {routed}], got {top_k!r}")
     canonical_activation(activation)  # ValueError naming an unsupported activation
 
 
@@ -391,13 +411,15 @@ def moe_sum(y: torch.Tensor, shared: torch.Tensor | None = None,
 def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
               router_logits: torch.Tensor, top_k: int, renormalize: bool,
               activation: str = "silu", shared: torch.Tensor | None = None,
-              shared_gate: torch.Tensor | None = None,
+              shared_gate: torch.Tensor | None = None, shared_experts: int = 0,
               config: dict | None = None) -> torch.Tensor:
     """Sparse MoE: hidden [T, H], w13 [E, 2I, H] (gate then up), w2 [E, H, I],
     router_logits [T, E] -> [T, H]; softmax top-k routing as ``torch_ops.moe_route``.
     ``shared`` / ``shared_gate``: a shared expert's output added in the final sum (``moe_sum``).
-    ``config`` sets the block sizes (None: tuned for this shape and device, else a default)."""
-    _check(hidden, w13, w2, router_logits, top_k, activation)
+    ``shared_experts`` S: the last S experts are taken by every token, in the same grouped
+    GEMMs (``torch_ops.fused_moe``). ``config`` sets the block sizes (None: tuned for this
+    shape and device, else a default)."""
+    _check(hidden, w13, w2, router_logits, top_k, activation, shared_experts)
     t, h = hidden.shape
     inter = w2.shape[2]
     if t == 0:
@@ -406,12 +428,14 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
         check_config(config)
     cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
     bm = cfg["BLOCK_M"]
-    weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm)
+    weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm,
+                                                  w13.shape[0], shared_experts)
     # gate_up + activation into [T*k, I], row t*k + slot; then down, scaled by routing weight
-    act = torch.empty(t * top_k, inter, dtype=hidden.dtype, device=hidden.device)
+    k = top_k + shared_experts
+    act = torch.empty(t * k, inter, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(hidden, w13, act, rows, block_expert, weights, bm, cfg["up"], True,
-             ACTIVATIONS[canonical_activation(activation)], top_k)
-    out = torch.empty(t * top_k, h, dtype=hidden.dtype, device=hidden.device)
+             ACTIVATIONS[canonical_activation(activation)], k)
+    out = torch.empty(t * k, h, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
-    return moe_sum(out.view(t, top_k, h), shared, shared_gate)
+    return moe_sum(out.view(t, k, h), shared, shared_gate)
 
