@@ -136,6 +136,45 @@ def test_start_up_capture_takes_the_largest_buckets_first_within_its_budget(fake
 
 
 @torch.inference_mode()
+@pytest.mark.parametrize("takes_out", [True, False])
+def test_replay_writes_attention_into_the_static_buffer(fake_cuda, takes_out):
+    """A backend whose forward takes ``out`` writes each layer's attention straight into the
+    buffer the next graph reads; one without it returns a tensor that is copied there."""
+    model, attn, caches = _tiny()
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
+    pw.forward(ids, pos, caches, _mixed_meta())  # captures the 16 bucket (no-op graphs)
+    calls, outs, got = pw.pieces[16].calls, [], []
+
+    def result(q):  # stands for layer i's attention: i + 1 everywhere
+        return torch.full((q.shape[0], q.shape[1] * q.shape[2]), float(len(outs)))
+
+    def read_previous():  # the buffer as the next graph would read it
+        if outs:
+            got.append(calls[len(outs) - 1].out[:8].clone())
+
+    class Backend(type(attn)):
+        if takes_out:
+            def forward(self, spec, q, k, v, kv_cache, meta, out=None):
+                read_previous()
+                outs.append(out)
+                return out.copy_(result(q))
+        else:
+            def forward(self, spec, q, k, v, kv_cache, meta):
+                read_previous()
+                outs.append(None)
+                return result(q)
+    attn.__class__ = Backend
+    pw.forward(ids, pos, caches, _mixed_meta())
+    got.append(calls[-1].out[:8].clone())
+    assert len(got) == len(calls) > 1
+    for i, (call, out, g) in enumerate(zip(calls, outs, got)):
+        assert (g == i + 1).all()
+        if takes_out:
+            assert out.data_ptr() == call.out.data_ptr() and out.shape[0] == 8
+
+
+@torch.inference_mode()
 def test_a_failed_capture_turns_piecewise_off(fake_cuda, monkeypatch, caplog):
     monkeypatch.setattr(fake_cuda, "fail", True)
     model, attn, caches = _tiny()

@@ -4,6 +4,7 @@ messages), ``litevllm.ops`` (ops and attention backends, through ``select``) and
 ``litevllm.testing`` (``check_plugin``)."""
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ def _overrides(method: str, base: str):
 
 def _callable(name, obj):
     return None if callable(obj) else f"{obj!r} is not callable"
+
+
+@functools.lru_cache(maxsize=None)
+def op_takes(fn, param: str) -> bool:
+    """Whether ``fn`` (an op, a method) accepts the keyword ``param``: arguments added to a
+    plugin-facing signature after API 1.0 are passed only to code that takes them."""
+    try:
+        return param in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _op(name, obj):

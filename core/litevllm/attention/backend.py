@@ -91,6 +91,9 @@ class AttentionBackend:
         return meta
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Store k/v [T, Hkv, D] in ``kv_cache``, attend q [T, H, D]; return [T, H*D]."""
+                kv_cache: torch.Tensor, meta: AttentionMetadata,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """Store k/v [T, Hkv, D] in ``kv_cache``, attend q [T, H, D]; return [T, H*D]. ``out``
+        [T, H*D] (optional; contiguous rows): write there and return it. Piecewise graphs pass
+        their static buffer to a backend whose ``forward`` takes ``out``, saving a copy."""
         raise NotImplementedError

@@ -76,13 +76,13 @@ class TorchAttentionBackend(AttentionBackend):
     name = "torch"
     kv_cache_dtypes = FP8_KV_DTYPES
 
-    def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata):
+    def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata, out=None):
         reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping, spec.k_scale,
                           spec.v_scale)
         if meta.is_decode and meta.num_seqs > 1:
-            out = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
-                                         meta.seq_lens, meta.max_seq_len, spec)
+            attn = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
+                                          meta.seq_lens, meta.max_seq_len, spec)
         else:
-            out = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
-                                      meta.query_lens_cpu, meta.seq_lens_cpu, spec)
-        return out.flatten(1)
+            attn = paged_attention_ref(q, kv_cache[0], kv_cache[1], meta.block_tables,
+                                       meta.query_lens_cpu, meta.seq_lens_cpu, spec)
+        return attn.flatten(1) if out is None else out.copy_(attn.flatten(1))

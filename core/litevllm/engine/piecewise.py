@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from litevllm.attention.backend import AttentionSpec
+from litevllm.kinds import op_takes
 
 log = logging.getLogger("litevllm")
 
@@ -97,10 +98,15 @@ class PiecewiseGraphs:
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
         self.pos[:n].copy_(positions)
+        attend, into = self.attn.forward, op_takes(type(self.attn).forward, "out")
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
-            call.out[:n].copy_(self.attn.forward(call.spec, call.q[:n], call.k[:n], call.v[:n],
-                                                 kv_caches[call.layer], meta))
+            if into:  # straight into the buffer the next graph reads
+                attend(call.spec, call.q[:n], call.k[:n], call.v[:n], kv_caches[call.layer],
+                       meta, out=call.out[:n])
+            else:
+                call.out[:n].copy_(attend(call.spec, call.q[:n], call.k[:n], call.v[:n],
+                                          kv_caches[call.layer], meta))
         piece.graphs[-1].replay()
         return piece.hidden[:n]
 

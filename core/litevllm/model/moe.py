@@ -18,10 +18,10 @@ import re
 import torch
 from torch import nn
 
+from litevllm.kinds import op_takes
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import canonical_activation
 from litevllm.ops.torch_ops import add_shared_expert
-from litevllm.quant.unquantized import op_takes
 
 # tensors already stacked over experts (transformers 5's in-memory layout)
 _STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}

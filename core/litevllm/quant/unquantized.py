@@ -1,23 +1,12 @@
 """The built-in unquantized method: dense weights in the model's dtype."""
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 from torch import nn
 
+from litevllm.kinds import op_takes
 from litevllm.ops.torch_ops import add_shared_expert
 from litevllm.quant.base import QuantConfig, QuantMethod
-
-
-@functools.lru_cache(maxsize=None)
-def op_takes(op, param: str) -> bool:
-    """Whether ``op`` accepts the keyword ``param`` (arguments added to an op after API 1.0)."""
-    try:
-        return param in inspect.signature(op).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def takes_shared_expert(op) -> bool:

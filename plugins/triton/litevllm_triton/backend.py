@@ -32,19 +32,21 @@ class TritonAttentionBackend(AttentionBackend):
                              f"use kv_cache_dtype 'auto', or kernels 'torch' (slower)")
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                kv_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+                kv_cache: torch.Tensor, meta: AttentionMetadata,
+                out: torch.Tensor | None = None) -> torch.Tensor:
         if q.dim() != 3 or q.shape[1] != spec.num_heads or q.shape[2] != spec.head_dim:
             raise ValueError(f"q must be [T, {spec.num_heads}, {spec.head_dim}], "
                              f"got {tuple(q.shape)}")
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, spec.k_scale, spec.v_scale)
+        o = None if out is None else out.view(q.shape)  # [T, H*D] rows -> [T, H, D]
         if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
-            out = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,
-                                   spec.scale, spec.sliding_window, spec.logit_softcap,
-                                   k_scale=spec.k_scale, v_scale=spec.v_scale)
+            o = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,
+                                 spec.scale, spec.sliding_window, spec.logit_softcap, out=o,
+                                 k_scale=spec.k_scale, v_scale=spec.v_scale)
         else:
-            out = prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
-                                    meta.seq_lens, meta.max_query_len, spec.scale,
-                                    spec.sliding_window, spec.logit_softcap,
-                                    k_scale=spec.k_scale, v_scale=spec.v_scale)
-        return out.view(q.shape[0], -1)
+            o = prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
+                                  meta.seq_lens, meta.max_query_len, spec.scale,
+                                  spec.sliding_window, spec.logit_softcap, out=o,
+                                  k_scale=spec.k_scale, v_scale=spec.v_scale)
+        return o.view(q.shape[0], -1) if out is None else out

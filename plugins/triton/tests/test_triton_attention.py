@@ -177,3 +177,10 @@ def test_backend_matches_torch_backend(dtype, qlens, slens):
     assert got.shape == (t, h * d)
     torch.testing.assert_close(cache, ref_cache, rtol=0, atol=0)
     torch.testing.assert_close(got, want, **TOL[dtype])
+    # out= (piecewise graphs' static buffer): written in place and returned, same values
+    for backend, exact in ((triton_backend, got), (TorchAttentionBackend(torch.device("cpu"),
+                                                                           dtype, bs), want)):
+        buf = torch.full((t + 3, h * d), float("nan"), dtype=dtype)
+        res = backend.forward(spec, q, k, v, cache.clone(), meta, out=buf[:t])
+        assert res.data_ptr() == buf.data_ptr() and buf[t:].isnan().all()
+        torch.testing.assert_close(buf[:t], exact, rtol=0, atol=0)

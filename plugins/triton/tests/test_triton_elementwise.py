@@ -139,3 +139,14 @@ def test_act_and_mul(dtype, name, shape):
 def test_act_and_mul_rejects_odd_width():
     with pytest.raises(ValueError, match="even"):
         kernels.silu_and_mul(torch.randn(3, 7))
+
+
+def test_host_pow2_and_cdiv_agree_with_triton():
+    """The wrappers' plain-Python next_pow2 / cdiv (Triton's are constexpr functions, ~2 us a
+    host call) give Triton's values."""
+    import triton
+
+    from litevllm_triton.kernels._common import cdiv, next_pow2
+    for n in range(1, 5000):
+        assert next_pow2(n) == triton.next_power_of_2(n)
+        assert cdiv(n, 7) == triton.cdiv(n, 7) and cdiv(n, 128) == triton.cdiv(n, 128)

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor
+from litevllm_triton.kernels._common import check_tensor, next_pow2
 
 FP8_MAX = tl.constexpr(448.0)
 MIN_SCALE = tl.constexpr(1e-12)
@@ -57,7 +57,7 @@ def quant_act(x: torch.Tensor, group: int | None = None,
         groups = k // group
         scales = torch.empty(m, groups, dtype=torch.float32, device=x.device)
     if m:
-        block = min(triton.next_power_of_2(group), 2048)
+        block = min(next_pow2(group), 2048)
         _act_quant_kernel[(m, groups)](x, q, scales, scales, k, group, x.stride(0), q.stride(0),
                                        STATIC=static_scale is not None, BLOCK=block,
                                        num_warps=4 if block >= 1024 else 1)

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, tanh
+from litevllm_triton.kernels._common import cdiv, check_tensor, tanh
 from litevllm_triton.kernels.fused_moe import ACTIVATIONS, get_config, moe_sum, route_and_align
 
 from litevllm_fp8.kernels._device import FP8_DTYPES
@@ -105,7 +105,7 @@ def _gemm(a, w, s, group_k, c, rows, block_expert, weights, block_m, tile, gated
     blockwise = s.shape[2] > 1
     if blockwise:  # a K tile must not straddle two scale groups
         tile = {**tile, "BLOCK_K": min(tile["BLOCK_K"], group_k & -group_k)}
-    _moe_fp8_gemm_kernel[(num_blocks * triton.cdiv(n_out, tile["BLOCK_N"]),)](
+    _moe_fp8_gemm_kernel[(num_blocks * cdiv(n_out, tile["BLOCK_N"]),)](
         a, w, s, c, rows, block_expert, weights, c.shape[0], num_blocks, w.shape[0], n_out,
         a.shape[1], a_div, group_k, a.stride(0), w.stride(0), w.stride(1), s.stride(0),
         s.stride(1), c.stride(0), GATED=gated, ACT=act, WEIGHTED=not gated,
@@ -137,7 +137,7 @@ def fused_moe_fp8(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tens
         check_tensor(f"{name}_scale", s, None, dtypes=(torch.float32,), device=dev)
         s = s[..., None] if s.dim() == 2 else s
         k = w.shape[2]
-        kb = 1 if block_k is None else triton.cdiv(k, block_k)
+        kb = 1 if block_k is None else cdiv(k, block_k)
         if tuple(s.shape) != (*w.shape[:2], kb):
             raise ValueError(f"{name}_scale must be {(*w.shape[:2], kb)}, got "
                              f"{tuple(s.shape)}")

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor
+from litevllm_triton.kernels._common import cdiv, check_tensor
 
 from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
@@ -79,9 +79,9 @@ def default_config(m: int, n: int, k: int, group_k: int, device: torch.device,
                     SPLIT_K=1, num_warps=4, num_stages=4)
     sms = num_sms(device)
     block_n = 32  # H200 sweep: 32 beat 64 on gate_up (42 vs 48 us), ties elsewhere
-    while block_n > 16 and triton.cdiv(n, block_n) < 0.9 * sms:
+    while block_n > 16 and cdiv(n, block_n) < 0.9 * sms:
         block_n //= 2
-    tiles, split = triton.cdiv(n, block_n), 1
+    tiles, split = cdiv(n, block_n), 1
     while tiles * split < sms and k // (split * 2) >= 4 * block_k:
         split *= 2
     return dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split, num_warps=4,
@@ -102,8 +102,8 @@ def w8a16_gemm(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
     n = weight.shape[0]
     if weight.shape[1] != k:
         raise ValueError(f"weight must be [N, K={k}], got {tuple(weight.shape)}")
-    if w_scale.shape[0] != n or w_scale.shape[1] != triton.cdiv(k, group_k):
-        raise ValueError(f"w_scale must be [N={n}, {triton.cdiv(k, group_k)}], got "
+    if w_scale.shape[0] != n or w_scale.shape[1] != cdiv(k, group_k):
+        raise ValueError(f"w_scale must be [N={n}, {cdiv(k, group_k)}], got "
                          f"{tuple(w_scale.shape)}")
     if bias is not None:
         check_tensor("bias", bias, 1, device=dev)
@@ -112,15 +112,15 @@ def w8a16_gemm(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
     blockwise = w_scale.shape[1] > 1
     if blockwise and group_k % cfg["BLOCK_K"]:
         raise ValueError(f"group_k={group_k} is not a multiple of BLOCK_K={cfg['BLOCK_K']}")
-    k_split = triton.cdiv(triton.cdiv(k, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
-    split = triton.cdiv(k, k_split)
+    k_split = cdiv(cdiv(k, split), cfg["BLOCK_K"]) * cfg["BLOCK_K"]
+    split = cdiv(k, k_split)
     out = torch.empty((split, m, n) if split > 1 else (m, n),
                       dtype=torch.float32 if split > 1 else x.dtype, device=dev)
     if m == 0:
         return out.new_empty(m, n, dtype=x.dtype)
     native = native_fp8(dev) if native is None else native
     w = weight.view(torch.float8_e4m3fn if native else torch.uint8)
-    grid = (triton.cdiv(n, cfg["BLOCK_N"]), triton.cdiv(m, cfg["BLOCK_M"]), split)
+    grid = (cdiv(n, cfg["BLOCK_N"]), cdiv(m, cfg["BLOCK_M"]), split)
     _w8a16_kernel[grid](x, w, w_scale, out, bias if bias is not None else w_scale, m, n, k,
                         group_k, k_split, x.stride(0), w.stride(0), w_scale.stride(0),
                         out.stride(-2), out.stride(0) if split > 1 else 0,

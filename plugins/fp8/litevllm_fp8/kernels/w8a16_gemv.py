@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor
+from litevllm_triton.kernels._common import cdiv, check_tensor, next_pow2
 
 from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 from litevllm_fp8.kernels._e4m3 import E4M3_BITS_SCALE, e4m3_bits_to_f16, native_fp8
@@ -145,7 +145,7 @@ def split_for(n: int, k: int, block_n: int, block_k: int, programs: int) -> int:
     """K splits (a power of two, <= 16) until the grid has ``programs`` programs, keeping at
     least two K tiles per split."""
     split = 1
-    while triton.cdiv(n, block_n) * split < programs and k // (split * 2) >= 2 * block_k \
+    while cdiv(n, block_n) * split < programs and k // (split * 2) >= 2 * block_k \
             and split < 16:
         split *= 2
     return split
@@ -172,7 +172,7 @@ def heuristic_config(m: int, n: int, k: int, group_k: int, device: torch.device,
     block_k = 32 * vec
     if group_k < k:
         block_k = min(block_k, group_k & -group_k)
-    block_k = max(vec, min(block_k, triton.next_power_of_2(k)))
+    block_k = max(vec, min(block_k, next_pow2(k)))
     warps = 8
     block_n = warps * max(1, 32 // (block_k // vec))  # one layout tile: no idle threads
     split = split_for(n, k, block_n, block_k, 4 * num_sms(device))
@@ -195,8 +195,8 @@ def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
         raise ValueError(f"w8a16_gemv serves 1..{MAX_M} rows, got M={m}")
     if weight.shape[1] != k:
         raise ValueError(f"weight must be [N, K={k}], got {tuple(weight.shape)}")
-    if w_scale.shape[0] != n or w_scale.shape[1] != triton.cdiv(k, group_k):
-        raise ValueError(f"w_scale must be [N={n}, {triton.cdiv(k, group_k)}], got "
+    if w_scale.shape[0] != n or w_scale.shape[1] != cdiv(k, group_k):
+        raise ValueError(f"w_scale must be [N={n}, {cdiv(k, group_k)}], got "
                          f"{tuple(w_scale.shape)}")
     if bias is not None:
         check_tensor("bias", bias, 1, device=dev)
@@ -208,20 +208,20 @@ def w8a16_gemv(x: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor, gro
     blockwise = w_scale.shape[1] > 1
     if blockwise and group_k % block_k:
         raise ValueError(f"group_k={group_k} is not a multiple of BLOCK_K={block_k}")
-    k_split = triton.cdiv(triton.cdiv(k, split), block_k) * block_k
-    split = triton.cdiv(k, k_split)
+    k_split = cdiv(cdiv(k, split), block_k) * block_k
+    split = cdiv(k, k_split)
     out = torch.empty((m, n), dtype=x.dtype, device=dev)
     part = torch.empty((split, m, n), dtype=torch.float32, device=dev) if split > 1 else out
     native = native_fp8(dev) if native is None else native
     w = weight.view(torch.float8_e4m3fn if native else torch.uint8)
     b = bias if bias is not None else w_scale
-    _w8_gemv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]), split)](
+    _w8_gemv_kernel[(cdiv(n, cfg["BLOCK_N"]), split)](
         x, w, w_scale, b, out, part, n, k, group_k, k_split, x.stride(0), w.stride(0),
         w_scale.stride(0), out.stride(0), ROWS=m, BLOCKWISE=blockwise, HAS_BIAS=bias is not None,
         NATIVE=native, W_SCALE=1.0 if native else E4M3_BITS_SCALE, EVEN_K=k % block_k == 0,
         SPLIT_K=split, **cfg)
     if split > 1:
         block = 1024
-        _split_sum_kernel[(triton.cdiv(m * n, block),)](part, b, out, m * n, n, SPLIT_K=split,
+        _split_sum_kernel[(cdiv(m * n, block),)](part, b, out, m * n, n, SPLIT_K=split,
                                                         HAS_BIAS=bias is not None, BLOCK=block)
     return out

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import FLOAT_DTYPES, check_tensor
+from litevllm_triton.kernels._common import FLOAT_DTYPES, cdiv, check_tensor
 
 from litevllm_fp8.kernels._device import FP8_DTYPES, num_sms
 
@@ -66,7 +66,7 @@ def default_config(m: int, n: int, device: torch.device) -> dict:
     """Tiles by token count: weight-bandwidth bound at decode sizes (narrow tiles, many
     programs), compute bound beyond. Picked from the H200 sweep in benchmarks/bench_fp8.py."""
     if m <= 64:  # BLOCK_M 64: one Hopper warpgroup MMA; 32-wide N tiles unless N is wide
-        if triton.cdiv(n, 64) >= 0.7 * num_sms(device):
+        if cdiv(n, 64) >= 0.7 * num_sms(device):
             return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=256, GROUP_M=1, num_warps=4,
                         num_stages=3)
         return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, num_warps=4, num_stages=4)
@@ -90,8 +90,8 @@ def w8a8_gemm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
     if weight.shape[1] != k:
         raise ValueError(f"weight must be [N, K={k}], got {tuple(weight.shape)}")
     kb = w_scale.shape[1]
-    if w_scale.shape[0] != n or kb != triton.cdiv(k, group_k):
-        raise ValueError(f"w_scale must be [N={n}, {triton.cdiv(k, group_k)}], got "
+    if w_scale.shape[0] != n or kb != cdiv(k, group_k):
+        raise ValueError(f"w_scale must be [N={n}, {cdiv(k, group_k)}], got "
                          f"{tuple(w_scale.shape)}")
     blockwise = kb > 1
     if x_scale.shape[0] not in (1, m) or x_scale.shape[1] != (kb if blockwise else 1):
@@ -110,7 +110,7 @@ def w8a8_gemm(xq: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor,
     if m == 0:
         return out
     w = weight.view(torch.float8_e4m3fn)
-    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
+    grid = (cdiv(m, cfg["BLOCK_M"]) * cdiv(n, cfg["BLOCK_N"]),)
     _w8a8_kernel[grid](xq, w, out, x_scale, w_scale, bias if bias is not None else out, m, n, k,
                        group_k, xq.stride(0), w.stride(0), out.stride(0),
                        x_scale.stride(0) if x_scale.shape[0] == m else 0, w_scale.stride(0),

@@ -16,6 +16,17 @@ INDEX_DTYPES = (torch.int32, torch.int64)
 CACHE_DTYPES = FLOAT_DTYPES + torch_ops.FP8_KV_DTYPES  # float8 caches hold x / scale
 
 
+def next_pow2(n: int) -> int:
+    """``triton.next_power_of_2`` for host code: Triton's is a constexpr function, ~2 us a call
+    on every launch."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    """``triton.cdiv`` for host code (the same cost as ``next_pow2``'s)."""
+    return -(-a // b)
+
+
 def check_tensor(name: str, t: torch.Tensor, ndim: int | None = None,
                  dtypes: tuple = FLOAT_DTYPES, device: torch.device | None = None,
                  contiguous_last: bool = True) -> None:
@@ -123,7 +134,7 @@ MAX_HEAD_DIM = 256
 def padded_head_dim(d: int) -> int:
     """Tile width of a head: the next power of 2, at least 16 (tl.dot's minimum K).
     The attention kernels mask the padding columns."""
-    return max(16, triton.next_power_of_2(d))
+    return max(16, next_pow2(d))
 
 
 # libdevice's logf (within 1 ulp), the one torch's CUDA log calls: tl.log's lowering is free to

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, gated_act
+from litevllm_triton.kernels._common import cdiv, check_tensor, gated_act, next_pow2
 
 SILU, GELU_TANH = 0, 1
 
@@ -33,8 +33,8 @@ def _act_and_mul(x: torch.Tensor, act: int) -> torch.Tensor:
     rows = x2.shape[0]
     if rows == 0 or inter == 0:
         return out
-    block = min(1024, triton.next_power_of_2(inter))
-    _act_and_mul_kernel[(rows, triton.cdiv(inter, block))](
+    block = min(1024, next_pow2(inter))
+    _act_and_mul_kernel[(rows, cdiv(inter, block))](
         x2, out, x2.stride(0), inter, inter, ACT=act, BLOCK=block, num_warps=4)
     return out
 

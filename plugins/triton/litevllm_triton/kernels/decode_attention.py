@@ -18,9 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_attention_inputs, dot, f16_dots,
-                                             is_pow2, kv_operands, load_fp8_tile,
-                                             padded_head_dim, pdl_enabled, pdl_trigger, tanh)
+from litevllm_triton.kernels._common import (cdiv, check_attention_inputs, dot, f16_dots, is_pow2,
+                                             kv_operands, load_fp8_tile, next_pow2, padded_head_dim,
+                                             pdl_enabled, pdl_trigger, tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -148,7 +148,7 @@ def num_decode_splits(num_seqs: int, num_kv_heads: int, max_context: int,
                       head_dim: int = 128) -> int:
     """Power-of-2 split count from static shapes only (CUDA-graph safe)."""
     target = PROGRAMS_OVERRIDE or TARGET_PROGRAMS[128 if padded_head_dim(head_dim) <= 128 else 256]
-    want = triton.cdiv(target, max(1, num_seqs * num_kv_heads))
+    want = cdiv(target, max(1, num_seqs * num_kv_heads))
     cap = max(1, max_context // MIN_SPLIT_TOKENS)
     splits = min(want, cap, MAX_SPLITS)
     return 1 << max(0, splits.bit_length() - 1)  # round down to a power of 2
@@ -196,7 +196,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
-        GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), HEAD_DIM=d,
+        GROUP=group, BLOCK_H=max(16, next_pow2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
         F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, PDL=pdl_enabled(dev),

@@ -22,9 +22,17 @@ import triton
 import triton.language as tl
 
 from litevllm.plugin_api import canonical_activation, torch_ops
-from litevllm_triton.kernels._common import check_tensor, device_name, gated_act, mac
+from litevllm_triton.kernels.act_and_mul import gelu_tanh_and_mul, silu_and_mul
+from litevllm_triton.kernels._common import (cdiv, check_tensor, device_name, gated_act, mac,
+                                             next_pow2)
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
+ACT_AND_MUL = {"silu": silu_and_mul, "gelu_tanh": gelu_tanh_and_mul}
+# folded shared experts (shared_experts=S) run in the grouped GEMMs up to this many tokens
+# (decode: H200, Qwen1.5-MoE batch 1 2.12 -> 1.99 ms, batch 16 5.96 -> 5.78); above it their
+# T rows per slice made the 16-row blocks re-read the slices (128-token prefill 2.8 -> 4.6 ms
+# of GEMM time), so dense GEMMs run them
+GROUPED_SHARED_MAX_TOKENS = 16
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "fused_moe_configs"
 
 
@@ -223,7 +231,7 @@ def route_tile(e_p: int) -> tuple[int, int]:
 def max_blocks(num_rows: int, num_experts: int, block_m: int) -> int:
     """Static worst-case count of ``block_m``-row blocks when ``num_rows`` rows are grouped by
     expert and each expert's group is padded to whole blocks (a shape-only bound)."""
-    return min(num_rows, triton.cdiv(num_rows, block_m) + num_experts)
+    return min(num_rows, cdiv(num_rows, block_m) + num_experts)
 
 
 def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, block_m: int,
@@ -245,7 +253,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     dev = router_logits.device
     num_blocks = max_blocks(n, e, block_m)
     weights = torch.empty(t, slots, dtype=torch.float32, device=dev)
-    p2 = triton.next_power_of_2
+    p2 = next_pow2
     e_p = p2(e)
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
@@ -265,7 +273,7 @@ def route_launch(t: int, n: int, e_p: int, slots: int) -> tuple[int, int, int]:
     what they fill, and the warps with it (a warp per 256 elements): reductions then stay
     within fewer warps."""
     tile, warps = route_tile(e_p)
-    p2 = triton.next_power_of_2
+    p2 = next_pow2
     chunk = min(max(1, tile // e_p), p2(t))
     small = max(chunk * e_p, p2(n), p2(slots))
     if small < tile:
@@ -371,7 +379,7 @@ def moe_gemm(a, w, c, rows, block_expert, weights, block_m: int, tile: dict, gat
              act: int = 0, a_div: int = 1) -> None:
     """One grouped GEMM: gate_up (``gated``: act(gate) * up) or down (scaled by ``weights``)."""
     num_blocks, n_out = block_expert.shape[0], c.shape[1]
-    _moe_gemm_kernel[(num_blocks * triton.cdiv(n_out, tile["BLOCK_N"]),)](
+    _moe_gemm_kernel[(num_blocks * cdiv(n_out, tile["BLOCK_N"]),)](
         a, w, c, rows, block_expert, weights, c.shape[0], num_blocks, w.shape[0], n_out,
         a.shape[1], a_div, a.stride(0), w.stride(0), w.stride(1), c.stride(0),
         GATED=gated, ACT=act, WEIGHTED=not gated, IEEE=a.dtype == torch.float32,
@@ -399,8 +407,8 @@ def moe_sum(y: torch.Tensor, shared: torch.Tensor | None = None,
     out = torch.empty(t, h, dtype=y.dtype, device=y.device)
     if t == 0:
         return out
-    block_h = min(triton.next_power_of_2(h), 1024)
-    _moe_sum_kernel[(t, triton.cdiv(h, block_h))](
+    block_h = min(next_pow2(h), 1024)
+    _moe_sum_kernel[(t, cdiv(h, block_h))](
         y, y if shared is None else shared, y if shared_gate is None else shared_gate, out, h,
         y.stride(0), 0 if shared is None else shared.stride(0),
         0 if shared_gate is None else shared_gate.stride(0), out.stride(0), TOP_K=top_k,
@@ -416,14 +424,43 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     """Sparse MoE: hidden [T, H], w13 [E, 2I, H] (gate then up), w2 [E, H, I],
     router_logits [T, E] -> [T, H]; softmax top-k routing as ``torch_ops.moe_route``.
     ``shared`` / ``shared_gate``: a shared expert's output added in the final sum (``moe_sum``).
-    ``shared_experts`` S: the last S experts are taken by every token, in the same grouped
-    GEMMs (``torch_ops.fused_moe``). ``config`` sets the block sizes (None: tuned for this
-    shape and device, else a default)."""
+    ``shared_experts`` S: the last S experts are taken by every token (``torch_ops.fused_moe``),
+    in the same grouped GEMMs up to GROUPED_SHARED_MAX_TOKENS tokens, else as dense GEMMs.
+    ``config`` sets the block sizes (None: tuned for this shape and device, else a default)."""
     _check(hidden, w13, w2, router_logits, top_k, activation, shared_experts)
-    t, h = hidden.shape
-    inter = w2.shape[2]
+    if shared_experts and (shared is not None or shared_gate is not None):
+        raise ValueError("pass either shared_experts (folded) or shared / shared_gate")
+    t = hidden.shape[0]
     if t == 0:
         return torch.empty_like(hidden)  # (shared is [0, H] too)
+    if shared_experts and t > GROUPED_SHARED_MAX_TOKENS:  # dense GEMMs over the same slices
+        routed = w13.shape[0] - shared_experts
+        gated = router_logits.shape[1] > routed
+        y = _routed(hidden, w13[:routed], w2[:routed], router_logits[:, :routed], top_k,
+                    renormalize, activation, 0, config)
+        shared = dense_shared(hidden, w13[routed:], w2[routed:], activation)
+        return moe_sum(y, shared, router_logits[:, routed:routed + 1] if gated else None)
+    return moe_sum(_routed(hidden, w13, w2, router_logits, top_k, renormalize, activation,
+                           shared_experts, config), shared, shared_gate)
+
+
+def dense_shared(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+                 activation: str) -> torch.Tensor:
+    """The folded shared expert's S slices ``w13 [S, 2I, H]``, ``w2 [S, H, I]`` as dense GEMMs:
+    gate_up over all slices at once (a contiguous [S*2I, H] view), the activation, one batched
+    down GEMM -> float32 [T, H] (the slices' partials summed)."""
+    s, two_i, h = w13.shape
+    gu = hidden @ w13.reshape(s * two_i, h).t()  # [T, S*2I]: each slice's gate then up
+    act = ACT_AND_MUL[canonical_activation(activation)](gu.view(-1, two_i))  # [T*S, I]
+    down = torch.bmm(act.view(hidden.shape[0], s, -1).transpose(0, 1), w2.transpose(1, 2))
+    return down.sum(0, dtype=torch.float32)
+
+
+def _routed(hidden, w13, w2, router_logits, top_k, renormalize, activation, shared_experts,
+            config) -> torch.Tensor:
+    """Route + align and the two grouped GEMMs -> each (token, slot)'s output [T, k + S, H]."""
+    t, h = hidden.shape
+    inter = w2.shape[2]
     if config is not None:
         check_config(config)
     cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
@@ -437,5 +474,5 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
              ACTIVATIONS[canonical_activation(activation)], k)
     out = torch.empty(t * k, h, dtype=hidden.dtype, device=hidden.device)
     moe_gemm(act, w2, out, rows, block_expert, weights, bm, cfg["down"], False)
-    return moe_sum(out.view(t, k, h), shared, shared_gate)
+    return out.view(t, k, h)
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (FLOAT_DTYPES, check_tensor, gated_act, mac,
+from litevllm_triton.kernels._common import (FLOAT_DTYPES, cdiv, check_tensor, gated_act, mac,
                                              pdl_launch, pdl_trigger, pdl_wait)
 
 MAX_M = 16
@@ -155,9 +155,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
     check_config(cfg)
     n = rows // 2 if activation else rows
     bm, bn, split = cfg["BM"], cfg["BN"], cfg["SPLIT_K"]
-    k_split = triton.cdiv(triton.cdiv(k, split), cfg["BK"]) * cfg["BK"]
-    split = triton.cdiv(k, k_split)
-    grid = (triton.cdiv(n, bn), split, triton.cdiv(m, bm))
+    k_split = cdiv(cdiv(k, split), cfg["BK"]) * cfg["BK"]
+    split = cdiv(k, k_split)
+    grid = (cdiv(n, bn), split, cdiv(m, bm))
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     locks = _lock_buffer(x.device)
     if split > 1 and grid[0] * grid[2] > NUM_LOCKS:

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from litevllm_triton.kernels._common import (check_attention_inputs, check_tensor, dot, f16_dots,
-                                             kv_operands, load_fp8_tile, padded_head_dim, tanh)
+                                             kv_operands, load_fp8_tile, next_pow2, padded_head_dim,
+                                             tanh)
 
 
 @triton.jit
@@ -165,8 +166,8 @@ def _config(block_d: int, group: int, max_query_len: int,
     unpipelined, to fit in shared memory."""
     block_n = 32 if fp32 else 128 if block_d == 128 else 64
     # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
-    block_m = min(64 if fp32 else 128, max(16, triton.next_power_of_2(max_query_len * group)))
-    block_m = max(block_m, triton.next_power_of_2(group))
+    block_m = min(64 if fp32 else 128, max(16, next_pow2(max_query_len * group)))
+    block_m = max(block_m, next_pow2(group))
     return block_m, block_n, 8 if block_m >= 64 else 4, 1 if fp32 else 3
 
 

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from litevllm.plugin_api import torch_ops
-from litevllm_triton.kernels._common import check_paged_cache, check_tensor, to_fp8
+from litevllm_triton.kernels._common import check_paged_cache, check_tensor, next_pow2, to_fp8
 
 
 @triton.jit
@@ -69,5 +69,5 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), hkv, d,
-        float(k_scale), float(v_scale), PAGE=k_cache.shape[1], BLOCK_H=triton.next_power_of_2(hkv),
-        BLOCK_D=triton.next_power_of_2(d), FP8_MAX=fp8_max(k_cache.dtype), num_warps=4)
+        float(k_scale), float(v_scale), PAGE=k_cache.shape[1], BLOCK_H=next_pow2(hkv),
+        BLOCK_D=next_pow2(d), FP8_MAX=fp8_max(k_cache.dtype), num_warps=4)

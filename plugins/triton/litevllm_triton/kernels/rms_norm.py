@@ -5,8 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (check_tensor, pdl_enabled, pdl_launch, pdl_trigger,
-                                             pdl_wait)
+from litevllm_triton.kernels._common import (check_tensor, next_pow2, pdl_enabled, pdl_launch,
+                                             pdl_trigger, pdl_wait)
 
 MAX_HIDDEN = 65536
 
@@ -85,7 +85,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         res2 = res_out2 = x2  # unused
     if x2.shape[0] == 0:
         return out if residual is None else (out, res_out)
-    block = triton.next_power_of_2(n)
+    block = next_pow2(n)
     pdl = pdl_enabled(x.device)
     _rms_norm_kernel[(x2.shape[0],)](
         x2, res2, weight, out2, res_out2,

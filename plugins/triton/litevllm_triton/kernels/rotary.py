@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor
+from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor, next_pow2
 
 
 @triton.jit
@@ -116,14 +116,14 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     if t == 0:
         return q, k
     half = rot // 2
-    block_r = triton.next_power_of_2(half)
-    block_h = min(triton.next_power_of_2(max(hq, hk)), max(1, 4096 // block_r))
+    block_r = next_pow2(half)
+    block_h = min(next_pow2(max(hq, hk)), max(1, 4096 // block_r))
     if norm:  # the whole head in registers: fewer heads per chunk
-        block_h = min(block_h, max(1, 4096 // triton.next_power_of_2(head_dim)))
+        block_h = min(block_h, max(1, 4096 // next_pow2(head_dim)))
     _rotary_kernel[(t,)](positions, q, k, cos_sin_cache, q_norm if norm else cos_sin_cache,
                          k_norm if norm else cos_sin_cache, sqt, sqh, skt, skh,
                          cos_sin_cache.stride(0), hq, hk, float(norm_eps), float(norm_offset),
                          HALF=half, BLOCK_R=block_r, BLOCK_H=block_h, IS_NEOX=bool(is_neox),
                          NORM=norm, HEAD_DIM=head_dim,
-                         BLOCK_P=triton.next_power_of_2(max(1, head_dim - rot)), num_warps=4)
+                         BLOCK_P=next_pow2(max(1, head_dim - rot)), num_warps=4)
     return q, k

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import check_tensor, log_ieee
+from litevllm_triton.kernels._common import check_tensor, log_ieee, next_pow2
 
 CHUNK = 2048  # logits per program step
 
@@ -232,5 +232,5 @@ def uniform_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch
     out = torch.empty(seeds.shape[0], vocab, dtype=torch.float32, device=seeds.device)
     if seeds.shape[0] and vocab:
         _noise_kernel[(seeds.shape[0],)](seeds.contiguous(), steps.contiguous(), out, vocab,
-                                         BLOCK=min(CHUNK, triton.next_power_of_2(vocab)))
+                                         BLOCK=min(CHUNK, next_pow2(vocab)))
     return out
