@@ -107,3 +107,44 @@ def test_route_expert_tensor_sends_a_folded_shared_expert_to_its_experts():
         ("m.layers.1.mlp.experts", "w2", ("shared", 0))
     assert route_expert_tensor("m.layers.2.mlp.shared_expert.up_proj", "weight", folded) is None
     assert route_expert_tensor("m.layers.1.mlp.shared_expert.up_proj", "weight") is None
+
+
+def test_shared_expert_slots_fold_only_unquantized_float_experts():
+    """Folding needs the scheme's MoE method to fold, the shared expert's linears to stay
+    unquantized (GGUF keeps them packed, fp8 quantizes them) and the op to take the argument."""
+    from litevllm.model.moe import shared_expert_slots
+    from litevllm.plugin_api import QuantConfig, UnquantizedMethod
+    from litevllm.testing import model_context
+    ctx = model_context("cpu")
+    args = ("m.mlp.experts", 64, 32, "m.mlp.shared_expert")
+    assert shared_expert_slots(ctx, *args) == 2
+    assert shared_expert_slots(ctx, "m.mlp.experts", 48, 32, "m.mlp.shared_expert") == 0
+
+    class PackedLinears(QuantConfig):  # dense experts, quantized linears (as GGUF's)
+        name = "packed"
+
+        def method_for(self, prefix):
+            return type("Packed", (UnquantizedMethod,), {})()
+
+        def moe_method_for(self, prefix):
+            return UnquantizedMoEMethod()
+    assert shared_expert_slots(model_context("cpu", quant=PackedLinears()), *args) == 0
+    ctx.ops.fused_moe = old_fused_moe  # an op written for API 1.0
+    assert shared_expert_slots(ctx, *args) == 0
+
+
+def test_fused_moe_layer_rejects_bad_shared_experts():
+    from litevllm.testing import model_context
+    ctx = model_context("cpu")
+    with pytest.raises(ValueError, match="shared_experts must be >= 0"):
+        FusedMoE(4, 2, 16, 8, ctx, prefix="m.experts", shared_experts=-1)
+    with pytest.raises(ValueError, match="shared_prefix"):
+        FusedMoE(4, 2, 16, 8, ctx, prefix="m.experts", shared_experts=2)
+    layer = FusedMoE(4, 2, 16, 8, ctx, prefix="m.experts", shared_experts=2,
+                     shared_prefix="m.shared_expert")
+    assert layer.w13.shape == (6, 16, 16) and layer.w2.shape == (6, 16, 8)
+    with pytest.raises(ValueError, match="folded"):
+        layer(torch.zeros(3, 16), torch.zeros(3, 5), torch.zeros(3, 16))
+    with pytest.raises(ValueError, match="top_k must be in"):
+        torch_ops.fused_moe(torch.zeros(3, 16), layer.w13, layer.w2, torch.zeros(3, 4), 5, True,
+                            shared_experts=2)

@@ -136,7 +136,7 @@ def test_start_up_capture_takes_the_largest_buckets_first_within_its_budget(fake
 
 
 @torch.inference_mode()
-@pytest.mark.parametrize("takes_out", [True, False])
+@pytest.mark.parametrize("takes_out", [True, False, "ignores"])
 def test_replay_writes_attention_into_the_static_buffer(fake_cuda, takes_out):
     """A backend whose forward takes ``out`` writes each layer's attention straight into the
     buffer the next graph reads; one without it returns a tensor that is copied there."""
@@ -158,7 +158,8 @@ def test_replay_writes_attention_into_the_static_buffer(fake_cuda, takes_out):
             def forward(self, spec, q, k, v, kv_cache, meta, out=None):
                 read_previous()
                 outs.append(out)
-                return out.copy_(result(q))
+                # "ignores": takes out but returns a new tensor (the engine copies it)
+                return result(q) if takes_out == "ignores" else out.copy_(result(q))
         else:
             def forward(self, spec, q, k, v, kv_cache, meta):
                 read_previous()

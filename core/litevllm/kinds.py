@@ -60,10 +60,17 @@ def _callable(name, obj):
     return None if callable(obj) else f"{obj!r} is not callable"
 
 
-@functools.lru_cache(maxsize=None)
 def op_takes(fn, param: str) -> bool:
     """Whether ``fn`` (an op, a method) accepts the keyword ``param``: arguments added to a
     plugin-facing signature after API 1.0 are passed only to code that takes them."""
+    try:
+        return _op_takes(fn, param)
+    except TypeError:  # an unhashable callable
+        return _op_takes.__wrapped__(fn, param)
+
+
+@functools.lru_cache(maxsize=None)
+def _op_takes(fn, param: str) -> bool:
     try:
         return param in inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -98,12 +98,14 @@ class PiecewiseGraphs:
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
         self.pos[:n].copy_(positions)
-        attend, into = self.attn.forward, op_takes(type(self.attn).forward, "out")
+        attend, into = self.attn.forward, op_takes(self.attn.forward, "out")
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
             if into:  # straight into the buffer the next graph reads
-                attend(call.spec, call.q[:n], call.k[:n], call.v[:n], kv_caches[call.layer],
-                       meta, out=call.out[:n])
+                got = attend(call.spec, call.q[:n], call.k[:n], call.v[:n],
+                             kv_caches[call.layer], meta, out=call.out[:n])
+                if got.data_ptr() != call.out.data_ptr():  # a path that did not use out
+                    call.out[:n].copy_(got)
             else:
                 call.out[:n].copy_(attend(call.spec, call.q[:n], call.k[:n], call.v[:n],
                                           kv_caches[call.layer], meta))

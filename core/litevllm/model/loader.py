@@ -90,8 +90,9 @@ def load_weights(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]) 
         except (ValueError, RuntimeError) as e:
             raise CheckpointError(f"cannot load '{ckpt_name}': {e}") from e
         filled.add((target, shard))
-        if shard is None:
-            filled.update(k for k in expected if k[0] == target)
+        if shard is None:  # a whole tensor: every shard of it (as far as the owner says)
+            covers = getattr(owner, "whole_tensor_fills", lambda s: True)
+            filled.update(k for k in expected if k[0] == target and covers(k[1]))
     missing = [ckpt for key, ckpt in expected.items() if key not in filled]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

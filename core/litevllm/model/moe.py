@@ -22,21 +22,23 @@ from litevllm.kinds import op_takes
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import canonical_activation
 from litevllm.ops.torch_ops import add_shared_expert
+from litevllm.quant.unquantized import UnquantizedMethod
 
 # tensors already stacked over experts (transformers 5's in-memory layout)
 _STACKED = {"gate_up_proj": "w13", "down_proj": "w2"}
 SHARED = "shared"  # shard tag of a folded shared expert's tensors: (SHARED, 0 gate / 1 up / 0 down)
 
 
-def shared_expert_slots(ctx: ModelContext, prefix: str, shared_size: int,
-                        intermediate: int) -> int:
-    """How many experts a shared expert of width ``shared_size`` folds into at the FusedMoE
-    ``prefix``, or 0 (it stays a separate MLP): the scheme's MoE method must declare
-    ``folds_shared_experts``, the ``fused_moe`` op take ``shared_experts``, and the width be a
-    multiple of ``intermediate``."""
-    method = ctx.quant.moe_method_for(prefix)
+def shared_expert_slots(ctx: ModelContext, prefix: str, shared_size: int, intermediate: int,
+                        shared_prefix: str) -> int:
+    """How many experts a shared expert of width ``shared_size`` (module ``shared_prefix``)
+    folds into at the FusedMoE ``prefix``, or 0 (it stays a separate MLP): the width must be a
+    multiple of ``intermediate``, the scheme keep the shared expert's linears unquantized and
+    its MoE method declare ``folds_shared_experts``, and the ``fused_moe`` op take
+    ``shared_experts``."""
     if not (shared_size and shared_size % intermediate == 0
-            and getattr(method, "folds_shared_experts", False)
+            and getattr(ctx.quant.moe_method_for(prefix), "folds_shared_experts", False)
+            and type(ctx.quant.method_for(f"{shared_prefix}.gate_up_proj")) is UnquantizedMethod
             and op_takes(ctx.ops.fused_moe, "shared_experts")):
         return 0
     return shared_size // intermediate
@@ -82,6 +84,9 @@ class FusedMoE(nn.Module):
         super().__init__()
         if not 0 < top_k <= num_experts:
             raise ValueError(f"{prefix}: top_k must be in [1, {num_experts}], got {top_k}")
+        if shared_experts < 0 or (shared_experts and not shared_prefix):
+            raise ValueError(f"{prefix}: shared_experts must be >= 0, with the shared expert's "
+                             f"shared_prefix, got {shared_experts!r}, {shared_prefix!r}")
         self.num_experts, self.top_k = num_experts, top_k
         self.shared_experts, self.shared_prefix = shared_experts, shared_prefix
         self.hidden, self.intermediate = hidden_size, intermediate_size
@@ -91,6 +96,9 @@ class FusedMoE(nn.Module):
         if self.method is None:
             raise ValueError(f"quantization '{ctx.quant.name}' does not support MoE layers "
                              f"({prefix})")
+        if shared_experts and not getattr(self.method, "folds_shared_experts", False):
+            raise ValueError(f"{prefix}: quantization '{ctx.quant.name}' cannot fold a shared "
+                             f"expert into its experts (see shared_expert_slots)")
         self.method.create_weights(self, num_experts + shared_experts, hidden_size,
                                    intermediate_size, ctx.dtype)
 
@@ -119,7 +127,19 @@ class FusedMoE(nn.Module):
             for i, part in enumerate(loaded.chunk(n, dim)):
                 self.method.load_expert(self, attr, part, self.num_experts + i, s)
             return
+        if expert is None and self.shared_experts:  # stacked over the routed experts only
+            if loaded.shape[0] != self.num_experts:
+                raise ValueError(f"stacked expert tensor has shape {tuple(loaded.shape)}, "
+                                 f"expected {self.num_experts} experts first")
+            for e in range(self.num_experts):
+                self.method.load_expert(self, attr, loaded[e], e, None)
+            return
         self.method.load_expert(self, attr, loaded, expert, s)
+
+    def whole_tensor_fills(self, shard) -> bool:
+        """Whether a tensor stacked over all experts (shard None) fills ``shard``: a folded
+        shared expert's slices come from their own tensors."""
+        return not (isinstance(shard, tuple) and shard[0] == SHARED)
 
     def process_after_loading(self) -> None:
         self.method.process_after_loading(self)

@@ -166,14 +166,20 @@ def add_shared_slots(weights: torch.Tensor, ids: torch.Tensor, router_logits: to
     """Top-k ``(weights, ids)`` with the shared experts ``num_routed ..`` appended, which every
     token takes: weighted by ``sigmoid(router_logits[:, num_routed])`` where that gate column
     exists, else by 1."""
-    t = ids.shape[0]
-    if router_logits.shape[1] > num_routed:
-        gate = torch.sigmoid(router_logits[:, num_routed:num_routed + 1].float())
-    else:
-        gate = torch.ones(t, 1, dtype=torch.float32, device=ids.device)
+    t, col = ids.shape[0], shared_gate_column(router_logits, num_routed)
+    gate = torch.ones(t, 1, dtype=torch.float32, device=ids.device) if col is None \
+        else torch.sigmoid(col.float())
     sid = torch.arange(num_routed, num_routed + shared_experts, device=ids.device)
     return (torch.cat([weights, gate.expand(t, shared_experts)], 1),
             torch.cat([ids, sid.to(ids.dtype).expand(t, shared_experts)], 1))
+
+
+def shared_gate_column(router_logits: torch.Tensor, num_routed: int) -> torch.Tensor | None:
+    """Folded shared experts' gate logit [T, 1]: the column after the routed experts' logits,
+    where there is one (else the shared experts are ungated)."""
+    if router_logits.shape[1] > num_routed:
+        return router_logits[:, num_routed:num_routed + 1]
+    return None
 
 
 def check_moe_logits(router_logits: torch.Tensor, t: int, e: int, shared_experts: int) -> int:
@@ -205,6 +211,8 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     """
     t, h = hidden.shape
     routed = check_moe_logits(router_logits, t, w13.shape[0], shared_experts)
+    if not 0 < top_k <= routed:
+        raise ValueError(f"top_k must be in [1, {routed}], got {top_k!r}")
     weights, ids = moe_route(router_logits[:, :routed], top_k, renormalize)
     if shared_experts:
         weights, ids = add_shared_slots(weights, ids, router_logits, routed, shared_experts)

@@ -82,11 +82,6 @@ class GGUFLinearMethod(QuantMethod):
         return packed_linear(x, w, bias)
 
 
-class GGUFMoEMethod(UnquantizedMoEMethod):
-    """Experts arrive dequantized; a shared expert stays a linear MLP that keeps its blocks."""
-    folds_shared_experts = False
-
-
 class GGUFQuantConfig(QuantConfig):
     name = "gguf"
 
@@ -101,4 +96,4 @@ class GGUFQuantConfig(QuantConfig):
         return GGUFLinearMethod(self.packed)
 
     def moe_method_for(self, prefix):
-        return GGUFMoEMethod()
+        return UnquantizedMoEMethod()

@@ -1,6 +1,6 @@
 from litevllm.plugin_api import hookimpl
 
-PLUGIN_API_VERSION = "1.0"  # the contract this plugin was written against
+PLUGIN_API_VERSION = "1.1"  # the contract this plugin was written against
 
 
 @hookimpl

@@ -26,7 +26,8 @@ class QwenMoeBlock(nn.Module):
         self.gate = LiteLinear(hidden, [experts, 1] + [pad] * bool(pad) if shared else experts,
                                ctx, prefix=f"{prefix}.gate")
         # differs: where the scheme can, the shared expert runs as more experts in the same GEMMs
-        fold = shared_expert_slots(ctx, f"{prefix}.experts", shared, inter)
+        fold = shared_expert_slots(ctx, f"{prefix}.experts", shared, inter,
+                                   f"{prefix}.shared_expert")
         self.experts = FusedMoE(experts, config.num_experts_per_tok, hidden, inter, ctx,
                                 renormalize=bool(getattr(config, "norm_topk_prob", False)),
                                 activation=getattr(config, "hidden_act", "silu"),

@@ -77,11 +77,13 @@ def test_wrong_expert_shape_is_named(tmp_path):
         engine_model(tmp_path)
 
 
-def test_stacked_expert_layout_loads_too(tmp_path):
+@pytest.mark.parametrize("variant", ["qwen3-moe", "qwen2-moe-folded"])
+def test_stacked_expert_layout_loads_too(tmp_path, variant):
     """Checkpoints already stacked over experts (``mlp.experts.gate_up_proj`` [E, 2I, H],
-    ``mlp.experts.down_proj`` [E, H, I]) give the same model."""
-    hf = save_hf("qwen3-moe", tmp_path / "per-expert")
-    save_hf("qwen3-moe", tmp_path / "stacked")
+    ``mlp.experts.down_proj`` [E, H, I]) give the same model, a folded shared expert too (its
+    slices come from its own tensors, which must still be there)."""
+    hf = save_hf(variant, tmp_path / "per-expert")
+    save_hf(variant, tmp_path / "stacked")
 
     def stack(t):
         out = {k: v for k, v in t.items() if ".experts." not in k}
@@ -96,6 +98,11 @@ def test_stacked_expert_layout_loads_too(tmp_path):
     a, b = (LLM(str(tmp_path / d), device="cpu", dtype="float32", block_size=8)
             .generate(prompt, params)[0].outputs[0].token_ids for d in ("per-expert", "stacked"))
     assert a == b
+    if variant == "qwen2-moe-folded":
+        name = "model.layers.0.mlp.shared_expert.up_proj.weight"
+        rewrite(tmp_path / "stacked", lambda t: {k: v for k, v in t.items() if k != name})
+        with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+            engine_model(tmp_path / "stacked")
 
 
 def test_route_expert_tensor():

@@ -254,8 +254,9 @@ def test_route_launch_shrinks_the_tile_for_decode_only():
     (9, 5, 3, True, True, False),     # past GROUPED_SHARED_MAX_TOKENS: dense slices
     (7, 6, 2, False, True, False),
 ])
+@pytest.mark.parametrize("activation", ["silu", "gelu_pytorch_tanh"])
 def test_folded_shared_experts_match_reference(dtype, t, e, shared, gated, small, grouped,
-                                               monkeypatch):
+                                               activation, monkeypatch):
     """shared_experts=S: the last S experts are taken by every token, weighted by the sigmoid
     of router_logits' last column (or 1): in the grouped GEMMs, or as dense GEMMs."""
     if not small:
@@ -263,9 +264,10 @@ def test_folded_shared_experts_match_reference(dtype, t, e, shared, gated, small
     monkeypatch.setattr(fm, "GROUPED_SHARED_MAX_TOKENS", 16 if grouped else 0)
     hidden, w13, w2, logits = make(t, 40, 24, e + shared, dtype)
     logits = logits[:, :e + 1] if gated else logits[:, :e]  # strided: a view of wider logits
-    got = fused_moe(hidden, w13, w2, logits, 2, True, shared_experts=shared, config=SMALL)
+    got = fused_moe(hidden, w13, w2, logits, 2, True, activation, shared_experts=shared,
+                    config=SMALL)
     want = ref.fused_moe(hidden.float(), w13.float(), w2.float(), logits.float(), 2, True,
-                         shared_experts=shared)
+                         activation, shared_experts=shared)
     torch.testing.assert_close(got.float(), want, **TOL[dtype])
 
 
@@ -273,6 +275,8 @@ def test_folded_and_passed_shared_expert_is_an_error():
     hidden, w13, w2, logits = make(3, 40, 24, 6, torch.float32)
     with pytest.raises(ValueError, match="either shared_experts"):
         fused_moe(hidden, w13, w2, logits[:, :5], 2, True, shared=hidden, shared_experts=1)
+    with pytest.raises(ValueError, match="needs num_experts"):
+        route_and_align(logits[:, :5], 2, True, 16, shared_experts=1)
 
 
 @pytest.mark.parametrize("t,e,top_k,shared,gated,block_m", [

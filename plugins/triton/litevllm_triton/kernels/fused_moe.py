@@ -22,12 +22,11 @@ import triton
 import triton.language as tl
 
 from litevllm.plugin_api import canonical_activation, torch_ops
-from litevllm_triton.kernels.act_and_mul import gelu_tanh_and_mul, silu_and_mul
+from litevllm_triton.kernels import act_and_mul
 from litevllm_triton.kernels._common import (cdiv, check_tensor, device_name, gated_act, mac,
                                              next_pow2)
 
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # by canonical_activation name
-ACT_AND_MUL = {"silu": silu_and_mul, "gelu_tanh": gelu_tanh_and_mul}
 # folded shared experts (shared_experts=S) run in the grouped GEMMs up to this many tokens
 # (decode: H200, Qwen1.5-MoE batch 1 2.12 -> 1.99 ms, batch 16 5.96 -> 5.78); above it their
 # T rows per slice made the 16-row blocks re-read the slices (128-token prefill 2.8 -> 4.6 ms
@@ -241,6 +240,8 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     appended (``torch_ops.add_shared_slots``), then ``moe_align``; one Triton program up to
     SMALL_ROWS (token, slot) rows, torch ops beyond."""
     t = router_logits.shape[0]
+    if shared_experts and num_experts is None:
+        raise ValueError("route_and_align with shared_experts needs num_experts (routed + S)")
     e = router_logits.shape[1] if num_experts is None else num_experts
     routed, slots = e - shared_experts, top_k + shared_experts
     n = t * slots
@@ -263,7 +264,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
         router_logits, weights, scratch, rows, block_expert, t, routed, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
         K_P=p2(slots), CHUNK=chunk, TILE=tile, SHARED=shared_experts,
-        GATE=shared_experts > 0 and router_logits.shape[1] > routed, num_warps=warps)
+        GATE=torch_ops.shared_gate_column(router_logits, routed) is not None, num_warps=warps)
     return weights, rows, block_expert
 
 
@@ -435,11 +436,10 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
         return torch.empty_like(hidden)  # (shared is [0, H] too)
     if shared_experts and t > GROUPED_SHARED_MAX_TOKENS:  # dense GEMMs over the same slices
         routed = w13.shape[0] - shared_experts
-        gated = router_logits.shape[1] > routed
         y = _routed(hidden, w13[:routed], w2[:routed], router_logits[:, :routed], top_k,
                     renormalize, activation, 0, config)
         shared = dense_shared(hidden, w13[routed:], w2[routed:], activation)
-        return moe_sum(y, shared, router_logits[:, routed:routed + 1] if gated else None)
+        return moe_sum(y, shared, torch_ops.shared_gate_column(router_logits, routed))
     return moe_sum(_routed(hidden, w13, w2, router_logits, top_k, renormalize, activation,
                            shared_experts, config), shared, shared_gate)
 
@@ -451,7 +451,8 @@ def dense_shared(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     down GEMM -> float32 [T, H] (the slices' partials summed)."""
     s, two_i, h = w13.shape
     gu = hidden @ w13.reshape(s * two_i, h).t()  # [T, S*2I]: each slice's gate then up
-    act = ACT_AND_MUL[canonical_activation(activation)](gu.view(-1, two_i))  # [T*S, I]
+    act_op = getattr(act_and_mul, f"{canonical_activation(activation)}_and_mul")
+    act = act_op(gu.view(-1, two_i))  # [T*S, I]
     down = torch.bmm(act.view(hidden.shape[0], s, -1).transpose(0, 1), w2.transpose(1, 2))
     return down.sum(0, dtype=torch.float32)
 
@@ -463,7 +464,9 @@ def _routed(hidden, w13, w2, router_logits, top_k, renormalize, activation, shar
     inter = w2.shape[2]
     if config is not None:
         check_config(config)
-    cfg = config or get_config(t, w13.shape[0], inter, h, hidden.dtype, hidden.device)
+    # tuned tables are keyed by the routed experts (the shared slices add S x T rows)
+    cfg = config or get_config(t, w13.shape[0] - shared_experts, inter, h, hidden.dtype,
+                               hidden.device)
     bm = cfg["BLOCK_M"]
     weights, rows, block_expert = route_and_align(router_logits, top_k, renormalize, bm,
                                                   w13.shape[0], shared_experts)
