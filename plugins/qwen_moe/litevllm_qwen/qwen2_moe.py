@@ -43,10 +43,8 @@ class QwenMoeBlock(nn.Module):
 
     def forward(self, x):  # the gated shared expert is added in the experts' final sum
         logits, e = self.gate(x), self.num_experts
-        if self.experts.shared_experts:
-            return self.experts(x, logits[:, :e + 1])
-        if self.shared_expert is None:
-            return self.experts(x, logits)
+        if self.shared_expert is None:  # none, or folded (its gate logit: column e)
+            return self.experts(x, logits[:, :e + bool(self.experts.shared_experts)])
         return self.experts(x, logits[:, :e], self.shared_expert(x), logits[:, e:e + 1])
 
 
@@ -77,6 +75,5 @@ class Qwen2MoeForCausalLM(LiteForCausalLM):
                        if isinstance(m, QwenMoeBlock) and m.experts.shared_experts}
 
     def route_checkpoint_tensor(self, module_name, attr):
-        # differs: per-expert checkpoint tensors (and a folded shared expert's) load into slices
-        # of the stacked expert weights
+        # differs: per-expert (and folded shared-expert) tensors load into stacked expert slices
         return route_expert_tensor(module_name, attr, self.folded)
