@@ -98,17 +98,14 @@ class PiecewiseGraphs:
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
         self.pos[:n].copy_(positions)
-        attend, into = self.attn.forward, op_takes(self.attn.forward, "out")
+        into = op_takes(type(self.attn).forward, "out")  # by class: the cache holds no backend
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
-            if into:  # straight into the buffer the next graph reads
-                got = attend(call.spec, call.q[:n], call.k[:n], call.v[:n],
-                             kv_caches[call.layer], meta, out=call.out[:n])
-                if got.data_ptr() != call.out.data_ptr():  # a path that did not use out
-                    call.out[:n].copy_(got)
-            else:
-                call.out[:n].copy_(attend(call.spec, call.q[:n], call.k[:n], call.v[:n],
-                                          kv_caches[call.layer], meta))
+            kw = {"out": call.out[:n]} if into else {}  # straight into the next graph's input
+            got = self.attn.forward(call.spec, call.q[:n], call.k[:n], call.v[:n],
+                                    kv_caches[call.layer], meta, **kw)
+            if got.data_ptr() != call.out.data_ptr():  # a new tensor: copied there
+                call.out[:n].copy_(got)
         piece.graphs[-1].replay()
         return piece.hidden[:n]
 

@@ -151,10 +151,8 @@ class FusedMoE(nn.Module):
         """``shared`` [T, H]: a shared expert's output, added (gated by ``sigmoid(shared_gate
         [T, 1])`` when given) inside the op's final sum where the method fuses it. With folded
         shared experts, ``router_logits`` is [T, E] or [T, E + 1] (their gate logit last)."""
-        if self.shared_experts:
-            if shared is not None or shared_gate is not None:
-                raise ValueError("this layer's shared expert is folded into its experts")
-            return self.method.apply(self, hidden, router_logits)
+        if self.shared_experts and (shared is not None or shared_gate is not None):
+            raise ValueError("this layer's shared expert is folded into its experts")
         if shared is None:
             if shared_gate is not None:
                 raise ValueError("shared_gate needs shared (the shared expert's output)")

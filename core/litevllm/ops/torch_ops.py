@@ -182,10 +182,11 @@ def shared_gate_column(router_logits: torch.Tensor, num_routed: int) -> torch.Te
     return None
 
 
-def check_moe_logits(router_logits: torch.Tensor, t: int, e: int, shared_experts: int) -> int:
+def check_moe_logits(router_logits: torch.Tensor, t: int, e: int, shared_experts: int,
+                     top_k: int) -> int:
     """The routed expert count for ``e`` experts of which ``shared_experts`` are shared;
     ValueError unless ``router_logits`` is [T, E] (no shared experts), or [T, routed] or
-    [T, routed + 1] (the shared experts' sigmoid gate)."""
+    [T, routed + 1] (the shared experts' sigmoid gate), and ``top_k`` is in [1, routed]."""
     routed = e - shared_experts
     if not 0 <= shared_experts < e:
         raise ValueError(f"shared_experts must be in [0, {e}), got {shared_experts!r}")
@@ -193,6 +194,8 @@ def check_moe_logits(router_logits: torch.Tensor, t: int, e: int, shared_experts
     if router_logits.shape[0] != t or router_logits.shape[1] not in cols:
         raise ValueError(f"router_logits must be [T={t}, {' or '.join(map(str, cols))}], got "
                          f"{tuple(router_logits.shape)}")
+    if not (isinstance(top_k, int) and 0 < top_k <= routed):
+        raise ValueError(f"top_k must be in [1, {routed}], got {top_k!r}")
     return routed
 
 
@@ -210,9 +213,7 @@ def fused_moe(hidden: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     [T, E - S], or [T, E - S + 1] with the shared experts' gate logit last.
     """
     t, h = hidden.shape
-    routed = check_moe_logits(router_logits, t, w13.shape[0], shared_experts)
-    if not 0 < top_k <= routed:
-        raise ValueError(f"top_k must be in [1, {routed}], got {top_k!r}")
+    routed = check_moe_logits(router_logits, t, w13.shape[0], shared_experts, top_k)
     weights, ids = moe_route(router_logits[:, :routed], top_k, renormalize)
     if shared_experts:
         weights, ids = add_shared_slots(weights, ids, router_logits, routed, shared_experts)

@@ -254,8 +254,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     dev = router_logits.device
     num_blocks = max_blocks(n, e, block_m)
     weights = torch.empty(t, slots, dtype=torch.float32, device=dev)
-    p2 = next_pow2
-    e_p = p2(e)
+    e_p = next_pow2(e)
     scratch = torch.empty(2 * n + e_p, dtype=torch.int32, device=dev)
     rows = torch.empty(num_blocks * block_m, dtype=torch.int32, device=dev)
     block_expert = torch.empty(num_blocks, dtype=torch.int32, device=dev)
@@ -263,7 +262,7 @@ def route_and_align(router_logits: torch.Tensor, top_k: int, renormalize: bool, 
     _route_align_kernel[(1,)](
         router_logits, weights, scratch, rows, block_expert, t, routed, *router_logits.stride(),
         num_blocks, TOP_K=top_k, RENORM=bool(renormalize), BLOCK_M=block_m, E_P=e_p,
-        K_P=p2(slots), CHUNK=chunk, TILE=tile, SHARED=shared_experts,
+        K_P=next_pow2(slots), CHUNK=chunk, TILE=tile, SHARED=shared_experts,
         GATE=torch_ops.shared_gate_column(router_logits, routed) is not None, num_warps=warps)
     return weights, rows, block_expert
 
@@ -274,9 +273,8 @@ def route_launch(t: int, n: int, e_p: int, slots: int) -> tuple[int, int, int]:
     what they fill, and the warps with it (a warp per 256 elements): reductions then stay
     within fewer warps."""
     tile, warps = route_tile(e_p)
-    p2 = next_pow2
-    chunk = min(max(1, tile // e_p), p2(t))
-    small = max(chunk * e_p, p2(n), p2(slots))
+    chunk = min(max(1, tile // e_p), next_pow2(t))
+    small = max(chunk * e_p, next_pow2(n), next_pow2(slots))
     if small < tile:
         tile, warps = small, max(1, min(warps, small // 256))
     return chunk, tile, warps
@@ -357,9 +355,7 @@ def _check(hidden, w13, w2, router_logits, top_k, activation, shared_experts):
         raise ValueError(f"w13 must be [E, 2I, H={h}], got {tuple(w13.shape)}")
     if not (tuple(w2.shape) == (e, h, two_i // 2)):
         raise ValueError(f"w2 must be [E={e}, H={h}, I={two_i // 2}], got {tuple(w2.shape)}")
-    routed = torch_ops.check_moe_logits(router_logits, t, e, shared_experts)
-    if not (isinstance(top_k, int) and 0 < top_k <= routed):
-        raise ValueError(f"top_k must be in [1, {routed}], got {top_k!r}")
+    torch_ops.check_moe_logits(router_logits, t, e, shared_experts, top_k)
     canonical_activation(activation)  # ValueError naming an unsupported activation
 
 
