@@ -80,6 +80,8 @@ def _attention_inputs(attn, hidden):
         seen.update(q=q.clone(), k=k.clone(), v=v.clone())
         return q.flatten(1)
     attn.attn = type("Stub", (), {"forward": staticmethod(backend)})()
+    for p in attn.qkv_proj.parameters():  # allocated, not initialised: NaN would fail equal()
+        torch.nn.init.normal_(p, std=0.02)
     x, positions = torch.randn(3, hidden), torch.tensor([0, 5, 9])
     attn.forward(positions, x, None, None)
     q, k, v = attn.qkv_proj(x).split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
