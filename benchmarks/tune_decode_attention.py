@@ -18,6 +18,7 @@ import triton
 from triton.testing import do_bench_cudagraph
 
 mod = importlib.import_module("litevllm_triton.kernels.decode_attention")  # the module
+ORDER_MIN_SEQS = importlib.import_module("litevllm_triton.backend").TritonAttentionBackend.ORDER_MIN_SEQS
 
 # name, batch, heads, kv heads, head dim, context low, high
 SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
@@ -44,11 +45,12 @@ def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16, fp8=
     return q, k, v, bt, lens.cuda(), nbytes
 
 
-def time_point(args, splits):
+def time_point(args, splits, ordered=False):
     q, k, v, bt, sl, _ = args
     out = torch.empty_like(q)
+    order = mod.decode_order(sl) if ordered else None  # the backend's, once a step
     fn = lambda: mod.decode_attention(q, k, v, bt, sl, q.shape[-1] ** -0.5, out=out,  # noqa: E731
-                                      num_splits=splits)
+                                      num_splits=splits, order=order)
     fn()
     torch.cuda.synchronize()
     return do_bench_cudagraph(fn, rep=50) * 1e3  # µs
@@ -69,6 +71,8 @@ def main():
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     p.add_argument("--tiles", default=None, help="tiles to sweep, e.g. 128:4:3,64:4:1 "
                    "(tokens:warps:stages; overrides --quick)")
+    p.add_argument("--order", choices=("off", "on", "both"), default="off",
+                   help="launch rows longest context first (the engine's order at >= 32 rows)")
     p.add_argument("--splits", default=None,
                    help="comma-separated split counts to sweep (default: 1, 2, 4, 8, 16 and the auto count)")
     a = p.parse_args()
@@ -84,37 +88,37 @@ def main():
         tiles = [tuple(map(int, t.split(":"))) for t in a.tiles.split(",")]
     default = (mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES)
     single = mod.BLOCK_N_SINGLE  # the one-split tile; a point's tile replaces both
-    single_fp8 = mod.FP8_BLOCK_N_SINGLE_D64
     if a.splits_only:
-        tiles = list(dict.fromkeys([default, (single, *default[1:]), (single_fp8, *default[1:])]
-                                   if fp8 else [default, (single, *default[1:])]))
+        tiles = list(dict.fromkeys([default, (single, *default[1:])]))
     f = open(a.out, "a") if a.out else None
     for name, b, h, hkv, d, lo, hi in SHAPES:
         if a.shapes and name not in a.shapes.split(","):
             continue
         args = case(b, h, hkv, d, lo, hi, fp8=fp8)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
-        one = single_fp8 if fp8 and d <= 64 else single  # the default one-split tile
         results = []
-        for (bn, w, s), splits in itertools.product(tiles, split_counts(a, auto)):
+        orders = {"off": (False,), "on": (True,), "both": (False, True)}[a.order]
+        for (bn, w, s), splits, ordered in itertools.product(tiles, split_counts(a, auto),
+                                                             orders):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
-            mod.BLOCK_N_SINGLE = mod.FP8_BLOCK_N_SINGLE_D64 = bn if splits == 1 else single
+            mod.BLOCK_N_SINGLE = bn if splits == 1 else single
             try:
-                us = time_point(args, splits)
+                us = time_point(args, splits, ordered)
             except Exception as e:  # out of shared memory etc.
                 print(json.dumps({"shape": name, "tile": [bn, w, s], "splits": splits,
                                   "error": str(e).splitlines()[0][:120]}), flush=True)
                 continue
             row = {"shape": name, "kv_cache_dtype": a.kv_cache_dtype, "tile": [bn, w, s],
-                   "splits": splits, "auto_splits": auto,
+                   "splits": splits, "ordered": ordered, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
-                   "default": splits == auto and (bn, w, s) == ((one, *default[1:])
-                                                                  if auto == 1 else default)}
+                   "default": splits == auto and (bn, w, s) == ((single, *default[1:])
+                                                                  if auto == 1 else default)
+                   and ordered == (b >= ORDER_MIN_SEQS)}
             results.append(row)
             if f:
                 f.write(json.dumps(row) + "\n")
         mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = default
-        mod.BLOCK_N_SINGLE, mod.FP8_BLOCK_N_SINGLE_D64 = single, single_fp8
+        mod.BLOCK_N_SINGLE = single
         best = min(results, key=lambda r: r["us"])
         dflt = next((r for r in results if r["default"]), {})  # absent when --tiles omits it
         print(json.dumps({"shape": name, "best": best, "default_us": dflt.get("us"),

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from litevllm.config import SchedulerConfig
+from litevllm.config import SCHEDULING_POLICIES, SchedulerConfig
 from litevllm.engine.block_manager import block_hash
 from litevllm.engine.scheduler import PLACEHOLDER, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
@@ -21,8 +21,9 @@ class Driver:
     and draft tokens with a made-up number accepted (speculative decoding)."""
 
     def __init__(self, num_blocks, block_size, max_num_seqs, max_tokens_per_step, chunked,
-                 caching, max_model_len=64, async_scheduling=False):
-        self.sched = Scheduler(SchedulerConfig(max_num_seqs, max_tokens_per_step, chunked),
+                 caching, max_model_len=64, async_scheduling=False, policy="fcfs"):
+        self.sched = Scheduler(SchedulerConfig(max_num_seqs, max_tokens_per_step, chunked,
+                                               scheduling_policy=policy),
                                num_blocks, block_size, caching, max_model_len, eos_token_ids=[10],
                                make_child=self._child)
         self.bm = self.sched.bm
@@ -231,11 +232,12 @@ TestSchedulerMachine.settings = settings(max_examples=80, stateful_step_count=40
                                   st.lists(st.integers(0, 20), min_size=1, max_size=30),
                                   st.integers(1, 3), st.integers(1, 20)), min_size=1, max_size=8),
        num_blocks=st.integers(2, 16), budget=st.integers(1, 32), max_num_seqs=st.integers(1, 4),
-       async_scheduling=st.booleans())
+       async_scheduling=st.booleans(), policy=st.sampled_from(SCHEDULING_POLICIES))
 def test_everything_finishes_under_pressure(prompts, num_blocks, budget, max_num_seqs,
-                                            async_scheduling):
+                                            async_scheduling, policy):
     """Tiny caches and budgets: requests get preempted and recomputed, yet all finish once."""
-    eng = Driver(num_blocks, 4, max_num_seqs, budget, True, True, async_scheduling=async_scheduling)
+    eng = Driver(num_blocks, 4, max_num_seqs, budget, True, True, async_scheduling=async_scheduling,
+                 policy=policy)
     for prefix, tail, n, max_tokens in prompts:
         eng.add(prefix + tail, n, max_tokens)
     eng.drain()
@@ -254,6 +256,43 @@ def test_preemption_order_and_requeue():
     assert batch.preempted == [new] and batch.seqs == [old]
     assert eng.sched.waiting[0] is new and new.metrics.num_preemptions == 1
     assert not new.block_table and new.num_computed_tokens == 0
+
+
+def test_shortest_first_policy_orders_waiting_prompts():
+    """shortest-first admits the shortest waiting prompt first (ties in arrival order), and a
+    preempted sequence still resumes before any new prompt."""
+    eng = Driver(num_blocks=4, block_size=4, max_num_seqs=4, max_tokens_per_step=64,
+                 chunked=True, caching=False, policy="shortest-first")
+    eng.add([1] * 7, 1, 20)
+    eng.add([2] * 6, 1, 20)
+    eng.step()                              # both prefilled: 2 blocks each, cache full
+    eng.step()
+    for prompt in ([3] * 9, [4] * 2, [5] * 5, [6] * 2):
+        eng.add(prompt, 1, 4)
+    assert [s.token_ids[0] for s in eng.sched.waiting] == [4, 6, 5, 3]
+    old, new = eng.sched.running            # the 6-token prompt was admitted first
+    assert old.token_ids[0] == 2
+    batch = eng.sched.schedule()            # position 8 needs a third block: `new` yields
+    assert batch.preempted == [new]
+    assert [s.token_ids[0] for s in eng.sched.waiting] == [1, 4, 6, 5, 3]
+    fcfs = Driver(4, 4, 4, 64, True, False)
+    for prompt in ([3] * 9, [4] * 2):
+        fcfs.add(prompt, 1, 4)
+    assert [s.token_ids[0] for s in fcfs.sched.waiting] == [3, 4]
+
+
+def test_shortest_first_engine_gives_the_same_tokens(llama_dir):
+    """The policy changes when prompts run, not what they produce (greedy, the real engine)."""
+    from litevllm import LLM, SamplingParams as SP
+    prompts = [[5, 9, 13] * k for k in (7, 1, 4, 2)]
+    outs = {}
+    for policy in SCHEDULING_POLICIES:
+        llm = LLM(str(llama_dir), block_size=8, max_num_seqs=2, max_num_batched_tokens=16,
+                  scheduling_policy=policy)
+        got = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                           SP(max_tokens=6, temperature=0.0), use_tqdm=False)
+        outs[policy] = [o.outputs[0].token_ids for o in got]
+    assert outs["fcfs"] == outs["shortest-first"]
 
 
 # the real engine around a fake model: random logits ------------------------------------------

@@ -17,6 +17,7 @@ _DTYPES = {"auto": None, "float32": "float32", "float": "float32", "fp32": "floa
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+SCHEDULING_POLICIES = ("fcfs", "shortest-first")
 _KV_CACHE_DTYPES = {"auto": None, "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn"}
 
 
@@ -127,6 +128,11 @@ class SchedulerConfig:
     async_scheduling: bool | None = opt(
         None, "Schedule the next step while the device runs this one; default: on with CUDA.",
         flags=("--async-scheduling/--no-async-scheduling",))
+    # shortest-first lowers the median time to first token of a burst (the prompt work ahead of
+    # a request shrinks); a long prompt can wait behind a steady stream of shorter ones
+    scheduling_policy: str = opt(
+        "fcfs", "Order of waiting requests: fcfs (arrival), or shortest-first (shortest prompt "
+                "first; preempted requests still resume first).", choices=SCHEDULING_POLICIES)
 
 
 @attrs.define

@@ -89,17 +89,23 @@ def test_head256_softcap_window_mixed_batch(dtype):
     assert_rel_close(got, want, dtype)
 
 
-def test_decode_cuda_graph_replay():
-    """Capture once, then change seq_lens / block tables in place and replay."""
-    from litevllm_triton.kernels import decode_attention
-    dtype, b, h, hkv, d, max_ctx = torch.bfloat16, 8, 16, 4, 128, 2048
+@pytest.mark.parametrize("b,ordered", [(8, False), (48, False), (48, True)])
+def test_decode_cuda_graph_replay(b, ordered):
+    """Capture once, then change seq_lens / block tables in place and replay; ``ordered``
+    captures the backend's longest-first sort with the kernel, as the decode graphs do."""
+    from litevllm_triton.kernels import decode_attention, decode_order
+    dtype, h, hkv, d, max_ctx = torch.bfloat16, 16, 4, 128, 2048
     k_cache, v_cache, bt, _, sl = paged_batch([1] * b, [max_ctx] * b, hkv, d, 16, dtype)
     q = torch.randn(b, h, d, dtype=dtype, device="cuda")
     spec = AttentionSpec(h, hkv, d, d ** -0.5)
-    decode_attention(q, k_cache, v_cache, bt, sl, spec.scale)  # compile outside the capture
+
+    def step():
+        order = decode_order(sl) if ordered else None
+        return decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, order=order), order
+    step()  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = decode_attention(q, k_cache, v_cache, bt, sl, spec.scale)
+        out, order = step()
     for step in range(3):
         seq_lens = torch.randint(1, max_ctx + 1, (b,)).tolist()
         sl.copy_(torch.tensor(seq_lens, dtype=torch.int32))
@@ -108,6 +114,8 @@ def test_decode_cuda_graph_replay():
         graph.replay()
         want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * b, seq_lens, spec)
         assert_rel_close(out, want, dtype)
+        if ordered:  # the captured order kernel sorted this replay's lengths
+            assert torch.equal(order, torch.sort(sl, descending=True, stable=True).indices.int())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

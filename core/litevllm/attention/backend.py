@@ -87,7 +87,9 @@ class AttentionBackend:
                            dtype=self.kv_cache_dtype, device=self.device)
 
     def prepare(self, meta: AttentionMetadata) -> AttentionMetadata:
-        """Hook to add backend-private buffers to ``meta.extra`` once per step."""
+        """Hook to add backend-private buffers to ``meta.extra`` once per step. For CUDA-graph
+        decode steps it runs inside the capture, so its device work replays with each step:
+        it must not read per-step values on the host."""
         return meta
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

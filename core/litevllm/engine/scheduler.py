@@ -3,7 +3,8 @@ the KV-cache blocks: ``schedule`` picks the step's work and allocates its slots,
 applies the step's sampled tokens (advances, forks, commits or rolls back blocks, finishes).
 
 Each step spends one token budget: running sequences first (decodes, unfinished prefill
-chunks), oldest first, then waiting ones. When blocks run out, the newest running sequences
+chunks), oldest first, then waiting ones, in arrival order or (``scheduling_policy``
+"shortest-first") shortest prompt first. When blocks run out, the newest running sequences
 are preempted: their blocks are freed and they return to the front of the queue.
 
 A request with n > 1 runs as one sequence until its prompt is computed, then forks into n: it
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -88,6 +90,11 @@ def plain_sampling(seq: Sequence) -> bool:
         and not p.frequency_penalty and seq.num_output_tokens >= p.min_tokens
 
 
+def _wait_key(seq: Sequence) -> int:
+    """Shortest-first queue order: preempted sequences (at the front) before new prompts."""
+    return -1 if seq.metrics.first_scheduled_time is not None else seq.num_prompt_tokens
+
+
 def multi_step_ok(seq: Sequence) -> bool:
     """Whether a decode can run several steps per host sync: plain sampling; a grammar is
     advanced between the steps (its stop token must end the sequence: no ignore_eos)."""
@@ -126,7 +133,10 @@ class Scheduler:
                              f"with chunked prefill disabled")
 
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        if self.config.scheduling_policy == "fcfs":
+            self.waiting.append(seq)
+        else:  # shortest-first: the queue stays sorted by _wait_key
+            self.waiting.insert(bisect_right(self.waiting, _wait_key(seq), key=_wait_key), seq)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)

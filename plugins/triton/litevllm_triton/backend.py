@@ -5,7 +5,7 @@ import torch
 
 from litevllm.plugin_api import AttentionBackend, AttentionMetadata, AttentionSpec, torch_ops
 from litevllm_triton.kernels._common import device_name, fp8_supported
-from litevllm_triton.kernels.decode_attention import decode_attention
+from litevllm_triton.kernels.decode_attention import decode_attention, decode_order
 from litevllm_triton.kernels.prefill_attention import prefill_attention
 from litevllm_triton.kernels.reshape_and_cache import reshape_and_cache
 
@@ -20,6 +20,8 @@ class TritonAttentionBackend(AttentionBackend):
     """
 
     name = "triton"
+    # decode batches of at least this many sequences launch longest context first
+    ORDER_MIN_SEQS = 32
     supports_cuda_graphs = True
     kv_cache_dtypes = torch_ops.FP8_KV_DTYPES  # k / k_scale, v / v_scale in float8 e4m3
 
@@ -30,6 +32,13 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"kv_cache_dtype fp8 needs an NVIDIA GPU of compute capability "
                              f">= 8.9 with the triton backend, not {device_name(device)}; "
                              f"use kv_cache_dtype 'auto', or kernels 'torch' (slower)")
+
+    def prepare(self, meta: AttentionMetadata) -> AttentionMetadata:
+        """Decode batches: the rows sorted by context, longest first (one small kernel a step;
+        inside the decode graphs, so replays sort the step's own lengths)."""
+        if meta.is_decode and meta.num_seqs >= self.ORDER_MIN_SEQS:
+            meta.extra["decode_order"] = decode_order(meta.seq_lens)
+        return meta
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata,
@@ -43,7 +52,8 @@ class TritonAttentionBackend(AttentionBackend):
         if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
             o = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,
                                  spec.scale, spec.sliding_window, spec.logit_softcap, out=o,
-                                 k_scale=spec.k_scale, v_scale=spec.v_scale)
+                                 k_scale=spec.k_scale, v_scale=spec.v_scale,
+                                 order=meta.extra.get("decode_order"))
         else:
             o = prefill_attention(q, k_cache, v_cache, meta.block_tables, meta.query_start_loc,
                                   meta.seq_lens, meta.max_query_len, spec.scale,

@@ -81,6 +81,56 @@ def test_decode(case, dtype, num_splits):
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("num_splits", [1, 4])
+@pytest.mark.parametrize("case", ["gqa", "window+softcap", "d48"])
+def test_decode_launch_order_keeps_outputs(case, num_splits):
+    """``order`` (longest first) only changes which rows launch first: every row's output is
+    the one of the natural order, bit for bit."""
+    h, hkv, d, bs, window, cap = ATTN_CASES[case]
+    lens = [40, 3, 97, 1, 64, 18]
+    k_cache, v_cache, bt, _, sl = make_paged_batch([1] * len(lens), lens, hkv, d, bs,
+                                                   torch.float32)
+    q = torch.randn(len(lens), h, d)
+    want = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
+                                    num_splits=num_splits)
+    for order in (kernels.decode_order(sl), torch.arange(len(lens) - 1, -1, -1)):
+        got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
+                                       num_splits=num_splits, order=order)
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="order has 5 entries for 6 sequences"):
+        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, order=order[:5])
+    with pytest.raises(ValueError, match="order"):
+        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, order=order.float())
+
+
+@pytest.mark.parametrize("n", [1, 5, 32, 300])
+def test_decode_order_is_a_stable_longest_first_sort(n):
+    lens = torch.randint(0, 40, (n,), dtype=torch.int32)  # many ties
+    want = torch.sort(lens, descending=True, stable=True).indices.to(torch.int32)
+    assert torch.equal(kernels.decode_order(lens), want)
+    assert kernels.decode_order(lens[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="seq_lens"):
+        kernels.decode_order(lens.long())
+
+
+def test_backend_orders_large_decode_batches_longest_first():
+    n = TritonAttentionBackend.ORDER_MIN_SEQS
+    backend = TritonAttentionBackend(torch.device("cpu"), torch.float32, 16)
+    lens = torch.randint(1, 500, (n,), dtype=torch.int32)
+    meta = _meta([1] * n, lens.tolist(), torch.zeros(n, 32, dtype=torch.int32),
+                 torch.arange(n + 1, dtype=torch.int32), lens, torch.zeros(n, dtype=torch.long))
+    order = backend.prepare(meta).extra["decode_order"]
+    assert sorted(order.tolist()) == list(range(n))
+    assert torch.all(lens[order][:-1] >= lens[order][1:])
+    small = _meta([1] * 4, [5] * 4, torch.zeros(4, 1, dtype=torch.int32),
+                  torch.arange(5, dtype=torch.int32), torch.full((4,), 5, dtype=torch.int32),
+                  torch.zeros(4, dtype=torch.long))
+    assert "decode_order" not in backend.prepare(small).extra  # under one wave: no sort
+    prefill = _meta([3] * n, [3] * n, meta.block_tables, meta.query_start_loc, lens,
+                    meta.slot_mapping)
+    assert "decode_order" not in backend.prepare(prefill).extra
+
+
 @pytest.mark.parametrize("num_splits", [1, 4])  # 1: no merge kernel
 def test_decode_empty_sequence_gives_zeros(num_splits):
     k_cache, v_cache, bt, _, sl = make_paged_batch([1, 1], [30, 1], 1, 16, 16, torch.float32)

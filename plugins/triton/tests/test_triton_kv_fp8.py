@@ -84,10 +84,10 @@ def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits, hkv, d):
 
 
 def test_decode_fp8_one_split_d64_tile_spans_several_tiles():
-    """The one-split float8 tile at head dims <= 64 (FP8_BLOCK_N_SINGLE_D64 tokens): contexts
-    over two of them, a ragged last tile."""
+    """The one-split float8 tile at head dim 64 (BLOCK_N_SINGLE tokens): contexts over two of
+    them, a ragged last tile."""
     da = importlib.import_module("litevllm_triton.kernels.decode_attention")  # the module
-    assert da.FP8_BLOCK_N_SINGLE_D64 * 2 < 600
+    assert da.BLOCK_N_SINGLE * 2 < 600
     h, hkv, d, bs, slens = 4, 2, 64, 16, [600, 257]
     k_cache, v_cache, bt, _, sl = _fp8_batch([1] * 2, slens, hkv, d, bs, 0.37, 2.5)
     spec = _spec(h, hkv, d, 0.37, 2.5)

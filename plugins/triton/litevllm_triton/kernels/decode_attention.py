@@ -9,6 +9,9 @@ launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves
 size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
 A float8 cache is read as int32 words converted to float16 in registers (dots in float16 for
 16-bit q), with k_scale folded into the softmax scale and v_scale applied to the partial output.
+An optional ``order`` (the batch's rows, longest context first: ``decode_order``) makes the GPU
+start the longest programs first, so that no long sequence runs alone at the end of the launch
+(list scheduling).
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (cdiv, check_attention_inputs, dot, f16_dots, is_pow2,
-                                             kv_operands, load_fp8_tile, next_pow2, padded_head_dim,
-                                             pdl_enabled, pdl_trigger, tanh)
+from litevllm_triton.kernels._common import (cdiv, check_attention_inputs, check_tensor, dot,
+                                             f16_dots, is_pow2, kv_operands, load_fp8_tile,
+                                             next_pow2, padded_head_dim, pdl_enabled, pdl_trigger,
+                                             tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -33,17 +37,19 @@ MAX_SPLITS = 64
 
 @triton.jit(do_not_specialize=["stride_bt"])  # block-table width: varies per eager step
 def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
-                         part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
+                         order_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
                          stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
                          stride_ot, stride_oh, num_heads, scale, v_scale, softcap, window,
                          GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
                          BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
                          USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
                          SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
-                         FP8: tl.constexpr, PDL: tl.constexpr):
+                         FP8: tl.constexpr, ORDERED: tl.constexpr, PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
-    b = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    kv_head = tl.program_id(0)  # a sequence's heads launch together
+    b = tl.program_id(1)
+    if ORDERED:  # launch rank -> batch row
+        b = tl.load(order_ptr + b).to(tl.int32)
     split = tl.program_id(2)
     num_splits = tl.num_programs(2)  # not a constexpr: one compiled kernel for every bucket
 
@@ -133,13 +139,41 @@ def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_o
              o.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
+@triton.jit(do_not_specialize=["n"])
+def _decode_order_kernel(seq_lens_ptr, order_ptr, n, BLOCK_I: tl.constexpr,
+                         BLOCK_J: tl.constexpr):
+    """order[rank(i)] = i, where rank(i) counts the rows longer than row i and the equal rows
+    before it: a stable longest-first sort by counting."""
+    offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_ok = offs_i < n
+    len_i = tl.load(seq_lens_ptr + offs_i, mask=i_ok, other=0)[:, None]
+    rank = tl.zeros([BLOCK_I], tl.int32)
+    for j0 in range(0, n, BLOCK_J):
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        len_j = tl.load(seq_lens_ptr + offs_j, mask=offs_j < n, other=-1)[None, :]
+        ahead = (len_j > len_i) | ((len_j == len_i) & (offs_j[None, :] < offs_i[:, None]))
+        rank += tl.sum(ahead.to(tl.int32), axis=1)
+    tl.store(order_ptr + rank, offs_i, mask=i_ok)
+
+
+def decode_order(seq_lens: torch.Tensor) -> torch.Tensor:
+    """The rows of a decode batch, longest context first (ties in row order), as int32: one
+    kernel, no host synchronisation (CUDA-graph safe). ``decode_attention(order=...)`` takes it."""
+    check_tensor("seq_lens", seq_lens, 1, dtypes=(torch.int32,))
+    n = seq_lens.shape[0]
+    order = torch.empty(n, dtype=torch.int32, device=seq_lens.device)
+    if n:
+        _decode_order_kernel[(cdiv(n, 32),)](seq_lens, order, n, BLOCK_I=32, BLOCK_J=256)
+    return order
+
+
 # tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
 # one split (large batches): twice the tokens per tile, head dims up to 128 (shared memory);
 # H200 sweep at 256 sequences: TinyLlama 91.7 -> 86.6 us, Qwen3-0.6B 278 -> 269 us
 BLOCK_N_SINGLE = 128
-# the one-split tile over float8 caches at head dims <= 64 (H200, TinyLlama b256: 80.9 -> 77.2 us)
-FP8_BLOCK_N_SINGLE_D64 = 256
+# (float8 caches too: with the longest-first order the 128-token tile beats 256 at head dim 64,
+# H200 TinyLlama b256 60.2 against 64.8 us)
 # float32 (exact IEEE products, for parity tests): half the tile, no pipelining (shared memory)
 FP32_BLOCK_N, FP32_NUM_STAGES = 32, 1
 
@@ -158,13 +192,16 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
                      sliding_window: int | None = None, logit_softcap: float | None = None,
                      out: torch.Tensor | None = None, num_splits: int | None = None,
-                     k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
+                     k_scale: float = 1.0, v_scale: float = 1.0,
+                     order: torch.Tensor | None = None) -> torch.Tensor:
     """One query token per sequence: q [B, H, D] over caches [num_blocks, block_size, Hkv, D]
     of q's dtype or float8 (holding k / k_scale, v / v_scale).
 
     block_tables [B, max_blocks] int32, seq_lens [B] int32 (including the current token;
     0 gives a zero output). ``num_splits`` (power of 2) defaults to a choice from static
-    shapes. Writes and returns ``out`` [B, H, D]. No host synchronisation.
+    shapes. ``order`` [B] (int32/int64, a permutation of the rows, longest context first)
+    sets the launch order; the output is the same. Writes and returns ``out`` [B, H, D]. No
+    host synchronisation.
     """
     out = check_attention_inputs(q, k_cache, v_cache, block_tables, seq_lens, seq_lens.shape[0],
                                  sliding_window, logit_softcap, out, k_scale, v_scale)
@@ -177,6 +214,12 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         num_splits = num_decode_splits(b, hkv, block_tables.shape[1] * page, d)
     if not is_pow2(num_splits):
         raise ValueError(f"num_splits must be a power of 2, got {num_splits}")
+    if b > 65535:  # CUDA's grid y limit
+        raise ValueError(f"decode batch of {b} sequences exceeds 65535")
+    if order is not None:
+        check_tensor("order", order, 1, dtypes=(torch.int32, torch.int64), device=dev)
+        if order.shape[0] != b:
+            raise ValueError(f"order has {order.shape[0]} entries for {b} sequences")
     if b == 0:
         return out
 
@@ -186,21 +229,21 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
     kc, vc, fp8 = kv_operands(k_cache, v_cache)
     if single and not fp32 and block_d <= 128:
-        block_n = FP8_BLOCK_N_SINGLE_D64 if fp8 and block_d <= 64 else BLOCK_N_SINGLE
+        block_n = BLOCK_N_SINGLE
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
                                               device=dev)
-    _decode_split_kernel[(b, hkv, num_splits)](
-        q, kc, vc, block_tables, seq_lens, part_m, part_l, part_acc, out,
+    _decode_split_kernel[(hkv, b, num_splits)](
+        q, kc, vc, block_tables, seq_lens, seq_lens if order is None else order, part_m, part_l, part_acc, out,
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
         GROUP=group, BLOCK_H=max(16, next_pow2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
-        F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, PDL=pdl_enabled(dev),
-        num_warps=NUM_WARPS,
+        F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, ORDERED=order is not None,
+        PDL=pdl_enabled(dev), num_warps=NUM_WARPS,
         num_stages=stages)
     if single:
         return out
