@@ -18,7 +18,8 @@ import triton
 from triton.testing import do_bench_cudagraph
 
 mod = importlib.import_module("litevllm_triton.kernels.decode_attention")  # the module
-ORDER_MIN_SEQS = importlib.import_module("litevllm_triton.backend").TritonAttentionBackend.ORDER_MIN_SEQS
+backend = importlib.import_module("litevllm_triton.backend")
+ORDER_MIN_SEQS = backend.TritonAttentionBackend.ORDER_MIN_SEQS  # the engine orders from here
 
 # name, batch, heads, kv heads, head dim, context low, high
 SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
@@ -48,9 +49,11 @@ def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16, fp8=
 def time_point(args, splits, ordered=False):
     q, k, v, bt, sl, _ = args
     out = torch.empty_like(q)
-    order = mod.decode_order(sl) if ordered else None  # the backend's, once a step
-    fn = lambda: mod.decode_attention(q, k, v, bt, sl, q.shape[-1] ** -0.5, out=out,  # noqa: E731
-                                      num_splits=splits, order=order)
+
+    def fn():  # ordered: the sort kernel is timed too (the engine runs it once a step, not
+        order = mod.decode_order(sl) if ordered else None  # once a layer: an upper bound)
+        mod.decode_attention(q, k, v, bt, sl, q.shape[-1] ** -0.5, out=out, num_splits=splits,
+                             order=order)
     fn()
     torch.cuda.synchronize()
     return do_bench_cudagraph(fn, rep=50) * 1e3  # µs
@@ -71,8 +74,8 @@ def main():
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     p.add_argument("--tiles", default=None, help="tiles to sweep, e.g. 128:4:3,64:4:1 "
                    "(tokens:warps:stages; overrides --quick)")
-    p.add_argument("--order", choices=("off", "on", "both"), default="off",
-                   help="launch rows longest context first (the engine's order at >= 32 rows)")
+    p.add_argument("--order", choices=("auto", "off", "on", "both"), default="auto",
+                   help="launch rows longest context first; auto: as the engine (>= 32 rows)")
     p.add_argument("--splits", default=None,
                    help="comma-separated split counts to sweep (default: 1, 2, 4, 8, 16 and the auto count)")
     a = p.parse_args()
@@ -97,7 +100,8 @@ def main():
         args = case(b, h, hkv, d, lo, hi, fp8=fp8)
         auto = mod.num_decode_splits(b, hkv, args[3].shape[1] * 16, d)
         results = []
-        orders = {"off": (False,), "on": (True,), "both": (False, True)}[a.order]
+        orders = {"auto": (b >= ORDER_MIN_SEQS,), "off": (False,), "on": (True,),
+                  "both": (False, True)}[a.order]
         for (bn, w, s), splits, ordered in itertools.product(tiles, split_counts(a, auto),
                                                              orders):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s

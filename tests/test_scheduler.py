@@ -34,6 +34,14 @@ class Driver:
         # async scheduling: (sampled seqs, their tokens) of the step advanced with placeholders
         self.async_scheduling, self.inflight = async_scheduling, None
 
+    def check_queue_order(self):
+        """shortest-first: preempted sequences first, then prompts by length (arrival order
+        within a length)."""
+        if self.sched.config.scheduling_policy == "shortest-first":
+            keys = [-1 if s.metrics.num_preemptions else s.num_prompt_tokens
+                    for s in self.sched.waiting]
+            assert keys == sorted(keys), keys
+
     def add(self, prompt, n, max_tokens) -> bool:
         try:
             self.sched.check_admissible(len(prompt), n)
@@ -61,6 +69,7 @@ class Driver:
         drafts = {s.seq_id: [self.token(s, j + 1) for j in range(draft_len)]
                   for s in self.sched.running if s.num_output_tokens} if draft_len else None
         batch = self.sched.schedule(lookahead, drafts)
+        self.check_queue_order()
         assert batch.num_tokens <= cfg.max_num_batched_tokens
         assert batch.num_steps == 1 or not batch.drafts
         running = self.sched.running
@@ -180,11 +189,12 @@ class Driver:
 class SchedulerMachine(RuleBasedStateMachine):
     @initialize(num_blocks=st.integers(3, 24), block_size=st.sampled_from([2, 4, 8]),
                 max_num_seqs=st.integers(1, 6), budget=st.integers(1, 48),
-                chunked=st.booleans(), caching=st.booleans(), async_scheduling=st.booleans())
+                chunked=st.booleans(), caching=st.booleans(), async_scheduling=st.booleans(),
+                policy=st.sampled_from(SCHEDULING_POLICIES))
     def setup(self, num_blocks, block_size, max_num_seqs, budget, chunked, caching,
-              async_scheduling):
+              async_scheduling, policy):
         self.eng = Driver(num_blocks, block_size, max_num_seqs, budget, chunked, caching,
-                          async_scheduling=async_scheduling)
+                          async_scheduling=async_scheduling, policy=policy)
 
     @rule(prefix=st.sampled_from(PREFIXES), tail=st.lists(st.integers(0, 20), min_size=1,
                                                           max_size=20),
@@ -216,6 +226,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def books_balance(self):
         if hasattr(self, "eng"):
             self.eng.check_books()
+            self.eng.check_queue_order()
 
     def teardown(self):
         if hasattr(self, "eng"):
@@ -275,6 +286,18 @@ def test_shortest_first_policy_orders_waiting_prompts():
     batch = eng.sched.schedule()            # position 8 needs a third block: `new` yields
     assert batch.preempted == [new]
     assert [s.token_ids[0] for s in eng.sched.waiting] == [1, 4, 6, 5, 3]
+    # a forked child (n > 1, never admitted from the queue itself) preempted: still first
+    forks = Driver(num_blocks=6, block_size=4, max_num_seqs=4, max_tokens_per_step=64,
+                   chunked=True, caching=False, policy="shortest-first")
+    forks.add([7] * 7, 3, 20)
+    while not any(s.index for s in forks.sched.running):
+        forks.step()
+    child = next(s for s in forks.sched.running if s.index)
+    forks.sched.preempt(child)
+    forks.add([8] * 5, 1, 4)
+    forks.add([9] * 2, 1, 4)
+    assert forks.sched.waiting[0] is child
+    forks.check_queue_order()
     fcfs = Driver(4, 4, 4, 64, True, False)
     for prompt in ([3] * 9, [4] * 2):
         fcfs.add(prompt, 1, 4)
@@ -292,6 +315,11 @@ def test_shortest_first_engine_gives_the_same_tokens(llama_dir):
         got = llm.generate([{"prompt_token_ids": p} for p in prompts],
                            SP(max_tokens=6, temperature=0.0), use_tqdm=False)
         outs[policy] = [o.outputs[0].token_ids for o in got]
+        started = [o.metrics.first_scheduled_time for o in got]
+        by_start = sorted(range(len(prompts)), key=started.__getitem__)
+        want = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) \
+            if policy == "shortest-first" else list(range(len(prompts)))
+        assert by_start == want
     assert outs["fcfs"] == outs["shortest-first"]
 
 

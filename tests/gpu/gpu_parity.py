@@ -25,8 +25,8 @@ TOP = 5             # logprobs returned per position besides the chosen token's
 
 def generate(path, prompts, max_tokens, dtype, kernels="auto", **options):
     """Greedy outputs (``CompletionOutput`` with logprobs) and the engine."""
-    llm = LLM(str(path), kernels=kernels, dtype=dtype, max_num_seqs=8,
-              gpu_memory_utilization=0.3, **options)
+    llm = LLM(str(path), kernels=kernels, dtype=dtype,
+              **{"max_num_seqs": 8, "gpu_memory_utilization": 0.3, **options})
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, logprobs=TOP)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
     for out in outs:

@@ -12,6 +12,8 @@ from gpu_parity import (Bf16Check, assert_triton_ran, check_float32, generate,  
                         same_until_tie)
 from transformers import LlamaConfig, MistralConfig, Qwen3Config  # noqa: E402
 
+from litevllm import SamplingParams  # noqa: E402
+
 VOCAB = 2048
 COMMON = dict(vocab_size=VOCAB, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
               num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
@@ -90,3 +92,47 @@ def test_multi_step_decode_matches_single_step(checkpoint):
     _, multi = generate(checkpoint[0], PROMPTS, 40, "bfloat16", num_scheduler_steps=8)
     _, single = generate(checkpoint[0], PROMPTS, 40, "bfloat16", num_scheduler_steps=1)
     assert [o.token_ids for o in multi] == [o.token_ids for o in single]
+
+
+def test_ordered_decode_graphs_match_eager_torch_ops(checkpoint):
+    """Decode batches of >= 32 sequences launch longest context first (the Triton backend's
+    prepare(), captured with each decode graph): 40 prompts of mixed lengths, float32, give
+    the tokens of the eager torch-ops engine."""
+    from litevllm_triton.backend import TritonAttentionBackend
+    g = torch.Generator().manual_seed(2)
+    ps = [torch.randint(3, VOCAB, (n,), generator=g).tolist()
+          for n in torch.randint(4, 200, (40,), generator=g).tolist()]
+    llm, graphs = generate(checkpoint[0], ps, 24, "float32", max_num_seqs=64)
+    runner = llm.engine.runner
+    assert runner.attn.prepare_in_graph
+    assert max(runner.graphs) >= TritonAttentionBackend.ORDER_MIN_SEQS
+    del llm, runner
+    _, ref = generate(checkpoint[0], ps, 24, "float32", kernels="torch", enforce_eager=True,
+                      max_num_seqs=64)
+    for prompt, got, want in zip(ps, graphs, ref):
+        same_until_tie(got.token_ids, want, f"prompt of {len(prompt)} tokens")
+
+
+@pytest.mark.parametrize("in_graph", [True, False])
+def test_prepare_in_graph_replays_with_each_step(checkpoint, monkeypatch, in_graph):
+    """``prepare_in_graph``: the decode graphs capture the backend's prepare(), so its device
+    work runs at every replay; without it, prepare() runs before the capture only."""
+    from litevllm_triton.backend import TritonAttentionBackend
+    calls = torch.zeros((), dtype=torch.int64, device="cuda")
+    prepare = TritonAttentionBackend.prepare
+
+    def counting(self, meta):
+        calls.add_(1)  # device work: replayed only where captured
+        return prepare(self, meta)
+    monkeypatch.setattr(TritonAttentionBackend, "prepare", counting)
+    monkeypatch.setattr(TritonAttentionBackend, "prepare_in_graph", in_graph)
+    llm, _ = generate(checkpoint[0], [PROMPTS[0]], 1, "bfloat16")  # start-up + one prefill
+    assert llm.engine.runner.graphs
+    before = int(calls)
+    out = llm.generate([{"prompt_token_ids": PROMPTS[1]}],
+                       SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    assert len(out[0].outputs[0].token_ids) == 20
+    if in_graph:  # 19 decode steps replayed, each running prepare()
+        assert int(calls) - before >= 19
+    else:  # at most the prefill and one decode step outside the graphs
+        assert int(calls) - before <= 2

@@ -70,6 +70,9 @@ class AttentionBackend:
     name = "base"
     # cache dtypes the backend can store besides the model's (e.g. torch.float8_e4m3fn)
     kv_cache_dtypes: tuple = ()
+    # True: the decode CUDA graphs capture prepare() with the forward, so its device work
+    # replays every step (API 1.2); False: it runs once, before the capture
+    prepare_in_graph: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
                  kv_cache_dtype: torch.dtype | None = None):
@@ -87,9 +90,9 @@ class AttentionBackend:
                            dtype=self.kv_cache_dtype, device=self.device)
 
     def prepare(self, meta: AttentionMetadata) -> AttentionMetadata:
-        """Hook to add backend-private buffers to ``meta.extra`` once per step. For CUDA-graph
-        decode steps it runs inside the capture, so its device work replays with each step:
-        it must not read per-step values on the host."""
+        """Hook to add backend-private buffers to ``meta.extra`` once per step. With
+        ``prepare_in_graph`` the decode graphs capture it, so its device work replays with each
+        step; it must then not read per-step values on the host."""
         return meta
 
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

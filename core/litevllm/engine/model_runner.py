@@ -256,10 +256,11 @@ class ModelRunner:
             "tables": torch.zeros(m, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
         }
 
-    def _graph_forward(self, bs: int) -> torch.Tensor:
+    def _graph_forward(self, bs: int, meta: AttentionMetadata | None = None) -> torch.Tensor:
         """The decode step a graph of batch ``bs`` holds: logits from the graph buffers."""
         buf = self.graph_buffers
-        meta = self.attn.prepare(self._graph_meta(bs))
+        if meta is None:
+            meta = self.attn.prepare(self._graph_meta(bs))
         return self.model.compute_logits(self.model(buf["ids"][:bs], buf["pos"][:bs],
                                                     self.kv_caches, meta))
 
@@ -297,11 +298,13 @@ class ModelRunner:
         pool = None
         for bs in reversed(graph_buckets(self.max_num_seqs)):
             t1 = time.perf_counter()
-            self._graph_forward(bs)  # one eager run first: compiles outside the capture
+            # prepare() inside the capture replays with every step, else it runs once here
+            meta = None if self.attn.prepare_in_graph else self.attn.prepare(self._graph_meta(bs))
+            self._graph_forward(bs, meta)  # one eager run first: compiles outside the capture
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):  # prepare() inside: it runs every replay
-                logits = self._graph_forward(bs)
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self._graph_forward(bs, meta)
             pool = graph.pool()
             self.graphs[bs] = (graph, logits)
             log.debug("start-up: graph for batch %d captured in %.2f s", bs,

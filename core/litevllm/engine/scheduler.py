@@ -92,7 +92,7 @@ def plain_sampling(seq: Sequence) -> bool:
 
 def _wait_key(seq: Sequence) -> int:
     """Shortest-first queue order: preempted sequences (at the front) before new prompts."""
-    return -1 if seq.metrics.first_scheduled_time is not None else seq.num_prompt_tokens
+    return -1 if seq.metrics.num_preemptions else seq.num_prompt_tokens
 
 
 def multi_step_ok(seq: Sequence) -> bool:

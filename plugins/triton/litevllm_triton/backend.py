@@ -20,6 +20,7 @@ class TritonAttentionBackend(AttentionBackend):
     """
 
     name = "triton"
+    prepare_in_graph = True  # the launch order is sorted on the device every step
     # decode batches of at least this many sequences launch longest context first
     ORDER_MIN_SEQS = 32
     supports_cuda_graphs = True

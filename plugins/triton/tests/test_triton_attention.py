@@ -97,6 +97,11 @@ def test_decode_launch_order_keeps_outputs(case, num_splits):
         got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
                                        num_splits=num_splits, order=order)
         assert torch.equal(got, want)
+    if num_splits == 1:  # the kernel reads its rows from ``order``: only row 2 is written
+        got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
+                                       out=torch.full_like(q, float("nan")), num_splits=1,
+                                       order=torch.full((len(lens),), 2))
+        assert torch.equal(got[2], want[2]) and got[[0, 1, 3, 4, 5]].isnan().all()
     with pytest.raises(ValueError, match="order has 5 entries for 6 sequences"):
         kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, order=order[:5])
     with pytest.raises(ValueError, match="order"):

@@ -7,5 +7,5 @@ from litevllm_triton.kernels.rms_norm import rms_norm
 from litevllm_triton.kernels.rotary import rotary_embedding
 from litevllm_triton.kernels.sampling import sample
 
-__all__ = ["decode_attention", "decode_order", "gelu_tanh_and_mul", "prefill_attention", "reshape_and_cache",
-           "rms_norm", "rotary_embedding", "sample", "silu_and_mul"]
+__all__ = ["decode_attention", "decode_order", "gelu_tanh_and_mul", "prefill_attention",
+           "reshape_and_cache", "rms_norm", "rotary_embedding", "sample", "silu_and_mul"]

@@ -46,12 +46,13 @@ def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_
                          SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
                          FP8: tl.constexpr, ORDERED: tl.constexpr, PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
-    kv_head = tl.program_id(0)  # a sequence's heads launch together
-    b = tl.program_id(1)
+    num_kv_heads = num_heads // GROUP
+    kv_head = tl.program_id(0) % num_kv_heads  # a sequence's heads launch together
+    b = tl.program_id(0) // num_kv_heads
     if ORDERED:  # launch rank -> batch row
         b = tl.load(order_ptr + b).to(tl.int32)
-    split = tl.program_id(2)
-    num_splits = tl.num_programs(2)  # not a constexpr: one compiled kernel for every bucket
+    split = tl.program_id(1)
+    num_splits = tl.num_programs(1)  # not a constexpr: one compiled kernel for every bucket
 
     seq_len = tl.load(seq_lens_ptr + b)
     kv_lo = seq_len * 0
@@ -214,8 +215,6 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         num_splits = num_decode_splits(b, hkv, block_tables.shape[1] * page, d)
     if not is_pow2(num_splits):
         raise ValueError(f"num_splits must be a power of 2, got {num_splits}")
-    if b > 65535:  # CUDA's grid y limit
-        raise ValueError(f"decode batch of {b} sequences exceeds 65535")
     if order is not None:
         check_tensor("order", order, 1, dtypes=(torch.int32, torch.int64), device=dev)
         if order.shape[0] != b:
@@ -234,8 +233,9 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
                                               device=dev)
-    _decode_split_kernel[(hkv, b, num_splits)](
-        q, kc, vc, block_tables, seq_lens, seq_lens if order is None else order, part_m, part_l, part_acc, out,
+    _decode_split_kernel[(b * hkv, num_splits)](
+        q, kc, vc, block_tables, seq_lens, seq_lens if order is None else order, part_m, part_l,
+        part_acc, out,
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
