@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from litevllm.config import SCHEDULING_POLICIES, SchedulerConfig
+from litevllm.config import AGING_TOKENS_PER_S, SCHEDULING_POLICIES, SchedulerConfig
 from litevllm.engine.block_manager import block_hash
-from litevllm.engine.scheduler import PLACEHOLDER, Scheduler
+from litevllm.engine.scheduler import PLACEHOLDER, Scheduler, wait_key
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.sampling_params import SamplingParams
 
@@ -38,8 +38,7 @@ class Driver:
         """shortest-first: preempted sequences first, then prompts by length (arrival order
         within a length)."""
         if self.sched.config.scheduling_policy == "shortest-first":
-            keys = [-1 if s.metrics.num_preemptions else s.num_prompt_tokens
-                    for s in self.sched.waiting]
+            keys = [wait_key(s) for s in self.sched.waiting]
             assert keys == sorted(keys), keys
 
     def add(self, prompt, n, max_tokens) -> bool:
@@ -302,6 +301,19 @@ def test_shortest_first_policy_orders_waiting_prompts():
     for prompt in ([3] * 9, [4] * 2):
         fcfs.add(prompt, 1, 4)
     assert [s.token_ids[0] for s in fcfs.sched.waiting] == [3, 4]
+
+
+def test_shortest_first_ages_waiting_prompts():
+    """A prompt of L tokens lets later, shorter prompts go first for at most L / AGING s."""
+    eng = Driver(num_blocks=64, block_size=4, max_num_seqs=1, max_tokens_per_step=8,
+                 chunked=True, caching=False, max_model_len=256, policy="shortest-first")
+    long_wait = 200 / AGING_TOKENS_PER_S
+    for first, age in ((1, 0.5 * long_wait), (2, 2 * long_wait)):
+        eng.sched.waiting.clear()
+        assert eng.add([first] * 200, 1, 4)
+        eng.sched.waiting[0].metrics.arrival_time -= age  # arrived `age` seconds ago
+        assert eng.add([9] * 10, 1, 4)
+        assert [s.token_ids[0] for s in eng.sched.waiting] == ([9, 1] if first == 1 else [2, 9])
 
 
 def test_shortest_first_engine_gives_the_same_tokens(llama_dir):

@@ -18,6 +18,9 @@ _DTYPES = {"auto": None, "float32": "float32", "float": "float32", "fp32": "floa
 
 
 SCHEDULING_POLICIES = ("fcfs", "shortest-first")
+# shortest-first ages: a second of waiting counts as this many prompt tokens, so a prompt of L
+# tokens lets later, shorter prompts go first for at most L / AGING_TOKENS_PER_S seconds
+AGING_TOKENS_PER_S = 1000
 _KV_CACHE_DTYPES = {"auto": None, "fp8": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn"}
 
 
@@ -129,10 +132,12 @@ class SchedulerConfig:
         None, "Schedule the next step while the device runs this one; default: on with CUDA.",
         flags=("--async-scheduling/--no-async-scheduling",))
     # shortest-first lowers the median time to first token of a burst (the prompt work ahead of
-    # a request shrinks); a long prompt can wait behind a steady stream of shorter ones
+    # a request shrinks); aging bounds how long later, shorter prompts can overtake a long one
     scheduling_policy: str = opt(
         "fcfs", "Order of waiting requests: fcfs (arrival), or shortest-first (shortest prompt "
-                "first; preempted requests still resume first).", choices=SCHEDULING_POLICIES)
+                f"first; a prompt lets later, shorter ones overtake it for at most "
+                f"{1000 / AGING_TOKENS_PER_S:g} ms per token; preempted requests still resume "
+                f"first).", choices=SCHEDULING_POLICIES)
 
 
 @attrs.define

@@ -4,8 +4,9 @@ applies the step's sampled tokens (advances, forks, commits or rolls back blocks
 
 Each step spends one token budget: running sequences first (decodes, unfinished prefill
 chunks), oldest first, then waiting ones, in arrival order or (``scheduling_policy``
-"shortest-first") shortest prompt first. When blocks run out, the newest running sequences
-are preempted: their blocks are freed and they return to the front of the queue.
+"shortest-first") shortest prompt first, with aging (``wait_key``). When blocks run out, the
+newest running sequences are preempted: their blocks are freed and they return to the front of
+the queue.
 
 A request with n > 1 runs as one sequence until its prompt is computed, then forks into n: it
 counts as n sequences against ``max_num_seqs`` from admission, the step that completes its
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Callable
 
-from litevllm.config import SchedulerConfig
+from litevllm.config import AGING_TOKENS_PER_S, SchedulerConfig
 from litevllm.engine.block_manager import BlockManager
 from litevllm.engine.request_check import check_prompt_length
 from litevllm.engine.sequence import Sequence, SeqStatus
@@ -90,9 +91,12 @@ def plain_sampling(seq: Sequence) -> bool:
         and not p.frequency_penalty and seq.num_output_tokens >= p.min_tokens
 
 
-def _wait_key(seq: Sequence) -> int:
-    """Shortest-first queue order: preempted sequences (at the front) before new prompts."""
-    return -1 if seq.metrics.num_preemptions else seq.num_prompt_tokens
+def wait_key(seq: Sequence) -> float:
+    """Shortest-first queue order: preempted sequences first, then prompts by length plus an
+    arrival-time term (aging; within a burst, shortest first)."""
+    if seq.metrics.num_preemptions:
+        return float("-inf")
+    return seq.num_prompt_tokens + AGING_TOKENS_PER_S * seq.metrics.arrival_time
 
 
 def multi_step_ok(seq: Sequence) -> bool:
@@ -135,8 +139,8 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         if self.config.scheduling_policy == "fcfs":
             self.waiting.append(seq)
-        else:  # shortest-first: the queue stays sorted by _wait_key
-            self.waiting.insert(bisect_right(self.waiting, _wait_key(seq), key=_wait_key), seq)
+        else:  # shortest-first: the queue stays sorted by wait_key
+            self.waiting.insert(bisect_right(self.waiting, wait_key(seq), key=wait_key), seq)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
