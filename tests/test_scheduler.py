@@ -9,7 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from litevllm.config import AGING_TOKENS_PER_S, SCHEDULING_POLICIES, SchedulerConfig
 from litevllm.engine.block_manager import block_hash
-from litevllm.engine.scheduler import PLACEHOLDER, Scheduler, wait_key
+from litevllm.engine.scheduler import PLACEHOLDER, Scheduler
 from litevllm.engine.sequence import Sequence, SeqStatus
 from litevllm.sampling_params import SamplingParams
 
@@ -35,13 +35,15 @@ class Driver:
         self.async_scheduling, self.inflight = async_scheduling, None
 
     def check_queue_order(self):
-        """shortest-first: preempted sequences first, then prompts by length (arrival order
-        within a length)."""
+        """shortest-first: preempted sequences first, then prompts by length plus
+        AGING_TOKENS_PER_S times their arrival time (written out here, apart from wait_key)."""
         if self.sched.config.scheduling_policy == "shortest-first":
-            keys = [wait_key(s) for s in self.sched.waiting]
+            keys = [float("-inf") if s.metrics.num_preemptions
+                    else s.num_prompt_tokens + AGING_TOKENS_PER_S * s.metrics.arrival_time
+                    for s in self.sched.waiting]
             assert keys == sorted(keys), keys
 
-    def add(self, prompt, n, max_tokens) -> bool:
+    def add(self, prompt, n, max_tokens, arrival=None) -> bool:
         try:
             self.sched.check_admissible(len(prompt), n)
         except ValueError:
@@ -49,6 +51,8 @@ class Driver:
         rid, self.admitted = self.admitted, self.admitted + 1
         self.next_id += 1
         s = Sequence(self.next_id, rid, prompt, SamplingParams(n=n, max_tokens=max_tokens), 0)
+        if arrival is not None:  # monotonic seconds (default: now)
+            s.metrics.arrival_time = arrival
         self.requests[rid] = [s]
         self.sched.add(s)
         return True
@@ -273,12 +277,12 @@ def test_shortest_first_policy_orders_waiting_prompts():
     preempted sequence still resumes before any new prompt."""
     eng = Driver(num_blocks=4, block_size=4, max_num_seqs=4, max_tokens_per_step=64,
                  chunked=True, caching=False, policy="shortest-first")
-    eng.add([1] * 7, 1, 20)
-    eng.add([2] * 6, 1, 20)
+    eng.add([1] * 7, 1, 20, arrival=0.0)    # one arrival time: no aging between them
+    eng.add([2] * 6, 1, 20, arrival=0.0)
     eng.step()                              # both prefilled: 2 blocks each, cache full
     eng.step()
     for prompt in ([3] * 9, [4] * 2, [5] * 5, [6] * 2):
-        eng.add(prompt, 1, 4)
+        eng.add(prompt, 1, 4, arrival=0.0)
     assert [s.token_ids[0] for s in eng.sched.waiting] == [4, 6, 5, 3]
     old, new = eng.sched.running            # the 6-token prompt was admitted first
     assert old.token_ids[0] == 2
@@ -293,8 +297,8 @@ def test_shortest_first_policy_orders_waiting_prompts():
         forks.step()
     child = next(s for s in forks.sched.running if s.index)
     forks.sched.preempt(child)
-    forks.add([8] * 5, 1, 4)
-    forks.add([9] * 2, 1, 4)
+    forks.add([8] * 5, 1, 4, arrival=0.0)
+    forks.add([9] * 2, 1, 4, arrival=0.0)
     assert forks.sched.waiting[0] is child
     forks.check_queue_order()
     fcfs = Driver(4, 4, 4, 64, True, False)
@@ -304,16 +308,16 @@ def test_shortest_first_policy_orders_waiting_prompts():
 
 
 def test_shortest_first_ages_waiting_prompts():
-    """A prompt of L tokens lets later, shorter prompts go first for at most L / AGING s."""
-    eng = Driver(num_blocks=64, block_size=4, max_num_seqs=1, max_tokens_per_step=8,
-                 chunked=True, caching=False, max_model_len=256, policy="shortest-first")
-    long_wait = 200 / AGING_TOKENS_PER_S
-    for first, age in ((1, 0.5 * long_wait), (2, 2 * long_wait)):
-        eng.sched.waiting.clear()
-        assert eng.add([first] * 200, 1, 4)
-        eng.sched.waiting[0].metrics.arrival_time -= age  # arrived `age` seconds ago
-        assert eng.add([9] * 10, 1, 4)
-        assert [s.token_ids[0] for s in eng.sched.waiting] == ([9, 1] if first == 1 else [2, 9])
+    """A prompt of l tokens arriving after one of L tokens goes first only if it arrives less
+    than (L - l) / AGING seconds later; the scheduler admits the queue's head."""
+    margin = (200 - 10) / AGING_TOKENS_PER_S
+    for later_by, short_first in ((0.9 * margin, True), (1.1 * margin, False)):
+        eng = Driver(num_blocks=64, block_size=4, max_num_seqs=1, max_tokens_per_step=256,
+                     chunked=True, caching=False, max_model_len=256, policy="shortest-first")
+        assert eng.add([1] * 200, 1, 4, arrival=100.0)
+        assert eng.add([2] * 10, 1, 4, arrival=100.0 + later_by)
+        batch = eng.sched.schedule()  # max_num_seqs 1: the head alone is admitted
+        assert [s.token_ids[0] for s in batch.seqs] == ([2] if short_first else [1])
 
 
 def test_shortest_first_engine_gives_the_same_tokens(llama_dir):

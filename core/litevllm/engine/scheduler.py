@@ -93,7 +93,8 @@ def plain_sampling(seq: Sequence) -> bool:
 
 def wait_key(seq: Sequence) -> float:
     """Shortest-first queue order: preempted sequences first, then prompts by length plus an
-    arrival-time term (aging; within a burst, shortest first)."""
+    arrival-time term (aging; within a burst, shortest first). The arrival is the request's
+    creation, so time spent compiling its grammar counts as waiting."""
     if seq.metrics.num_preemptions:
         return float("-inf")
     return seq.num_prompt_tokens + AGING_TOKENS_PER_S * seq.metrics.arrival_time
