@@ -323,7 +323,8 @@ def test_shortest_first_ages_waiting_prompts():
 def test_shortest_first_engine_gives_the_same_tokens(llama_dir):
     """The policy changes when prompts run, not what they produce (greedy, the real engine)."""
     from litevllm import LLM, SamplingParams as SP
-    prompts = [[5, 9, 13] * k for k in (20, 1, 10, 4)]  # 60, 3, 30, 12 tokens: aging needs 18+ ms to reorder
+    # 60, 3, 30 and 12 tokens: aging would need a submission 18+ ms slow to reorder them
+    prompts = [[5, 9, 13] * k for k in (20, 1, 10, 4)]
     outs = {}
     for policy in SCHEDULING_POLICIES:
         llm = LLM(str(llama_dir), block_size=8, max_num_seqs=2, max_num_batched_tokens=16,
