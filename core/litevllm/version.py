@@ -2,4 +2,5 @@ __version__ = "0.1.0"
 # The contract plugins are written against. Minor: additions only. Major: breaking changes.
 # 1.1: fused_moe(shared=, shared_gate=, shared_experts=), fused_moe_with_shared,
 # shared_expert_slots, FusedMoE(shared_experts=, shared_prefix=), AttentionBackend.forward(out=)
+# 1.2: AttentionBackend.prepare_in_graph
 PLUGIN_API_VERSION = "1.2"
