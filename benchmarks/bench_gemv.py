@@ -3,7 +3,7 @@
     python benchmarks/bench_gemv.py --out results/gemv.jsonl --table gemv_table.json
     LITEVLLM_GEMV=0 python benchmarks/bench_gemv.py --engine tinyllama-1.1b   # decode ms/step
 
-For each weight shape and row count M in 1, 2, 4, 8, 16 it times cuBLAS (``F.linear``; gated
+For each weight shape and row count M in 1, 2, 4, 8, 16 (and 32, 64) it times cuBLAS (``F.linear``; gated
 shapes: ``F.linear`` + the Triton ``silu_and_mul``, today's path) and every candidate tile, each
 as a CUDA graph of back-to-back calls over enough weight copies to defeat the L2 cache (the
 engine's decode situation), checks each candidate against ``F.linear`` in float32. Candidates
@@ -50,13 +50,19 @@ L2_DEFEAT_BYTES = 320 << 20
 
 
 def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
-    """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4;
-    split-K counts that give 1-16 programs per SM (132 SMs). ``wide`` adds 8-warp tiles (twice
-    the register tile, 2 or 4 stages) and 4-stage tl.dot tiles."""
+    """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4,
+    taller tl.dot tiles (BM 32, 64) past 16 rows; split-K counts that give 1-16 programs per SM
+    (132 SMs). ``wide`` adds 8-warp tiles (twice the register tile, 2 or 4 stages) and 4-stage
+    tl.dot tiles."""
     cols = n // 2 if gated else n
     stages = (3, 4, 5) if wide else (3, 5)
     tiles = [dict(DOT=True, BM=16, BN=bn, BK=bk, num_stages=st, num_warps=4)
              for bn in (16, 32, 64) for bk in (128, 256) for st in stages]
+    if m > 16:
+        tiles += [dict(DOT=True, BM=bm, BN=bn, BK=bk, num_stages=st, num_warps=warps)
+                  for bm in (32, 64) if bm <= triton.next_power_of_2(m)
+                  for bn in (32, 64, 128) for bk in (64, 128) for st in (3, 4)
+                  for warps in ((4, 8) if bm * bn >= 64 * 64 else (4,))]
     if m <= 4:
         bm = triton.next_power_of_2(m)
         for warps in (4, 8) if wide else (4,):
@@ -176,7 +182,8 @@ def main():
     ap.add_argument("--out", default="gemv_sweep.jsonl")
     ap.add_argument("--table", help="write the winners here (JSON)")
     ap.add_argument("--models", default=",".join(SHAPES))
-    ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)))
+    ap.add_argument("--m", default=",".join(map(str, M_BUCKETS)),
+                    help="row counts to sweep (the table's buckets)")
     ap.add_argument("--shapes", help="only these shape names (qkv,o,gate_up,down,lm_head)")
     ap.add_argument("--wide", action="store_true",
                     help="more candidates: 8-warp register tiles (2 or 4 stages), 4-stage tl.dot tiles")

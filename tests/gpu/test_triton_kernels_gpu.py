@@ -260,7 +260,7 @@ def test_one_compiled_variant_serves_every_batch_shape(monkeypatch):
         return do_compile(fn, *args, **kwargs)
     monkeypatch.setattr(JITFunction, "_do_compile", counting)
     dtype = torch.bfloat16
-    # group 8 and >= 16 query rows keep the prefill tile (BLOCK_M 128) the same in every case
+    # group 8 and >= 8 query rows keep the prefill tile (BLOCK_M 64) the same in every case
     shapes = [([16], [16]), ([64, 48], [64, 80]), ([32] * 16, [256] * 16),
               ([17, 40, 33], [17, 90, 300])]
     for i, (query_lens, seq_lens) in enumerate(shapes):

@@ -12,7 +12,8 @@ DTYPES = [torch.float32, torch.float16]
 CONFIGS = [dict(DOT=False, BM=1, BN=8, BK=32, SPLIT_K=1),
            dict(DOT=False, BM=4, BN=4, BK=64, SPLIT_K=3),  # uneven: 100 = 64 + 36
            dict(DOT=True, BM=16, BN=16, BK=32, SPLIT_K=2),
-           dict(DOT=True, BM=16, BN=32, BK=16, SPLIT_K=1)]
+           dict(DOT=True, BM=16, BN=32, BK=16, SPLIT_K=1),
+           dict(DOT=True, BM=32, BN=16, BK=32, SPLIT_K=2)]  # decode batches of 17..64 rows
 
 
 def want(x, w, b, act):
@@ -25,7 +26,8 @@ def want(x, w, b, act):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{'dot' if c['DOT'] else 'fma'}"
                          f"{c['BM']}x{c['BN']}x{c['BK']}s{c['SPLIT_K']}")
 @pytest.mark.parametrize("m,act,bias", [(1, None, False), (3, None, True), (5, None, False),
-                                        (1, "silu", False), (2, "gelu_tanh", True)])
+                                        (1, "silu", False), (2, "gelu_tanh", True),
+                                        (40, "silu", True)])
 def test_gemv_matches_torch(dtype, cfg, m, act, bias):
     x = torch.randn(m, 100, dtype=dtype)
     w = torch.randn(2 * 36, 100, dtype=dtype) / 8
@@ -44,7 +46,7 @@ def test_gemv_strided_rows():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: gemv(torch.randn(17, 8), torch.randn(4, 8), None, CONFIGS[0]), "1..16 rows"),
+    (lambda: gemv(torch.randn(65, 8), torch.randn(4, 8), None, CONFIGS[0]), "1..64 rows"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 9), None, CONFIGS[0]), "K=8"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8).half(), None, CONFIGS[0]), "share"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(5, 8), None, CONFIGS[0], "silu"), "even"),
@@ -60,13 +62,14 @@ def test_gemv_rejects_bad_inputs(call, match):
 @pytest.fixture
 def table(monkeypatch):
     """A tuned entry for [*, 64] x [48, 64] on the CPU (the interpreter's device)."""
-    entry = {"1": CONFIGS[0], "2": None, "4": CONFIGS[1], "8": CONFIGS[2], "16": CONFIGS[3]}
+    entry = {"1": CONFIGS[0], "2": None, "4": CONFIGS[1], "8": CONFIGS[2], "16": CONFIGS[3],
+             "64": CONFIGS[4]}
     t = {gemv_table.table_key("linear", 48, 64): entry,
          gemv_table.table_key("gated", 24, 64): entry}
     monkeypatch.setattr(gemv_table, "_load", lambda device: t)
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 7, 16, 17])
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 16, 17, 33, 64, 65])
 def test_ops_use_the_table_and_match_torch(table, m, monkeypatch):
     calls = []
     real = ops.gemv
@@ -76,7 +79,8 @@ def test_ops_use_the_table_and_match_torch(table, m, monkeypatch):
     for act in ("silu", "gelu_tanh"):
         torch.testing.assert_close(ops.gated_linear(x, w, b, act), ref.gated_linear(x, w, b, act),
                                    **TOL[torch.float32])
-    used = m in (1, 3, 7, 16)  # bucket 2 is null (cuBLAS) and 17 rows are past the GEMV
+    # bucket 2 is null (cuBLAS), 32 has no entry (cuBLAS) and 65 rows are past the GEMV
+    used = m in (1, 3, 7, 16, 33, 64)
     assert len(calls) == (3 if used else 0)
 
 
