@@ -4,6 +4,8 @@
 
 ``--sleep`` waits after start-up before timing (background work of the start-up settles);
 ``--trace`` writes the profiled prefill's Chrome trace (host ops and kernels on one timeline).
+The last line splits the profiled prefill's wall time: host time before the first kernel, GPU
+busy time, GPU idle gaps between kernels (the largest listed), host time after the last kernel.
 """
 import argparse
 import time
@@ -47,7 +49,32 @@ time.sleep(args.sleep)
 walls = [prefill(i) for i in range(args.reps)]
 print(f"prefill {n}: wall ms {[w for w, _ in walls]}; steps of the last {walls[-1][1]}")
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-    prefill(99)
+    with torch.profiler.record_function("prefill_wall"):
+        prefill(99)
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60))
 if args.trace:
     prof.export_chrome_trace(args.trace)
+
+
+def timeline(events) -> dict:
+    """Where the profiled prefill's wall time went (µs), from its kernels' start and end times."""
+    wall = next(e for e in events if e.name == "prefill_wall" and e.device_type.name == "CPU")
+    a, b = wall.time_range.start, wall.time_range.end
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events
+                     if e.device_type.name == "CUDA" and a <= e.time_range.start <= b)
+    if not kernels:
+        return {"wall_us": round(b - a), "kernels": 0}
+    busy, gaps, end = 0.0, [], kernels[0][0]
+    for s0, e0 in kernels:
+        if s0 > end:
+            gaps.append(s0 - end)
+        busy += max(0.0, e0 - max(s0, end))
+        end = max(end, e0)
+    return {"wall_us": round(b - a), "before_first_kernel_us": round(kernels[0][0] - a),
+            "gpu_busy_us": round(busy), "gpu_idle_between_us": round(sum(gaps)),
+            "largest_gaps_us": [round(g) for g in sorted(gaps)[-5:][::-1]],
+            "after_last_kernel_us": round(b - end), "kernels": len(kernels)}
+
+
+print("timeline", timeline(prof.events()))
+
