@@ -159,20 +159,22 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=io_ok)
 
 
-def _config(block_d: int, group: int, max_query_len: int,
-            fp32: bool = False) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim. Head dims up to 128:
-    the best tile of ``benchmarks/tune_prefill_attention.py`` on an H200 (bf16, 2,048-token and
-    4 x 512-token prompts; head dim 64 and 128, GQA groups 2-8). Wider heads keep the H100's
-    8-warp tile. float32 (exact IEEE products, for parity tests) takes smaller tiles,
-    unpipelined, to fit in shared memory."""
-    tuned = not fp32 and block_d <= 128
+def _config(block_d: int, group: int, max_query_len: int, fp32: bool = False,
+            fp8: bool = False) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim. 16-bit caches with head
+    dims up to 128: the best tile of ``benchmarks/tune_prefill_attention.py`` on an H200 (bf16,
+    2,048-token and 4 x 512-token prompts; head dim 64 and 128, GQA groups 2-8). Float8 caches
+    (the new tile lost 10% on Qwen3's shape there) and wider heads keep the H100's 8-warp tile.
+    float32 (exact IEEE products, for parity tests) takes smaller tiles, unpipelined, to fit in
+    shared memory."""
+    tuned = not fp32 and not fp8 and block_d <= 128
     # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
     block_m = min(64 if fp32 or tuned else 128, max(16, next_pow2(max_query_len * group)))
     block_m = max(block_m, next_pow2(group))
     if tuned:
         return block_m, 64, 4, 2
-    return block_m, 32 if fp32 else 64, 8 if block_m >= 64 else 4, 1 if fp32 else 3
+    block_n = 32 if fp32 else 128 if block_d == 128 else 64
+    return block_m, block_n, 8 if block_m >= 64 else 4, 1 if fp32 else 3
 
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -204,7 +206,8 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     block_d = padded_head_dim(d)
     kc, vc, fp8 = kv_operands(k_cache, v_cache)
     fp32 = q.dtype == torch.float32
-    block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)), fp32)
+    block_m, block_n, warps, stages = _config(block_d, group, max(1, int(max_query_len)), fp32,
+                                              fp8)
     block_q = block_m // group
     grid = (t // block_q + num_seqs, hkv)  # upper bound on sum_b cdiv(query_len_b, BLOCK_Q)
     _prefill_kernel[grid](
