@@ -6,6 +6,8 @@
 ``--trace`` writes the profiled prefill's Chrome trace (host ops and kernels on one timeline).
 The last line splits the profiled prefill's wall time: host time before the first kernel, GPU
 busy time, GPU idle gaps between kernels (the largest listed), host time after the last kernel.
+The profiler records every host op, so its host times are inflated: read the gaps as where the
+host is the bottleneck, not as its unprofiled cost.
 """
 import argparse
 import time
@@ -60,8 +62,9 @@ def timeline(events) -> dict:
     """Where the profiled prefill's wall time went (µs), from its kernels' start and end times."""
     wall = next(e for e in events if e.name == "prefill_wall" and e.device_type.name == "CPU")
     a, b = wall.time_range.start, wall.time_range.end
-    kernels = sorted((e.time_range.start, e.time_range.end) for e in events
-                     if e.device_type.name == "CUDA" and a <= e.time_range.start <= b)
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events  # not the GPU-side
+                     if e.device_type.name == "CUDA" and e.name != wall.name  # annotation span
+                     and a <= e.time_range.start <= b)
     if not kernels:
         return {"wall_us": round(b - a), "kernels": 0}
     busy, gaps, end = 0.0, [], kernels[0][0]

@@ -9,6 +9,7 @@ import torch
 
 from litevllm import LLM, SamplingParams
 from litevllm.engine.block_tables import BlockTableRows
+from litevllm.engine.model_runner import extend_slots
 
 
 def padded(tables: list[list[int]]) -> torch.Tensor:
@@ -19,6 +20,21 @@ def padded(tables: list[list[int]]) -> torch.Tensor:
 class Seq:
     def __init__(self, seq_id):
         self.seq_id, self.block_table = seq_id, []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_slots_per_block_equal_slots_per_token(seed):
+    """Prefill slots written one range per block equal the per-token formula, for spans that
+    start and end anywhere inside a block (chunks, prefix hits, decode rows)."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        bs = rng.choice([1, 2, 16, 32])
+        table = rng.sample(range(500), rng.randint(1, 40))
+        start = rng.randrange(len(table) * bs)
+        n = rng.randint(0, len(table) * bs - start)
+        got = [-1]  # appended after what is there
+        extend_slots(got, table, start, n, bs)
+        assert got == [-1] + [table[p // bs] * bs + p % bs for p in range(start, start + n)]
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -37,6 +37,19 @@ class StepInputs:
     prompt_index: list[int]        # for each scheduled seq: first prompt-logprob row, or -1
 
 
+def extend_slots(slots: list[int], block_table: list[int], start: int, n: int,
+                 block_size: int) -> None:
+    """Append the cache slots of positions ``start .. start + n - 1``: one ``range`` per block,
+    not one Python step per token (a 2,048-token prompt: 128 ranges)."""
+    end = start + n
+    while start < end:
+        block, offset = divmod(start, block_size)
+        take = min(block_size - offset, end - start)
+        first = block_table[block] * block_size + offset
+        slots.extend(range(first, first + take))
+        start += take
+
+
 def graph_buckets(max_num_seqs: int) -> list[int]:
     sizes, b = [], 1
     while b < max_num_seqs:
@@ -169,8 +182,7 @@ class ModelRunner:
             ids.extend(draft)
             n += len(draft)
             pos.extend(range(start, end + len(draft)))
-            table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            extend_slots(slots, seq.block_table, start, n, bs)
             prompt_index.append(-1)
             if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
                 prompt_index[-1] = len(logit_rows)
