@@ -7,9 +7,14 @@
 The last line splits the profiled prefill's wall time: host time before the first kernel, GPU
 busy time, GPU idle gaps between kernels (the largest listed), host time after the last kernel.
 The profiler records every host op, so its host times are inflated: read the gaps as where the
-host is the bottleneck, not as its unprofiled cost.
+host is the bottleneck, not as its unprofiled cost. The ``events`` line is the unprofiled split
+(CUDA events, median of the timed runs): host time before ``execute`` (scheduling, inputs),
+host time launching the forward, GPU time from the first launch to the end of the forward
+(compare with the profile's kernel total: the difference is the GPU waiting for the host),
+and the rest of the wall (logits, sampling, outputs).
 """
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -32,11 +37,33 @@ engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
 
 
+marks: dict = {}  # the first execute() of a prefill: host times and CUDA events
+_execute = engine.runner.execute
+
+
+def execute(inputs):
+    first = "enter" not in marks
+    if first:
+        marks["enter"] = (time.perf_counter(), torch.cuda.Event(enable_timing=True))
+        marks["enter"][1].record()
+    out = _execute(inputs)
+    if first:
+        marks["leave"] = (time.perf_counter(), torch.cuda.Event(enable_timing=True))
+        marks["leave"][1].record()  # reached when the GPU has run the whole forward
+    return out
+
+
+engine.runner.execute = execute
+
+
 def prefill(i):
-    """Wall ms of one prompt's prefill, and of each engine step in it."""
+    """Wall ms of one prompt's prefill, each engine step's ms in it, and the event split."""
     engine.add_request(f"r{i}", {"prompt_token_ids": [(i * 7 + j) % 30000 + 1 for j in range(n)]},
                        params)
     torch.cuda.synchronize()
+    marks.clear()
+    start = torch.cuda.Event(enable_timing=True)
+    start.record()  # the GPU is idle: this completes at once
     t = t0 = time.perf_counter()
     steps = []
     while engine.has_unfinished_requests():
@@ -44,12 +71,19 @@ def prefill(i):
         steps.append(round((time.perf_counter() - t) * 1e3, 2))
         t = time.perf_counter()
     torch.cuda.synchronize()
-    return round((time.perf_counter() - t0) * 1e3, 2), steps
+    wall = (time.perf_counter() - t0) * 1e3
+    (h_in, e_in), (h_out, e_out) = marks["enter"], marks["leave"]
+    split = {"host_before_execute": (h_in - t0) * 1e3, "host_launch": (h_out - h_in) * 1e3,
+             "gpu_forward": e_in.elapsed_time(e_out),
+             "after_forward": wall - start.elapsed_time(e_out)}
+    return round(wall, 2), steps, split
 
 
 time.sleep(args.sleep)
 walls = [prefill(i) for i in range(args.reps)]
-print(f"prefill {n}: wall ms {[w for w, _ in walls]}; steps of the last {walls[-1][1]}")
+print(f"prefill {n}: wall ms {[w for w, _, _ in walls]}; steps of the last {walls[-1][1]}")
+splits = [sp for _, _, sp in walls[1:] or walls]  # the first run may compile
+print("events ms", {k: round(statistics.median(sp[k] for sp in splits), 3) for k in splits[0]})
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     with torch.profiler.record_function("prefill_wall"):
         prefill(99)
