@@ -9,9 +9,9 @@ busy time, GPU idle gaps between kernels (the largest listed), host time after t
 The profiler records every host op, so its host times are inflated: read the gaps as where the
 host is the bottleneck, not as its unprofiled cost. The ``events`` line is the unprofiled split
 (CUDA events, median of the timed runs): host time before ``execute`` (scheduling, inputs),
-host time launching the forward, GPU time from the first launch to the end of the forward
+host time launching the forward and the logits, GPU time from the first launch to the logits
 (compare with the profile's kernel total: the difference is the GPU waiting for the host),
-and the rest of the wall (logits, sampling, outputs).
+and the rest of the wall (sampling, outputs).
 """
 import argparse
 import statistics

@@ -161,13 +161,13 @@ def _prefill_kernel(q_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
 
 def _config(block_d: int, group: int, max_query_len: int, fp32: bool = False,
             fp8: bool = False) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim. 16-bit caches with head
-    dims up to 128: the best tile of ``benchmarks/tune_prefill_attention.py`` on an H200 (bf16,
-    2,048-token and 4 x 512-token prompts; head dim 64 and 128, GQA groups 2-8). Float8 caches
-    (the new tile lost 10% on Qwen3's shape there) and wider heads keep the H100's 8-warp tile.
-    float32 (exact IEEE products, for parity tests) takes smaller tiles, unpipelined, to fit in
-    shared memory."""
-    tuned = not fp32 and not fp8 and block_d <= 128
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded head dim. Head dims up to 128
+    (float8 caches: up to 64): the best tile of ``benchmarks/tune_prefill_attention.py`` on an
+    H200 (2,048-token and 4 x 512-token prompts, mixed steps; head dim 64 and 128, GQA groups
+    2-8). Float8 caches at head dim 128 (the new tile lost 10% on Qwen3's shape there) and wider
+    heads keep the H100's 8-warp tile. float32 (exact IEEE products, for parity tests) takes
+    smaller tiles, unpipelined, to fit in shared memory."""
+    tuned = not fp32 and block_d <= (64 if fp8 else 128)
     # short batches (decodes, small chunks) use a smaller tile; tl.dot needs M >= 16
     block_m = min(64 if fp32 or tuned else 128, max(16, next_pow2(max_query_len * group)))
     block_m = max(block_m, next_pow2(group))
