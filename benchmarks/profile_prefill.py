@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from _timeline import timeline  # benchmarks/ is on sys.path when run as a script
 from litevllm import LLM, SamplingParams
 
 ap = argparse.ArgumentParser()
@@ -90,28 +91,5 @@ with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
 print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60))
 if args.trace:
     prof.export_chrome_trace(args.trace)
-
-
-def timeline(events) -> dict:
-    """Where the profiled prefill's wall time went (µs), from its kernels' start and end times."""
-    wall = next(e for e in events if e.name == "prefill_wall" and e.device_type.name == "CPU")
-    a, b = wall.time_range.start, wall.time_range.end
-    kernels = sorted((e.time_range.start, e.time_range.end) for e in events  # not the GPU-side
-                     if e.device_type.name == "CUDA" and e.name != wall.name  # annotation span
-                     and a <= e.time_range.start <= b)
-    if not kernels:
-        return {"wall_us": round(b - a), "kernels": 0}
-    busy, gaps, end = 0.0, [], kernels[0][0]
-    for s0, e0 in kernels:
-        if s0 > end:
-            gaps.append(s0 - end)
-        busy += max(0.0, e0 - max(s0, end))
-        end = max(end, e0)
-    return {"wall_us": round(b - a), "before_first_kernel_us": round(kernels[0][0] - a),
-            "gpu_busy_us": round(busy), "gpu_idle_between_us": round(sum(gaps)),
-            "largest_gaps_us": [round(g) for g in sorted(gaps)[-5:][::-1]],
-            "after_last_kernel_us": round(b - end), "kernels": len(kernels)}
-
-
-print("timeline", timeline(prof.events()))
+print("timeline", timeline(prof.events(), "prefill_wall"))
 
