@@ -51,7 +51,7 @@ L2_DEFEAT_BYTES = 320 << 20
 
 def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
     """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4,
-    taller tl.dot tiles (BM 32, 64) past 16 rows; split-K counts that give 1-16 programs per SM
+    taller tl.dot tiles (BM 32, 64) past 16 rows, swapped W x^T tiles past 8 rows; split-K counts that give 1-16 programs per SM
     (132 SMs). ``wide`` adds 8-warp tiles (twice the register tile, 2 or 4 stages) and 4-stage
     tl.dot tiles."""
     cols = n // 2 if gated else n
@@ -63,6 +63,10 @@ def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
                   for bm in (32, 64) if bm <= triton.next_power_of_2(m)
                   for bn in (32, 64, 128) for bk in (64, 128) for st in (3, 4)
                   for warps in ((4, 8) if bm * bn >= 64 * 64 else (4,))]
+    if m > 8:  # W x^T: the weight rows on the MMA's M side (wgmma needs 64)
+        tiles += [dict(DOT=True, SWAP=True, BM=max(16, triton.next_power_of_2(m)), BN=bn, BK=bk,
+                       num_stages=st, num_warps=4)
+                  for bn in (64, 128) for bk in (64, 128, 256) for st in (3, 4, 5)]
     if m <= 4:
         bm = triton.next_power_of_2(m)
         for warps in (4, 8) if wide else (4,):

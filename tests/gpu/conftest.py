@@ -1,4 +1,5 @@
 """Shared GPU-test fixtures."""
+import gc
 import os
 
 import pytest
@@ -16,6 +17,16 @@ def compiled_triton():
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.fail("TRITON_INTERPRET=1 in this process: run tests/gpu in its own pytest run "
                     "(without plugins/triton/tests)")
+
+
+@pytest.fixture(autouse=True)
+def release_gpu_memory():
+    """Eight workers share the GPU and an engine sizes its KV cache from what the others leave
+    free: each test hands its cached blocks back when it ends."""
+    yield
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ CONFIGS = [dict(DOT=False, BM=1, BN=8, BK=32, SPLIT_K=1),
            dict(DOT=False, BM=4, BN=4, BK=64, SPLIT_K=3),  # uneven: 100 = 64 + 36
            dict(DOT=True, BM=16, BN=16, BK=32, SPLIT_K=2),
            dict(DOT=True, BM=16, BN=32, BK=16, SPLIT_K=1),
-           dict(DOT=True, BM=32, BN=16, BK=32, SPLIT_K=2)]  # decode batches of 17..64 rows
+           dict(DOT=True, BM=32, BN=16, BK=32, SPLIT_K=2),  # decode batches of 17..64 rows
+           dict(DOT=True, SWAP=True, BM=16, BN=32, BK=32, SPLIT_K=2),  # W x^T tiles
+           dict(DOT=True, SWAP=True, BM=32, BN=16, BK=16, SPLIT_K=1)]
 
 
 def want(x, w, b, act):
@@ -23,7 +25,7 @@ def want(x, w, b, act):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{'dot' if c['DOT'] else 'fma'}"
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{'swap' if c.get('SWAP') else 'dot' if c['DOT'] else 'fma'}"
                          f"{c['BM']}x{c['BN']}x{c['BK']}s{c['SPLIT_K']}")
 @pytest.mark.parametrize("m,act,bias", [(1, None, False), (3, None, True), (5, None, False),
                                         (1, "silu", False), (2, "gelu_tanh", True),
@@ -53,6 +55,8 @@ def test_gemv_strided_rows():
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8), None, CONFIGS[0], "relu"), "activation"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8), torch.randn(3), CONFIGS[0]), "bias"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8), None, dict(CONFIGS[2], BN=8)), "DOT"),
+    (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8), None, dict(CONFIGS[0], SWAP=True)),
+     "SWAP needs DOT"),
 ])
 def test_gemv_rejects_bad_inputs(call, match):
     with pytest.raises(ValueError, match=match):

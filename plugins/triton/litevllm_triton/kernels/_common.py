@@ -284,10 +284,17 @@ def dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def mac(acc, acc_up, x, w, u, GATED: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
+def mac(acc, acc_up, x, w, u, GATED: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr,
+        SWAP: tl.constexpr = False):
     """acc += x @ w^T (and acc_up += x @ u^T) for x [BM, BK], w/u [BN, BK]: a [BM, BN] tl.dot,
-    or (skinny GEMMs, few rows) [BM, BN, BK] float32 products, summed over K by the caller."""
-    if DOT:
+    or (skinny GEMMs, few rows) [BM, BN, BK] float32 products, summed over K by the caller.
+    ``SWAP`` (tl.dot only): acc is [BN, BM] += w @ x^T, so the weight rows fill the MMA's M
+    side (Hopper's wgmma wants M >= 64) and the few token rows its N side."""
+    if SWAP:
+        acc += dot(w, tl.trans(x), IEEE)
+        if GATED:
+            acc_up += dot(u, tl.trans(x), IEEE)
+    elif DOT:
         acc += dot(x, tl.trans(w), IEEE)
         if GATED:
             acc_up += dot(x, tl.trans(u), IEEE)

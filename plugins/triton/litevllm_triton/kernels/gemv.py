@@ -8,6 +8,7 @@ tiles multiply with tl.dot (rows past M masked); the others multiply in register
 K once, after the loop (small BM). With ``SPLIT_K > 1`` (a run-time count) every program stores its float32 partial
 in a workspace and bumps its tile's counter; the last one sums the partials in a fixed order and
 runs the epilogue (one kernel, deterministic), then zeroes the counter for the next launch.
+``SWAP`` tl.dot tiles compute the transposed tile W x^T, the weight rows on the MMA's M side.
 ``PDL`` (programmatic dependent launch): the first weight tile is loaded before waiting for the
 previous kernel, and the next kernel may launch once every program has left the K loop.
 """
@@ -30,8 +31,8 @@ _locks: dict[torch.device, torch.Tensor] = {}
 def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_SPLIT,
                  SPLIT_K, stride_xm, stride_wn, stride_om, GATED: tl.constexpr, ACT: tl.constexpr,
                  HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                 SPLIT: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr,
-                 PDL: tl.constexpr):
+                 SPLIT: tl.constexpr, DOT: tl.constexpr, SWAP: tl.constexpr,
+                 IEEE: tl.constexpr, PDL: tl.constexpr):
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
@@ -40,7 +41,9 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn
     u_ptrs = w_ptrs + N * stride_wn
-    if DOT:
+    if SWAP:  # transposed back after the K loop
+        acc = tl.zeros([BN, BM], tl.float32)
+    elif DOT:
         acc = tl.zeros([BM, BN], tl.float32)
     else:
         acc = tl.zeros([BM, BN, BK], tl.float32)
@@ -55,7 +58,7 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
         u = tl.load(u_ptrs + kk[None, :], mask=wk_ok, other=0.0)
     pdl_wait(PDL)
     x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
-    acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+    acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE, SWAP)
     for k0 in range(k_start + BK, tl.minimum(k_start + K_SPLIT, K), BK):
         kk = k0 + offs_k
         k_ok = kk < K
@@ -63,9 +66,12 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
         w = tl.load(w_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         if GATED:
             u = tl.load(u_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE)
+        acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE, SWAP)
     pdl_trigger(PDL)
-    if not DOT:
+    if SWAP:
+        acc = tl.trans(acc)
+        acc_up = tl.trans(acc_up)
+    elif not DOT:
         acc = tl.sum(acc, axis=2)
         acc_up = tl.sum(acc_up, axis=2)
     mn_ok = m_ok[:, None] & n_ok[None, :]
@@ -127,6 +133,8 @@ def check_config(cfg: dict) -> None:
         raise ValueError(f"gemv config BM/BN/BK must be powers of 2, got {cfg}")
     if cfg["DOT"] and min(bm, bn, bk) < 16:
         raise ValueError(f"gemv config with DOT needs BM, BN, BK >= 16, got {cfg}")
+    if cfg.get("SWAP") and not cfg["DOT"]:
+        raise ValueError(f"gemv config with SWAP needs DOT, got {cfg}")
     if cfg["SPLIT_K"] < 1:
         raise ValueError(f"gemv config SPLIT_K must be >= 1, got {cfg}")
 
@@ -168,7 +176,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
         x, weight, bias if bias is not None else x, out, ws, locks, m, n, k, k_split, split,
         x.stride(0), weight.stride(0), out.stride(0), GATED=activation is not None,
         ACT=ACTS.get(activation, 0), HAS_BIAS=bias is not None, BM=bm, BN=bn, BK=cfg["BK"],
-        SPLIT=split > 1, DOT=bool(cfg["DOT"]), IEEE=x.dtype == torch.float32, PDL=pdl,
+        SPLIT=split > 1, DOT=bool(cfg["DOT"]), SWAP=bool(cfg.get("SWAP")),
+        IEEE=x.dtype == torch.float32, PDL=pdl,
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
         **pdl_launch(pdl))
     return out
