@@ -8,7 +8,8 @@ The last line splits the profiled prefill's wall time: host time before the firs
 busy time, GPU idle gaps between kernels (the largest listed), host time after the last kernel.
 The profiler records every host op, so its host times are inflated: read the gaps as where the
 host is the bottleneck, not as its unprofiled cost. The ``events`` line is the unprofiled split
-(CUDA events, median of the timed runs): host time before ``execute`` (scheduling, inputs),
+(CUDA events, median of the timed runs): host time before ``execute`` (scheduling, then the
+step's inputs: ``host_schedule`` + ``host_prepare``),
 host time launching the forward and the logits, GPU time from the first launch to the logits
 (compare with the profile's kernel total: the difference is the GPU waiting for the host),
 and the rest of the wall (sampling, outputs).
@@ -55,6 +56,16 @@ def execute(inputs):
 
 
 engine.runner.execute = execute
+_prepare = engine.runner.prepare
+
+
+def prepare(batch):
+    if "prepare" not in marks:
+        marks["prepare"] = time.perf_counter()
+    return _prepare(batch)
+
+
+engine.runner.prepare = prepare
 
 
 def prefill(i):
@@ -74,7 +85,9 @@ def prefill(i):
     torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) * 1e3
     (h_in, e_in), (h_out, e_out) = marks["enter"], marks["leave"]
-    split = {"host_before_execute": (h_in - t0) * 1e3, "host_launch": (h_out - h_in) * 1e3,
+    split = {"host_schedule": (marks["prepare"] - t0) * 1e3,
+             "host_prepare": (h_in - marks["prepare"]) * 1e3,
+             "host_before_execute": (h_in - t0) * 1e3, "host_launch": (h_out - h_in) * 1e3,
              "gpu_forward": e_in.elapsed_time(e_out),
              "after_forward": wall - start.elapsed_time(e_out)}
     return round(wall, 2), steps, split

@@ -9,7 +9,7 @@ import torch
 
 from litevllm import LLM, SamplingParams
 from litevllm.engine.block_tables import BlockTableRows
-from litevllm.engine.model_runner import extend_slots
+from litevllm.engine.model_runner import token_rows
 
 
 def padded(tables: list[list[int]]) -> torch.Tensor:
@@ -23,18 +23,23 @@ class Seq:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_slots_per_block_equal_slots_per_token(seed):
-    """Prefill slots written one range per block equal the per-token formula, for spans that
-    start and end anywhere inside a block (chunks, prefix hits, decode rows)."""
+def test_token_rows_equal_the_per_token_formula(seed):
+    """Positions and slots from tensor ops equal the per-token formula, for batches of spans
+    that start and end anywhere inside a block (chunks, prefix hits, decode rows, empty)."""
     rng = random.Random(seed)
-    for _ in range(200):
+    for _ in range(100):
         bs = rng.choice([1, 2, 16, 32])
-        table = rng.sample(range(500), rng.randint(1, 40))
-        start = rng.randrange(len(table) * bs)
-        n = rng.randint(0, len(table) * bs - start)
-        got = [-1]  # appended after what is there
-        extend_slots(got, table, start, n, bs)
-        assert got == [-1] + [table[p // bs] * bs + p % bs for p in range(start, start + n)]
+        tables, starts, counts = [], [], []
+        for _ in range(rng.randint(1, 6)):
+            tables.append(rng.sample(range(500), rng.randint(1, 40)))
+            starts.append(rng.randrange(len(tables[-1]) * bs))
+            counts.append(rng.randint(0, len(tables[-1]) * bs - starts[-1]))
+        owner, first, pos, slots = token_rows(padded(tables), starts, counts, bs)
+        want = [(i, p, t[p // bs] * bs + p % bs) for i, (t, s, n) in
+                enumerate(zip(tables, starts, counts)) for p in range(s, s + n)]
+        assert list(zip(owner.tolist(), pos.tolist(), slots.tolist())) == want
+        assert first.tolist() == [sum(counts[:i]) for i in range(len(counts))]
+        assert slots.dtype == pos.dtype == torch.int64
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -37,17 +37,17 @@ class StepInputs:
     prompt_index: list[int]        # for each scheduled seq: first prompt-logprob row, or -1
 
 
-def extend_slots(slots: list[int], block_table: list[int], start: int, n: int,
-                 block_size: int) -> None:
-    """Append the cache slots of positions ``start .. start + n - 1``: one ``range`` per block,
-    not one Python step per token (a 2,048-token prompt: 128 ranges)."""
-    end = start + n
-    while start < end:
-        block, offset = divmod(start, block_size)
-        take = min(block_size - offset, end - start)
-        first = block_table[block] * block_size + offset
-        slots.extend(range(first, first + take))
-        start += take
+def token_rows(tables: torch.Tensor, starts: list[int], counts: list[int], block_size: int):
+    """(owner, first, positions, slots) of a step whose sequence i takes ``counts[i]`` tokens
+    from position ``starts[i]`` on: each token's sequence, each sequence's first row, each
+    token's position and cache slot through ``tables`` ([B, width] int32), in a few tensor ops
+    (no Python step per token)."""
+    counts_t = int_tensor(counts)
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts_t)
+    first = torch.cumsum(counts_t, 0) - counts_t
+    pos = int_tensor(starts)[owner] + torch.arange(len(owner)) - first[owner]
+    slots = tables[owner, pos // block_size].to(torch.int64) * block_size + pos % block_size
+    return owner, first, pos, slots
 
 
 def graph_buckets(max_num_seqs: int) -> list[int]:
@@ -139,26 +139,21 @@ class ModelRunner:
         """A verify step laid out as decode rows: token j of a sequence's 1 + len(draft) tokens
         is a row of its own that attends to the sequence's first p + j + 1 positions through
         the sequence's block-table row. Verify steps so replay the decode CUDA graphs."""
-        bs, dev = self.block_size, self.device
         counts = [1 + len(drafts.get(s.seq_id, ())) for s in seqs]
         ids = []
         for s in seqs:
             ids.append(s.token_ids[s.num_computed_tokens])
             ids.extend(drafts.get(s.seq_id, ()))
-        counts_t = int_tensor(counts)
-        owner = torch.repeat_interleave(torch.arange(len(seqs)), counts_t)
-        first = torch.cumsum(counts_t, 0) - counts_t            # each sequence's first row
-        pos = int_tensor([s.num_computed_tokens for s in seqs])[owner] \
-            + torch.arange(len(owner)) - first[owner]
-        tables = self._block_tables(seqs)[owner]
-        slots = tables.gather(1, (pos // bs)[:, None])[:, 0].to(torch.int64) * bs + pos % bs
-        n, seq_lens = len(owner), (pos + 1).to(torch.int32)
+        tables = self._block_tables(seqs)
+        owner, first, pos, slots = token_rows(tables, [s.num_computed_tokens for s in seqs],
+                                              counts, self.block_size)
+        n, seq_lens, dev = len(owner), (pos + 1).to(torch.int32), self.device
         ints = to_device(torch.stack([int_tensor(ids), pos, slots]), dev)
         int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32), seq_lens]), dev)
         rows = list(range(n))
         return StepInputs(ints[0], ints[1], AttentionMetadata(
             slot_mapping=ints[2], query_start_loc=int32[:n + 1], seq_lens=int32[n + 1:],
-            block_tables=to_device(tables, dev), max_query_len=1,
+            block_tables=to_device(tables[owner], dev), max_query_len=1,
             max_seq_len=int(seq_lens.max()), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
             seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
 
@@ -171,9 +166,8 @@ class ModelRunner:
             if batch.drafts:
                 return self._verify_inputs(batch.seqs, batch.drafts)
             return self._decode_inputs(batch.seqs)[0]
-        ids, pos, slots, qsl, seq_lens = [], [], [], [0], []
+        ids, qsl, seq_lens, starts = [], [0], [], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
-        bs = self.block_size
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             draft = batch.drafts.get(seq.seq_id, ())  # verified in the same pass: n + d rows
             start = seq.num_computed_tokens
@@ -181,8 +175,7 @@ class ModelRunner:
             ids.extend(seq.token_ids[start:end])
             ids.extend(draft)
             n += len(draft)
-            pos.extend(range(start, end + len(draft)))
-            extend_slots(slots, seq.block_table, start, n, bs)
+            starts.append(start)
             prompt_index.append(-1)
             if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
                 prompt_index[-1] = len(logit_rows)
@@ -195,17 +188,18 @@ class ModelRunner:
             qsl.append(qsl[-1] + n)
             seq_lens.append(start + n)
             query_lens.append(n)
-        block_tables = self._block_tables(batch.seqs)
-        dev = self.device
+        tables = self._block_tables(batch.seqs)
+        _, _, pos, slots = token_rows(tables, starts, query_lens, self.block_size)
+        dev = self.device  # one copy per dtype
+        ints = to_device(torch.stack([int_tensor(ids), pos, slots]), dev)
+        int32 = to_device(int_tensor(qsl + seq_lens, torch.int32), dev)
+        b = len(seq_lens)
         meta = AttentionMetadata(
-            slot_mapping=to_device(int_tensor(slots), dev),
-            query_start_loc=to_device(int_tensor(qsl, torch.int32), dev),
-            seq_lens=to_device(int_tensor(seq_lens, torch.int32), dev),
-            block_tables=to_device(block_tables, dev),
-            max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
+            slot_mapping=ints[2], query_start_loc=int32[:b + 1], seq_lens=int32[b + 1:],
+            block_tables=to_device(tables, dev),
+            max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=b,
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(to_device(int_tensor(ids), dev), to_device(int_tensor(pos), dev),
-                          meta, logit_rows, sample_index, prompt_index)
+        return StepInputs(ints[0], ints[1], meta, logit_rows, sample_index, prompt_index)
 
     @torch.inference_mode()
     def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
