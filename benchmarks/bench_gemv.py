@@ -3,14 +3,14 @@
     python benchmarks/bench_gemv.py --out results/gemv.jsonl --table gemv_table.json
     LITEVLLM_GEMV=0 python benchmarks/bench_gemv.py --engine tinyllama-1.1b   # decode ms/step
 
-For each weight shape and row count M in 1, 2, 4, 8, 16 (and 32, 64) it times cuBLAS (``F.linear``; gated
+For each weight shape and row count M (1, 2, 4, ..., 256) it times cuBLAS (``F.linear``; gated
 shapes: ``F.linear`` + the Triton ``silu_and_mul``, today's path) and every candidate tile, each
 as a CUDA graph of back-to-back calls over enough weight copies to defeat the L2 cache (the
 engine's decode situation), checks each candidate against ``F.linear`` in float32. Candidates
 launch with programmatic dependent launch where the engine does (``pdl_enabled``); the best one
 is timed again without it. ``--table`` merges the winners (``null`` where cuBLAS stays faster)
 into that file, in the format ``litevllm_triton.gemv_table`` reads. ``--engine CONFIG`` instead
-measures batch-1 and batch-32 decode of a benchmarks/configs model with dummy weights (set
+measures decode at ``--batches`` (default 1,32) of a benchmarks/configs model with dummy weights (set
 ``LITEVLLM_GEMV=0`` / ``LITEVLLM_PDL=0`` for the baselines). Needs a CUDA GPU.
 """
 from __future__ import annotations
@@ -51,19 +51,25 @@ L2_DEFEAT_BYTES = 320 << 20
 
 def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
     """Tiles worth timing for M rows: tl.dot tiles (BM 16) always, register tiles for M <= 4,
-    taller tl.dot tiles (BM 32, 64) past 16 rows, swapped W x^T tiles past 8 rows; split-K counts that give 1-16 programs per SM
+    taller tl.dot tiles (BM 32, 64) past 16 rows, swapped W x^T tiles past 8 rows, only
+    64/128-row blocks (plain and swapped) past 64 rows; split-K counts that give 1-16 programs per SM
     (132 SMs). ``wide`` adds 8-warp tiles (twice the register tile, 2 or 4 stages) and 4-stage
     tl.dot tiles."""
     cols = n // 2 if gated else n
     stages = (3, 4, 5) if wide else (3, 5)
     tiles = [dict(DOT=True, BM=16, BN=bn, BK=bk, num_stages=st, num_warps=4)
-             for bn in (16, 32, 64) for bk in (128, 256) for st in stages]
-    if m > 16:
+             for bn in (16, 32, 64) for bk in (128, 256) for st in stages] if m <= 64 else []
+    if m > 64:  # decode batches of 65..256 rows: 64/128-row blocks, plain and swapped
+        tiles += [dict(DOT=True, SWAP=swap, BM=bm, BN=bn, BK=bk, num_stages=st, num_warps=warps)
+                  for swap in (False, True) for bm in (64, 128) for bn in (64, 128)
+                  for bk in (64, 128) for st in (3, 4)
+                  for warps in ((8,) if bm * bn > 64 * 64 else (4,))]
+    elif m > 16:
         tiles += [dict(DOT=True, BM=bm, BN=bn, BK=bk, num_stages=st, num_warps=warps)
                   for bm in (32, 64) if bm <= triton.next_power_of_2(m)
                   for bn in (32, 64, 128) for bk in (64, 128) for st in (3, 4)
                   for warps in ((4, 8) if bm * bn >= 64 * 64 else (4,))]
-    if m > 8:  # W x^T: the weight rows on the MMA's M side (wgmma needs 64)
+    if 8 < m <= 64:  # W x^T: the weight rows on the MMA's M side (wgmma needs 64)
         tiles += [dict(DOT=True, SWAP=True, BM=max(16, triton.next_power_of_2(m)), BN=bn, BK=bk,
                        num_stages=st, num_warps=4)
                   for bn in (64, 128) for bk in (64, 128, 256) for st in (3, 4, 5)]
@@ -166,15 +172,16 @@ def sweep_shape(model, name, rows, k, gated, m, out, wide=False):
     return row
 
 
-def engine(config: str, out_path: str, max_model_len: int = 4096) -> None:
-    """Decode ms/step at batch 1 and 32 (input 128, output 128), as benchmarks/gpu_suite.py."""
+def engine(config: str, out_path: str, max_model_len: int = 4096,
+           batches: tuple[int, ...] = (1, 32)) -> None:
+    """Decode ms/step at each batch size (input 128, output 128), as benchmarks/gpu_suite.py."""
     from litevllm import LLM
     from litevllm.bench import measure_latency
     llm = LLM(str(Path(__file__).parent / "configs" / config), load_format="dummy",
               max_num_seqs=256, max_model_len=max_model_len)  # as gpu_suite
     env = {k: os.environ.get(k, "1") for k in ("LITEVLLM_GEMV", "LITEVLLM_PDL")}
     with open(out_path, "a") as out:
-        for batch in (1, 32):
+        for batch in batches:
             r = {"config": config, **env,
                  **measure_latency(llm, batch_size=batch, input_len=128, output_len=128)}
             print(json.dumps(r), flush=True)
@@ -195,9 +202,11 @@ def main():
                     help="take Triton where it needs at most this fraction of cuBLAS's time")
     ap.add_argument("--engine", metavar="CONFIG", help="measure engine decode instead")
     ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--batches", default="1,32", help="--engine: decode batch sizes")
     args = ap.parse_args()
     if args.engine:
-        return engine(args.engine, args.out, args.max_model_len)
+        return engine(args.engine, args.out, args.max_model_len,
+                      tuple(map(int, args.batches.split(","))))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}"
           f"; copy bandwidth {copy_bandwidth():.2f} TB/s", flush=True)
     table: dict[str, dict] = {}

@@ -1,6 +1,7 @@
 """Wall time and per-kernel GPU time of one prefill step (default TinyLlama, 2048 tokens).
 
     python benchmarks/profile_prefill.py [CONFIG] [TOKENS] [--reps N] [--sleep S] [--trace FILE]
+                                         [--cprofile]
 
 ``--sleep`` waits after start-up before timing (background work of the start-up settles);
 ``--trace`` writes the profiled prefill's Chrome trace (host ops and kernels on one timeline).
@@ -15,6 +16,8 @@ host time launching the forward and the logits, GPU time from the first launch t
 and the rest of the wall (sampling, outputs).
 """
 import argparse
+import cProfile
+import pstats
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +34,8 @@ ap.add_argument("tokens", nargs="?", type=int, default=2048)
 ap.add_argument("--reps", type=int, default=6)
 ap.add_argument("--sleep", type=float, default=0.0)
 ap.add_argument("--trace")
+ap.add_argument("--cprofile", action="store_true",
+                help="cProfile the host work before execute (schedule, prepare) of the timed runs")
 args = ap.parse_args()
 n = args.tokens
 llm = LLM(str(Path(__file__).parent / "configs" / args.config), load_format="dummy",
@@ -59,10 +64,19 @@ engine.runner.execute = execute
 _prepare = engine.runner.prepare
 
 
+host_prof = cProfile.Profile() if args.cprofile else None
+
+
 def prepare(batch):
     if "prepare" not in marks:
         marks["prepare"] = time.perf_counter()
-    return _prepare(batch)
+    if host_prof is None:
+        return _prepare(batch)
+    host_prof.enable()
+    try:
+        return _prepare(batch)
+    finally:
+        host_prof.disable()
 
 
 engine.runner.prepare = prepare
@@ -98,6 +112,8 @@ walls = [prefill(i) for i in range(args.reps)]
 print(f"prefill {n}: wall ms {[w for w, _, _ in walls]}; steps of the last {walls[-1][1]}")
 splits = [sp for _, _, sp in walls[1:] or walls]  # the first run may compile
 print("events ms", {k: round(statistics.median(sp[k] for sp in splits), 3) for k in splits[0]})
+if host_prof is not None:  # (the events above include its overhead)
+    pstats.Stats(host_prof).sort_stats("tottime").print_stats(18)
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
     with torch.profiler.record_function("prefill_wall"):
         prefill(99)

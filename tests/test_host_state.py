@@ -9,6 +9,7 @@ import torch
 
 from litevllm import LLM, SamplingParams
 from litevllm.engine.block_tables import BlockTableRows
+from litevllm.engine.host_tensors import to_device_aligned
 from litevllm.engine.model_runner import token_rows
 
 
@@ -40,6 +41,16 @@ def test_token_rows_equal_the_per_token_formula(seed):
         assert list(zip(owner.tolist(), pos.tolist(), slots.tolist())) == want
         assert first.tolist() == [sum(counts[:i]) for i in range(len(counts))]
         assert slots.dtype == pos.dtype == torch.int64
+
+
+def test_packed_copies_start_aligned():
+    """Views packed into one copy start at 16-byte boundaries (Triton specialises kernels on
+    pointer alignment) and hold their values."""
+    for dtype in (torch.int64, torch.int32):
+        parts = [torch.arange(n, dtype=dtype) + 100 * n for n in (3, 1, 0, 5, 2)]
+        got = to_device_aligned(parts, torch.device("cpu"))
+        for p, g in zip(parts, got):
+            assert torch.equal(p, g) and g.dtype == dtype and g.data_ptr() % 16 == 0
 
 
 @pytest.mark.parametrize("seed", range(5))

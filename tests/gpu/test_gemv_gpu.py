@@ -57,7 +57,7 @@ def test_tuned_tiles_bf16():
     assert not failures, failures
 
 
-@pytest.mark.parametrize("m", [17, 33, 64])
+@pytest.mark.parametrize("m", [17, 33, 64, 130, 256])
 @pytest.mark.parametrize("cfg", [dict(DOT=True, BM=32, BN=32, BK=128, SPLIT_K=2, num_stages=4),
                                  dict(DOT=True, BM=64, BN=32, BK=64, SPLIT_K=1, num_stages=4),
                                  dict(DOT=True, SWAP=True, BM=32, BN=64, BK=128, SPLIT_K=2,
@@ -66,7 +66,7 @@ def test_tuned_tiles_bf16():
                                       num_stages=3)],
                          ids=["bm32_split2", "bm64", "swap32_split2", "swap64"])
 def test_tall_tiles_bf16(cfg, m):
-    """Decode batches of 17..64 rows (buckets 32 and 64): tiles taller than 16 rows and swapped
+    """Decode batches of 17..256 rows (buckets 32-256): tiles taller than 16 rows and swapped
     (W x^T) tiles, plain and gated, against float32 torch."""
     from litevllm_triton.kernels.gemv import gemv
     from litevllm.ops import torch_ops as ref

@@ -23,6 +23,22 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def to_device_aligned(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """1-D CPU tensors of one dtype on ``device`` through one copy, each view starting at a
+    16-byte boundary: Triton specialises a kernel on its pointers' alignment, so a view at an
+    odd offset would compile (mid-serving) a variant that start-up never met."""
+    align = 16 // parts[0].element_size()
+    starts, end = [], 0
+    for p in parts:
+        starts.append(end)
+        end += -(-p.numel() // align) * align
+    buf = torch.zeros(end, dtype=parts[0].dtype)
+    for p, at in zip(parts, starts):
+        buf[at:at + p.numel()] = p
+    buf = to_device(buf, device)
+    return [buf[at:at + p.numel()] for p, at in zip(parts, starts)]
+
+
 class HostCopy:
     """Device tensors copied to pinned host memory as soon as the work queued so far made them;
     ``get()`` waits for that copy alone, not for the work queued after it (async scheduling)."""

@@ -1,6 +1,6 @@
 """Per-GPU table of skinny-GEMM tiles: ``gemv_configs/<device>.json``, written by
 benchmarks/bench_gemv.py. Keys are ``"linear:N:K"`` / ``"gated:I:K"``, then the row count bucket
-(1, 2, 4, 8, 16, 32, 64): a tile config, or null where cuBLAS was faster. Shapes and GPUs without an
+(1, 2, 4, ..., 256): a tile config, or null where cuBLAS was faster. Shapes and GPUs without an
 entry keep cuBLAS. ``LITEVLLM_GEMV=0`` turns the Triton GEMV off (the baseline for benchmarks).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from litevllm_triton.kernels._common import device_name
 
 CONFIG_DIR = Path(__file__).resolve().parent / "gemv_configs"
-M_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def table_key(kind: str, n: int, k: int) -> str:

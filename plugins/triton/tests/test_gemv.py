@@ -40,6 +40,18 @@ def test_gemv_matches_torch(dtype, cfg, m, act, bias):
     assert not gemv_mod._locks[x.device].any(), "split-K counters must be zero after a launch"
 
 
+@pytest.mark.parametrize("cfg", [dict(DOT=True, BM=64, BN=16, BK=32, SPLIT_K=2),
+                                 dict(DOT=True, SWAP=True, BM=64, BN=16, BK=32, SPLIT_K=1)],
+                         ids=["dot64", "swap64"])
+def test_gemv_rows_past_64(cfg):
+    """Decode batches of 65..256 rows: several row blocks, plain and gated."""
+    x = torch.randn(130, 100)
+    w = torch.randn(2 * 24, 100) / 8
+    for act in (None, "silu"):
+        torch.testing.assert_close(gemv(x, w, None, cfg, act), want(x, w, None, act),
+                                   **TOL[torch.float32])
+
+
 def test_gemv_strided_rows():
     x = torch.randn(3, 256)[:, :100]  # row stride 256
     w = torch.randn(40, 100)
@@ -48,7 +60,7 @@ def test_gemv_strided_rows():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: gemv(torch.randn(65, 8), torch.randn(4, 8), None, CONFIGS[0]), "1..64 rows"),
+    (lambda: gemv(torch.randn(257, 8), torch.randn(4, 8), None, CONFIGS[0]), "1..256 rows"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 9), None, CONFIGS[0]), "K=8"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(4, 8).half(), None, CONFIGS[0]), "share"),
     (lambda: gemv(torch.randn(1, 8), torch.randn(5, 8), None, CONFIGS[0], "silu"), "even"),

@@ -1,4 +1,4 @@
-"""Skinny GEMM for decode rows (M <= 64): out = x @ W^T (+ bias), W [N, K] with K contiguous.
+"""Skinny GEMM for decode rows (M <= 256): out = x @ W^T (+ bias), W [N, K] with K contiguous.
 
 Gated (the MLP's gate_up): W stacks gate rows [0, N) and up rows [N, 2N); the epilogue writes
 act(gate) * up, gate and up rounded to the output dtype first as the unfused path does.
@@ -21,7 +21,7 @@ import triton.language as tl
 from litevllm_triton.kernels._common import (FLOAT_DTYPES, cdiv, check_tensor, gated_act, mac,
                                              pdl_launch, pdl_trigger, pdl_wait)
 
-MAX_M = 64
+MAX_M = 256
 NUM_LOCKS = 1 << 16
 ACTS = {"silu": 0, "gelu_tanh": 1}
 _locks: dict[torch.device, torch.Tensor] = {}
@@ -141,7 +141,7 @@ def check_config(cfg: dict) -> None:
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: dict,
          activation: str | None = None, pdl: bool = False) -> torch.Tensor:
-    """``x [M, K] @ weight[N, K]^T + bias`` for M <= 64; with ``activation`` ("silu" or
+    """``x [M, K] @ weight[N, K]^T + bias`` for M <= 256; with ``activation`` ("silu" or
     "gelu_tanh") weight is [2I, K] and the result ``act(gate) * up`` is [M, I]."""
     check_tensor("x", x, 2)
     check_tensor("weight", weight, 2, device=x.device)
