@@ -9,7 +9,7 @@ import torch
 
 from litevllm import LLM, SamplingParams
 from litevllm.engine.block_tables import BlockTableRows
-from litevllm.engine.host_tensors import to_device_aligned
+from litevllm.engine.host_tensors import to_device_packed
 from litevllm.engine.model_runner import token_rows
 
 
@@ -43,14 +43,13 @@ def test_token_rows_equal_the_per_token_formula(seed):
         assert slots.dtype == pos.dtype == torch.int64
 
 
-def test_packed_copies_start_aligned():
-    """Views packed into one copy start at 16-byte boundaries (Triton specialises kernels on
-    pointer alignment) and hold their values."""
-    for dtype in (torch.int64, torch.int32):
-        parts = [torch.arange(n, dtype=dtype) + 100 * n for n in (3, 1, 0, 5, 2)]
-        got = to_device_aligned(parts, torch.device("cpu"))
-        for p, g in zip(parts, got):
-            assert torch.equal(p, g) and g.dtype == dtype and g.data_ptr() % 16 == 0
+def test_packed_copies_keep_values_dtypes_shapes():
+    """(tests/gpu/test_engine_gpu.py checks the CUDA path: one copy, 16-byte-aligned views.)"""
+    parts = [torch.arange(3), torch.arange(5, dtype=torch.int32), torch.zeros(0),
+             torch.arange(6, dtype=torch.int32).view(2, 3), torch.tensor([True, False])]
+    got = to_device_packed(parts, torch.device("cpu"))
+    for p, g in zip(parts, got):
+        assert torch.equal(p, g) and g.dtype == p.dtype and g.shape == p.shape
 
 
 @pytest.mark.parametrize("seed", range(5))

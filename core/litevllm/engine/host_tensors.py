@@ -2,6 +2,7 @@
 lists), and copies between host and device that do not wait for queued GPU work."""
 from __future__ import annotations
 
+import threading
 from array import array
 
 import torch
@@ -20,23 +21,57 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     from pageable memory waits for the stream, so CUDA copies go through pinned memory."""
     if device.type != "cuda":
         return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+    return to_device_packed([t], device)[0]
 
 
-def to_device_aligned(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """1-D CPU tensors of one dtype on ``device`` through one copy, each view starting at a
+def to_device_packed(parts: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """CPU tensors (any dtypes and shapes) on ``device`` through one copy, each starting at a
     16-byte boundary: Triton specialises a kernel on its pointers' alignment, so a view at an
-    odd offset would compile (mid-serving) a variant that start-up never met."""
-    align = 16 // parts[0].element_size()
+    odd offset would compile (mid-serving) a variant that start-up never met. CUDA copies are
+    staged in reused pinned buffers (``_PinnedRing``), not a new pinned tensor each."""
+    if device.type != "cuda":
+        return [p.to(device) for p in parts]
+    if torch.cuda.is_current_stream_capturing():  # a graph would keep reading the ring's slot
+        return [p.pin_memory().to(device, non_blocking=True) for p in parts]
+    sizes = [p.numel() * p.element_size() for p in parts]
     starts, end = [], 0
-    for p in parts:
+    for n in sizes:
         starts.append(end)
-        end += -(-p.numel() // align) * align
-    buf = torch.zeros(end, dtype=parts[0].dtype)
-    for p, at in zip(parts, starts):
-        buf[at:at + p.numel()] = p
-    buf = to_device(buf, device)
-    return [buf[at:at + p.numel()] for p, at in zip(parts, starts)]
+        end += -(-n // 16) * 16
+    ring = _rings.get(device) or _rings.setdefault(device, _PinnedRing())
+    with ring.lock:
+        slot, buf = ring.take(end)
+        for p, at, n in zip(parts, starts, sizes):
+            buf[at:at + n].view(p.dtype).copy_(p.reshape(-1))
+        out = buf[:end].to(device, non_blocking=True)
+        ring.events[slot].record()
+    return [out[at:at + n].view(p.dtype).view(p.shape) for p, at, n in zip(parts, starts, sizes)]
+
+
+class _PinnedRing:
+    """Pinned host buffers reused round robin for copies to one device. A slot is written again
+    only once its last copy has run (its event): with 16 slots that wait is for a copy queued 16
+    copies ago, which only a GPU far behind the host still holds."""
+    SLOTS = 16
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.bufs: list[torch.Tensor | None] = [None] * self.SLOTS
+        self.events = [torch.cuda.Event() for _ in range(self.SLOTS)]
+        self.next = 0
+
+    def take(self, nbytes: int) -> tuple[int, torch.Tensor]:
+        slot = self.next
+        self.next = (slot + 1) % self.SLOTS
+        self.events[slot].synchronize()  # not recorded yet: returns at once
+        buf = self.bufs[slot]
+        if buf is None or buf.numel() < nbytes:
+            buf = self.bufs[slot] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8,
+                                                pin_memory=True)
+        return slot, buf
+
+
+_rings: dict[torch.device, _PinnedRing] = {}
 
 
 class HostCopy:

@@ -15,7 +15,7 @@ import torch
 
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
-from litevllm.engine.host_tensors import int_tensor, to_device, to_device_aligned
+from litevllm.engine.host_tensors import int_tensor, to_device, to_device_packed
 from litevllm.engine.piecewise import PiecewiseGraphs
 from litevllm.engine.precompile import Precompiler, join_prefetch
 from litevllm.engine.scheduler import ScheduledBatch
@@ -123,10 +123,10 @@ class ModelRunner:
         slots = tables.gather(1, (pos // bs).T).T.to(torch.int64) * bs + pos % bs
         ids = torch.zeros(k, n, dtype=torch.int64)
         ids[0] = int_tensor(first_ids)
-        ints = to_device(torch.stack([ids, pos, slots]), dev)
-        int32 = to_device(torch.cat([torch.arange(n + 1, dtype=torch.int32),
-                                     (pos + 1).to(torch.int32).flatten()]), dev)
-        tables = to_device(tables, dev)
+        ints, int32, tables = to_device_packed(
+            [torch.stack([ids, pos, slots]), torch.cat([torch.arange(n + 1, dtype=torch.int32),
+                                                        (pos + 1).to(torch.int32).flatten()]),
+             tables], dev)
         top, rows = max(start), list(range(n))
         return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
             slot_mapping=ints[2, j], query_start_loc=int32[:n + 1],
@@ -148,13 +148,13 @@ class ModelRunner:
         owner, first, pos, slots = token_rows(tables, [s.num_computed_tokens for s in seqs],
                                               counts, self.block_size)
         n, seq_lens, dev = len(owner), (pos + 1).to(torch.int32), self.device
-        ids, pos, slots = to_device_aligned([int_tensor(ids), pos, slots], dev)
-        qsl, seq_lens_dev = to_device_aligned([torch.arange(n + 1, dtype=torch.int32), seq_lens],
-                                              dev)
+        ids, pos, slots, qsl, seq_lens_dev, tables_dev = to_device_packed(
+            [int_tensor(ids), pos, slots, torch.arange(n + 1, dtype=torch.int32), seq_lens,
+             tables[owner]], dev)
         rows = list(range(n))
         return StepInputs(ids, pos, AttentionMetadata(
             slot_mapping=slots, query_start_loc=qsl, seq_lens=seq_lens_dev,
-            block_tables=to_device(tables[owner], dev), max_query_len=1,
+            block_tables=tables_dev, max_query_len=1,
             max_seq_len=int(seq_lens.max()), num_seqs=n, is_decode=True, query_lens_cpu=[1] * n,
             seq_lens_cpu=seq_lens.tolist()), rows, first.tolist(), [-1] * len(seqs))
 
@@ -191,13 +191,12 @@ class ModelRunner:
             query_lens.append(n)
         tables = self._block_tables(batch.seqs)
         _, _, pos, slots = token_rows(tables, starts, query_lens, self.block_size)
-        dev = self.device  # one copy per dtype
-        ids, pos, slots = to_device_aligned([int_tensor(ids), pos, slots], dev)
-        qsl_dev, lens_dev = to_device_aligned([int_tensor(qsl, torch.int32),
-                                               int_tensor(seq_lens, torch.int32)], dev)
+        ids, pos, slots, qsl_dev, lens_dev, tables = to_device_packed(  # one copy
+            [int_tensor(ids), pos, slots, int_tensor(qsl, torch.int32),
+             int_tensor(seq_lens, torch.int32), tables], self.device)
         meta = AttentionMetadata(
             slot_mapping=slots, query_start_loc=qsl_dev, seq_lens=lens_dev,
-            block_tables=to_device(tables, dev),
+            block_tables=tables,
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
         return StepInputs(ids, pos, meta, logit_rows, sample_index, prompt_index)
