@@ -105,3 +105,34 @@ def test_block_tables_at_every_step(llama_dir, llama_notok_dir, async_scheduling
         assert not llm.engine.runner.table_rows.state
         outs.append([[(c.token_ids, c.finish_reason, c.logprobs) for c in o.outputs] for o in out])
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("batch,steps", [(3, 4), (5, 1), (8, 2)])
+def test_decode_inputs_start_aligned(llama_dir, batch, steps):
+    """Each decode step's views (ids, positions, slots, lengths) start 16-byte aligned for any
+    batch size (Triton specialises on it; eager decodes would otherwise compile variants
+    mid-serving) and hold the positions, slots and lengths of the formula."""
+    llm = LLM(str(llama_dir), block_size=8, max_num_seqs=8, seed=0)
+    engine = llm.engine
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    for i in range(batch):
+        engine.add_request(f"r{i}", {"prompt_token_ids": list(range(3, 8 + 3 * i))}, params)
+    while not all(s.num_output_tokens for r in engine.requests.values() for s in r.seqs):
+        engine.step()
+    seqs = list(engine.scheduler.running)
+    for s in seqs:  # blocks for the steps ahead, as the scheduler allocates them
+        while len(s.block_table) * 8 < s.num_tokens + steps:
+            s.block_table.append(s.block_table[-1])
+    runner = engine.runner
+    inputs = runner._decode_inputs(seqs, steps)
+    for j, inp in enumerate(inputs):
+        meta = inp.meta
+        for t in (inp.input_ids, inp.positions, meta.slot_mapping, meta.seq_lens,
+                  meta.query_start_loc):
+            assert t.data_ptr() % 16 == 0
+        want_pos = [s.num_computed_tokens + j for s in seqs]
+        assert inp.positions.tolist() == want_pos
+        assert meta.seq_lens.tolist() == [p + 1 for p in want_pos]
+        assert meta.slot_mapping.tolist() == [s.block_table[p // 8] * 8 + p % 8
+                                              for s, p in zip(seqs, want_pos)]
+    assert inputs[0].input_ids.tolist() == [s.token_ids[s.num_computed_tokens] for s in seqs]

@@ -140,21 +140,24 @@ def test_prepare_in_graph_replays_with_each_step(checkpoint, monkeypatch, in_gra
 
 def test_packed_copies_to_cuda():
     """Step inputs go to the GPU as one copy through reused pinned buffers: every view starts
-    16-byte aligned (Triton specialises on it) and holds its values, and a slot written again
-    (more copies than slots) does not change what an earlier copy delivered."""
+    16-byte aligned (Triton specialises on it) and holds its values, whether the copies queue
+    behind a busy GPU (slots not yet free: one-off buffers) or reuse the ring's slots."""
     from litevllm.engine.host_tensors import _PinnedRing, to_device_packed
     dev = torch.device("cuda")
     held = []
-    for i in range(2 * _PinnedRing.SLOTS + 3):
-        parts = [torch.arange(3) + i, torch.arange(5, dtype=torch.int32) - i,
-                 torch.arange(6, dtype=torch.int32).view(2, 3) * i,
-                 torch.zeros(0, dtype=torch.int64)]
-        got = to_device_packed(parts, dev)
-        for p, g in zip(parts, got):
-            assert g.device.type == "cuda" and g.dtype == p.dtype and g.shape == p.shape
-            assert g.data_ptr() % 16 == 0
-        held.append((parts, got))
-    torch.cuda.synchronize()
+    for busy in (True, False):
+        if busy:
+            torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU work ahead of the copies
+        for i in range(2 * _PinnedRing.SLOTS + 3):
+            parts = [torch.arange(3) + i, torch.arange(5, dtype=torch.int32) - i,
+                     torch.arange(6, dtype=torch.int32).view(2, 3) * i,
+                     torch.zeros(0, dtype=torch.int64), torch.tensor(i % 2 == 0)]
+            got = to_device_packed(parts, dev)
+            for p, g in zip(parts, got):
+                assert g.device.type == "cuda" and g.dtype == p.dtype and g.shape == p.shape
+                assert g.data_ptr() % 16 == 0
+            held.append((parts, got))
+        torch.cuda.synchronize()
     for parts, got in held:
         for p, g in zip(parts, got):
             assert torch.equal(p, g.cpu())

@@ -29,30 +29,39 @@ def to_device_packed(parts: list[torch.Tensor], device: torch.device) -> list[to
     16-byte boundary: Triton specialises a kernel on its pointers' alignment, so a view at an
     odd offset would compile (mid-serving) a variant that start-up never met. CUDA copies are
     staged in reused pinned buffers (``_PinnedRing``), not a new pinned tensor each."""
+    for p in parts:
+        if p.device.type != "cpu":
+            raise ValueError(f"to_device takes CPU tensors, got one on {p.device}")
     if device.type != "cuda":
         return [p.to(device) for p in parts]
-    if torch.cuda.is_current_stream_capturing():  # a graph would keep reading the ring's slot
-        return [p.pin_memory().to(device, non_blocking=True) for p in parts]
     sizes = [p.numel() * p.element_size() for p in parts]
     starts, end = [], 0
     for n in sizes:
         starts.append(end)
         end += -(-n // 16) * 16
-    ring = _rings.get(device) or _rings.setdefault(device, _PinnedRing())
-    with ring.lock:
-        slot, buf = ring.take(end)
-        for p, at, n in zip(parts, starts, sizes):
-            buf[at:at + n].view(p.dtype).copy_(p.reshape(-1))
-        out = buf[:end].to(device, non_blocking=True)
-        ring.events[slot].record()
+    with torch.cuda.device(device):  # its stream carries the copy and the slot's event
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("host-to-device input copies cannot be captured in a CUDA graph "
+                               "(a replay would read a pinned buffer reused since)")
+        index = torch.cuda.current_device()  # "cuda" and "cuda:0" share a ring
+        ring = _rings.get(index) or _rings.setdefault(index, _PinnedRing())
+        with ring.lock:
+            slot, buf = ring.take(end)
+            for p, at, n in zip(parts, starts, sizes):
+                buf[at:at + n].view(p.dtype).copy_(p.reshape(-1))
+            out = buf[:end].to(device, non_blocking=True)
+            if slot is not None:
+                ring.events[slot].record()
     return [out[at:at + n].view(p.dtype).view(p.shape) for p, at, n in zip(parts, starts, sizes)]
 
 
 class _PinnedRing:
-    """Pinned host buffers reused round robin for copies to one device. A slot is written again
-    only once its last copy has run (its event): with 16 slots that wait is for a copy queued 16
-    copies ago, which only a GPU far behind the host still holds."""
+    """Pinned host buffers reused round robin for copies to one device. A slot whose last copy
+    has not run yet (its event) is not waited for: that copy takes a one-off pinned buffer, as
+    does one larger than ``KEEP_BYTES`` (a structured-output bitmask), so the ring never makes
+    the host wait for the GPU."""
     SLOTS = 16
+    KEEP_BYTES = 1 << 20
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -60,10 +69,13 @@ class _PinnedRing:
         self.events = [torch.cuda.Event() for _ in range(self.SLOTS)]
         self.next = 0
 
-    def take(self, nbytes: int) -> tuple[int, torch.Tensor]:
+    def take(self, nbytes: int) -> tuple[int | None, torch.Tensor]:
+        """(slot, buffer of >= nbytes); slot None for a one-off buffer (the caching host
+        allocator keeps it until its copy has run)."""
         slot = self.next
+        if nbytes > self.KEEP_BYTES or not self.events[slot].query():
+            return None, torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
         self.next = (slot + 1) % self.SLOTS
-        self.events[slot].synchronize()  # not recorded yet: returns at once
         buf = self.bufs[slot]
         if buf is None or buf.numel() < nbytes:
             buf = self.bufs[slot] = torch.empty(max(nbytes, 1 << 16), dtype=torch.uint8,
@@ -71,7 +83,7 @@ class _PinnedRing:
         return slot, buf
 
 
-_rings: dict[torch.device, _PinnedRing] = {}
+_rings: dict[int, _PinnedRing] = {}
 
 
 class HostCopy:
@@ -81,10 +93,11 @@ class HostCopy:
     def __init__(self, *tensors: torch.Tensor):
         self.event = None
         if tensors and tensors[0].device.type == "cuda":
-            tensors = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-                            .copy_(t, non_blocking=True) for t in tensors)
-            self.event = torch.cuda.Event()
-            self.event.record()
+            with torch.cuda.device(tensors[0].device):  # the event on the copies' stream
+                tensors = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                                .copy_(t, non_blocking=True) for t in tensors)
+                self.event = torch.cuda.Event()
+                self.event.record()
         self.tensors = tensors
 
     def get(self) -> tuple[torch.Tensor, ...]:

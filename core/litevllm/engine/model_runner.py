@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 import torch
+import torch.nn.functional as F
 
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
@@ -112,25 +113,27 @@ class ModelRunner:
 
     def _decode_inputs(self, seqs, k: int = 1) -> list[StepInputs]:
         """Inputs of ``k`` decode steps (positions p .. p+k-1 of each sequence) with one copy to
-        the device per dtype. Positions, slots and lengths of all ``k`` steps come from tensor
+        the device; rows padded so that every step's views start 16-byte aligned. Positions, slots and lengths of all ``k`` steps come from tensor
         ops on the host (one Python pass over the batch); input ids after the first step come
         from the device at run time."""
         bs, n, dev = self.block_size, len(seqs), self.device
         start = list(map(_computed, seqs))
         first_ids = [s.token_ids[p] for s, p in zip(seqs, start)]
         tables = self._block_tables(seqs)
-        pos = int_tensor(start)[None, :] + torch.arange(k)[:, None]  # [k, n]
-        slots = tables.gather(1, (pos // bs).T).T.to(torch.int64) * bs + pos % bs
-        ids = torch.zeros(k, n, dtype=torch.int64)
-        ids[0] = int_tensor(first_ids)
-        ints, int32, tables = to_device_packed(
-            [torch.stack([ids, pos, slots]), torch.cat([torch.arange(n + 1, dtype=torch.int32),
-                                                        (pos + 1).to(torch.int32).flatten()]),
-             tables], dev)
+        n2, n4 = -(-n // 2) * 2, -(-n // 4) * 4  # 16-byte rows of int64 / int32
+        pos = F.pad(int_tensor(start), (0, n2 - n))[None, :] + torch.arange(k)[:, None]
+        slots = tables.gather(1, (pos[:, :n] // bs).T).T.to(torch.int64) * bs + pos[:, :n] % bs
+        ints = torch.zeros(3, k, n2, dtype=torch.int64)  # ids (first step only), pos, slots
+        ints[0, 0, :n] = int_tensor(first_ids)
+        ints[1] = pos
+        ints[2, :, :n] = slots
+        lens = F.pad((pos[:, :n] + 1).to(torch.int32), (0, n4 - n))
+        ints, qsl, lens, tables = to_device_packed(
+            [ints, torch.arange(n + 1, dtype=torch.int32), lens, tables], dev)
         top, rows = max(start), list(range(n))
-        return [StepInputs(ints[0, j], ints[1, j], AttentionMetadata(
-            slot_mapping=ints[2, j], query_start_loc=int32[:n + 1],
-            seq_lens=int32[n + 1 + j * n:n + 1 + (j + 1) * n], block_tables=tables,
+        return [StepInputs(ints[0, j, :n], ints[1, j, :n], AttentionMetadata(
+            slot_mapping=ints[2, j, :n], query_start_loc=qsl, seq_lens=lens[j, :n],
+            block_tables=tables,
             max_query_len=1, max_seq_len=top + j + 1, num_seqs=n, is_decode=True,
             query_lens_cpu=[1] * n, seq_lens_cpu=[p + j + 1 for p in start]),
             rows, rows, [-1] * n) for j in range(k)]

@@ -2,7 +2,7 @@
 
 One difference: ``rotary_embedding`` rotates q and k in place (and returns them), where the
 reference returns new tensors. ``linear`` and ``gated_linear`` run the Triton skinny GEMM for
-up to 64 rows where this GPU's table (``gemv_table``) says it beats cuBLAS, else cuBLAS.
+up to 256 rows where this GPU's table (``gemv_table``) says it beats cuBLAS, else cuBLAS.
 """
 from __future__ import annotations
 
