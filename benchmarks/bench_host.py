@@ -15,6 +15,7 @@
     python benchmarks/bench_host.py            # all of the above
     python benchmarks/bench_host.py steps      # only 4; `steps --profile 1024` prints a cProfile
     python benchmarks/bench_host.py gc         # full-collection pauses, imports frozen or not
+    python benchmarks/bench_host.py prepare    # step inputs: a 2,048-token prompt, mixed, decode
 """
 import json
 import time
@@ -124,7 +125,7 @@ class NoopModel:
         return torch.zeros(hidden.shape[0], self.vocab)
 
 
-def _noop_engine(num_seqs: int, prompt_len: int = 32, **engine_kw):
+def _noop_engine(num_seqs: int, prompt_len: int = 32, max_model_len: int = 1024, **engine_kw):
     """An engine with ``num_seqs`` running sequences past their prompts and a no-op forward."""
     import tempfile
 
@@ -138,12 +139,13 @@ def _noop_engine(num_seqs: int, prompt_len: int = 32, **engine_kw):
         cfg.architectures = ["LlamaForCausalLM"]
         cfg.save_pretrained(d)
         # blocks for every sequence at full length: no preemption while steps are timed
-        llm = LLM(d, load_format="dummy", max_num_seqs=num_seqs, max_model_len=1024,
+        llm = LLM(d, load_format="dummy", max_num_seqs=num_seqs + 1, max_model_len=max_model_len,
                   max_num_batched_tokens=max(8192, num_seqs * prompt_len),
-                  num_gpu_blocks_override=num_seqs * 1024 // 16 + 1, **engine_kw)
+                  num_gpu_blocks_override=(num_seqs + 1) * max_model_len // 16 + 1, **engine_kw)
     engine = llm.engine
     engine.runner.model = NoopModel(cfg.vocab_size)
-    params = SamplingParams(temperature=0, max_tokens=1024 - prompt_len - 1, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_tokens=max_model_len - prompt_len - 1,
+                            ignore_eos=True)
     for i in range(num_seqs):
         engine.add_request(f"r{i}", {"prompt_token_ids": [1 + (i + j) % 30 for j in range(prompt_len)]},
                            params)
@@ -192,6 +194,39 @@ def host_steps(sizes=(64, 256, 1024, 2048)) -> dict:
     return result
 
 
+def prepare_costs(prompt: int = 2048, decodes: int = 255, reps: int = 300) -> dict:
+    """Host CPU µs of ``runner.prepare`` (the step's inputs; hot loop, median of 5 rounds): a
+    ``prompt``-token prompt alone, beside ``decodes`` decode rows (a mixed step), and the
+    decode rows alone."""
+    from litevllm import SamplingParams
+    engine = _noop_engine(decodes, max_model_len=prompt + 64)
+    runner, got = engine.runner, {}
+    real = runner.prepare
+
+    def timed_us(batch):
+        rounds = []
+        for _ in range(5):
+            t = time.thread_time()
+            for _ in range(reps):
+                real(batch)
+            rounds.append((time.thread_time() - t) / reps * 1e6)
+        return sorted(rounds)[2]
+
+    def capture(batch):  # timed before the step runs (prepare reads the sequences' state)
+        prompt_seq = [s for s, n in zip(batch.seqs, batch.num_new_tokens) if n > 1]
+        assert len(prompt_seq) == 1 and len(batch.seqs) == decodes + 1, "not one mixed step"
+        others = [s for s in batch.seqs if s is not prompt_seq[0]]
+        got.update(prepare_us_prompt=timed_us(batch.subset(prompt_seq)),
+                   prepare_us_mixed=timed_us(batch), prepare_us_decode=timed_us(batch.subset(others)))
+        return real(batch)
+    runner.prepare = capture
+    engine.add_request("prompt", {"prompt_token_ids": [1 + j % 30 for j in range(prompt)]},
+                       SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    engine.step(unfinished_outputs=False)
+    runner.prepare = real
+    return {**got, "prompt_tokens": prompt, "decode_rows": decodes}
+
+
 def gc_pauses(num_seqs: int = 1024, steps: int = 400) -> dict:
     """Full (generation-2) collections during ``steps`` decode steps, wall ms each: as the
     engine runs (imports frozen before it starts), then with ``gc.unfreeze()`` (as before)."""
@@ -226,6 +261,10 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["gc"]:
         torch.set_num_threads(1)
         print(json.dumps(gc_pauses(), indent=2))
+        sys.exit()
+    if sys.argv[1:2] == ["prepare"]:
+        torch.set_num_threads(1)
+        print(json.dumps(prepare_costs(), indent=2))
         sys.exit()
     if sys.argv[1:2] == ["steps"]:
         torch.set_num_threads(1)  # host work is one thread; spare the shared cores the spinning
