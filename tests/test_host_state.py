@@ -50,6 +50,8 @@ def test_packed_copies_keep_values_dtypes_shapes():
     got = to_device_packed(parts, torch.device("cpu"))
     for p, g in zip(parts, got):
         assert torch.equal(p, g) and g.dtype == p.dtype and g.shape == p.shape
+    with pytest.raises(ValueError, match="takes CPU tensors, got one on meta"):
+        to_device_packed([torch.empty(2, device="meta")], torch.device("cpu"))
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -19,8 +19,6 @@ def int_tensor(values, dtype: torch.dtype = torch.int64) -> torch.Tensor:
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` (on the CPU) on ``device`` without the host waiting for queued GPU work: a copy
     from pageable memory waits for the stream, so CUDA copies go through pinned memory."""
-    if device.type != "cuda":
-        return t.to(device)
     return to_device_packed([t], device)[0]
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 import torch
-import torch.nn.functional as F
 
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
@@ -113,21 +112,21 @@ class ModelRunner:
 
     def _decode_inputs(self, seqs, k: int = 1) -> list[StepInputs]:
         """Inputs of ``k`` decode steps (positions p .. p+k-1 of each sequence) with one copy to
-        the device; rows padded so that every step's views start 16-byte aligned. Positions, slots and lengths of all ``k`` steps come from tensor
-        ops on the host (one Python pass over the batch); input ids after the first step come
-        from the device at run time."""
+        the device, rows padded to a multiple of 4 so that every step's views start 16-byte
+        aligned. Positions, slots and lengths of all ``k`` steps come from tensor ops on the host
+        (one Python pass over the batch); input ids after the first step come from the device
+        at run time."""
         bs, n, dev = self.block_size, len(seqs), self.device
         start = list(map(_computed, seqs))
         first_ids = [s.token_ids[p] for s, p in zip(seqs, start)]
         tables = self._block_tables(seqs)
-        n2, n4 = -(-n // 2) * 2, -(-n // 4) * 4  # 16-byte rows of int64 / int32
-        pos = F.pad(int_tensor(start), (0, n2 - n))[None, :] + torch.arange(k)[:, None]
-        slots = tables.gather(1, (pos[:, :n] // bs).T).T.to(torch.int64) * bs + pos[:, :n] % bs
-        ints = torch.zeros(3, k, n2, dtype=torch.int64)  # ids (first step only), pos, slots
-        ints[0, 0, :n] = int_tensor(first_ids)
+        pad = [0] * (-n % 4)  # padding columns, never read
+        pos = int_tensor(start + pad)[None, :] + torch.arange(k)[:, None]  # [k, n + pad]
+        ints = torch.zeros(3, k, n + len(pad), dtype=torch.int64)  # ids (step 0), pos, slots
+        ints[0, 0] = int_tensor(first_ids + pad)
         ints[1] = pos
-        ints[2, :, :n] = slots
-        lens = F.pad((pos[:, :n] + 1).to(torch.int32), (0, n4 - n))
+        ints[2, :, :n] = tables.gather(1, (pos[:, :n] // bs).T).T * bs + pos[:, :n] % bs
+        lens = (pos + 1).to(torch.int32)
         ints, qsl, lens, tables = to_device_packed(
             [ints, torch.arange(n + 1, dtype=torch.int32), lens, tables], dev)
         top, rows = max(start), list(range(n))
