@@ -258,3 +258,47 @@ def test_engine_steps_through_padded_pieces_match_plain_runs(llama_dir):
     got = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
     assert got == want
     assert llm.engine.stats()["spec_num_draft_tokens"] > 0 and {16, 32} <= set(pw.sizes)
+
+
+class PaddedMetaBackend(type(_tiny()[1])):
+    """The torch backend claiming ``varlen_in_graph``: whole-step graphs (no-op on the CPU)."""
+    varlen_in_graph = True
+
+
+@torch.inference_mode()
+def test_whole_step_graphs_replay_once_with_padded_metadata(fake_cuda):
+    """A backend that attends inside graphs: one graph per bucket, attention only while
+    capturing (into the shared output buffer), and each step's metadata loaded into static
+    buffers padded to the bucket: slot -1 past the step's tokens, padding sequences starting
+    at the step's token count, stale block-table rows left alone."""
+    model, attn, caches = _tiny()
+    attn.__class__ = PaddedMetaBackend
+    calls = []
+    real = PaddedMetaBackend.forward
+
+    def counted(self, spec, q, k, v, kv_cache, meta, out=None):
+        calls.append((q.shape[0], meta.num_seqs, meta.max_query_len, out is not None))
+        return out if out is not None else real(self, spec, q, k, v, kv_cache, meta)
+    PaddedMetaBackend.forward = counted
+    try:
+        pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64, max_seqs=4, max_blocks=3)
+        assert pw.whole and PiecewiseGraphs(model, attn, torch.device("cpu"), 64).whole is False
+        pw.tables.fill_(9)
+        ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
+        assert pw.forward(ids, pos, caches, _mixed_meta()).shape[0] == 8
+        piece = pw.pieces[16]
+        assert len(piece.graphs) == 1 and not piece.calls
+        # dry run + capture, each layer once; static metadata sized by the bucket
+        assert calls == [(16, 4, 16, True)] * (2 * len(caches))
+        calls.clear()
+        pw.forward(ids, pos, caches, _mixed_meta())
+        assert not calls and pw.pieces[16] is piece  # replayed: attention lives in the graph
+    finally:
+        PaddedMetaBackend.forward = real
+    assert pw.slots[:16].tolist() == [3, 4, *range(16, 22)] + [-1] * 8
+    assert pw.qsl.tolist() == [0, 2, 8, 8, 8] and pw.seq_lens[:2].tolist() == [5, 6]
+    assert pw.tables[:2, 0].tolist() == [0, 1] and (pw.tables[:2, 1:] == 9).all()
+    assert (pw.tables[2:] == 9).all()
+    too_many = _mixed_meta()
+    too_many.num_seqs = 5  # more sequences than the buffers hold: eager
+    assert pw.forward(ids, pos, caches, too_many) is None

@@ -3,4 +3,5 @@ __version__ = "0.1.0"
 # 1.1: fused_moe(shared=, shared_gate=, shared_experts=), fused_moe_with_shared,
 # shared_expert_slots, FusedMoE(shared_experts=, shared_prefix=), AttentionBackend.forward(out=)
 # 1.2: AttentionBackend.prepare_in_graph
-PLUGIN_API_VERSION = "1.2"
+# 1.3: AttentionBackend.varlen_in_graph
+PLUGIN_API_VERSION = "1.3"

@@ -1,8 +1,9 @@
 """Turns a scheduled batch into tensors, runs the model, returns logits.
 
 Decode-only batches replay CUDA graphs captured per batch-size bucket when the attention
-backend supports it; other steps of up to ``piecewise_tokens`` tokens replay piecewise graphs
-(engine/piecewise.py) with attention run eagerly between them; the rest runs eagerly.
+backend supports it; other steps of up to ``piecewise_tokens`` tokens replay graphs per
+token bucket (engine/piecewise.py: the whole step, or pieces with attention run eagerly between
+them); the rest runs eagerly.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ class ModelRunner:
         self.use_cuda_graphs = use_cuda_graphs and device.type == "cuda" and \
             getattr(attn_backend, "supports_cuda_graphs", False)
         self.graphs: dict[int, tuple] = {}
-        self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens) \
+        self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens,
+                                         max_num_seqs, self.max_blocks_per_seq) \
             if self.use_cuda_graphs and piecewise_tokens > 0 else None
         self.capture_seconds = 0.0
         self.precompiler = precompiler  # used once, by the first of profiling and capture
@@ -227,11 +229,11 @@ class ModelRunner:
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
             logits = self._replay(inputs)
         else:
-            meta = self.attn.prepare(inputs.meta)
             hidden = self.piecewise.forward(inputs.input_ids, inputs.positions, self.kv_caches,
-                                            meta) if self.piecewise else None
+                                            inputs.meta) if self.piecewise else None
             if hidden is None:
-                hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, meta)
+                hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
+                                    self.attn.prepare(inputs.meta))
             rows = inputs.logit_rows
             if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
                 index = to_device(int_tensor(rows), self.device)

@@ -1,18 +1,24 @@
-"""Piecewise CUDA graphs for steps that are not plain decodes: prefill chunks, mixed
-prefill+decode batches and speculative verify steps.
+"""CUDA graphs for steps that are not plain decodes: prefill chunks, mixed prefill+decode
+batches and speculative verify steps, one per token-count bucket.
 
-Per token-count bucket the model's forward is captured as a chain of graphs split at every
-attention call: graph 0 runs from the embedding to layer 0's q/k/v, graph i from layer i-1's
-attention output to layer i's q/k/v, the last one to the final norm. Attention, whose launch
-depends on per-step metadata (query starts, lengths, block tables), runs eagerly between
-replays on the first ``n`` (real) rows of the captured q/k/v and writes a static output buffer
-that the next graph reads. Steps are padded to the bucket with stale token ids and positions;
-padded rows never reach attention or the KV cache, and every other op works row by row, so
-they cannot change real rows. All buckets share one memory pool; they are captured at start-up,
-the largest first, within a time budget, and any left over on first use.
+With a backend whose attention can run inside a graph (``AttentionBackend.varlen_in_graph``) a
+bucket is one graph of the whole forward, attention included: the step's metadata is copied
+into static buffers padded to the bucket (padding sequences own no query rows, padding tokens
+have slot -1), so the graph's kernels read the step's lengths on the device.
+
+Otherwise the forward is captured as a chain of graphs split at every attention call: graph 0
+runs from the embedding to layer 0's q/k/v, graph i from layer i-1's attention output to layer
+i's q/k/v, the last one to the final norm. Attention, whose launch depends on per-step metadata
+(query starts, lengths, block tables), runs eagerly between replays on the first ``n`` (real)
+rows of the captured q/k/v and writes a static output buffer that the next graph reads.
+
+Either way steps are padded to the bucket with stale token ids and positions; padded rows never
+reach the KV cache, and every other op works row by row, so they cannot change real rows. All
+buckets share one memory pool; they are captured at start-up, the largest first, within a time
+budget, and any left over on first use.
 
 A model that does not run every layer's attention through the backend's ``forward`` (one call
-per KV cache) cannot be split and stays eager, as does any step after a failed capture.
+per KV cache) stays eager, as does any step after a failed capture.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from litevllm.attention.backend import AttentionSpec
+from litevllm.attention.backend import AttentionMetadata, AttentionSpec
 from litevllm.kinds import op_takes
 
 log = logging.getLogger("litevllm")
@@ -64,16 +70,18 @@ class AttentionCall:
 
 @dataclass
 class Piece:
-    graphs: list            # len(calls) + 1 CUDA graphs
+    graphs: list            # len(calls) + 1 CUDA graphs (whole steps: one, no calls)
     calls: list[AttentionCall]
     hidden: torch.Tensor    # [bucket, hidden] final hidden states
 
 
 class PiecewiseGraphs:
     """``forward`` runs the model for a step of up to ``max_tokens`` tokens from graphs, capturing
-    its bucket first when new; None means the caller runs the model eagerly."""
+    its bucket first when new; None means the caller runs the model eagerly. Whole-step graphs
+    need ``max_seqs`` and ``max_blocks`` (the block-table width) for their metadata buffers."""
 
-    def __init__(self, model, attn, device: torch.device, max_tokens: int):
+    def __init__(self, model, attn, device: torch.device, max_tokens: int, max_seqs: int = 0,
+                 max_blocks: int = 0):
         self.model, self.attn, self.device = model, attn, device
         self.buckets = token_buckets(max_tokens)
         self.pieces: dict[int, Piece] = {}
@@ -83,14 +91,31 @@ class PiecewiseGraphs:
         self.pos = torch.zeros(max_tokens, dtype=torch.int64, device=device)
         self._out: torch.Tensor | None = None   # flat attention-output buffer
         self._pool = self._stream = None
+        self.whole = bool(getattr(attn, "varlen_in_graph", False)) and max_seqs > 0 < max_blocks
+        if self.whole:  # the step's metadata, padded to the bucket
+            self.max_seqs = max_seqs
+            self.slots = torch.full((max_tokens,), -1, dtype=torch.int64, device=device)
+            self.qsl = torch.zeros(max_seqs + 1, dtype=torch.int32, device=device)
+            self.seq_lens = torch.zeros(max_seqs, dtype=torch.int32, device=device)
+            self.tables = torch.zeros(max_seqs, max_blocks, dtype=torch.int32, device=device)
+
+    @property
+    def _into(self) -> bool:
+        """Whether the backend's forward takes ``out`` (by class: the cache holds no backend)."""
+        return op_takes(type(self.attn).forward, "out")
 
     def bucket(self, n: int) -> int | None:
         return next((b for b in self.buckets if b >= n), None)
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor | None:
-        """Hidden states [n, hidden] for ``meta`` (already ``attn.prepare``d), or None."""
+        """Hidden states [n, hidden] for the step ``meta`` describes, or None. Piecewise graphs
+        run ``attn.prepare`` eagerly; whole-step graphs hold it."""
         size = None if self.disabled else self.bucket(input_ids.shape[0])
         if size is None:
+            return None
+        if not self.whole:
+            meta = self.attn.prepare(meta)
+        elif meta.num_seqs > self._bucket_seqs(size):
             return None
         piece = self.pieces.get(size) or self._capture(size, kv_caches, meta)
         if piece is None:
@@ -98,7 +123,11 @@ class PiecewiseGraphs:
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
         self.pos[:n].copy_(positions)
-        into = op_takes(type(self.attn).forward, "out")  # by class: the cache holds no backend
+        if self.whole:
+            self._load_meta(size, n, meta)
+            piece.graphs[0].replay()
+            return piece.hidden[:n]
+        into = self._into
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
             kw = {"out": call.out[:n]} if into else {}  # straight into the next graph's input
@@ -111,15 +140,38 @@ class PiecewiseGraphs:
 
     def capture(self, kv_caches, meta, budget_s: float = CAPTURE_BUDGET_S) -> None:
         """Capture buckets, the largest first (always), until ``budget_s`` has passed (at
-        start-up: steps then do not stop to capture). ``meta`` only travels through the model:
-        attention does not run during a capture."""
+        start-up: steps then do not stop to capture). ``meta`` only travels through the model
+        of piecewise captures (attention does not run); whole-step graphs use their own."""
         t0 = time.perf_counter()
         for size in reversed(self.buckets):
             if self.disabled or self._capture(size, kv_caches, meta) is None or \
                     time.perf_counter() - t0 > budget_s:
                 break
-        log.info("captured piecewise CUDA graphs for %d of %d token buckets in %.1f s",
-                 len(self.pieces), len(self.buckets), time.perf_counter() - t0)
+        log.info("captured %s CUDA graphs for %d of %d token buckets in %.1f s",
+                 "whole-step" if self.whole else "piecewise", len(self.pieces),
+                 len(self.buckets), time.perf_counter() - t0)
+
+    # whole-step metadata ---------------------------------------------------------------------
+    def _bucket_seqs(self, size: int) -> int:
+        return min(size, self.max_seqs)  # every sequence brings at least one token
+
+    def _static_meta(self, size: int) -> AttentionMetadata:
+        s = self._bucket_seqs(size)
+        return AttentionMetadata(
+            slot_mapping=self.slots[:size], query_start_loc=self.qsl[:s + 1],
+            seq_lens=self.seq_lens[:s], block_tables=self.tables[:s], max_query_len=size,
+            max_seq_len=self.tables.shape[1] * self.attn.block_size, num_seqs=s, is_decode=False)
+
+    def _load_meta(self, size: int, n: int, meta: AttentionMetadata) -> None:
+        """The step's metadata into the static buffers: padding tokens get slot -1 (their k/v
+        are not stored) and padding sequences start at ``n`` (no query rows, never read)."""
+        b, s = meta.num_seqs, self._bucket_seqs(size)
+        self.slots[:n].copy_(meta.slot_mapping)
+        self.slots[n:size].fill_(-1)
+        self.qsl[:b + 1].copy_(meta.query_start_loc)
+        self.qsl[b + 1:s + 1].fill_(n)
+        self.seq_lens[:b].copy_(meta.seq_lens)
+        self.tables[:b, :meta.block_tables.shape[1]].copy_(meta.block_tables)
 
     # capture ---------------------------------------------------------------------------------
     def _capture(self, size, kv_caches, meta) -> Piece | None:
@@ -127,14 +179,14 @@ class PiecewiseGraphs:
         try:
             piece = self._record(size, kv_caches, meta)
         except Exception as e:  # noqa: BLE001 -- any op that cannot be captured: stay eager
-            log.warning("piecewise CUDA graphs off (steps that are not plain decodes run "
+            log.warning("CUDA graphs for steps that are not plain decodes off (they run "
                         "eagerly): capturing %d tokens failed: %s", size,
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
             self.disabled = True
             return None
         self.pieces[size] = piece
         self.capture_seconds += time.perf_counter() - t0
-        log.debug("piecewise graphs for %d tokens (%d pieces) captured in %.3f s", size,
+        log.debug("CUDA graphs for %d tokens (%d pieces) captured in %.3f s", size,
                   len(piece.graphs), time.perf_counter() - t0)
         return piece
 
@@ -156,15 +208,27 @@ class PiecewiseGraphs:
         finally:
             del self.attn.forward
 
-    def _dry(self, size, kv_caches, meta) -> None:
-        """One run without attention: compiles this shape's kernels, sizes the output buffer and
-        checks that attention runs through the backend once per KV cache."""
+    def _attend(self, size, meta):
+        """Whole steps: the backend's attention, into the shared output buffer when its
+        ``forward`` takes ``out`` (padding rows then hold earlier steps' finite values)."""
+        cls = type(self.attn)
+
+        def attend(spec, q, k, v, cache):
+            kw = {"out": self._out_view(size, q.shape[1] * q.shape[2], q.dtype)} \
+                if self._into else {}
+            return cls.forward(self.attn, spec, q, k, v, cache, meta, **kw)
+        return attend
+
+    def _dry(self, size, kv_caches, meta, attend=None) -> None:
+        """One run (attention only with ``attend``): compiles this shape's kernels, sizes the
+        output buffer and checks that attention runs through the backend once per KV cache."""
         layers = {id(c): i for i, c in enumerate(kv_caches)}
         seen: list[int] = []
 
         def dry(spec, q, k, v, cache):
             seen.append(layers.get(id(cache), -1))
-            return self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
+            out = self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
+            return attend(spec, q, k, v, cache) if attend else out
 
         self._run(size, kv_caches, meta, dry)
         if sorted(seen) != list(range(len(kv_caches))):
@@ -178,7 +242,11 @@ class PiecewiseGraphs:
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            self._dry(size, kv_caches, meta)
+            if self.whole:  # the dry run attends to nothing and stores nothing
+                self.slots[:size].fill_(-1)
+                self.qsl.zero_()
+                meta = self.attn.prepare(self._static_meta(size))
+            self._dry(size, kv_caches, meta, self._attend(size, meta) if self.whole else None)
             torch.cuda.synchronize(self.device)
             layers = {id(c): i for i, c in enumerate(kv_caches)}
             graphs, calls = [torch.cuda.CUDAGraph()], []
@@ -194,7 +262,11 @@ class PiecewiseGraphs:
 
             graphs[0].capture_begin(pool=self._pool)
             try:
-                hidden = self._run(size, kv_caches, meta, split)
+                if self.whole:  # prepare() too: it replays with every step
+                    meta = self.attn.prepare(self._static_meta(size))
+                    hidden = self._run(size, kv_caches, meta, self._attend(size, meta))
+                else:
+                    hidden = self._run(size, kv_caches, meta, split)
             except BaseException:
                 try:
                     graphs[-1].capture_end()

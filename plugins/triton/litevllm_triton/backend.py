@@ -24,6 +24,7 @@ class TritonAttentionBackend(AttentionBackend):
     # decode batches of at least this many sequences launch longest context first
     ORDER_MIN_SEQS = 32
     supports_cuda_graphs = True
+    varlen_in_graph = True  # the prefill kernel reads lengths on the device; padded rows exit
     kv_cache_dtypes = torch_ops.FP8_KV_DTYPES  # k / k_scale, v / v_scale in float8 e4m3
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,

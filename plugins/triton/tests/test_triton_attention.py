@@ -239,3 +239,40 @@ def test_backend_matches_torch_backend(dtype, qlens, slens):
         res = backend.forward(spec, q, k, v, cache.clone(), meta, out=buf[:t])
         assert res.data_ptr() == buf.data_ptr() and buf[t:].isnan().all()
         torch.testing.assert_close(buf[:t], exact, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", ["gqa", "window+softcap", "d80-window"])
+def test_backend_padded_metadata_keeps_real_rows(case):
+    """``varlen_in_graph``: a step fed as a whole-step graph feeds it, padded to a bucket (junk
+    rows with slot -1, padding sequences that start at the step's token count, junk lengths and
+    block-table rows, ``num_seqs`` and ``max_query_len`` as upper bounds), gives the plain
+    step's outputs and cache; padding rows of ``out`` are left as they were."""
+    h, hkv, d, bs, window, cap = ATTN_CASES[case]
+    spec, dtype = _spec(h, hkv, d, window, cap), torch.float32
+    qlens, slens = MIXED_QUERY_LENS, MIXED_SEQ_LENS
+    k_cache, v_cache, bt, qsl, sl = make_paged_batch(qlens, slens, hkv, d, bs, dtype)
+    slots = torch.cat([bt[b, torch.arange(s - q, s) // bs].long() * bs + torch.arange(s - q, s) % bs
+                       for b, (q, s) in enumerate(zip(qlens, slens))])
+    t, b, size, seqs = sum(qlens), len(qlens), 160, 10
+    q = torch.randn(size, h, d, dtype=dtype)
+    k, v = torch.randn(size, hkv, d, dtype=dtype), torch.randn(size, hkv, d, dtype=dtype)
+    backend = TritonAttentionBackend(torch.device("cpu"), dtype, bs)
+    assert backend.varlen_in_graph
+    cache = torch.stack((k_cache, v_cache))
+    want_cache = cache.clone()
+    want = backend.forward(spec, q[:t], k[:t], v[:t], want_cache, _meta(qlens, slens, bt, qsl, sl,
+                                                                          slots))
+    pad_tables = torch.randint(0, bt.max().item() + 1, (seqs, bt.shape[1]), dtype=torch.int32)
+    pad_tables[:b] = bt
+    padded = AttentionMetadata(
+        slot_mapping=torch.cat((slots, torch.full((size - t,), -1))),
+        query_start_loc=torch.cat((qsl, torch.full((seqs - b,), t, dtype=torch.int32))),
+        seq_lens=torch.cat((sl, torch.randint(0, 200, (seqs - b,), dtype=torch.int32))),
+        block_tables=pad_tables, max_query_len=size, max_seq_len=bt.shape[1] * bs,
+        num_seqs=seqs, is_decode=False)
+    out = torch.full((size, h * d), 7.0, dtype=dtype)
+    got = backend.forward(spec, q, k, v, cache, padded, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(got[:t], want, **TOL[dtype])
+    assert (got[t:] == 7.0).all()
+    torch.testing.assert_close(cache, want_cache, rtol=0, atol=0)
