@@ -138,3 +138,27 @@ def test_decode_inputs_start_aligned(llama_dir, batch, steps):
         assert meta.slot_mapping.tolist() == [s.block_table[p // 8] * 8 + p % 8
                                               for s, p in zip(seqs, want_pos)]
     assert inputs[0].input_ids.tolist() == [s.token_ids[s.num_computed_tokens] for s in seqs]
+
+
+def test_logit_rows_reach_the_lm_head(llama_dir):
+    """A step's logit rows: sent with its inputs (one copy) when they are not a range, sliced
+    when they are (a prompt's last token, decode rows); either way exactly those rows of the
+    hidden states reach the lm_head."""
+    llm = LLM(str(llama_dir), block_size=8, max_num_seqs=8, seed=0)
+    runner, seen = llm.engine.runner, []
+    pick = runner._logit_hidden
+
+    def checked(hidden, inputs):
+        got = pick(hidden, inputs)
+        assert torch.equal(got, hidden[inputs.logit_rows])
+        seen.append((len(inputs.logit_rows), inputs.logit_index is not None))
+        return got
+    runner._logit_hidden = checked
+    plain = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    llm.generate({"prompt_token_ids": list(range(3, 20))}, plain)
+    assert seen[0] == (1, False)  # the prompt's last row: a slice
+    seen.clear()
+    logprobs = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True, prompt_logprobs=1)
+    llm.generate([{"prompt_token_ids": list(range(3, 12))}, {"prompt_token_ids": [5, 6, 7]},
+                  {"prompt_token_ids": list(range(30, 40))}], [plain, logprobs, plain])
+    assert seen[0] == (1 + 3 + 1, True)  # rows 8, 9-11, 21: gaps, so an index

@@ -33,9 +33,10 @@ class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     meta: AttentionMetadata
-    logit_rows: list[int]          # flat token rows whose logits are needed
+    logit_rows: list[int]          # flat token rows whose logits are needed, increasing
     sample_index: list[int]        # for each scheduled seq: its row in logit_rows, or -1
     prompt_index: list[int]        # for each scheduled seq: first prompt-logprob row, or -1
+    logit_index: torch.Tensor | None = None  # logit_rows on the device, unless they are a range
 
 
 def token_rows(tables: torch.Tensor, starts: list[int], counts: list[int], block_size: int):
@@ -195,15 +196,17 @@ class ModelRunner:
             query_lens.append(n)
         tables = self._block_tables(batch.seqs)
         _, _, pos, slots = token_rows(tables, starts, query_lens, self.block_size)
-        ids, pos, slots, qsl_dev, lens_dev, tables = to_device_packed(  # one copy
-            [int_tensor(ids), pos, slots, int_tensor(qsl, torch.int32),
-             int_tensor(seq_lens, torch.int32), tables], self.device)
+        parts = [int_tensor(ids), pos, slots, int_tensor(qsl, torch.int32),
+                 int_tensor(seq_lens, torch.int32), tables]
+        if logit_rows and logit_rows[-1] - logit_rows[0] != len(logit_rows) - 1:
+            parts.append(int_tensor(logit_rows))  # rows increase: a range unless gaps
+        ids, pos, slots, qsl_dev, lens_dev, tables, *index = to_device_packed(parts, self.device)
         meta = AttentionMetadata(
             slot_mapping=slots, query_start_loc=qsl_dev, seq_lens=lens_dev,
             block_tables=tables,
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(ids, pos, meta, logit_rows, sample_index, prompt_index)
+        return StepInputs(ids, pos, meta, logit_rows, sample_index, prompt_index, *index)
 
     @torch.inference_mode()
     def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
@@ -234,10 +237,7 @@ class ModelRunner:
             if hidden is None:
                 hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
                                     self.attn.prepare(inputs.meta))
-            rows = inputs.logit_rows
-            if len(rows) != hidden.shape[0] or rows != list(range(len(rows))):  # decodes: all rows
-                index = to_device(int_tensor(rows), self.device)
-                hidden = hidden.index_select(0, index)
+            hidden = self._logit_hidden(hidden, inputs)
             logits = self.model.compute_logits(hidden)
         if self.logits_observers:
             for observer in self.logits_observers:
@@ -245,6 +245,19 @@ class ModelRunner:
                 if replaced is not None:
                     logits = replaced
         return logits
+
+    def _logit_hidden(self, hidden: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
+        """The rows of ``hidden`` whose logits the step needs: a slice when they are a range (a
+        prompt's last token, every decode row), else the index ``prepare`` copied with the
+        step's inputs."""
+        rows = inputs.logit_rows
+        if inputs.logit_index is not None:
+            return hidden.index_select(0, inputs.logit_index)
+        if not rows:
+            return hidden[:0]
+        if rows[-1] - rows[0] == len(rows) - 1 and rows[0] >= 0:
+            return hidden[rows[0]:rows[-1] + 1]
+        return hidden.index_select(0, to_device(int_tensor(rows), self.device))
 
     # CUDA graphs -----------------------------------------------------------------------------
     def _graph_meta(self, bs: int) -> AttentionMetadata:
