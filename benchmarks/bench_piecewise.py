@@ -27,7 +27,7 @@ llm = LLM(str(cfg), load_format="dummy", max_model_len=2048 + 64, gpu_memory_uti
 engine, runner = llm.engine, llm.engine.runner
 pw = runner.piecewise
 print(f"start-up to ready: {time.perf_counter() - t0:.2f} s (decode graphs "
-      f"{runner.capture_seconds:.2f} s, piecewise graphs {pw.capture_seconds:.2f} s for "
+      f"{runner.capture_seconds:.2f} s, prefill-step graphs {pw.capture_seconds:.2f} s for "
       f"{len(pw.pieces)} of {len(pw.buckets)} buckets)", flush=True)
 proposer = engine.spec.proposer
 pieces = PiecewiseGraphs(runner.model, runner.attn, runner.device, 2048)  # no metadata buffers
