@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from litevllm.attention.backend import AttentionMetadata
+from litevllm.attention.torch_backend import TorchAttentionBackend
 from litevllm.engine.model_runner import ModelRunner
 from litevllm.engine.piecewise import PiecewiseGraphs, token_buckets, unowned_view
 from litevllm.model.decoder import LiteAttention, LiteForCausalLM
@@ -260,7 +261,7 @@ def test_engine_steps_through_padded_pieces_match_plain_runs(llama_dir):
     assert llm.engine.stats()["spec_num_draft_tokens"] > 0 and {16, 32} <= set(pw.sizes)
 
 
-class PaddedMetaBackend(type(_tiny()[1])):
+class PaddedMetaBackend(TorchAttentionBackend):
     """The torch backend claiming ``varlen_in_graph``: whole-step graphs (no-op on the CPU)."""
     varlen_in_graph = True
 

@@ -202,3 +202,34 @@ def test_verify_steps_are_decode_rows(engines, monkeypatch):
     monkeypatch.setattr(runner, "prepare", spy)
     spec.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
     assert checked and max(checked) > 1
+
+
+def test_verify_steps_beyond_a_decode_graph_are_one_sequence_each(llama_dir, monkeypatch):
+    """A verify step with more rows (1 + drafts per sequence) than ``max_num_seqs`` cannot replay
+    a decode graph: it is laid out as a mixed step (one sequence with 1 + d query rows each, so
+    prefill-step graphs take it) and gives the plain greedy tokens."""
+    common = dict(block_size=8, max_num_seqs=2, seed=0)
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    prompts = [PROMPTS[0], PROMPTS[2]]
+    want = [o.outputs[0].token_ids for o in LLM(str(llama_dir), **common).generate(prompts, params)]
+    spec = LLM(str(llama_dir), speculative_config=SPEC, **common)
+    runner, laid = spec.engine.runner, []
+    prepare = runner.prepare
+
+    def spy(batch):  # records only: the engine would contain a failure to the request
+        inputs = prepare(batch)
+        if batch.drafts:
+            drafts = [len(batch.drafts.get(s.seq_id, ())) for s in batch.seqs]
+            m = inputs.meta
+            laid.append((drafts, len(inputs.input_ids), m.is_decode, m.num_seqs, m.query_lens_cpu))
+        return inputs
+    monkeypatch.setattr(runner, "prepare", spy)
+    got = [o.outputs[0].token_ids for o in spec.generate(prompts, params)]
+    assert got == want
+    wide = [x for x in laid if len(x[0]) + sum(x[0]) > 2]
+    assert wide
+    for drafts, rows, is_decode, num_seqs, query_lens in laid:
+        assert rows == len(drafts) + sum(drafts)
+        if rows > 2:
+            assert not is_decode and num_seqs == len(drafts)
+            assert query_lens == [1 + d for d in drafts]

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 from gpu_parity import F32_ATOL, TOP, generate, same_until_tie  # noqa: E402
 
 from litevllm import LLM, SamplingParams  # noqa: E402
+from litevllm.engine.piecewise import PiecewiseGraphs  # noqa: E402
 from litevllm.plugins import PluginError  # noqa: E402
 from litevllm.testing import build_checkpoint, model_class, tiny_config  # noqa: E402
 
@@ -63,12 +64,21 @@ def close_outputs(got, want, where):
         assert abs(got.logprobs[i][a] - want.logprobs[i][b]) <= F32_ATOL, f"{where}, position {i}"
 
 
-def test_chunked_mixed_batches_match_eager(checkpoint):
-    """64-token steps: prompt chunks share steps with other sequences' decodes."""
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-step", "pieces"])
+def test_chunked_mixed_batches_match_eager(checkpoint, whole):
+    """64-token steps: prompt chunks share steps with other sequences' decodes. The Triton
+    backend takes whole-step graphs; "pieces" swaps in the piecewise graphs other backends
+    get (attention eager between them)."""
     ps = prompts([5, 40, 100, 300, 77])
     opts = dict(max_num_batched_tokens=64, max_model_len=1024, max_piecewise_graph_tokens=2048)
     llm = LLM(str(checkpoint), kernels="auto", dtype="float32", max_num_seqs=8,
               gpu_memory_utilization=0.3, **opts)
+    runner = llm.engine.runner
+    assert runner.piecewise.whole
+    if not whole:
+        runner.piecewise = PiecewiseGraphs(runner.model, runner.attn, runner.device, 64)
+        runner.piecewise.capture(runner.kv_caches, runner._graph_meta(1))
+        assert not runner.piecewise.whole
     steps = piecewise_steps(llm)
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=TOP)
     got = [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in ps], params)]

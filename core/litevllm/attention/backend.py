@@ -73,12 +73,14 @@ class AttentionBackend:
     # True: the decode CUDA graphs capture prepare() with the forward, so its device work
     # replays every step (API 1.2); False: it runs once, before the capture
     prepare_in_graph: bool = False
-    # True: forward() of any step reads per-step values from the metadata's tensors only, so
-    # prefill and mixed steps run as one CUDA graph per token bucket, attention and prepare()
-    # inside (API 1.3). Such a graph is fed padded metadata: ``num_seqs`` and
-    # ``max_query_len`` are the bucket's upper bounds, padding sequences own no query rows
-    # (``query_start_loc`` repeats the step's token count) and padding tokens have slot -1.
-    # False: those steps replay piecewise graphs with attention run eagerly between them
+    # True: forward() and prepare() of any step read per-step values from the metadata's
+    # tensors only, so prefill and mixed steps run as one CUDA graph per token bucket with
+    # attention and prepare() inside, whatever ``prepare_in_graph`` says (API 1.3). Such a
+    # graph is fed padded metadata: ``num_seqs`` and ``max_query_len`` are the bucket's upper
+    # bounds, padding sequences own no query rows (``query_start_loc`` repeats the step's
+    # token count; their ``seq_lens`` and block-table rows are stale) and padding tokens have
+    # slot -1. False: those steps replay piecewise graphs with attention run eagerly between
+    # them
     varlen_in_graph: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,

@@ -169,9 +169,12 @@ class ModelRunner:
                     or s.params.prompt_logprobs is not None:
                 break
         else:
-            if batch.drafts:
+            if not batch.drafts:
+                return self._decode_inputs(batch.seqs)[0]
+            rows = len(batch.seqs) + sum(len(batch.drafts.get(s.seq_id, ())) for s in batch.seqs)
+            if rows <= self.max_num_seqs:  # as decode rows: the decode graphs take the step
                 return self._verify_inputs(batch.seqs, batch.drafts)
-            return self._decode_inputs(batch.seqs)[0]
+            # more rows than a decode graph holds: one sequence each, as in mixed steps
         ids, qsl, seq_lens, starts = [], [0], [], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         for seq, n in zip(batch.seqs, batch.num_new_tokens):

@@ -73,6 +73,7 @@ class Piece:
     graphs: list            # len(calls) + 1 CUDA graphs (whole steps: one, no calls)
     calls: list[AttentionCall]
     hidden: torch.Tensor    # [bucket, hidden] final hidden states
+    out: torch.Tensor | None = None  # whole steps: the attention buffer the graph writes
 
 
 class PiecewiseGraphs:
@@ -275,4 +276,4 @@ class PiecewiseGraphs:
                 raise
             graphs[-1].capture_end()
         torch.cuda.current_stream(self.device).wait_stream(stream)
-        return Piece(graphs, calls, hidden)
+        return Piece(graphs, calls, hidden, self._out if self.whole else None)
