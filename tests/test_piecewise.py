@@ -288,7 +288,7 @@ def test_whole_step_graphs_replay_once_with_padded_metadata(fake_cuda):
         ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
         assert pw.forward(ids, pos, caches, _mixed_meta()).shape[0] == 8
         piece = pw.pieces[16]
-        assert len(piece.graphs) == 1 and not piece.calls
+        assert len(piece.graphs) == 1 and not piece.calls and piece.out is pw._out
         # dry run + capture, each layer once; static metadata sized by the bucket
         assert calls == [(16, 4, 16, True)] * (2 * len(caches))
         calls.clear()

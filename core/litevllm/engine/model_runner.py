@@ -250,17 +250,13 @@ class ModelRunner:
         return logits
 
     def _logit_hidden(self, hidden: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
-        """The rows of ``hidden`` whose logits the step needs: a slice when they are a range (a
-        prompt's last token, every decode row), else the index ``prepare`` copied with the
-        step's inputs."""
+        """The rows of ``hidden`` whose logits the step needs: the index ``prepare`` copied with
+        the step's inputs, or else a slice (without an index the rows are a range: a prompt's
+        last token, every decode row)."""
         rows = inputs.logit_rows
         if inputs.logit_index is not None:
             return hidden.index_select(0, inputs.logit_index)
-        if not rows:
-            return hidden[:0]
-        if rows[-1] - rows[0] == len(rows) - 1 and rows[0] >= 0:
-            return hidden[rows[0]:rows[-1] + 1]
-        return hidden.index_select(0, to_device(int_tensor(rows), self.device))
+        return hidden[rows[0]:rows[0] + len(rows)] if rows else hidden[:0]
 
     # CUDA graphs -----------------------------------------------------------------------------
     def _graph_meta(self, bs: int) -> AttentionMetadata:

@@ -228,8 +228,9 @@ class PiecewiseGraphs:
 
         def dry(spec, q, k, v, cache):
             seen.append(layers.get(id(cache), -1))
-            out = self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
-            return attend(spec, q, k, v, cache) if attend else out
+            if attend:
+                return attend(spec, q, k, v, cache)
+            return self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
 
         self._run(size, kv_caches, meta, dry)
         if sorted(seen) != list(range(len(kv_caches))):
