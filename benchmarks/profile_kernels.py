@@ -21,7 +21,7 @@ ap.add_argument("batch", nargs="?", type=int, default=1)
 ap.add_argument("--graphs", action="store_true")
 args = ap.parse_args()
 llm = LLM(str(Path(__file__).parent / "configs" / args.config), load_format="dummy",
-          max_num_seqs=64, enforce_eager=not args.graphs)
+          max_num_seqs=max(64, args.batch), enforce_eager=not args.graphs)
 engine = llm.engine
 params = SamplingParams(temperature=0, max_tokens=400, ignore_eos=True)
 for i in range(args.batch):  # distinct prompts: identical ones share the prefix cache and, at

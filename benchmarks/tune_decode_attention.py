@@ -23,6 +23,8 @@ ORDER_MIN_SEQS = backend.TritonAttentionBackend.ORDER_MIN_SEQS  # the engine ord
 
 # name, batch, heads, kv heads, head dim, context low, high
 SHAPES = [("tinyllama_b1", 1, 32, 4, 64, 160, 160),
+          ("tinyllama_b32", 32, 32, 4, 64, 128, 256),     # latency runs: 128 in, 128 out
+          ("tinyllama_b128", 128, 32, 4, 64, 128, 256),
           ("tinyllama_b64", 64, 32, 4, 64, 100, 2048),
           ("tinyllama_b256", 256, 32, 4, 64, 100, 2048),
           ("llama3_b1", 1, 32, 8, 128, 160, 160),

@@ -43,6 +43,46 @@ def test_token_rows_equal_the_per_token_formula(seed):
         assert slots.dtype == pos.dtype == torch.int64
 
 
+def random_step(rng, pad_rows: int = 0, pad_seqs: int = 0):
+    """A step's metadata (sequences at any start, chunks, decode rows) padded as whole-step
+    graphs pad it: ``pad_seqs`` sequences with no rows and stale lengths and tables, and
+    ``pad_rows`` rows past the step's tokens. Returns (qsl, seq_lens, tables, block size,
+    want): want lists each real row's (position, slot) by the per-token formula."""
+    bs = rng.choice([1, 2, 16, 32])
+    tables, starts, counts = [], [], []
+    for _ in range(rng.randint(1, 6)):
+        tables.append(rng.sample(range(500), rng.randint(1, 40)))
+        starts.append(rng.randrange(len(tables[-1]) * bs))
+        counts.append(rng.randint(1, len(tables[-1]) * bs - starts[-1]))
+    n, width = sum(counts), max(map(len, tables))
+    qsl = [sum(counts[:i]) for i in range(len(counts) + 1)] + [n] * pad_seqs
+    lens = [s + c for s, c in zip(starts, counts)] + [rng.randint(0, 10**6)] * pad_seqs
+    tables += [[rng.randint(0, 10**6)] * width] * pad_seqs
+    want = [(p, t[p // bs] * bs + p % bs)
+            for t, s, c in zip(tables, starts, counts) for p in range(s, s + c)]
+    return (torch.tensor(qsl, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32),
+            padded(tables), bs, want + [(0, -1)] * pad_rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_positions_and_slots_op_gives_the_per_token_formula(seed):
+    """The op behind prefill and mixed steps' rows (computed on the device, inside whole-step
+    graphs): real rows get the formula's position and slot, padding rows (past the step's
+    tokens, or of padding sequences) position 0 and slot -1."""
+    from litevllm.ops.torch_ops import positions_and_slots
+    rng = random.Random(seed)
+    for _ in range(100):
+        qsl, lens, tables, bs, want = random_step(rng, rng.randint(0, 9), rng.randint(0, 3))
+        pos = torch.full((len(want),), 7)
+        slots = torch.full((len(want),), 7)
+        positions_and_slots(qsl, lens, tables, bs, pos, slots)
+        assert list(zip(pos.tolist(), slots.tolist())) == want
+    pos, slots = torch.full((3,), 7), torch.full((3,), 7)  # no sequences: all padding
+    positions_and_slots(torch.zeros(1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32),
+                        torch.zeros(0, 1, dtype=torch.int32), 16, pos, slots)
+    assert pos.tolist() == [0] * 3 and slots.tolist() == [-1] * 3
+
+
 def test_packed_copies_keep_values_dtypes_shapes():
     """(tests/gpu/test_engine_gpu.py checks the CUDA path: one copy, 16-byte-aligned views.)"""
     parts = [torch.arange(3), torch.arange(5, dtype=torch.int32), torch.zeros(0),

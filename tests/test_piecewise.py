@@ -282,7 +282,9 @@ def test_whole_step_graphs_replay_once_with_padded_metadata(fake_cuda):
         return out if out is not None else real(self, spec, q, k, v, kv_cache, meta)
     PaddedMetaBackend.forward = counted
     try:
-        pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64, max_seqs=4, max_blocks=3)
+        rows = []
+        pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64, max_seqs=4, max_blocks=3,
+                             rows=lambda meta, pos, slots: rows.append(meta.num_seqs))
         assert pw.whole and PiecewiseGraphs(model, attn, torch.device("cpu"), 64).whole is False
         pw.tables.fill_(9)
         ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
@@ -291,12 +293,20 @@ def test_whole_step_graphs_replay_once_with_padded_metadata(fake_cuda):
         assert len(piece.graphs) == 1 and not piece.calls and piece.out is pw._out
         # dry run + capture, each layer once; static metadata sized by the bucket
         assert calls == [(16, 4, 16, True)] * (2 * len(caches))
+        assert rows == [4, 4]  # the rows op runs in the dry run and in the capture, not eagerly
         calls.clear()
         pw.forward(ids, pos, caches, _mixed_meta())
         assert not calls and pw.pieces[16] is piece  # replayed: attention lives in the graph
+        assert rows == [4, 4]
+        pw._rows = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)._rows  # the torch op
     finally:
         PaddedMetaBackend.forward = real
+    # the graph's first op (no-op graphs here: run it as a replay would) gives each row its
+    # position and slot from the static metadata; padding rows position 0, slot -1
+    pw._rows(pw._static_meta(16), pw.pos[:16], pw.slots[:16])
     assert pw.slots[:16].tolist() == [3, 4, *range(16, 22)] + [-1] * 8
+    assert pw.pos[:16].tolist() == [3, 4, *range(6)] + [0] * 8
+    assert [t.tolist() for t in pw.rows(8)] == [[3, 4, *range(6)], [3, 4, *range(16, 22)]]
     assert pw.qsl.tolist() == [0, 2, 8, 8, 8] and pw.seq_lens[:2].tolist() == [5, 6]
     assert pw.tables[:2, 0].tolist() == [0, 1] and (pw.tables[:2, 1:] == 9).all()
     assert (pw.tables[2:] == 9).all()

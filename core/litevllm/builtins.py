@@ -2,7 +2,8 @@
 from litevllm.hookspecs import hookimpl
 
 _TORCH_OPS = ("rms_norm", "rotary_embedding", "silu_and_mul", "gelu_tanh_and_mul",
-              "reshape_and_cache", "fused_moe", "linear", "gated_linear", "sample")
+              "reshape_and_cache", "fused_moe", "linear", "gated_linear", "sample",
+              "positions_and_slots")
 
 
 @hookimpl

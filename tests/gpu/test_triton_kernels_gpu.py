@@ -169,6 +169,29 @@ def test_reshape_and_cache(dtype):
     assert torch.equal(cache, want)
 
 
+def test_positions_and_slots_match_the_reference():
+    """The rows of a 2,048-token step (a prompt, chunks and 255 decode rows, padded as a
+    whole-step graph pads it) equal the torch reference's, and one compiled variant serves
+    every step size."""
+    from litevllm_triton import ops
+    g = torch.Generator().manual_seed(0)
+    counts = [1500, 200, 93] + [1] * 255
+    starts = [0, 700] + torch.randint(0, 3000, (256,), generator=g).tolist()
+    qsl = torch.tensor([sum(counts[:i]) for i in range(len(counts) + 1)] + [2048] * 5,
+                       dtype=torch.int32, device="cuda")
+    lens = torch.tensor([s + c for s, c in zip(starts, counts)] + [9999] * 5, dtype=torch.int32,
+                        device="cuda")
+    tables = torch.randint(0, 100000, (len(counts) + 5, 256), dtype=torch.int32, device="cuda")
+    for rows in (2048, 2100, 16):
+        got, want = [], []
+        for out, fn in ((want, ref.positions_and_slots), (got, ops.positions_and_slots)):
+            pos, slots = (torch.empty(rows, dtype=torch.int64, device="cuda") for _ in range(2))
+            fn(qsl[:len(counts) + 6] if rows > 16 else qsl[:2], lens if rows > 16 else lens[:1],
+               tables if rows > 16 else tables[:1], 16, pos, slots)
+            out += [pos, slots]
+        assert all(torch.equal(a, b) for a, b in zip(want, got))
+
+
 def prefill_vs_ref(query_lens, seq_lens, h, hkv, d, dtype):
     """Prefill of a random paged batch through the kernel and the torch reference:
     ``(got, want, batch)``; ``batch`` goes on to :func:`decode_vs_ref`."""

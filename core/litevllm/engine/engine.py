@@ -115,7 +115,7 @@ class LLMEngine:
         self.runner = ModelRunner(self.model, attn, self.device, config.cache.block_size,
                                   self.max_model_len, sched.max_num_seqs, not config.enforce_eager,
                                   min(config.max_piecewise_graph_tokens, sched.max_num_batched_tokens),
-                                  precompiler)
+                                  precompiler, ops.positions_and_slots)
         self.num_blocks = self._num_blocks()
         self.runner.allocate_kv_cache(self.num_blocks)
         self.scheduler = Scheduler(sched, self.num_blocks, config.cache.block_size,

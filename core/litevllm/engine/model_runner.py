@@ -20,6 +20,7 @@ from litevllm.engine.host_tensors import int_tensor, to_device, to_device_packed
 from litevllm.engine.piecewise import PiecewiseGraphs
 from litevllm.engine.precompile import Precompiler, join_prefetch
 from litevllm.engine.scheduler import ScheduledBatch
+from litevllm.ops import torch_ops
 
 log = logging.getLogger("litevllm")
 # single-sequence prefill lengths the start-up dry pass also runs (tiles that follow the query
@@ -31,7 +32,7 @@ _computed = attrgetter("num_computed_tokens")
 @dataclass
 class StepInputs:
     input_ids: torch.Tensor
-    positions: torch.Tensor
+    positions: torch.Tensor | None  # None (and meta.slot_mapping None): ModelRunner.rows
     meta: AttentionMetadata
     logit_rows: list[int]          # flat token rows whose logits are needed, increasing
     sample_index: list[int]        # for each scheduled seq: its row in logit_rows, or -1
@@ -63,8 +64,10 @@ def graph_buckets(max_num_seqs: int) -> list[int]:
 class ModelRunner:
     def __init__(self, model, attn_backend, device: torch.device, block_size: int,
                  max_model_len: int, max_num_seqs: int, use_cuda_graphs: bool,
-                 piecewise_tokens: int = 0, precompiler: Precompiler | None = None):
+                 piecewise_tokens: int = 0, precompiler: Precompiler | None = None,
+                 positions_and_slots=torch_ops.positions_and_slots):
         self.model, self.attn, self.device = model, attn_backend, device
+        self.positions_and_slots = positions_and_slots  # the op (prefill and mixed steps)
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.table_rows = BlockTableRows(self.max_blocks_per_seq, 2 * max_num_seqs + 1)
@@ -73,7 +76,8 @@ class ModelRunner:
             getattr(attn_backend, "supports_cuda_graphs", False)
         self.graphs: dict[int, tuple] = {}
         self.piecewise = PiecewiseGraphs(model, attn_backend, device, piecewise_tokens,
-                                         max_num_seqs, self.max_blocks_per_seq) \
+                                         max_num_seqs, self.max_blocks_per_seq,
+                                         self._rows_into) \
             if self.use_cuda_graphs and piecewise_tokens > 0 else None
         self.capture_seconds = 0.0
         self.precompiler = precompiler  # used once, by the first of profiling and capture
@@ -197,19 +201,35 @@ class ModelRunner:
             qsl.append(qsl[-1] + n)
             seq_lens.append(start + n)
             query_lens.append(n)
-        tables = self._block_tables(batch.seqs)
-        _, _, pos, slots = token_rows(tables, starts, query_lens, self.block_size)
-        parts = [int_tensor(ids), pos, slots, int_tensor(qsl, torch.int32),
-                 int_tensor(seq_lens, torch.int32), tables]
+        parts = [int_tensor(ids), int_tensor(qsl, torch.int32), int_tensor(seq_lens, torch.int32),
+                 self._block_tables(batch.seqs)]
         if logit_rows and logit_rows[-1] - logit_rows[0] != len(logit_rows) - 1:
             parts.append(int_tensor(logit_rows))  # rows increase: a range unless gaps
-        ids, pos, slots, qsl_dev, lens_dev, tables, *index = to_device_packed(parts, self.device)
+        ids, qsl_dev, lens_dev, tables, *index = to_device_packed(parts, self.device)
+        # positions and slots: from the metadata on the device (``rows``), at execute
         meta = AttentionMetadata(
-            slot_mapping=slots, query_start_loc=qsl_dev, seq_lens=lens_dev,
+            slot_mapping=None, query_start_loc=qsl_dev, seq_lens=lens_dev,
             block_tables=tables,
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
-        return StepInputs(ids, pos, meta, logit_rows, sample_index, prompt_index, *index)
+        return StepInputs(ids, None, meta, logit_rows, sample_index, prompt_index, *index)
+
+    def _rows_into(self, meta: AttentionMetadata, positions: torch.Tensor,
+                   slots: torch.Tensor) -> None:
+        self.positions_and_slots(meta.query_start_loc, meta.seq_lens, meta.block_tables,
+                                 self.block_size, positions, slots)
+
+    def rows(self, inputs: StepInputs) -> StepInputs:
+        """``inputs`` with its positions and slots, computed on the device from the metadata
+        when ``prepare`` left them out (prefill and mixed steps; whole-step graphs compute
+        their own inside the graph)."""
+        if inputs.positions is None:
+            n = inputs.input_ids.shape[0]
+            pos = torch.empty(n, dtype=torch.int64, device=self.device)
+            slots = torch.empty(n, dtype=torch.int64, device=self.device)
+            self._rows_into(inputs.meta, pos, slots)
+            inputs.positions, inputs.meta.slot_mapping = pos, slots
+        return inputs
 
     @torch.inference_mode()
     def decode_steps(self, seqs, k: int, pick, first=None) -> torch.Tensor:
@@ -233,11 +253,18 @@ class ModelRunner:
         """Logits [len(logit_rows), V] float32, as the logits observers left them."""
         n = inputs.meta.num_seqs
         if self.graphs and inputs.meta.is_decode and n <= self.max_num_seqs:
-            logits = self._replay(inputs)
+            logits = self._replay(self.rows(inputs))
         else:
-            hidden = self.piecewise.forward(inputs.input_ids, inputs.positions, self.kv_caches,
-                                            inputs.meta) if self.piecewise else None
+            hidden = None
+            if self.piecewise is not None:
+                if not self.piecewise.whole:
+                    self.rows(inputs)
+                hidden = self.piecewise.forward(inputs.input_ids, inputs.positions,
+                                                self.kv_caches, inputs.meta)
+                if hidden is not None and inputs.positions is None:  # the graph's own
+                    inputs.positions, inputs.meta.slot_mapping = self.piecewise.rows(len(hidden))
             if hidden is None:
+                self.rows(inputs)
                 hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
                                     self.attn.prepare(inputs.meta))
             hidden = self._logit_hidden(hidden, inputs)

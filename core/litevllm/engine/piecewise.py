@@ -30,6 +30,7 @@ import torch
 
 from litevllm.attention.backend import AttentionMetadata, AttentionSpec
 from litevllm.kinds import op_takes
+from litevllm.ops import torch_ops
 
 log = logging.getLogger("litevllm")
 
@@ -82,8 +83,12 @@ class PiecewiseGraphs:
     need ``max_seqs`` and ``max_blocks`` (the block-table width) for their metadata buffers."""
 
     def __init__(self, model, attn, device: torch.device, max_tokens: int, max_seqs: int = 0,
-                 max_blocks: int = 0):
+                 max_blocks: int = 0, rows=None):
         self.model, self.attn, self.device = model, attn, device
+        # rows(meta, positions, slots): each row's position and slot from the metadata (whole
+        # steps compute them inside the graph); default the torch reference op
+        self._rows = rows or (lambda meta, pos, slots: torch_ops.positions_and_slots(
+            meta.query_start_loc, meta.seq_lens, meta.block_tables, attn.block_size, pos, slots))
         self.buckets = token_buckets(max_tokens)
         self.pieces: dict[int, Piece] = {}
         self.disabled = False
@@ -110,7 +115,9 @@ class PiecewiseGraphs:
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor | None:
         """Hidden states [n, hidden] for the step ``meta`` describes, or None. Piecewise graphs
-        run ``attn.prepare`` eagerly; whole-step graphs hold it."""
+        run ``attn.prepare`` eagerly; whole-step graphs hold it, and compute the positions and
+        slots from the metadata (``positions`` and ``meta.slot_mapping`` are not read; ``rows``
+        gives the graph's)."""
         size = None if self.disabled else self.bucket(input_ids.shape[0])
         if size is None:
             return None
@@ -123,11 +130,11 @@ class PiecewiseGraphs:
             return None
         n = input_ids.shape[0]
         self.ids[:n].copy_(input_ids)
-        self.pos[:n].copy_(positions)
         if self.whole:
             self._load_meta(size, n, meta)
             piece.graphs[0].replay()
             return piece.hidden[:n]
+        self.pos[:n].copy_(positions)
         into = self._into
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
@@ -152,6 +159,10 @@ class PiecewiseGraphs:
                  "whole-step" if self.whole else "piecewise", len(self.pieces),
                  len(self.buckets), time.perf_counter() - t0)
 
+    def rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions and slots of the last whole-step replay's ``n`` rows (until the next)."""
+        return self.pos[:n], self.slots[:n]
+
     # whole-step metadata ---------------------------------------------------------------------
     def _bucket_seqs(self, size: int) -> int:
         return min(size, self.max_seqs)  # every sequence brings at least one token
@@ -164,11 +175,10 @@ class PiecewiseGraphs:
             max_seq_len=self.tables.shape[1] * self.attn.block_size, num_seqs=s, is_decode=False)
 
     def _load_meta(self, size: int, n: int, meta: AttentionMetadata) -> None:
-        """The step's metadata into the static buffers: padding tokens get slot -1 (their k/v
-        are not stored) and padding sequences start at ``n`` (no query rows, never read)."""
+        """The step's metadata into the static buffers: padding sequences start at ``n`` (no
+        query rows, never read), so the graph gives padding tokens slot -1 (their k/v are not
+        stored)."""
         b, s = meta.num_seqs, self._bucket_seqs(size)
-        self.slots[:n].copy_(meta.slot_mapping)
-        self.slots[n:size].fill_(-1)
         self.qsl[:b + 1].copy_(meta.query_start_loc)
         self.qsl[b + 1:s + 1].fill_(n)
         self.seq_lens[:b].copy_(meta.seq_lens)
@@ -205,6 +215,8 @@ class PiecewiseGraphs:
             return on_attention(spec, q, k, v, kv_cache)
         self.attn.forward = forward  # instance attribute: shadows the method for this run only
         try:
+            if self.whole:  # positions and slots from the static metadata, in the graph
+                self._rows(meta, self.pos[:size], self.slots[:size])
             return self.model(self.ids[:size], self.pos[:size], kv_caches, meta)
         finally:
             del self.attn.forward
@@ -244,8 +256,7 @@ class PiecewiseGraphs:
         stream = self._stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            if self.whole:  # the dry run attends to nothing and stores nothing
-                self.slots[:size].fill_(-1)
+            if self.whole:  # the dry run attends to nothing and stores nothing (no rows)
                 self.qsl.zero_()
                 meta = self.attn.prepare(self._static_meta(size))
             self._dry(size, kv_caches, meta, self._attend(size, meta) if self.whole else None)

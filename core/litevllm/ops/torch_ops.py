@@ -139,6 +139,31 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
         rows.index_copy_(0, slot_mapping, _raw(quantize_kv(x, cache.dtype, scale)))
 
 
+def positions_and_slots(query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
+                        block_tables: torch.Tensor, block_size: int, positions: torch.Tensor,
+                        slots: torch.Tensor) -> None:
+    """Fill ``positions`` and ``slots`` ([T] int64) for a step's rows from its metadata (no
+    host sync, so CUDA graphs can hold it): row t of sequence b (``query_start_loc[b] <= t <
+    query_start_loc[b+1]``, int32 [B+1]) sits at position ``seq_lens[b] -
+    query_start_loc[b+1] + t`` and writes cache slot ``block_tables[b, pos // block_size] *
+    block_size + pos % block_size`` (int32 [B, W]). Rows past ``query_start_loc[B]`` (padding)
+    get position 0 and slot -1."""
+    t = torch.arange(positions.shape[0], dtype=query_start_loc.dtype,
+                     device=query_start_loc.device)
+    ends = query_start_loc[1:]
+    if ends.numel() == 0:
+        positions.zero_()
+        slots.fill_(-1)
+        return
+    owner = torch.searchsorted(ends, t, right=True)
+    valid = owner < ends.shape[0]
+    owner = owner.clamp_(max=ends.shape[0] - 1)
+    pos = torch.where(valid, seq_lens[owner] - ends[owner] + t, 0).long()
+    slot = block_tables[owner, pos // block_size].long() * block_size + pos % block_size
+    positions.copy_(pos)
+    slots.copy_(torch.where(valid, slot, -1))
+
+
 def moe_route(router_logits: torch.Tensor, top_k: int, renormalize: bool,
               scoring: str = "softmax"):
     """Softmax router: returns (weights [T, k] float32, expert ids [T, k] int64)."""

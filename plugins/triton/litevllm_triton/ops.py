@@ -51,6 +51,13 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
     kernels.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale)
 
 
+def positions_and_slots(query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
+                        block_tables: torch.Tensor, block_size: int, positions: torch.Tensor,
+                        slots: torch.Tensor) -> None:
+    kernels.positions_and_slots(query_start_loc, seq_lens, block_tables, block_size, positions,
+                                slots)
+
+
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
            top_p: torch.Tensor, min_p: torch.Tensor, greedy: torch.Tensor, seeds: torch.Tensor,
            steps: torch.Tensor) -> torch.Tensor:
