@@ -11,8 +11,10 @@ _CODES = {torch.int64: "q", torch.int32: "i"}
 
 
 def int_tensor(values, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """A 1-D CPU tensor of ``values`` (any iterable of ints), through a typed array buffer."""
-    buf = array(_CODES[dtype], values)
+    """A 1-D CPU tensor of ``values`` (any iterable of ints), through a typed array buffer (an
+    array of the dtype's type code is used as is: the tensor shares its memory)."""
+    code = _CODES[dtype]
+    buf = values if type(values) is array and values.typecode == code else array(code, values)
     return torch.frombuffer(buf, dtype=dtype) if len(buf) else torch.empty(0, dtype=dtype)
 
 

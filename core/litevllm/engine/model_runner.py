@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -179,16 +180,19 @@ class ModelRunner:
             if rows <= self.max_num_seqs:  # as decode rows: the decode graphs take the step
                 return self._verify_inputs(batch.seqs, batch.drafts)
             # more rows than a decode graph holds: one sequence each, as in mixed steps
-        ids, qsl, seq_lens, starts = [], [0], [], []
+        ids, qsl, seq_lens = array("q"), [0], []
         logit_rows, sample_index, prompt_index, query_lens = [], [], [], []
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             draft = batch.drafts.get(seq.seq_id, ())  # verified in the same pass: n + d rows
             start = seq.num_computed_tokens
             end = start + n
-            ids.extend(seq.token_ids[start:end])
+            p = seq.num_prompt_tokens
+            if start < p:  # prompt tokens: a C copy from the sequence's array
+                ids += seq.prompt_ids[start:min(end, p)]
+            if end > p:
+                ids.extend(seq.token_ids[max(start, p):end])
             ids.extend(draft)
             n += len(draft)
-            starts.append(start)
             prompt_index.append(-1)
             if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
                 prompt_index[-1] = len(logit_rows)
@@ -388,17 +392,16 @@ class ModelRunner:
         for n in lens:
             qsl.append(qsl[-1] + n)
         tables = torch.arange(len(lens) * blocks_per_seq, dtype=torch.int32).view(len(lens), -1)
-        pos = torch.cat([torch.arange(n) for n in lens])
-        slots = torch.cat([tables[i].long().repeat_interleave(self.block_size)[:n] * self.block_size
-                           + torch.arange(n) % self.block_size for i, n in enumerate(lens)])
         dev = self.device
-        meta = AttentionMetadata(slots.to(dev), torch.tensor(qsl, dtype=torch.int32, device=dev),
+        meta = AttentionMetadata(None, torch.tensor(qsl, dtype=torch.int32, device=dev),
                                  torch.tensor(lens, dtype=torch.int32, device=dev), tables.to(dev),
                                  max(lens), max(lens), len(lens), False, lens, lens)
-        ids, pos = torch.zeros(sum(lens), dtype=torch.int64, device=dev), pos.to(dev)
 
-        def prefill():
-            hidden = self.model(ids, pos, self.kv_caches, self.attn.prepare(meta))
+        def prefill():  # positions and slots as a step's: the op (in the dry pass's kernels)
+            inputs = self.rows(StepInputs(torch.zeros(sum(lens), dtype=torch.int64, device=dev),
+                                          None, meta, [], [], []))
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
+                                self.attn.prepare(meta))
             self.model.compute_logits(hidden[-logit_rows:])
         return prefill
 

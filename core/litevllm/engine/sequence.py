@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from array import array
 
 from litevllm.outputs import RequestMetrics
 from litevllm.sampling_params import SamplingParams
@@ -19,6 +20,8 @@ class Sequence:
         self.seq_id, self.request_id, self.index = seq_id, request_id, index
         self.token_ids = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
+        # the prompt as int64s (never changes): prefill inputs are copied from it in C
+        self.prompt_ids = array("q", self.token_ids)
         self.params = params
         self.seed = seed                      # per-sample noise stream (see sampler)
         self.status = SeqStatus.WAITING
