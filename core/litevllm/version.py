@@ -4,4 +4,5 @@ __version__ = "0.1.0"
 # shared_expert_slots, FusedMoE(shared_experts=, shared_prefix=), AttentionBackend.forward(out=)
 # 1.2: AttentionBackend.prepare_in_graph
 # 1.3: AttentionBackend.varlen_in_graph
-PLUGIN_API_VERSION = "1.3"
+# 1.4: op positions_and_slots
+PLUGIN_API_VERSION = "1.4"

@@ -3,8 +3,9 @@ batches and speculative verify steps, one per token-count bucket.
 
 With a backend whose attention can run inside a graph (``AttentionBackend.varlen_in_graph``) a
 bucket is one graph of the whole forward, attention included: the step's metadata is copied
-into static buffers padded to the bucket (padding sequences own no query rows, padding tokens
-have slot -1), so the graph's kernels read the step's lengths on the device.
+into static buffers padded to the bucket (padding sequences own no query rows), so the graph's
+kernels read the step's lengths on the device; its first node computes each row's position and
+cache slot from them (``positions_and_slots``: padding tokens get slot -1).
 
 Otherwise the forward is captured as a chain of graphs split at every attention call: graph 0
 runs from the embedding to layer 0's q/k/v, graph i from layer i-1's attention output to layer
