@@ -23,18 +23,25 @@ class Seq:
         self.seq_id, self.block_table = seq_id, []
 
 
+def random_spans(rng, min_count: int = 0):
+    """(block size, tables, starts, counts): spans that start and end anywhere inside a block
+    (chunks, prefix hits, decode rows; empty ones with ``min_count`` 0)."""
+    bs = rng.choice([1, 2, 16, 32])
+    tables, starts, counts = [], [], []
+    for _ in range(rng.randint(1, 6)):
+        tables.append(rng.sample(range(500), rng.randint(1, 40)))
+        starts.append(rng.randrange(len(tables[-1]) * bs))
+        counts.append(rng.randint(min_count, len(tables[-1]) * bs - starts[-1]))
+    return bs, tables, starts, counts
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_token_rows_equal_the_per_token_formula(seed):
     """Positions and slots from tensor ops equal the per-token formula, for batches of spans
     that start and end anywhere inside a block (chunks, prefix hits, decode rows, empty)."""
     rng = random.Random(seed)
     for _ in range(100):
-        bs = rng.choice([1, 2, 16, 32])
-        tables, starts, counts = [], [], []
-        for _ in range(rng.randint(1, 6)):
-            tables.append(rng.sample(range(500), rng.randint(1, 40)))
-            starts.append(rng.randrange(len(tables[-1]) * bs))
-            counts.append(rng.randint(0, len(tables[-1]) * bs - starts[-1]))
+        bs, tables, starts, counts = random_spans(rng)
         owner, first, pos, slots = token_rows(padded(tables), starts, counts, bs)
         want = [(i, p, t[p // bs] * bs + p % bs) for i, (t, s, n) in
                 enumerate(zip(tables, starts, counts)) for p in range(s, s + n)]
@@ -48,12 +55,7 @@ def random_step(rng, pad_rows: int = 0, pad_seqs: int = 0):
     graphs pad it: ``pad_seqs`` sequences with no rows and stale lengths and tables, and
     ``pad_rows`` rows past the step's tokens. Returns (qsl, seq_lens, tables, block size,
     want): want lists each real row's (position, slot) by the per-token formula."""
-    bs = rng.choice([1, 2, 16, 32])
-    tables, starts, counts = [], [], []
-    for _ in range(rng.randint(1, 6)):
-        tables.append(rng.sample(range(500), rng.randint(1, 40)))
-        starts.append(rng.randrange(len(tables[-1]) * bs))
-        counts.append(rng.randint(1, len(tables[-1]) * bs - starts[-1]))
+    bs, tables, starts, counts = random_spans(rng, min_count=1)
     n, width = sum(counts), max(map(len, tables))
     qsl = [sum(counts[:i]) for i in range(len(counts) + 1)] + [n] * pad_seqs
     lens = [s + c for s, c in zip(starts, counts)] + [rng.randint(0, 10**6)] * pad_seqs
