@@ -44,6 +44,11 @@ class Driver:
             assert keys == sorted(keys), keys
 
     def add(self, prompt, n, max_tokens, arrival=None) -> bool:
+        """``arrival``: monotonic seconds; default 1 ms after the last admission (a clock of
+        its own: the queue order under shortest-first, and so hypothesis' replays, must not
+        depend on how fast the test runs)."""
+        if arrival is None:
+            arrival = self.admitted * 1e-3
         try:
             self.sched.check_admissible(len(prompt), n)
         except ValueError:
@@ -51,8 +56,7 @@ class Driver:
         rid, self.admitted = self.admitted, self.admitted + 1
         self.next_id += 1
         s = Sequence(self.next_id, rid, prompt, SamplingParams(n=n, max_tokens=max_tokens), 0)
-        if arrival is not None:  # monotonic seconds (default: now)
-            s.metrics.arrival_time = arrival
+        s.metrics.arrival_time = arrival
         self.requests[rid] = [s]
         self.sched.add(s)
         return True
