@@ -161,7 +161,8 @@ class LLMEngine:
         included, before sampling; returns a function that removes it. ``logits`` is
         [len(inputs.logit_rows), vocab] on the device; ``inputs`` has ``input_ids``,
         ``positions`` (one per token of the pass) and ``logit_rows`` (the tokens whose logits
-        these are). ``fn`` returns None, or a tensor of the same shape that replaces the logits
+        these are); its tensors may be the CUDA graphs' static buffers, valid during the call
+        only (copy what you keep). ``fn`` returns None, or a tensor of the same shape that replaces the logits
         (tests script or fake a model this way); an exception in ``fn`` fails the step as a
         model error would. With no observer the forward pass costs nothing extra.
         ``litevllm.testing.observe_logits`` records them."""

@@ -397,11 +397,13 @@ class ModelRunner:
                                  torch.tensor(lens, dtype=torch.int32, device=dev), tables.to(dev),
                                  max(lens), max(lens), len(lens), False, lens, lens)
 
-        def prefill():  # positions and slots as a step's: the op (in the dry pass's kernels)
-            inputs = self.rows(StepInputs(torch.zeros(sum(lens), dtype=torch.int64, device=dev),
-                                          None, meta, [], [], []))
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches,
-                                self.attn.prepare(meta))
+        def prefill():  # positions and slots as a step's: the op (in the dry pass's kernels;
+            # there its launch may be skipped, so they start as valid values)
+            ids = torch.zeros(sum(lens), dtype=torch.int64, device=dev)
+            pos, slots = torch.zeros_like(ids), torch.full_like(ids, -1)
+            self._rows_into(meta, pos, slots)
+            meta.slot_mapping = slots
+            hidden = self.model(ids, pos, self.kv_caches, self.attn.prepare(meta))
             self.model.compute_logits(hidden[-logit_rows:])
         return prefill
 

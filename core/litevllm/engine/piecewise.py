@@ -175,6 +175,13 @@ class PiecewiseGraphs:
             seq_lens=self.seq_lens[:s], block_tables=self.tables[:s], max_query_len=size,
             max_seq_len=self.tables.shape[1] * self.attn.block_size, num_seqs=s, is_decode=False)
 
+    def _whole_meta(self, size: int) -> AttentionMetadata:
+        """The graph's first nodes: each row's position and slot from the static metadata,
+        then the backend's ``prepare`` (which may read them)."""
+        meta = self._static_meta(size)
+        self._rows(meta, self.pos[:size], self.slots[:size])
+        return self.attn.prepare(meta)
+
     def _load_meta(self, size: int, n: int, meta: AttentionMetadata) -> None:
         """The step's metadata into the static buffers: padding sequences start at ``n`` (no
         query rows, never read), so the graph gives padding tokens slot -1 (their k/v are not
@@ -216,8 +223,6 @@ class PiecewiseGraphs:
             return on_attention(spec, q, k, v, kv_cache)
         self.attn.forward = forward  # instance attribute: shadows the method for this run only
         try:
-            if self.whole:  # positions and slots from the static metadata, in the graph
-                self._rows(meta, self.pos[:size], self.slots[:size])
             return self.model(self.ids[:size], self.pos[:size], kv_caches, meta)
         finally:
             del self.attn.forward
@@ -259,7 +264,7 @@ class PiecewiseGraphs:
         with torch.cuda.stream(stream):
             if self.whole:  # the dry run attends to nothing and stores nothing (no rows)
                 self.qsl.zero_()
-                meta = self.attn.prepare(self._static_meta(size))
+                meta = self._whole_meta(size)
             self._dry(size, kv_caches, meta, self._attend(size, meta) if self.whole else None)
             torch.cuda.synchronize(self.device)
             layers = {id(c): i for i, c in enumerate(kv_caches)}
@@ -276,8 +281,8 @@ class PiecewiseGraphs:
 
             graphs[0].capture_begin(pool=self._pool)
             try:
-                if self.whole:  # prepare() too: it replays with every step
-                    meta = self.attn.prepare(self._static_meta(size))
+                if self.whole:  # the rows and prepare() too: they replay with every step
+                    meta = self._whole_meta(size)
                     hidden = self._run(size, kv_caches, meta, self._attend(size, meta))
                 else:
                     hidden = self._run(size, kv_caches, meta, split)
