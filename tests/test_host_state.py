@@ -85,6 +85,45 @@ def test_positions_and_slots_op_gives_the_per_token_formula(seed):
     assert pos.tolist() == [0] * 3 and slots.tolist() == [-1] * 3
 
 
+def test_prepare_copies_prompt_and_output_ids_and_the_device_gives_rows(llama_dir):
+    """A mixed step's ids come from the prompt array and the token list on either side of
+    the prompt's end (a recompute after preemption crosses it); ``rows`` then gives each row's
+    position and slot by the formula."""
+    from litevllm.engine.scheduler import ScheduledBatch
+    from litevllm.engine.sequence import Sequence
+    runner = LLM(str(llama_dir), block_size=8, max_num_seqs=8, seed=0).engine.runner
+    params, seqs, blocks = SamplingParams(max_tokens=50), [], iter(range(100))
+    # (prompt length, output tokens, computed, scheduled): recompute of prompt + outputs, a
+    # chunk inside the prompt, a decode row, a chunk across the prompt's end
+    for i, (p, out, done, n) in enumerate([(20, 5, 0, 25), (30, 0, 16, 10), (8, 3, 10, 1),
+                                           (12, 4, 8, 8)]):
+        s = Sequence(i, f"r{i}", [100 * i + j for j in range(p)], params)
+        for j in range(out):
+            s.append_token(100 * i + 50 + j)
+        s.num_computed_tokens = done
+        s.block_table = [next(blocks) for _ in range(-(-(done + n) // 8))]
+        seqs.append((s, n))
+    inputs = runner.prepare(ScheduledBatch([s for s, _ in seqs], [n for _, n in seqs]))
+    assert inputs.positions is None and inputs.meta.slot_mapping is None
+    want = [(s.token_ids[p], p, s.block_table[p // 8] * 8 + p % 8)
+            for s, n in seqs for p in range(s.num_computed_tokens, s.num_computed_tokens + n)]
+    runner.rows(inputs)
+    assert list(zip(inputs.input_ids.tolist(), inputs.positions.tolist(),
+                    inputs.meta.slot_mapping.tolist())) == want
+
+
+def test_int_tensor_shares_an_array_of_its_type():
+    from array import array
+
+    from litevllm.engine.host_tensors import int_tensor
+    a = array("q", [3, 1, 2])
+    t = int_tensor(a)
+    a[0] = 7
+    assert t.tolist() == [7, 1, 2]  # shared memory, no copy
+    assert int_tensor(array("i", [4, 5])).tolist() == [4, 5]  # another type code: converted
+    assert int_tensor([1, 2], torch.int32).dtype == torch.int32 and int_tensor([]).numel() == 0
+
+
 def test_packed_copies_keep_values_dtypes_shapes():
     """(tests/gpu/test_engine_gpu.py checks the CUDA path: one copy, 16-byte-aligned views.)"""
     parts = [torch.arange(3), torch.arange(5, dtype=torch.int32), torch.zeros(0),
