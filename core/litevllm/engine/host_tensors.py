@@ -63,8 +63,8 @@ class _PinnedRing:
     allocation, at the first copy: a pinned allocation costs ~0.1-0.3 ms, a step's inputs
     should not pay it); a slot that needs more gets a buffer of its own."""
     SLOTS = 16
-    # 256 sequences' block tables at 256 blocks each (256 KiB) plus a 4,096-token step's ids,
-    # positions and slots (96 KiB), or 16 decode steps' inputs at batch 256
+    # 256 sequences' block tables at 256 blocks each (256 KiB) plus a 4,096-token step's ids
+    # (32 KiB), or 16 decode steps' inputs at batch 256
     SLOT_BYTES = 512 << 10
     KEEP_BYTES = 1 << 20
 

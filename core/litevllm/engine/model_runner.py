@@ -18,7 +18,7 @@ import torch
 from litevllm.attention.backend import AttentionMetadata
 from litevllm.engine.block_tables import BlockTableRows
 from litevllm.engine.host_tensors import int_tensor, to_device, to_device_packed
-from litevllm.engine.piecewise import PiecewiseGraphs
+from litevllm.engine.piecewise import PiecewiseGraphs, rows_op
 from litevllm.engine.precompile import Precompiler, join_prefetch
 from litevllm.engine.scheduler import ScheduledBatch
 from litevllm.ops import torch_ops
@@ -68,7 +68,8 @@ class ModelRunner:
                  piecewise_tokens: int = 0, precompiler: Precompiler | None = None,
                  positions_and_slots=torch_ops.positions_and_slots):
         self.model, self.attn, self.device = model, attn_backend, device
-        self.positions_and_slots = positions_and_slots  # the op (prefill and mixed steps)
+        # each row's position and slot of prefill and mixed steps, on the device
+        self._rows_into = rows_op(positions_and_slots, block_size)
         self.block_size, self.max_model_len, self.max_num_seqs = block_size, max_model_len, max_num_seqs
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.table_rows = BlockTableRows(self.max_blocks_per_seq, 2 * max_num_seqs + 1)
@@ -194,7 +195,7 @@ class ModelRunner:
             ids.extend(draft)
             n += len(draft)
             prompt_index.append(-1)
-            if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens:
+            if seq.params.prompt_logprobs is not None and start < p:
                 prompt_index[-1] = len(logit_rows)
                 logit_rows.extend(range(qsl[-1], qsl[-1] + n - (end == seq.num_tokens)))
             if end == seq.num_tokens:
@@ -217,11 +218,6 @@ class ModelRunner:
             max_query_len=max(query_lens), max_seq_len=max(seq_lens), num_seqs=len(seq_lens),
             is_decode=max(query_lens) == 1, query_lens_cpu=query_lens, seq_lens_cpu=seq_lens)
         return StepInputs(ids, None, meta, logit_rows, sample_index, prompt_index, *index)
-
-    def _rows_into(self, meta: AttentionMetadata, positions: torch.Tensor,
-                   slots: torch.Tensor) -> None:
-        self.positions_and_slots(meta.query_start_loc, meta.seq_lens, meta.block_tables,
-                                 self.block_size, positions, slots)
 
     def rows(self, inputs: StepInputs) -> StepInputs:
         """``inputs`` with its positions and slots, computed on the device from the metadata

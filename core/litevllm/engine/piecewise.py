@@ -50,6 +50,14 @@ def token_buckets(max_tokens: int) -> list[int]:
     return sizes + [max_tokens]
 
 
+def rows_op(positions_and_slots, block_size: int):
+    """``rows(meta, positions, slots)``: the op ``positions_and_slots`` on a step's metadata."""
+    def rows(meta: AttentionMetadata, positions: torch.Tensor, slots: torch.Tensor) -> None:
+        positions_and_slots(meta.query_start_loc, meta.seq_lens, meta.block_tables, block_size,
+                            positions, slots)
+    return rows
+
+
 def unowned_view(t: torch.Tensor) -> torch.Tensor:
     """A view of ``t``'s memory that does not keep it alive: later pieces of a capture may reuse
     the memory, which they overwrite only after the attention call between them has read it."""
@@ -88,8 +96,7 @@ class PiecewiseGraphs:
         self.model, self.attn, self.device = model, attn, device
         # rows(meta, positions, slots): each row's position and slot from the metadata (whole
         # steps compute them inside the graph); default the torch reference op
-        self._rows = rows or (lambda meta, pos, slots: torch_ops.positions_and_slots(
-            meta.query_start_loc, meta.seq_lens, meta.block_tables, attn.block_size, pos, slots))
+        self._rows = rows or rows_op(torch_ops.positions_and_slots, attn.block_size)
         self.buckets = token_buckets(max_tokens)
         self.pieces: dict[int, Piece] = {}
         self.disabled = False
