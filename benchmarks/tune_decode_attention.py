@@ -48,14 +48,14 @@ def case(b, h, hkv, d, lo, hi, max_ctx=4096, page=16, dtype=torch.bfloat16, fp8=
     return q, k, v, bt, lens.cuda(), nbytes
 
 
-def time_point(args, splits, ordered=False, split_tokens=None):
+def time_point(args, splits, ordered=False):
     q, k, v, bt, sl, _ = args
     out = torch.empty_like(q)
 
     def fn():  # ordered: the sort kernel is timed too (the engine runs it once a step, not
         order = mod.decode_order(sl) if ordered else None  # once a layer: an upper bound)
         mod.decode_attention(q, k, v, bt, sl, q.shape[-1] ** -0.5, out=out, num_splits=splits,
-                             order=order, split_tokens=split_tokens)
+                             order=order)
     fn()
     torch.cuda.synchronize()
     return do_bench_cudagraph(fn, rep=50) * 1e3  # µs
@@ -80,9 +80,6 @@ def main():
                    help="launch rows longest context first; auto: as the engine (>= 32 rows)")
     p.add_argument("--splits", default=None,
                    help="comma-separated split counts to sweep (default: 1, 2, 4, 8, 16 and the auto count)")
-    p.add_argument("--split-tokens", default=None,
-                   help="comma-separated context tokens per split to sweep (a sequence uses "
-                        "one of the grid's splits per that many tokens; default: the module's)")
     a = p.parse_args()
     fp8 = a.kv_cache_dtype == "fp8"
     block_ns = (32, 64, 128, 256) if fp8 else (32, 64, 128)  # fp8 fits 256 at D 128
@@ -107,25 +104,22 @@ def main():
         results = []
         orders = {"auto": (b >= ORDER_MIN_SEQS,), "off": (False,), "on": (True,),
                   "both": (False, True)}[a.order]
-        per_split = ([int(x) for x in a.split_tokens.split(",")] if a.split_tokens
-                     else [mod.SPLIT_TOKENS])
-        for (bn, w, s), splits, ordered, st in itertools.product(
-                tiles, split_counts(a, auto), orders, per_split):
+        for (bn, w, s), splits, ordered in itertools.product(tiles, split_counts(a, auto),
+                                                             orders):
             mod.BLOCK_N, mod.NUM_WARPS, mod.NUM_STAGES = bn, w, s
             mod.BLOCK_N_SINGLE = bn if splits == 1 else single
             try:
-                us = time_point(args, splits, ordered, st)
+                us = time_point(args, splits, ordered)
             except Exception as e:  # out of shared memory etc.
                 print(json.dumps({"shape": name, "tile": [bn, w, s], "splits": splits,
                                   "error": str(e).splitlines()[0][:120]}), flush=True)
                 continue
             row = {"shape": name, "kv_cache_dtype": a.kv_cache_dtype, "tile": [bn, w, s],
-                   "splits": splits, "split_tokens": st, "ordered": ordered,
-                   "auto_splits": auto,
+                   "splits": splits, "ordered": ordered, "auto_splits": auto,
                    "us": round(us, 2), "tb_s": round(args[5] / us / 1e6, 3),
                    "default": splits == auto and (bn, w, s) == ((single, *default[1:])
                                                                   if auto == 1 else default)
-                   and ordered == (b >= ORDER_MIN_SEQS) and st == mod.SPLIT_TOKENS}
+                   and ordered == (b >= ORDER_MIN_SEQS)}
             results.append(row)
             if f:
                 f.write(json.dumps(row) + "\n")

@@ -7,7 +7,6 @@ from litevllm.plugin_api import AttentionMetadata, AttentionSpec
 from litevllm.plugin_api import TorchAttentionBackend, paged_attention_ref
 from litevllm_triton import kernels
 from litevllm_triton.backend import TritonAttentionBackend
-from litevllm_triton.kernels._common import tile_counters
 
 DTYPES = [torch.float32, torch.float16]
 
@@ -69,11 +68,8 @@ DECODE_SEQ_LENS = [1, 17, 64, 100, 250]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(ATTN_CASES))
-@pytest.mark.parametrize("num_splits,split_tokens", [(None, None), (1, None), (8, None),
-                                                     (8, 8), (4, 60)])
-def test_decode(case, dtype, num_splits, split_tokens):
-    """split_tokens 8 / 60: each sequence takes its own number of the grid's splits (1 for the
-    shortest, all of them for the longest) and the last split merges the partials."""
+@pytest.mark.parametrize("num_splits", [None, 1, 8])
+def test_decode(case, dtype, num_splits):
     h, hkv, d, bs, window, cap = ATTN_CASES[case]
     spec = _spec(h, hkv, d, window, cap)
     qlens = [1] * len(DECODE_SEQ_LENS)
@@ -81,24 +77,8 @@ def test_decode(case, dtype, num_splits, split_tokens):
     q = torch.randn(len(qlens), h, d, dtype=dtype)
     want = paged_attention_ref(q, k_cache, v_cache, bt, qlens, DECODE_SEQ_LENS, spec)
     got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale, window, cap,
-                                   num_splits=num_splits, split_tokens=split_tokens)
+                                   num_splits=num_splits)
     torch.testing.assert_close(got, want, **TOL[dtype])
-    assert not tile_counters("decode_attention", q.device).any(), "counters reset after a launch"
-
-
-def test_decode_split_tokens_only_regroup_the_sum():
-    """One split per 16 tokens or one for the whole context: the same attention (float32)."""
-    h, hkv, d, bs, window, cap = ATTN_CASES["gqa"]
-    k_cache, v_cache, bt, _, sl = make_paged_batch([1] * 5, DECODE_SEQ_LENS, hkv, d, bs,
-                                                   torch.float32)
-    q = torch.randn(5, h, d)
-    one = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, num_splits=16,
-                                   split_tokens=10 ** 6)
-    many = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, num_splits=16,
-                                    split_tokens=16)
-    torch.testing.assert_close(many, one, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="split_tokens must be >= 1"):
-        kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, split_tokens=0)
 
 
 @pytest.mark.parametrize("num_splits", [1, 4])
@@ -112,10 +92,10 @@ def test_decode_launch_order_keeps_outputs(case, num_splits):
                                                    torch.float32)
     q = torch.randn(len(lens), h, d)
     want = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
-                                    num_splits=num_splits, split_tokens=16)
+                                    num_splits=num_splits)
     for order in (kernels.decode_order(sl), torch.arange(len(lens) - 1, -1, -1)):
         got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
-                                       num_splits=num_splits, order=order, split_tokens=16)
+                                       num_splits=num_splits, order=order)
         assert torch.equal(got, want)
     if num_splits == 1:  # the kernel reads its rows from ``order``: only row 2 is written
         got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.3, window, cap,
@@ -156,13 +136,12 @@ def test_backend_orders_large_decode_batches_longest_first():
     assert "decode_order" not in backend.prepare(prefill).extra
 
 
-@pytest.mark.parametrize("num_splits", [1, 4])  # 4: the first row's splits merge
+@pytest.mark.parametrize("num_splits", [1, 4])  # 1: no merge kernel
 def test_decode_empty_sequence_gives_zeros(num_splits):
     k_cache, v_cache, bt, _, sl = make_paged_batch([1, 1], [30, 1], 1, 16, 16, torch.float32)
     sl[1] = 0  # a padding row of a captured batch
     q = torch.randn(2, 2, 16)
-    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=num_splits,
-                                   split_tokens=8)
+    got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, 0.25, num_splits=num_splits)
     assert torch.equal(got[1], torch.zeros_like(got[1]))
     assert torch.isfinite(got).all()
 

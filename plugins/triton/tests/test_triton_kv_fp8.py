@@ -79,8 +79,7 @@ def test_decode_reads_fp8_cache(dtype, k_scale, v_scale, num_splits, hkv, d):
     q = torch.randn(4, h, d, dtype=dtype)
     want = paged_attention_ref(q, k_cache, v_cache, bt, [1] * 4, slens, spec)
     got = kernels.decode_attention(q, k_cache, v_cache, bt, sl, spec.scale,
-                                   num_splits=num_splits, k_scale=k_scale, v_scale=v_scale,
-                                   split_tokens=16)  # 4 splits: merged by the last
+                                   num_splits=num_splits, k_scale=k_scale, v_scale=v_scale)
     torch.testing.assert_close(got, want, **TOL[dtype])
 
 

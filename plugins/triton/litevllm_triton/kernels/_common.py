@@ -243,38 +243,6 @@ def pdl_enabled(device: torch.device) -> bool:
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
-NUM_COUNTERS = 1 << 16
-_counters: dict[tuple[str, torch.device], torch.Tensor] = {}
-
-
-def tile_counters(kernel: str, device: torch.device) -> torch.Tensor:
-    """``NUM_COUNTERS`` int32 arrival counters of one kernel family on ``device``, zero between
-    launches (the last program to ``arrive`` resets its counter). Allocated on first use, which
-    must come before any CUDA-graph capture."""
-    key = (kernel, device)
-    if key not in _counters:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(f"run the Triton {kernel} kernel once before CUDA-graph capture "
-                               f"(it allocates its arrival counters then)")
-        _counters[key] = torch.zeros(NUM_COUNTERS, dtype=torch.int32, device=device)
-    return _counters[key]
-
-
-@triton.jit
-def arrive(counter_ptr, expected):
-    """Count this program in at ``counter_ptr`` after its partial results are stored; True for
-    the last of ``expected`` programs, which then sees every partial (acquire-release at GPU
-    scope; read them with ``cache_modifier=".cg"``) and must call ``reset`` when done."""
-    tl.debug_barrier()  # every thread's partial is stored before the release
-    return tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") == expected - 1
-
-
-@triton.jit
-def reset(counter_ptr):
-    """Zero a counter after its last program has merged the partials (next launch)."""
-    tl.atomic_xchg(counter_ptr, 0)
-
-
 def pdl_launch(enabled: bool) -> dict:
     """The launch keyword for a kernel with a ``PDL`` flag."""
     return {"launch_pdl": True} if enabled else {}

@@ -1,13 +1,12 @@
 """Split-KV flash decoding over the paged KV cache: every sequence has one query token.
 
-Program (seq, kv head, split) attends the GROUP query heads of that KV head (padded to 16 rows
-for tl.dot) to its share of the context. The grid holds ``num_splits`` splits, a count from
-static shapes only (CUDA-graph safe; a run-time value, so one compiled kernel serves every batch
-size). Each sequence uses ``min(num_splits, cdiv(context, split_tokens))`` of them, read on the
-device: the others exit at once, and a short context takes one split, which writes the output
-itself. With more, every split stores a partial (max, sum, acc) and counts itself in; the last
-one merges the partials and writes the output (one kernel, no merge launch).
-Head dims that are not powers of 2 are padded to the next one with masks.
+Stage 1: program (seq, kv head, split) attends the GROUP query heads of that KV head (padded to
+16 rows for tl.dot) to its share of the context and writes partial (max, sum, acc). Stage 2
+merges the splits; with one split, stage 1 writes the output itself and there is no stage 2.
+Head dims that are not powers of 2 are padded to the next one with masks. The split count
+depends only on shapes (batch size, heads, block-table width), never on per-step values, so the
+launch is CUDA-graph safe; it is a run-time value, so one compiled kernel serves every batch
+size. Splits past a sequence's end write neutral partials (max -1e30, sum 0, acc 0).
 A float8 cache is read as int32 words converted to float16 in registers (dots in float16 for
 16-bit q), with k_scale folded into the softmax scale and v_scale applied to the partial output.
 An optional ``order`` (the batch's rows, longest context first: ``decode_order``) makes the GPU
@@ -22,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (NUM_COUNTERS, arrive, cdiv, check_attention_inputs,
-                                             check_tensor, dot, f16_dots, is_pow2, kv_operands,
-                                             load_fp8_tile, next_pow2, padded_head_dim,
-                                             pdl_enabled, pdl_trigger, reset, tanh, tile_counters)
+from litevllm_triton.kernels._common import (cdiv, check_attention_inputs, check_tensor, dot,
+                                             f16_dots, is_pow2, kv_operands, load_fp8_tile,
+                                             next_pow2, padded_head_dim, pdl_enabled, pdl_trigger,
+                                             tanh)
 
 # Measured on an H100: ~4 waves of few, long programs beat many short ones (B8 ctx8192: 8 splits
 # 0.82 of copy bandwidth, 32 splits < 0.78); head_dim 256 runs fewer programs per SM.
@@ -34,22 +33,18 @@ TARGET_PROGRAMS = {128: 512, 256: 1024}
 PROGRAMS_OVERRIDE = int(os.environ.get("LITEVLLM_DECODE_PROGRAMS", "0") or 0)
 MIN_SPLIT_TOKENS = 256  # don't split a full-length context finer than this
 MAX_SPLITS = 64
-# a sequence uses one split per this many context tokens (at most the grid's); tuning runs may
-# override it with LITEVLLM_DECODE_SPLIT_TOKENS
-SPLIT_TOKENS = int(os.environ.get("LITEVLLM_DECODE_SPLIT_TOKENS", "0") or 0) or 256
 
 
 @triton.jit(do_not_specialize=["stride_bt"])  # block-table width: varies per eager step
-def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
-                   order_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, counter_ptr,
-                   stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
-                   stride_ot, stride_oh, num_heads, scale, v_scale, softcap, window,
-                   split_tokens,
-                   GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
-                   BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                   USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-                   SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
-                   FP8: tl.constexpr, ORDERED: tl.constexpr, PDL: tl.constexpr):
+def _decode_split_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_ptr,
+                         order_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr,
+                         stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
+                         stride_ot, stride_oh, num_heads, scale, v_scale, softcap, window,
+                         GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr,
+                         BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                         USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+                         SINGLE: tl.constexpr, IEEE: tl.constexpr, F16: tl.constexpr,
+                         FP8: tl.constexpr, ORDERED: tl.constexpr, PDL: tl.constexpr):
     pdl_trigger(PDL)  # the next kernel (o_proj's GEMV) may start streaming its weights
     num_kv_heads = num_heads // GROUP
     kv_head = tl.program_id(0) % num_kv_heads  # a sequence's heads launch together
@@ -57,16 +52,12 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_p
     if ORDERED:  # launch rank -> batch row
         b = tl.load(order_ptr + b).to(tl.int32)
     split = tl.program_id(1)
+    num_splits = tl.num_programs(1)  # not a constexpr: one compiled kernel for every bucket
 
     seq_len = tl.load(seq_lens_ptr + b)
     kv_lo = seq_len * 0
     if USE_WINDOW:
         kv_lo = tl.maximum(seq_len - window, 0)
-    # this sequence's splits: one per split_tokens of context, at most the grid's
-    num_splits = tl.minimum(tl.maximum(tl.cdiv(seq_len - kv_lo, split_tokens), 1),
-                            tl.num_programs(1))
-    if split >= num_splits:
-        return
     split_len = tl.cdiv(tl.cdiv(seq_len - kv_lo, num_splits), BLOCK_N) * BLOCK_N
     start = kv_lo + split * split_len
     end = tl.minimum(start + split_len, seq_len)
@@ -114,36 +105,39 @@ def _decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, seq_lens_p
         m_i = m_new
     acc = acc * v_scale  # float8 caches hold v / v_scale (1.0 otherwise)
 
-    o_ptrs = out_ptr + b.to(tl.int64) * stride_ot + (head * stride_oh)[:, None] + offs_d[None, :]
-    o_ok = h_ok[:, None] & d_ok[None, :]
-    if SINGLE or num_splits == 1:  # normalise and write the output
+    if SINGLE:  # one split: normalise and write the output, no merge kernel
         o = acc / tl.maximum(l_i, 1e-30)[:, None]  # empty sequence -> 0
-        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=o_ok)
-    else:  # partials laid out [B, H, grid splits(, D)]; the last split merges them
-        row = (b * num_heads + head).to(tl.int64) * tl.num_programs(1)
-        tl.store(part_m_ptr + row + split, m_i, mask=h_ok)
-        tl.store(part_l_ptr + row + split, l_i, mask=h_ok)
-        acc_ptrs = part_acc_ptr + row[:, None] * HEAD_DIM + offs_d[None, :]
-        tl.store(acc_ptrs + split * HEAD_DIM, acc, mask=o_ok)
-        counter = counter_ptr + b * num_kv_heads + kv_head
-        if arrive(counter, num_splits):
-            m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
-            l_i = tl.zeros([BLOCK_H], tl.float32)
-            acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
-            for j in range(num_splits):  # empty splits: m -1e30, l 0, acc 0
-                m_s = tl.load(part_m_ptr + row + j, mask=h_ok, other=-1.0e30,
-                              cache_modifier=".cg")
-                l_s = tl.load(part_l_ptr + row + j, mask=h_ok, other=0.0, cache_modifier=".cg")
-                a_s = tl.load(acc_ptrs + j * HEAD_DIM, mask=o_ok, other=0.0, cache_modifier=".cg")
-                m_new = tl.maximum(m_i, m_s)
-                alpha = tl.exp2(m_i - m_new)
-                beta = tl.exp2(m_s - m_new)
-                l_i = l_i * alpha + l_s * beta
-                acc = acc * alpha[:, None] + a_s * beta[:, None]
-                m_i = m_new
-            o = acc / tl.maximum(l_i, 1e-30)[:, None]
-            tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=o_ok)
-            reset(counter)
+        o_ptrs = out_ptr + b.to(tl.int64) * stride_ot + (head * stride_oh)[:, None] \
+            + offs_d[None, :]
+        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=h_ok[:, None] & d_ok[None, :])
+    else:  # partials laid out [B, H, num_splits(, D)]
+        part = (b * num_heads + head).to(tl.int64) * num_splits + split
+        tl.store(part_m_ptr + part, m_i, mask=h_ok)
+        tl.store(part_l_ptr + part, l_i, mask=h_ok)
+        tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc,
+                 mask=h_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _decode_merge_kernel(part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, stride_ot, stride_oh,
+                         num_heads, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                         NUM_SPLITS: tl.constexpr, PDL: tl.constexpr):
+    pdl_trigger(PDL)
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, NUM_SPLITS)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    part = (b * num_heads + h).to(tl.int64) * NUM_SPLITS + offs_s
+    m = tl.load(part_m_ptr + part)
+    l = tl.load(part_l_ptr + part)
+    acc = tl.load(part_acc_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], mask=d_ok[None, :],
+                  other=0.0)
+    w = tl.exp2(m - tl.max(m, axis=0))  # empty splits: exp2(-1e30 - max) = 0
+    l_sum = tl.sum(w * l, axis=0)
+    o = tl.sum(w[:, None] * acc, axis=0) / tl.maximum(l_sum, 1e-30)  # empty sequence -> 0
+    tl.store(out_ptr + b.to(tl.int64) * stride_ot + h * stride_oh + offs_d,
+             o.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
 @triton.jit(do_not_specialize=["n"])
@@ -200,15 +194,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      sliding_window: int | None = None, logit_softcap: float | None = None,
                      out: torch.Tensor | None = None, num_splits: int | None = None,
                      k_scale: float = 1.0, v_scale: float = 1.0,
-                     order: torch.Tensor | None = None,
-                     split_tokens: int | None = None) -> torch.Tensor:
+                     order: torch.Tensor | None = None) -> torch.Tensor:
     """One query token per sequence: q [B, H, D] over caches [num_blocks, block_size, Hkv, D]
     of q's dtype or float8 (holding k / k_scale, v / v_scale).
 
     block_tables [B, max_blocks] int32, seq_lens [B] int32 (including the current token;
     0 gives a zero output). ``num_splits`` (power of 2) defaults to a choice from static
-    shapes; a sequence uses one of them per ``split_tokens`` of context (default
-    ``SPLIT_TOKENS``). ``order`` [B] (int32/int64, a permutation of the rows, longest context first)
+    shapes. ``order`` [B] (int32/int64, a permutation of the rows, longest context first)
     sets the launch order; the output is the same. Writes and returns ``out`` [B, H, D]. No
     host synchronisation.
     """
@@ -223,8 +215,6 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         num_splits = num_decode_splits(b, hkv, block_tables.shape[1] * page, d)
     if not is_pow2(num_splits):
         raise ValueError(f"num_splits must be a power of 2, got {num_splits}")
-    if split_tokens is not None and split_tokens < 1:
-        raise ValueError(f"split_tokens must be >= 1, got {split_tokens}")
     if order is not None:
         check_tensor("order", order, 1, dtypes=(torch.int32, torch.int64), device=dev)
         if order.shape[0] != b:
@@ -239,28 +229,24 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     kc, vc, fp8 = kv_operands(k_cache, v_cache)
     if single and not fp32 and block_d <= 128:
         block_n = BLOCK_N_SINGLE
-    if not single and b * hkv > NUM_COUNTERS:
-        raise ValueError(f"{num_splits} splits need one counter per sequence and KV head: "
-                         f"{b * hkv} > {NUM_COUNTERS}; use num_splits=1")
-    counters = tile_counters("decode_attention", dev)
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
     part_acc = out if single else torch.empty((b, h, num_splits, d), dtype=torch.float32,
                                               device=dev)
-    _decode_kernel[(b * hkv, num_splits)](
+    _decode_split_kernel[(b * hkv, num_splits)](
         q, kc, vc, block_tables, seq_lens, seq_lens if order is None else order, part_m, part_l,
-        part_acc, out, counters,
+        part_acc, out,
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1), h, float(scale) * k_scale,
         float(v_scale), float(logit_softcap or 1.0), int(sliding_window or 0),
-        int(split_tokens or SPLIT_TOKENS),
         GROUP=group, BLOCK_H=max(16, next_pow2(group)), HEAD_DIM=d,
         BLOCK_D=block_d, PAGE=page, BLOCK_N=block_n, USE_WINDOW=bool(sliding_window),
         USE_SOFTCAP=bool(logit_softcap), SINGLE=single, IEEE=fp32,
         F16=f16_dots(q.dtype, k_cache.dtype), FP8=fp8, ORDERED=order is not None,
         PDL=pdl_enabled(dev), num_warps=NUM_WARPS,
         num_stages=stages)
-    return out
+    if single:
+        return out
     _decode_merge_kernel[(b, h)](part_m, part_l, part_acc, out, out.stride(0), out.stride(1), h,
                                  HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=num_splits,
                                  PDL=pdl_enabled(dev), num_warps=4)

@@ -18,12 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
-from litevllm_triton.kernels._common import (FLOAT_DTYPES, NUM_COUNTERS, arrive, cdiv,
-                                             check_tensor, gated_act, mac, pdl_launch,
-                                             pdl_trigger, pdl_wait, reset, tile_counters)
+from litevllm_triton.kernels._common import (FLOAT_DTYPES, cdiv, check_tensor, gated_act, mac,
+                                             pdl_launch, pdl_trigger, pdl_wait)
 
 MAX_M = 256
+NUM_LOCKS = 1 << 16
 ACTS = {"silu": 0, "gelu_tanh": 1}
+_locks: dict[torch.device, torch.Tensor] = {}
 
 
 @triton.jit
@@ -86,8 +87,9 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
         tl.store(ws + pid_k * M * width, acc, mask=mn_ok)
         if GATED:
             tl.store(ws + pid_k * M * width + N, acc_up, mask=mn_ok)
+        tl.debug_barrier()  # every thread's partial is stored before the release below
         lock = lock_ptr + pid_m * tl.num_programs(0) + pid_n
-        if arrive(lock, SPLIT_K):
+        if tl.atomic_add(lock, 1, sem="acq_rel", scope="gpu") == SPLIT_K - 1:
             acc = tl.zeros([BM, BN], tl.float32)
             acc_up = tl.zeros([BM, BN], tl.float32)
             for s in range(SPLIT_K):
@@ -97,7 +99,7 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
                                       cache_modifier=".cg")
             _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
                     GATED, ACT, HAS_BIAS)
-            reset(lock)
+            tl.atomic_xchg(lock, 0)
 
 
 @triton.jit
@@ -113,6 +115,16 @@ def _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
         gate = acc.to(dtype).to(tl.float32)
         acc = gated_act(gate, ACT) * acc_up.to(dtype).to(tl.float32)
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(dtype), mask=mn_ok)
+
+
+def _lock_buffer(device: torch.device) -> torch.Tensor:
+    """Split-K tile counters, zero between launches (each kernel resets the ones it used)."""
+    if device not in _locks:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("run the Triton GEMV once before CUDA-graph capture (it "
+                               "allocates its split-K counters then)")
+        _locks[device] = torch.zeros(NUM_LOCKS, dtype=torch.int32, device=device)
+    return _locks[device]
 
 
 def check_config(cfg: dict) -> None:
@@ -155,10 +167,10 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
     split = cdiv(k, k_split)
     grid = (cdiv(n, bn), split, cdiv(m, bm))
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    locks = tile_counters("gemv", x.device)
-    if split > 1 and grid[0] * grid[2] > NUM_COUNTERS:
+    locks = _lock_buffer(x.device)
+    if split > 1 and grid[0] * grid[2] > NUM_LOCKS:
         raise ValueError(f"gemv config {cfg} needs {grid[0] * grid[2]} tile counters "
-                         f"(max {NUM_COUNTERS}): use a larger BN")
+                         f"(max {NUM_LOCKS}): use a larger BN")
     ws = torch.empty(split, m, rows, dtype=torch.float32, device=x.device) if split > 1 else out
     _gemv_kernel[grid](
         x, weight, bias if bias is not None else x, out, ws, locks, m, n, k, k_split, split,
