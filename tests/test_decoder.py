@@ -110,3 +110,50 @@ def test_rotary_emb_replacement_and_qk_norms():
     assert torch.equal(seen["v"].flatten(1), v)
     with pytest.raises(ValueError, match="both q_norm and k_norm"):  # not silently dropped
         attn.rotary_emb(positions, q, k, attn.q_norm, None)
+
+
+def _attend_through(attn, ctx, hidden, rotary_stores_kv):
+    """One 3-token prompt through ``attn`` over the torch backend (its ``rotary_stores_kv``
+    set as given): (output, k cache, v cache, the specs forward saw)."""
+    from litevllm.attention.backend import AttentionMetadata
+    from litevllm.attention.torch_backend import TorchAttentionBackend
+    backend = TorchAttentionBackend(torch.device("cpu"), torch.float32, 4)
+    backend.rotary_stores_kv = rotary_stores_kv
+    specs, forward = [], backend.forward
+    backend.forward = lambda spec, *a, **kw: specs.append(spec) or forward(spec, *a, **kw)
+    attn.attn = backend
+    cache = backend.allocate_kv_cache(4, attn.num_kv_heads, attn.head_dim)
+    meta = AttentionMetadata(slot_mapping=torch.tensor([5, 6, 7]),
+                             query_start_loc=torch.tensor([0, 3], dtype=torch.int32),
+                             seq_lens=torch.tensor([3], dtype=torch.int32),
+                             block_tables=torch.tensor([[1, 2]], dtype=torch.int32),
+                             max_query_len=3, max_seq_len=3, num_seqs=1, is_decode=False,
+                             query_lens_cpu=[3], seq_lens_cpu=[3])
+    torch.manual_seed(1)
+    x = torch.randn(3, hidden)
+    out = attn.forward(torch.arange(3), x, cache, meta)
+    return out, cache[0].clone(), cache[1].clone(), specs
+
+
+@pytest.mark.parametrize("cls", [LiteAttention, NormedAttention])
+def test_rotary_op_stores_kv_when_the_backend_allows(cls):
+    """With ``rotary_stores_kv`` the rotary op stores k and v (the backend is told by
+    ``spec.kv_stored`` and skips its store): the same cache and output as the two-op path; a
+    replaced rotary_emb keeps the backend's store."""
+    config = tiny_config("LlamaForCausalLM")
+    ctx = model_context("cpu")
+    attn = cls(config, 0, ctx, "l0")
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    two_ops = _attend_through(attn, ctx, config.hidden_size, False)
+    fused = _attend_through(attn, ctx, config.hidden_size, True)
+    assert [s.kv_stored for s in two_ops[3]] == [False]
+    assert [s.kv_stored for s in fused[3]] == [True]
+    assert fused[1][1:].abs().sum() > 0  # blocks 1 and 2 hold the prompt
+    for got, want in zip(fused[:3], two_ops[:3]):
+        assert torch.equal(got, want)
+    if cls is LiteAttention:
+        attn.rotary_emb = PlainRope()  # replaced: (positions, q, k) only
+        assert attn.rotary_stores_kv() is False
+        specs = _attend_through(attn, ctx, config.hidden_size, True)[3]
+        assert [s.kv_stored for s in specs] == [False]

@@ -5,4 +5,6 @@ __version__ = "0.1.0"
 # 1.2: AttentionBackend.prepare_in_graph
 # 1.3: AttentionBackend.varlen_in_graph
 # 1.4: op positions_and_slots
-PLUGIN_API_VERSION = "1.4"
+# 1.5: rotary_embedding(v=, k_cache=, v_cache=, slot_mapping=, k_scale=, v_scale=),
+# AttentionSpec.kv_stored, AttentionBackend.rotary_stores_kv
+PLUGIN_API_VERSION = "1.5"

@@ -26,6 +26,9 @@ class AttentionSpec:
     # float8 KV caches store k / k_scale and v / v_scale (per-tensor, from the checkpoint)
     k_scale: float = 1.0
     v_scale: float = 1.0
+    # the layer's rotary op already stored this step's k/v in the cache (API 1.5; only for a
+    # backend with ``rotary_stores_kv``): forward() must not store them again
+    kv_stored: bool = False
 
 
 @dataclass
@@ -82,6 +85,10 @@ class AttentionBackend:
     # slot -1. False: those steps replay piecewise graphs with attention run eagerly between
     # them
     varlen_in_graph: bool = False
+    # True (API 1.5): the cache has the default layout and forward() honours
+    # ``spec.kv_stored``, so a layer may store its k/v through the ``rotary_embedding`` op's
+    # cache arguments (one kernel for the rotation and the store) when that op takes them
+    rotary_stores_kv: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
                  kv_cache_dtype: torch.dtype | None = None):

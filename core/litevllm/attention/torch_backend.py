@@ -75,10 +75,12 @@ class TorchAttentionBackend(AttentionBackend):
 
     name = "torch"
     kv_cache_dtypes = FP8_KV_DTYPES
+    rotary_stores_kv = True  # the reference rotary op stores k/v as reshape_and_cache does
 
     def forward(self, spec: AttentionSpec, q, k, v, kv_cache, meta: AttentionMetadata, out=None):
-        reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping, spec.k_scale,
-                          spec.v_scale)
+        if not spec.kv_stored:
+            reshape_and_cache(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping, spec.k_scale,
+                              spec.v_scale)
         if meta.is_decode and meta.num_seqs > 1:
             attn = paged_decode_attention(q, kv_cache[0], kv_cache[1], meta.block_tables,
                                           meta.seq_lens, meta.max_seq_len, spec)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from litevllm.attention.backend import AttentionMetadata, AttentionSpec
+from litevllm.kinds import op_takes
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
 from litevllm.model.linear import LiteLinear
@@ -39,6 +40,8 @@ class LiteAttention(nn.Module):
                                   sliding_window=self.sliding_window(config, layer_idx),
                                   logit_softcap=getattr(config, "attn_logit_softcapping", None))
         self.attn = ctx.attn
+        # (self.spec, self.attn, the spec's kv_stored copy when the rotary op stores k/v)
+        self._stored_spec = (None, None, None)
 
     # hooks for subclasses -------------------------------------------------------------------
     def qkv_bias(self, config) -> bool:
@@ -80,14 +83,30 @@ class LiteAttention(nn.Module):
         self.spec = dataclasses.replace(self.spec, **{attr: value})
 
     # ---------------------------------------------------------------------------------------
+    def rotary_stores_kv(self) -> bool:
+        """Whether the rotary op stores k/v too (one kernel): the backend allows it, the op
+        takes the cache arguments and ``rotary_emb`` is the stock module."""
+        return (getattr(self.attn, "rotary_stores_kv", False)
+                and type(self.rotary_emb).forward is RotaryEmbedding.forward
+                and op_takes(self.rotary_emb.ops.rotary_embedding, "k_cache"))
+
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata):
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         norms = self.qk_norms()
-        # without norms, the (positions, q, k) call a replaced ``rotary_emb`` may only take
-        q, k = (self.rotary_emb(positions, q, k) if norms == (None, None)
-                else self.rotary_emb(positions, q, k, *norms))
-        out = self.attn.forward(self.spec, q.reshape(t, self.num_heads, self.head_dim),
+        spec = self.spec
+        if self._stored_spec[:2] != (spec, self.attn):  # first call, or spec/backend replaced
+            self._stored_spec = (spec, self.attn, dataclasses.replace(spec, kv_stored=True)
+                                 if self.rotary_stores_kv() else None)
+        if self._stored_spec[2] is not None:
+            spec = self._stored_spec[2]
+            q, k = self.rotary_emb(positions, q, k, *norms, v=v, k_cache=kv_cache[0],
+                                   v_cache=kv_cache[1], slot_mapping=meta.slot_mapping,
+                                   k_scale=spec.k_scale, v_scale=spec.v_scale)
+        else:  # without norms, the (positions, q, k) call a replaced ``rotary_emb`` may take
+            q, k = (self.rotary_emb(positions, q, k) if norms == (None, None)
+                    else self.rotary_emb(positions, q, k, *norms))
+        out = self.attn.forward(spec, q.reshape(t, self.num_heads, self.head_dim),
                                 k.reshape(t, self.num_kv_heads, self.head_dim),
                                 v.reshape(t, self.num_kv_heads, self.head_dim), kv_cache, meta)
         return self.o_proj(out)

@@ -73,19 +73,20 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin_cache", cache.to(ctx.device), persistent=False)
 
     def forward(self, positions, q, k, q_norm: RMSNorm | None = None,
-                k_norm: RMSNorm | None = None):
+                k_norm: RMSNorm | None = None, **store):
         """With ``q_norm``/``k_norm`` (RMSNorms over head_dim) each head is normalised first,
-        in the same op (one kernel on the GPU)."""
+        in the same op (one kernel on the GPU). ``store`` (v, k_cache, v_cache, slot_mapping,
+        k_scale, v_scale) goes to the op, which then also stores k and v in the cache."""
         if q_norm is None and k_norm is None:
             return self.ops.rotary_embedding(positions, q, k, self.head_dim, self.cos_sin_cache,
-                                             self.is_neox)
+                                             self.is_neox, **store)
         if q_norm is None or k_norm is None:
             raise ValueError("give both q_norm and k_norm, or neither")
         if (q_norm.eps, q_norm.offset) != (k_norm.eps, k_norm.offset):
             raise ValueError("q_norm and k_norm must share eps and offset")
         return self.ops.rotary_embedding(positions, q, k, self.head_dim, self.cos_sin_cache,
                                          self.is_neox, q_norm.weight, k_norm.weight,
-                                         q_norm.eps, q_norm.offset)
+                                         q_norm.eps, q_norm.offset, **store)
 
 
 # HF ``hidden_act`` names -> the one name ops use (``<name>_and_mul``, ``fused_moe(activation=)``)

@@ -27,7 +27,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
                      cos_sin_cache: torch.Tensor, is_neox: bool = True,
                      q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
-                     norm_eps: float = 1e-6, norm_offset: float = 0.0):
+                     norm_eps: float = 1e-6, norm_offset: float = 0.0,
+                     v: torch.Tensor | None = None, k_cache: torch.Tensor | None = None,
+                     v_cache: torch.Tensor | None = None,
+                     slot_mapping: torch.Tensor | None = None,
+                     k_scale: float = 1.0, v_scale: float = 1.0):
     """Rotate q [T, Hq*D] and k [T, Hk*D] by position.
 
     ``cos_sin_cache`` is [max_pos, rot_dim] float32: cos in the first half, sin in the second.
@@ -36,9 +40,14 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     ``q_norm`` / ``k_norm`` ([head_dim] weights, both or neither): ``rms_norm`` of each head
     first (``norm_eps``, ``norm_offset``), rounded to q's dtype as that op's output is
     (Qwen3's q/k norm).
+    With ``v`` [T, Hk*D], the caches and ``slot_mapping`` (API 1.5), the rotated k and v are
+    then stored as :func:`reshape_and_cache` stores them (one kernel on the GPU).
     """
     if (q_norm is None) != (k_norm is None):
         raise ValueError("give both q_norm and k_norm, or neither")
+    store = (v, k_cache, v_cache, slot_mapping)
+    if any(x is None for x in store) and any(x is not None for x in store):
+        raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
     rot = cos_sin_cache.shape[1]
     cs = cos_sin_cache.index_select(0, positions)
     cos, sin = cs.chunk(2, dim=-1)  # [T, rot/2]
@@ -59,7 +68,12 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
         out = torch.cat((o.to(x.dtype), x[..., rot:]), dim=-1) if rot < head_dim else o.to(x.dtype)
         return out.reshape(t, -1)
 
-    return apply(q, q_norm), apply(k, k_norm)
+    q, k = apply(q, q_norm), apply(k, k_norm)
+    if v is not None:
+        t = k.shape[0]
+        reshape_and_cache(k.view(t, -1, head_dim), v.reshape(t, -1, head_dim), k_cache, v_cache,
+                          slot_mapping, k_scale, v_scale)
+    return q, k
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

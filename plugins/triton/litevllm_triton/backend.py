@@ -25,6 +25,7 @@ class TritonAttentionBackend(AttentionBackend):
     ORDER_MIN_SEQS = 32
     supports_cuda_graphs = True
     varlen_in_graph = True  # the prefill kernel reads lengths on the device; padded rows exit
+    rotary_stores_kv = True  # the rotary kernel stores k/v in the same launch
     kv_cache_dtypes = torch_ops.FP8_KV_DTYPES  # k / k_scale, v / v_scale in float8 e4m3
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
@@ -49,7 +50,9 @@ class TritonAttentionBackend(AttentionBackend):
             raise ValueError(f"q must be [T, {spec.num_heads}, {spec.head_dim}], "
                              f"got {tuple(q.shape)}")
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, spec.k_scale, spec.v_scale)
+        if not spec.kv_stored:
+            reshape_and_cache(k, v, k_cache, v_cache, meta.slot_mapping, spec.k_scale,
+                              spec.v_scale)
         o = None if out is None else out.view(q.shape)  # [T, H*D] rows -> [T, H, D]
         if meta.is_decode and q.shape[0] == meta.seq_lens.shape[0]:
             o = decode_attention(q, k_cache, v_cache, meta.block_tables, meta.seq_lens,

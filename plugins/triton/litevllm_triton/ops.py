@@ -24,9 +24,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
                      cos_sin_cache: torch.Tensor, is_neox: bool = True,
                      q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
-                     norm_eps: float = 1e-6, norm_offset: float = 0.0):
+                     norm_eps: float = 1e-6, norm_offset: float = 0.0,
+                     v: torch.Tensor | None = None, k_cache: torch.Tensor | None = None,
+                     v_cache: torch.Tensor | None = None,
+                     slot_mapping: torch.Tensor | None = None, k_scale: float = 1.0,
+                     v_scale: float = 1.0):
     return kernels.rotary_embedding(positions, q, k, head_dim, cos_sin_cache, is_neox, q_norm,
-                                    k_norm, norm_eps, norm_offset)
+                                    k_norm, norm_eps, norm_offset, v, k_cache, v_cache,
+                                    slot_mapping, k_scale, v_scale)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ import os
 
 from litevllm.plugin_api import hookimpl
 
-PLUGIN_API_VERSION = "1.4"  # the contract this plugin was written against
+PLUGIN_API_VERSION = "1.5"  # the contract this plugin was written against
 
 OPS = ("rms_norm", "rotary_embedding", "silu_and_mul", "gelu_tanh_and_mul", "reshape_and_cache",
        "fused_moe", "linear", "gated_linear", "sample", "positions_and_slots")

@@ -99,6 +99,61 @@ def test_rotary_with_per_head_norms(dtype, is_neox, head_dim, rot, offset):
             assert (got != want).float().mean() < 0.02
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_dim,rot,norms", [(32, 32, False), (48, 16, False),
+                                                (64, 64, True)])
+def test_rotary_stores_kv(dtype, is_neox, head_dim, rot, norms):
+    """The rotary kernel with cache arguments: q/k as the rotary op alone leaves them, the
+    caches as reshape_and_cache of the rotated k and v (bit for bit), padding slots skipped."""
+    t, hq, hk = 6, 4, 2
+    qkv = torch.randn(t, (hq + 2 * hk) * head_dim, dtype=dtype)
+    positions = torch.randint(0, 50, (t,))
+    cache = _cos_sin(50, rot)
+    slots = torch.tensor([3, 17, -1, 8, 30, 0])
+    w = (torch.rand(head_dim, dtype=dtype) + 0.5, torch.rand(head_dim, dtype=dtype) - 0.5)
+    extra = (*w, 1e-6, 0.0) if norms else ()
+    caches = []
+    for store in (False, True):
+        x = qkv.clone()
+        q, k, v = x.split([hq * head_dim, hk * head_dim, hk * head_dim], dim=-1)
+        kc = torch.zeros(4, 8, hk, head_dim, dtype=dtype)
+        vc = torch.zeros_like(kc)
+        if store:
+            kernels.rotary_embedding(positions, q, k, head_dim, cache, is_neox, *extra, v=v,
+                                     k_cache=kc, v_cache=vc, slot_mapping=slots)
+        else:
+            kernels.rotary_embedding(positions, q, k, head_dim, cache, is_neox, *extra)
+            kernels.reshape_and_cache(k.view(t, hk, head_dim), v.view(t, hk, head_dim), kc, vc,
+                                      slots)
+        caches.append((x, kc, vc))
+    for got, want in zip(caches[1], caches[0]):
+        assert torch.equal(got, want)
+    written = caches[1][1].flatten(0, 1).abs().sum((1, 2)) > 0
+    assert written.nonzero().flatten().tolist() == [0, 3, 8, 17, 30]  # slot -1: nothing
+    q, k, v = qkv.split([hq * head_dim, hk * head_dim, hk * head_dim], dim=-1)
+    rq, rk = ref.rotary_embedding(positions, q, k, head_dim, cache, is_neox, *extra)
+    rkc, rvc = torch.zeros(4, 8, hk, head_dim, dtype=dtype), torch.zeros(4, 8, hk, head_dim,
+                                                                         dtype=dtype)
+    ref.rotary_embedding(positions, q, k, head_dim, cache, is_neox, *extra, v=v, k_cache=rkc,
+                         v_cache=rvc, slot_mapping=slots)
+    torch.testing.assert_close(caches[1][1], rkc, **TOL[dtype])
+    assert torch.equal(caches[1][2], rvc)  # v is only copied
+
+
+def test_rotary_store_errors():
+    t, h, d = 3, 2, 16
+    q, k, v = torch.randn(t, h * d), torch.randn(t, d), torch.randn(t, d)
+    positions, cache = torch.arange(t), _cos_sin(8, d)
+    kc = torch.zeros(2, 4, 1, d)
+    for fn in (ref.rotary_embedding, kernels.rotary_embedding):
+        with pytest.raises(ValueError, match="together"):
+            fn(positions, q, k, d, cache, v=v, k_cache=kc, v_cache=kc)
+    with pytest.raises(ValueError, match="slot_mapping has 2 entries"):
+        kernels.rotary_embedding(positions, q, k, d, cache, v=v, k_cache=kc, v_cache=kc.clone(),
+                                 slot_mapping=torch.arange(2))
+
+
 def test_rotary_norm_errors():
     t, h, d = 3, 2, 16
     q, k, positions, cache = torch.randn(t, h * d), torch.randn(t, d), torch.arange(t), _cos_sin(8, d)

@@ -1,4 +1,6 @@
-"""Rotary position embedding applied in place to q and k: one program per token."""
+"""Rotary position embedding applied in place to q and k: one program per token. With a KV
+cache (``STORE``) the program then stores its token's rotated k and its v there, as
+reshape_and_cache does: one kernel instead of two."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +8,7 @@ import triton
 import triton.language as tl
 
 from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor, next_pow2
+from litevllm_triton.kernels.reshape_and_cache import check_store, store_args, store_token_kv
 
 
 @triton.jit
@@ -50,9 +53,13 @@ def _rotate_heads(x_ptr, stride_h, num_heads, cos, sin, offs_r, r_ok, w_ptr, eps
 def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr, qw_ptr, kw_ptr,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs,
                    num_q_heads, num_k_heads, eps, offset,
+                   v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_vt,
+                   s_stride_kh, s_stride_vh, stride_cb, stride_cs_, stride_ch, s_heads, s_dim,
+                   k_scale, v_scale,
                    HALF: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
                    IS_NEOX: tl.constexpr, NORM: tl.constexpr, HEAD_DIM: tl.constexpr,
-                   BLOCK_P: tl.constexpr):
+                   BLOCK_P: tl.constexpr, STORE: tl.constexpr, PAGE: tl.constexpr,
+                   KV_BLOCK_H: tl.constexpr, KV_BLOCK_D: tl.constexpr, FP8_MAX: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + t).to(tl.int64)
     offs_r = tl.arange(0, BLOCK_R)
@@ -64,6 +71,14 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr, qw_ptr, kw_ptr,
                   eps, offset, IS_NEOX, HALF, BLOCK_H, NORM, HEAD_DIM, BLOCK_P)
     _rotate_heads(k_ptr + t * stride_kt, stride_kh, num_k_heads, cos, sin, offs_r, r_ok, kw_ptr,
                   eps, offset, IS_NEOX, HALF, BLOCK_H, NORM, HEAD_DIM, BLOCK_P)
+    if STORE:
+        slot = tl.load(slot_ptr + t).to(tl.int64)
+        if slot >= 0:  # not a padding token
+            tl.debug_barrier()  # the rotated k rows are stored before they are read back
+            store_token_kv(k_ptr + t * stride_kt, v_ptr + t * stride_vt, k_cache_ptr,
+                           v_cache_ptr, slot, s_stride_kh, s_stride_vh, stride_cb, stride_cs_,
+                           stride_ch, s_heads, s_dim, k_scale, v_scale, PAGE, KV_BLOCK_H,
+                           KV_BLOCK_D, FP8_MAX)
 
 
 def _head_strides(name: str, x: torch.Tensor, num_tokens: int, head_dim: int) -> tuple:
@@ -87,13 +102,18 @@ def _head_strides(name: str, x: torch.Tensor, num_tokens: int, head_dim: int) ->
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
                      cos_sin_cache: torch.Tensor, is_neox: bool = True,
                      q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
-                     norm_eps: float = 1e-6, norm_offset: float = 0.0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     norm_eps: float = 1e-6, norm_offset: float = 0.0,
+                     v: torch.Tensor | None = None, k_cache: torch.Tensor | None = None,
+                     v_cache: torch.Tensor | None = None,
+                     slot_mapping: torch.Tensor | None = None, k_scale: float = 1.0,
+                     v_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q [T, Hq*D] (or [T, Hq, D]) and k likewise IN PLACE; returns (q, k).
 
     ``cos_sin_cache`` is [max_pos, rot_dim]: cos in the first half, sin in the second;
     dims past rot_dim pass through. q and k may be strided views (e.g. slices of a fused qkv).
     ``q_norm``/``k_norm`` [head_dim]: RMSNorm each head first, in the same pass (Qwen3).
+    ``v`` (shaped as k), ``k_cache``/``v_cache`` [num_blocks, block_size, Hk, D] and
+    ``slot_mapping`` [T]: then store the rotated k and v as ``reshape_and_cache`` does.
     """
     if (q_norm is None) != (k_norm is None):
         raise ValueError("give both q_norm and k_norm, or neither")
@@ -113,6 +133,17 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     t = positions.shape[0]
     hq, sqt, sqh = _head_strides("q", q, t, head_dim)
     hk, skt, skh = _head_strides("k", k, t, head_dim)
+    store = (v, k_cache, v_cache, slot_mapping)
+    if any(x is None for x in store) and any(x is not None for x in store):
+        raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
+    if v is not None:
+        k3, v3 = k.view(t, hk, head_dim), v.view(t, -1, head_dim)  # [T, Hk, D] views
+        check_store(k3, v3, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+        s_args, s_consts = store_args(k3, v3, k_cache, k_scale, v_scale)
+        s_ptrs = (v, k_cache, v_cache, slot_mapping, v3.stride(0))
+    else:
+        s_args, s_consts = (0,) * 9, dict(PAGE=1, KV_BLOCK_H=1, KV_BLOCK_D=1, FP8_MAX=0.0)
+        s_ptrs = (q, q, q, positions, 0)
     if t == 0:
         return q, k
     half = rot // 2
@@ -123,7 +154,8 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     _rotary_kernel[(t,)](positions, q, k, cos_sin_cache, q_norm if norm else cos_sin_cache,
                          k_norm if norm else cos_sin_cache, sqt, sqh, skt, skh,
                          cos_sin_cache.stride(0), hq, hk, float(norm_eps), float(norm_offset),
-                         HALF=half, BLOCK_R=block_r, BLOCK_H=block_h, IS_NEOX=bool(is_neox),
-                         NORM=norm, HEAD_DIM=head_dim,
+                         *s_ptrs, *s_args, HALF=half, BLOCK_R=block_r, BLOCK_H=block_h,
+                         IS_NEOX=bool(is_neox), NORM=norm, HEAD_DIM=head_dim,
+                         STORE=v is not None, **s_consts,
                          BLOCK_P=next_pow2(max(1, head_dim - rot)), num_warps=4)
     return q, k
