@@ -2,6 +2,7 @@
 padding rows, the fallback for models that bypass the backend. Graph replay itself is checked
 against eager runs in tests/gpu/test_piecewise_gpu.py."""
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -63,7 +64,8 @@ def _mixed_meta():
 def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
     """The piecewise schedule run eagerly: the model over a padded 16-row bucket with stale ids
     and positions in the padding, attention on the 8 real rows only. Real rows and the KV cache
-    match a plain eager run; padded rows never reach the cache."""
+    match a plain eager run; padded rows never reach the cache (the graphs' slots: -1 there,
+    where the rotary op stores k and v)."""
     model, attn, caches = _tiny()
     ids, pos = torch.tensor([7, 9, 11, 12, 13, 14, 15, 16]), torch.tensor([3, 4, 0, 1, 2, 3, 4, 5])
     for c in caches:
@@ -76,6 +78,8 @@ def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
     pw.pos.random_(0, 60)
     pw.ids[:8], pw.pos[:8] = ids, pos
     meta, calls = _mixed_meta(), []
+    pw.slots[:8] = meta.slot_mapping
+    graph_meta = dataclasses.replace(meta, slot_mapping=pw.slots[:16])
 
     def attention(spec, q, k, v, cache):
         calls.append(q.shape[0])
@@ -83,7 +87,7 @@ def test_padded_split_run_matches_eager_and_leaves_other_slots_alone():
         out[:8] = type(attn).forward(attn, spec, q[:8], k[:8], v[:8], cache, meta)
         return out
 
-    got = pw._run(16, caches, meta, attention)
+    got = pw._run(16, caches, graph_meta, attention)
     assert calls == [16] * len(caches) and got.shape[0] == 16
     torch.testing.assert_close(got[:8], want, atol=1e-5, rtol=1e-5)
     for c, r in zip(caches, ref_caches):
@@ -201,11 +205,12 @@ def test_dry_run_rejects_models_that_bypass_the_backend():
         attention_cls = Bypass
     model, attn, caches = _tiny(BypassLM)
     pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    graph_meta = dataclasses.replace(_mixed_meta(), slot_mapping=pw.slots[:16])  # all -1
     with torch.inference_mode(), pytest.raises(RuntimeError, match="0 attention calls"):
-        pw._dry(16, caches, _mixed_meta())
+        pw._dry(16, caches, graph_meta)
     plain, attn, caches = _tiny()
     with torch.inference_mode():
-        PiecewiseGraphs(plain, attn, torch.device("cpu"), 64)._dry(16, caches, _mixed_meta())
+        PiecewiseGraphs(plain, attn, torch.device("cpu"), 64)._dry(16, caches, graph_meta)
 
 
 def test_cpu_runner_stays_eager():
@@ -233,13 +238,15 @@ class EagerPieces(PiecewiseGraphs):
             return None
         self.sizes.append(size)
         self.ids[:n], self.pos[:n] = input_ids, positions
+        self.slots[:n], self.slots[n:size] = meta.slot_mapping, -1  # as the graphs see them
+        graph_meta = dataclasses.replace(meta, slot_mapping=self.slots[:size])
         backend = self.attn
 
         def attention(spec, q, k, v, cache):
             out = self._out_view(size, q.shape[1] * q.shape[2], q.dtype)
             out[:n] = type(backend).forward(backend, spec, q[:n], k[:n], v[:n], cache, meta)
             return out
-        return self._run(size, kv_caches, meta, attention)[:n]
+        return self._run(size, kv_caches, graph_meta, attention)[:n]
 
 
 def test_engine_steps_through_padded_pieces_match_plain_runs(llama_dir):

@@ -11,7 +11,9 @@ Otherwise the forward is captured as a chain of graphs split at every attention 
 runs from the embedding to layer 0's q/k/v, graph i from layer i-1's attention output to layer
 i's q/k/v, the last one to the final norm. Attention, whose launch depends on per-step metadata
 (query starts, lengths, block tables), runs eagerly between replays on the first ``n`` (real)
-rows of the captured q/k/v and writes a static output buffer that the next graph reads.
+rows of the captured q/k/v and writes a static output buffer that the next graph reads. The
+graphs see a static slot buffer (the step's slots, then -1), so a rotary op that stores k/v
+(``AttentionBackend.rotary_stores_kv``) stores them from inside the graph.
 
 Either way steps are padded to the bucket with stale token ids and positions; padded rows never
 reach the KV cache, and every other op works row by row, so they cannot change real rows. All
@@ -23,6 +25,7 @@ per KV cache) stays eager, as does any step after a failed capture.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -103,12 +106,12 @@ class PiecewiseGraphs:
         self.capture_seconds = 0.0
         self.ids = torch.zeros(max_tokens, dtype=torch.int64, device=device)
         self.pos = torch.zeros(max_tokens, dtype=torch.int64, device=device)
+        self.slots = torch.full((max_tokens,), -1, dtype=torch.int64, device=device)
         self._out: torch.Tensor | None = None   # flat attention-output buffer
         self._pool = self._stream = None
         self.whole = bool(getattr(attn, "varlen_in_graph", False)) and max_seqs > 0 < max_blocks
         if self.whole:  # the step's metadata, padded to the bucket
             self.max_seqs = max_seqs
-            self.slots = torch.full((max_tokens,), -1, dtype=torch.int64, device=device)
             self.qsl = torch.zeros(max_seqs + 1, dtype=torch.int32, device=device)
             self.seq_lens = torch.zeros(max_seqs, dtype=torch.int32, device=device)
             self.tables = torch.zeros(max_seqs, max_blocks, dtype=torch.int32, device=device)
@@ -143,6 +146,8 @@ class PiecewiseGraphs:
             piece.graphs[0].replay()
             return piece.hidden[:n]
         self.pos[:n].copy_(positions)
+        self.slots[:n].copy_(meta.slot_mapping)
+        self.slots[n:size].fill_(-1)  # padding rows: an earlier step's slots would be stale
         into = self._into
         for graph, call in zip(piece.graphs, piece.calls):
             graph.replay()
@@ -272,6 +277,9 @@ class PiecewiseGraphs:
             if self.whole:  # the dry run attends to nothing and stores nothing (no rows)
                 self.qsl.zero_()
                 meta = self._whole_meta(size)
+            else:  # the pieces' own slots (a rotary op may store k/v): none stored yet
+                self.slots.fill_(-1)
+                meta = dataclasses.replace(meta, slot_mapping=self.slots[:size])
             self._dry(size, kv_caches, meta, self._attend(size, meta) if self.whole else None)
             torch.cuda.synchronize(self.device)
             layers = {id(c): i for i, c in enumerate(kv_caches)}
