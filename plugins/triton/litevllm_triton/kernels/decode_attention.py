@@ -168,11 +168,10 @@ def decode_order(seq_lens: torch.Tensor) -> torch.Tensor:
     return order
 
 
-# tokens per tile, warps and pipeline stages (H100-class GPU, head dims past 128)
+# tokens per tile, warps and pipeline stages of the split kernel (H100-class GPU, any head dim)
 BLOCK_N, NUM_WARPS, NUM_STAGES = 64, 4, 3
-# head dims up to 128, 16-bit q: twice the tokens per tile (shared memory allows it). H200
-# sweeps: one split at 256 sequences, TinyLlama 91.7 -> 86.6 us, Qwen3-0.6B 278 -> 269 us;
-# two splits at 64 sequences (contexts 100-2048), TinyLlama 37.2 -> 30.8 us
+# one split (large batches): twice the tokens per tile, head dims up to 128 (shared memory);
+# H200 sweep at 256 sequences: TinyLlama 91.7 -> 86.6 us, Qwen3-0.6B 278 -> 269 us
 BLOCK_N_SINGLE = 128
 # (float8 caches too: with the longest-first order the 128-token tile beats 256 at head dim 64,
 # H200 TinyLlama b256 60.2 against 64.8 us)
@@ -228,7 +227,7 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     fp32 = q.dtype == torch.float32
     block_n, stages = (FP32_BLOCK_N, FP32_NUM_STAGES) if fp32 else (BLOCK_N, NUM_STAGES)
     kc, vc, fp8 = kv_operands(k_cache, v_cache)
-    if not fp32 and block_d <= 128:
+    if single and not fp32 and block_d <= 128:
         block_n = BLOCK_N_SINGLE
     part_m = torch.empty((b, h, num_splits), dtype=torch.float32, device=dev)
     part_l = torch.empty_like(part_m)
