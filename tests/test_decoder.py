@@ -152,8 +152,62 @@ def test_rotary_op_stores_kv_when_the_backend_allows(cls):
     assert fused[1][1:].abs().sum() > 0  # blocks 1 and 2 hold the prompt
     for got, want in zip(fused[:3], two_ops[:3]):
         assert torch.equal(got, want)
-    if cls is LiteAttention:
-        attn.rotary_emb = PlainRope()  # replaced: (positions, q, k) only
+    if cls is LiteAttention:  # replaced after a fused forward on the same backend
+        backend = attn.attn
+        attn.rotary_emb = PlainRope()  # (positions, q, k) only
         assert attn.rotary_stores_kv() is False
-        specs = _attend_through(attn, ctx, config.hidden_size, True)[3]
-        assert [s.kv_stored for s in specs] == [False]
+        attn.forward(torch.arange(3), torch.randn(3, config.hidden_size),
+                     backend.allocate_kv_cache(4, attn.num_kv_heads, attn.head_dim),
+                     _prompt_meta())
+        assert attn._stored_spec[3] is None
+
+
+def _prompt_meta():
+    from litevllm.attention.backend import AttentionMetadata
+    return AttentionMetadata(slot_mapping=torch.tensor([5, 6, 7]),
+                             query_start_loc=torch.tensor([0, 3], dtype=torch.int32),
+                             seq_lens=torch.tensor([3], dtype=torch.int32),
+                             block_tables=torch.tensor([[1, 2]], dtype=torch.int32),
+                             max_query_len=3, max_seq_len=3, num_seqs=1, is_decode=False,
+                             query_lens_cpu=[3], seq_lens_cpu=[3])
+
+
+def test_rotary_store_opt_in_is_read_from_the_forward_class():
+    """A subclass that replaces ``forward`` or the cache layout does not inherit the opt-in;
+    one that replaces only other methods does; an instance can turn it off; a patched
+    rotary_emb.forward keeps the two-op path."""
+    from litevllm.attention.backend import rotary_stores_kv
+    from litevllm.attention.torch_backend import TorchAttentionBackend
+
+    class Tweaked(TorchAttentionBackend):
+        def prepare(self, meta):
+            return meta
+
+    class OwnForward(TorchAttentionBackend):
+        def forward(self, spec, q, k, v, kv_cache, meta, out=None):
+            return super().forward(spec, q, k, v, kv_cache, meta, out)
+
+    class OwnForwardOptedIn(OwnForward):
+        rotary_stores_kv = True
+
+        def forward(self, spec, q, k, v, kv_cache, meta, out=None):
+            return super().forward(spec, q, k, v, kv_cache, meta, out)
+
+    class OwnLayout(TorchAttentionBackend):
+        def kv_cache_shape(self, num_blocks, num_kv_heads, head_dim):
+            return (num_blocks, 2, self.block_size, num_kv_heads, head_dim)
+
+    def make(cls):
+        return cls(torch.device("cpu"), torch.float32, 4)
+    assert rotary_stores_kv(make(TorchAttentionBackend)) and rotary_stores_kv(make(Tweaked))
+    assert rotary_stores_kv(make(OwnForwardOptedIn))
+    assert not rotary_stores_kv(make(OwnForward)) and not rotary_stores_kv(make(OwnLayout))
+    off = make(TorchAttentionBackend)
+    off.rotary_stores_kv = False
+    assert not rotary_stores_kv(off)
+
+    config = tiny_config("LlamaForCausalLM")
+    attn = LiteAttention(config, 0, model_context("cpu"), "l0")
+    assert attn.rotary_stores_kv()
+    attn.rotary_emb.forward = lambda positions, q, k, *norms: (q, k)
+    assert not attn.rotary_stores_kv()

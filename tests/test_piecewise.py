@@ -141,6 +141,34 @@ def test_start_up_capture_takes_the_largest_buckets_first_within_its_budget(fake
 
 
 @torch.inference_mode()
+def test_pieces_read_the_steps_slots_and_minus_one_past_them(fake_cuda):
+    """The pieces' static slot buffer, where the graphs' rotary op stores k/v: capture sees
+    only -1; each replay the step's slots, then -1 to the bucket's end (a longer earlier step's
+    slots would be stale); the eager attention between pieces is told k/v are stored."""
+    model, attn, caches = _tiny()
+    pw = PiecewiseGraphs(model, attn, torch.device("cpu"), 64)
+    seen = []
+
+    class Backend(type(attn)):
+        rotary_stores_kv = True  # a forward of its own opts in anew
+
+        def forward(self, spec, q, k, v, kv_cache, meta, out=None):
+            seen.append((spec.kv_stored, pw.slots[:16].tolist()))
+            return torch.zeros(q.shape[0], q.shape[1] * q.shape[2])
+    attn.__class__ = Backend
+    pw.capture(caches, _mixed_meta())  # captured while every slot is -1: nothing stored
+    assert all(c.abs().sum() == 0 for c in caches)
+    meta = _mixed_meta()
+    ids, pos = torch.arange(12), torch.arange(12) % 5
+    meta.slot_mapping = torch.arange(30, 42)
+    pw.forward(ids, pos, caches, meta)
+    assert seen[-1] == (True, list(range(30, 42)) + [-1] * 4)
+    meta.slot_mapping = torch.tensor([5, 6, 7, 8])
+    pw.forward(ids[:4], pos[:4], caches, meta)
+    assert seen[-1] == (True, [5, 6, 7, 8] + [-1] * 12)
+
+
+@torch.inference_mode()
 @pytest.mark.parametrize("takes_out", [True, False, "ignores"])
 def test_replay_writes_attention_into_the_static_buffer(fake_cuda, takes_out):
     """A backend whose forward takes ``out`` writes each layer's attention straight into the

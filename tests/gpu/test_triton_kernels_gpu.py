@@ -169,6 +169,40 @@ def test_reshape_and_cache(dtype):
     assert torch.equal(cache, want)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norms", [False, True])
+def test_rotary_store_equals_rotary_then_reshape_and_cache(dtype, norms):
+    """The rotary kernel that also stores k/v (a barrier between the in-place rotation and the
+    read-back of k): the same q, k and cache bytes as the two kernels in a row, at 4,096 tokens
+    of a fused qkv (Qwen3-like: 16 q heads, 8 kv heads, head dim 128, optional q/k norms)."""
+    from litevllm_triton import ops
+    t, hq, hkv, d, bs, nblocks = 4096, 16, 8, 128, 16, 600
+    qkv = torch.randn(t, (hq + 2 * hkv) * d, dtype=dtype, device="cuda")
+    positions = torch.randint(0, 4096, (t,), device="cuda")
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device="cuda").float() / d))
+    f = torch.outer(torch.arange(4096, device="cuda").float(), inv)
+    cos_sin = torch.cat((f.cos(), f.sin()), -1)
+    w = (torch.rand(d, dtype=dtype, device="cuda") + 0.5,
+         torch.rand(d, dtype=dtype, device="cuda") - 0.5)
+    extra = (*w, 1e-6, 0.0) if norms else ()
+    slots = torch.randperm(nblocks * bs, device="cuda")[:t]
+    slots[::7] = -1
+    base = torch.randn(2, nblocks, bs, hkv, d, dtype=dtype, device="cuda")
+    out = []
+    for fused in (False, True):
+        x, cache = qkv.clone(), base.clone()
+        q, k, v = x.split([hq * d, hkv * d, hkv * d], dim=-1)
+        if fused:
+            ops.rotary_embedding(positions, q, k, d, cos_sin, True, *extra, v=v,
+                                 k_cache=cache[0], v_cache=cache[1], slot_mapping=slots)
+        else:
+            ops.rotary_embedding(positions, q, k, d, cos_sin, True, *extra)
+            ops.reshape_and_cache(k.view(t, hkv, d), v.view(t, hkv, d), cache[0], cache[1],
+                                  slots)
+        out.append((x, cache))
+    assert torch.equal(out[1][0], out[0][0]) and torch.equal(out[1][1], out[0][1])
+
+
 def test_positions_and_slots_match_the_reference(monkeypatch):
     """The rows of a 2,048-token step (a prompt, chunks and 255 decode rows, padded as a
     whole-step graph pads it) equal the torch reference's, and one compiled variant serves

@@ -67,6 +67,18 @@ def build_backend(cls, device: torch.device, dtype: torch.dtype, block_size: int
     return cls(device, dtype, block_size, kv_cache_dtype)
 
 
+def rotary_stores_kv(backend) -> bool:
+    """Whether a layer's rotary op may store k/v for ``backend``: the class that defines its
+    ``forward`` sets ``rotary_stores_kv`` itself (a subclass that replaces ``forward`` opts in
+    anew) and the cache has that class's layout (a subclass that changes ``kv_cache_shape`` is
+    out); an instance attribute False turns it off."""
+    mro = type(backend).__mro__
+    fwd = next((c for c in mro if "forward" in vars(c)), None)
+    shape = next((c for c in mro if "kv_cache_shape" in vars(c)), None)
+    return (fwd is not None and vars(fwd).get("rotary_stores_kv") is True
+            and shape in fwd.__mro__ and getattr(backend, "rotary_stores_kv", False) is True)
+
+
 class AttentionBackend:
     """Base class for attention backends. Subclasses set ``name`` and implement ``forward``."""
 
@@ -87,7 +99,8 @@ class AttentionBackend:
     varlen_in_graph: bool = False
     # True (API 1.5): the cache has the default layout and forward() honours
     # ``spec.kv_stored``, so a layer may store its k/v through the ``rotary_embedding`` op's
-    # cache arguments (one kernel for the rotation and the store) when that op takes them
+    # cache arguments (one kernel for the rotation and the store) when that op takes them.
+    # Read from the class that defines forward (see ``rotary_stores_kv`` above)
     rotary_stores_kv: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,
@@ -114,7 +127,8 @@ class AttentionBackend:
     def forward(self, spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 kv_cache: torch.Tensor, meta: AttentionMetadata,
                 out: torch.Tensor | None = None) -> torch.Tensor:
-        """Store k/v [T, Hkv, D] in ``kv_cache``, attend q [T, H, D]; return [T, H*D]. ``out``
+        """Store k/v [T, Hkv, D] in ``kv_cache`` (unless ``spec.kv_stored``: the layer's
+        rotary op stored them), attend q [T, H, D]; return [T, H*D]. ``out``
         [T, H*D] (optional; contiguous rows): write there and return it. Piecewise graphs pass
         their static buffer to a backend whose ``forward`` takes ``out``, saving a copy."""
         raise NotImplementedError

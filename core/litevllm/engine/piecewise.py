@@ -162,7 +162,8 @@ class PiecewiseGraphs:
     def capture(self, kv_caches, meta, budget_s: float = CAPTURE_BUDGET_S) -> None:
         """Capture buckets, the largest first (always), until ``budget_s`` has passed (at
         start-up: steps then do not stop to capture). ``meta`` only travels through the model
-        of piecewise captures (attention does not run); whole-step graphs use their own."""
+        of piecewise captures (attention does not run; its slots are replaced by the static
+        buffer's); whole-step graphs use their own."""
         t0 = time.perf_counter()
         for size in reversed(self.buckets):
             if self.disabled or self._capture(size, kv_caches, meta) is None or \

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from litevllm.attention.backend import AttentionMetadata, AttentionSpec
+from litevllm.attention.backend import rotary_stores_kv as backend_allows_store
 from litevllm.kinds import op_takes
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
@@ -40,8 +41,9 @@ class LiteAttention(nn.Module):
                                   sliding_window=self.sliding_window(config, layer_idx),
                                   logit_softcap=getattr(config, "attn_logit_softcapping", None))
         self.attn = ctx.attn
-        # (self.spec, self.attn, the spec's kv_stored copy when the rotary op stores k/v)
-        self._stored_spec = (None, None, None)
+        # (self.spec, self.attn, self.rotary_emb, the spec's kv_stored copy when the rotary op
+        # stores k/v, else None)
+        self._stored_spec = (None, None, None, None)
 
     # hooks for subclasses -------------------------------------------------------------------
     def qkv_bias(self, config) -> bool:
@@ -85,21 +87,24 @@ class LiteAttention(nn.Module):
     # ---------------------------------------------------------------------------------------
     def rotary_stores_kv(self) -> bool:
         """Whether the rotary op stores k/v too (one kernel): the backend allows it, the op
-        takes the cache arguments and ``rotary_emb`` is the stock module."""
-        return (getattr(self.attn, "rotary_stores_kv", False)
-                and type(self.rotary_emb).forward is RotaryEmbedding.forward
-                and op_takes(self.rotary_emb.ops.rotary_embedding, "k_cache"))
+        takes the cache arguments and ``rotary_emb`` is the stock module, unpatched."""
+        rope = self.rotary_emb
+        return (backend_allows_store(self.attn)
+                and type(rope).forward is RotaryEmbedding.forward and "forward" not in vars(rope)
+                and op_takes(rope.ops.rotary_embedding, "k_cache"))
 
     def forward(self, positions, x, kv_cache, meta: AttentionMetadata):
         t = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         norms = self.qk_norms()
         spec = self.spec
-        if self._stored_spec[:2] != (spec, self.attn):  # first call, or spec/backend replaced
-            self._stored_spec = (spec, self.attn, dataclasses.replace(spec, kv_stored=True)
-                                 if self.rotary_stores_kv() else None)
-        if self._stored_spec[2] is not None:
-            spec = self._stored_spec[2]
+        key = self._stored_spec
+        if key[0] is not spec or key[1] is not self.attn or key[2] is not self.rotary_emb:
+            # first call, or the spec (KV scales), backend or rotary_emb was replaced
+            self._stored_spec = key = (spec, self.attn, self.rotary_emb, dataclasses.replace(
+                spec, kv_stored=True) if self.rotary_stores_kv() else None)
+        if key[3] is not None:
+            spec = key[3]
             q, k = self.rotary_emb(positions, q, k, *norms, v=v, k_cache=kv_cache[0],
                                    v_cache=kv_cache[1], slot_mapping=meta.slot_mapping,
                                    k_scale=spec.k_scale, v_scale=spec.v_scale)

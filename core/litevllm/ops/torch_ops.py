@@ -48,6 +48,8 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     store = (v, k_cache, v_cache, slot_mapping)
     if any(x is None for x in store) and any(x is not None for x in store):
         raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
+    if v is None and (k_scale, v_scale) != (1.0, 1.0):
+        raise ValueError("k_scale / v_scale need the cache arguments")
     rot = cos_sin_cache.shape[1]
     cs = cos_sin_cache.index_select(0, positions)
     cos, sin = cs.chunk(2, dim=-1)  # [T, rot/2]

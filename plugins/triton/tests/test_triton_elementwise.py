@@ -102,7 +102,7 @@ def test_rotary_with_per_head_norms(dtype, is_neox, head_dim, rot, offset):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("is_neox", [True, False])
 @pytest.mark.parametrize("head_dim,rot,norms", [(32, 32, False), (48, 16, False),
-                                                (64, 64, True)])
+                                                (64, 64, True), (48, 16, True)])
 def test_rotary_stores_kv(dtype, is_neox, head_dim, rot, norms):
     """The rotary kernel with cache arguments: q/k as the rotary op alone leaves them, the
     caches as reshape_and_cache of the rotated k and v (bit for bit), padding slots skipped."""

@@ -33,6 +33,34 @@ def _spec(h, hkv, d, k_scale, v_scale, window=None, cap=None):
                          k_scale=k_scale, v_scale=v_scale)
 
 
+@pytest.mark.parametrize("k_scale,v_scale", SCALES)
+def test_rotary_store_matches_the_write_kernel_bytes(k_scale, v_scale):
+    """The rotary kernel's store into a float8 cache (q/k as [T, H, D] tensors, int32 slots):
+    the bytes reshape_and_cache writes for the rotated k and the v."""
+    t, h, hkv, d = 9, 4, 2, 32
+    cos_sin = torch.cat((torch.rand(40, d // 2), torch.rand(40, d // 2)), -1)
+    positions = torch.randint(0, 40, (t,))
+    slots = torch.randperm(64)[:t].to(torch.int32)
+    slots[4] = -1
+    q, k, v = (torch.randn(t, n, d, dtype=torch.float16) * 20 for n in (h, hkv, hkv))
+    caches = []
+    for fused in (False, True):
+        qq, kk = q.clone(), k.clone()
+        cache = torch.zeros(2, 8, 8, hkv, d, dtype=FP8)
+        if fused:
+            kernels.rotary_embedding(positions, qq, kk, d, cos_sin, v=v, k_cache=cache[0],
+                                     v_cache=cache[1], slot_mapping=slots, k_scale=k_scale,
+                                     v_scale=v_scale)
+        else:
+            kernels.rotary_embedding(positions, qq, kk, d, cos_sin)
+            kernels.reshape_and_cache(kk, v, cache[0], cache[1], slots, k_scale, v_scale)
+        caches.append((qq, kk, cache.view(torch.uint8)))
+    for got, want in zip(*caches):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="need the cache arguments"):
+        kernels.rotary_embedding(positions, q, k, d, cos_sin, k_scale=k_scale, v_scale=2.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k_scale,v_scale", SCALES)
 def test_write_matches_reference_bytes(dtype, k_scale, v_scale):

@@ -54,7 +54,7 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr, qw_ptr, kw_ptr,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_cs,
                    num_q_heads, num_k_heads, eps, offset,
                    v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_vt,
-                   s_stride_kh, s_stride_vh, stride_cb, stride_cs_, stride_ch, s_heads, s_dim,
+                   s_stride_kh, s_stride_vh, stride_kvb, stride_kvs, stride_kvh, s_heads, s_dim,
                    k_scale, v_scale,
                    HALF: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
                    IS_NEOX: tl.constexpr, NORM: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -76,8 +76,8 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cos_sin_ptr, qw_ptr, kw_ptr,
         if slot >= 0:  # not a padding token
             tl.debug_barrier()  # the rotated k rows are stored before they are read back
             store_token_kv(k_ptr + t * stride_kt, v_ptr + t * stride_vt, k_cache_ptr,
-                           v_cache_ptr, slot, s_stride_kh, s_stride_vh, stride_cb, stride_cs_,
-                           stride_ch, s_heads, s_dim, k_scale, v_scale, PAGE, KV_BLOCK_H,
+                           v_cache_ptr, slot, s_stride_kh, s_stride_vh, stride_kvb, stride_kvs,
+                           stride_kvh, s_heads, s_dim, k_scale, v_scale, PAGE, KV_BLOCK_H,
                            KV_BLOCK_D, FP8_MAX)
 
 
@@ -136,6 +136,8 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     store = (v, k_cache, v_cache, slot_mapping)
     if any(x is None for x in store) and any(x is not None for x in store):
         raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
+    if v is None and (k_scale, v_scale) != (1.0, 1.0):
+        raise ValueError("k_scale / v_scale need the cache arguments")
     if v is not None:
         k3, v3 = k.view(t, hk, head_dim), v.view(t, -1, head_dim)  # [T, Hk, D] views
         check_store(k3, v3, k_cache, v_cache, slot_mapping, k_scale, v_scale)
