@@ -2,8 +2,12 @@
 # One device call: install, GPU tests, the LitevLLM suite, kernel benchmarks, baselines.
 # Usage: bash benchmarks/run_gpu.sh [tests|suite|kernels|baselines|profile|startup|quant|fp8|
 #                                    throughput|tput|models|moetune|attn|kprof|decode|serve|ray|rayserve|spec|sweep|tprofile|gemv|
-#                                    sampling|kvfp8|moelat ...]
+#                                    sampling|kvfp8|moelat|ab ...]
 #   (default: tests suite kernels baselines)
+# ab: the working tree against a baseline tree in alternating processes, same machine (make the
+#   baseline with `git archive COMMIT | tar -x -C .xfer/base` and carry .xfer): AB_SUITES
+#   (gpu_suite.py names, default tinyllama_latency), AB_TPUT (models for `lite bench
+#   throughput`, default none), AB_PAIRS (default 2), AB_BASE (default .xfer/base) -> ab.jsonl
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 parts=${*:-tests suite kernels baselines}
@@ -157,6 +161,28 @@ for part in $parts; do
         env $env timeout 120 python3 benchmarks/bench_gemv.py --engine ${ENGINE:-tinyllama-1.1b} \
             --out "$OUT/gemv_engine.jsonl" 2>&1 | grep '^{' | cut -c1-300
       done ;;
+    ab)  # new/base pairs, each run a fresh process with its tree first on PYTHONPATH
+      B=${AB_BASE:-.xfer/base}
+      [ -d "$B/core" ] || { echo "ab: no baseline tree at $B"; continue; }
+      touch "$OUT/ab.jsonl"
+      BASEPP=$B/core:$B/plugins/triton:$B/plugins/llama:$B/plugins/qwen_moe:$B/plugins/gemma
+      BASEPP=$BASEPP:$B/plugins/gguf:$B/plugins/fp8:$B/plugins/gptq:${PYTHONPATH:-}
+      for i in $(seq ${AB_PAIRS:-2}); do
+        for tree in new base; do
+          PP=${PYTHONPATH:-}; [ $tree = base ] && PP=$BASEPP
+          for s in ${AB_SUITES-tinyllama_latency}; do
+            rm -f /tmp/ab.jsonl
+            PYTHONPATH=$PP timeout ${AB_S:-150} python3 benchmarks/gpu_suite.py --only $s \
+                --out /tmp/ab.jsonl > /dev/null 2>&1 || echo "ab: $tree $s failed"
+            python3 benchmarks/ab_lines.py /tmp/ab.jsonl "$tree" "$i" >> "$OUT/ab.jsonl"
+          done
+          for m in ${AB_TPUT:-}; do
+            [ $i = 1 ] && [ $tree = new ] && warm $m
+            PYTHONPATH=$PP TP_TAG="$tree $i" tp $m
+          done
+        done
+      done
+      python3 benchmarks/ab_lines.py --table "$OUT/ab.jsonl" $(ls "$OUT/tput.jsonl" 2>/dev/null) ;;
     profile) timeout 90 python3 benchmarks/profile_prefill.py 2>&1 | grep -v Warn | tail -28 ;;
     startup) timeout 150 python3 benchmarks/bench_startup.py --profile --latency ${STARTUP_ARGS:-} \
         --engine '{"max_model_len": 4096}' --out "$OUT/startup.jsonl" 2> "$OUT/startup_profile.txt" ;;
