@@ -46,7 +46,8 @@ def table(paths: list[str]) -> str:
                     units[row] = "tok/s"
     out = ["| row | unit | new | base |", "|---|---|---|---|"]
     for row, trees in got.items():
-        cells = [", ".join(f"{v:.4g}" for v in trees.get(t, [])) or "-" for t in ("new", "base")]
+        cells = [", ".join(f"{v:,.0f}" if v >= 1000 else f"{v:.4g}" for v in trees.get(t, []))
+                 or "-" for t in ("new", "base")]
         out.append(f"| {row} | {units[row]} | {cells[0]} | {cells[1]} |")
     return "\n".join(out)
 
