@@ -176,7 +176,7 @@ def test_rotary_store_opt_in_is_read_from_the_forward_class():
     """A subclass that replaces ``forward`` or the cache layout does not inherit the opt-in;
     one that replaces only other methods does; an instance can turn it off; a patched
     rotary_emb.forward keeps the two-op path."""
-    from litevllm.attention.backend import rotary_stores_kv
+    from litevllm.attention.backend import rotary_store_allowed as rotary_stores_kv
     from litevllm.attention.torch_backend import TorchAttentionBackend
 
     class Tweaked(TorchAttentionBackend):

@@ -67,7 +67,7 @@ def build_backend(cls, device: torch.device, dtype: torch.dtype, block_size: int
     return cls(device, dtype, block_size, kv_cache_dtype)
 
 
-def rotary_stores_kv(backend) -> bool:
+def rotary_store_allowed(backend) -> bool:
     """Whether a layer's rotary op may store k/v for ``backend``: the class that defines its
     ``forward`` sets ``rotary_stores_kv`` itself (a subclass that replaces ``forward`` opts in
     anew) and the cache has that class's layout (a subclass that changes ``kv_cache_shape`` is
@@ -100,7 +100,7 @@ class AttentionBackend:
     # True (API 1.5): the cache has the default layout and forward() honours
     # ``spec.kv_stored``, so a layer may store its k/v through the ``rotary_embedding`` op's
     # cache arguments (one kernel for the rotation and the store) when that op takes them.
-    # Read from the class that defines forward (see ``rotary_stores_kv`` above)
+    # Read from the class that defines forward (``rotary_store_allowed``)
     rotary_stores_kv: bool = False
 
     def __init__(self, device: torch.device, dtype: torch.dtype, block_size: int,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from litevllm.attention.backend import AttentionMetadata, AttentionSpec
-from litevllm.attention.backend import rotary_stores_kv as backend_allows_store
+from litevllm.attention.backend import rotary_store_allowed
 from litevllm.kinds import op_takes
 from litevllm.model.context import ModelContext
 from litevllm.model.layers import RMSNorm, RotaryEmbedding, canonical_activation
@@ -89,7 +89,7 @@ class LiteAttention(nn.Module):
         """Whether the rotary op stores k/v too (one kernel): the backend allows it, the op
         takes the cache arguments and ``rotary_emb`` is the stock module, unpatched."""
         rope = self.rotary_emb
-        return (backend_allows_store(self.attn)
+        return (rotary_store_allowed(self.attn)
                 and type(rope).forward is RotaryEmbedding.forward and "forward" not in vars(rope)
                 and op_takes(rope.ops.rotary_embedding, "k_cache"))
 

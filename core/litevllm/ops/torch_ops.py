@@ -24,6 +24,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     return out if residual is None else (out, residual)
 
 
+def check_rotary_store(v, k_cache, v_cache, slot_mapping, k_scale: float, v_scale: float) -> None:
+    """The cache arguments of ``rotary_embedding`` come together or not at all; scales only
+    with them."""
+    store = (v, k_cache, v_cache, slot_mapping)
+    if any(x is None for x in store) and any(x is not None for x in store):
+        raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
+    if v is None and (k_scale, v_scale) != (1.0, 1.0):
+        raise ValueError("k_scale / v_scale need the cache arguments")
+
+
 def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, head_dim: int,
                      cos_sin_cache: torch.Tensor, is_neox: bool = True,
                      q_norm: torch.Tensor | None = None, k_norm: torch.Tensor | None = None,
@@ -45,11 +55,7 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     """
     if (q_norm is None) != (k_norm is None):
         raise ValueError("give both q_norm and k_norm, or neither")
-    store = (v, k_cache, v_cache, slot_mapping)
-    if any(x is None for x in store) and any(x is not None for x in store):
-        raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
-    if v is None and (k_scale, v_scale) != (1.0, 1.0):
-        raise ValueError("k_scale / v_scale need the cache arguments")
+    check_rotary_store(v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
     rot = cos_sin_cache.shape[1]
     cs = cos_sin_cache.index_select(0, positions)
     cos, sin = cs.chunk(2, dim=-1)  # [T, rot/2]

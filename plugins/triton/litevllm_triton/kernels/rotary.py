@@ -7,6 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
+from litevllm.plugin_api import torch_ops
 from litevllm_triton.kernels._common import INDEX_DTYPES, check_tensor, next_pow2
 from litevllm_triton.kernels.reshape_and_cache import check_store, store_args, store_token_kv
 
@@ -133,11 +134,7 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, 
     t = positions.shape[0]
     hq, sqt, sqh = _head_strides("q", q, t, head_dim)
     hk, skt, skh = _head_strides("k", k, t, head_dim)
-    store = (v, k_cache, v_cache, slot_mapping)
-    if any(x is None for x in store) and any(x is not None for x in store):
-        raise ValueError("give v, k_cache, v_cache and slot_mapping together, or none")
-    if v is None and (k_scale, v_scale) != (1.0, 1.0):
-        raise ValueError("k_scale / v_scale need the cache arguments")
+    torch_ops.check_rotary_store(v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
     if v is not None:
         k3, v3 = k.view(t, hk, head_dim), v.view(t, -1, head_dim)  # [T, Hk, D] views
         check_store(k3, v3, k_cache, v_cache, slot_mapping, k_scale, v_scale)
