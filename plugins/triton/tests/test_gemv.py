@@ -40,44 +40,6 @@ def test_gemv_matches_torch(dtype, cfg, m, act, bias):
     assert not gemv_mod._locks[x.device].any(), "split-K counters must be zero after a launch"
 
 
-NORM_CONFIGS = [c for c in CONFIGS if c["SPLIT_K"] == 1]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cfg", NORM_CONFIGS, ids=lambda c: f"{'swap' if c.get('SWAP') else 'dot' if c['DOT'] else 'fma'}"
-                         f"{c['BM']}x{c['BN']}x{c['BK']}")
-@pytest.mark.parametrize("m,act,with_res,offset", [(1, None, True, 0.0), (3, None, False, 0.0),
-                                                   (2, "silu", True, 1.0), (5, "gelu_tanh", False, 0.0),
-                                                   (40, None, True, 0.0)])
-def test_gemv_fused_rms_norm_matches_norm_then_gemv(dtype, cfg, m, act, with_res, offset):
-    """NORM: rms_norm(x [+ residual]) then the GEMV, in one kernel; the residual sum is stored
-    exactly as rms_norm stores it. The product differs from the two-op path only by where the
-    normalised x is rounded (before or after the row's rstd)."""
-    x = torch.randn(m, 100, dtype=dtype) * 3
-    res = torch.randn(m, 100, dtype=dtype) if with_res else None
-    g = torch.rand(100, dtype=dtype) + 0.5
-    w = torch.randn(2 * 36, 100, dtype=dtype) / 8
-    b = torch.randn(72, dtype=dtype)
-    got = gemv(x, w, b, cfg, act, norm_weight=g, eps=1e-5, norm_offset=offset, residual=res)
-    normed = ref.rms_norm(x, g, 1e-5, res, offset)
-    if with_res:
-        got, got_res = got
-        normed, want_res = normed
-        assert torch.equal(got_res, want_res)
-    tol = TOL[dtype] if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)  # a few ulps
-    torch.testing.assert_close(got, want(normed, w, b, act), **tol)
-
-
-def test_gemv_fused_rms_norm_rejects_split_k_and_stray_residual():
-    x, w = torch.randn(1, 100), torch.randn(8, 100)
-    with pytest.raises(ValueError, match="one"):
-        gemv(x, w, None, CONFIGS[1], norm_weight=torch.ones(100))
-    with pytest.raises(ValueError, match="only with norm_weight"):
-        gemv(x, w, None, CONFIGS[0], residual=torch.randn(1, 100))
-    with pytest.raises(ValueError, match="norm_weight has 99"):
-        gemv(x, w, None, CONFIGS[0], norm_weight=torch.ones(99))
-
-
 @pytest.mark.parametrize("cfg", [dict(DOT=True, BM=64, BN=16, BK=32, SPLIT_K=2),
                                  dict(DOT=True, SWAP=True, BM=64, BN=16, BK=32, SPLIT_K=1)],
                          ids=["dot64", "swap64"])

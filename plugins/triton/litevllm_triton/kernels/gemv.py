@@ -11,11 +11,6 @@ runs the epilogue (one kernel, deterministic), then zeroes the counter for the n
 ``SWAP`` tl.dot tiles compute the transposed tile W x^T, the weight rows on the MMA's M side.
 ``PDL`` (programmatic dependent launch): the first weight tile is loaded before waiting for the
 previous kernel, and the next kernel may launch once every program has left the K loop.
-``NORM`` (one K split only): x is RMSNorm's input, normalised on the fly. Each x tile (plus the
-residual, rounded as torch rounds ``x + residual``; the first N tile's programs store that sum)
-is scaled by ``offset + norm weight`` before the product and its squares summed; the row's
-``rsqrt(mean + eps)`` scales the accumulator after the K loop. The norm kernel is gone, and no
-program reads x twice.
 """
 from __future__ import annotations
 
@@ -34,22 +29,16 @@ _locks: dict[torch.device, torch.Tensor] = {}
 
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_SPLIT,
-                 SPLIT_K, stride_xm, stride_wn, stride_om, res_ptr, nw_ptr, res_out_ptr,
-                 stride_rm, stride_rom, eps, norm_offset,
-                 GATED: tl.constexpr, ACT: tl.constexpr,
+                 SPLIT_K, stride_xm, stride_wn, stride_om, GATED: tl.constexpr, ACT: tl.constexpr,
                  HAS_BIAS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                  SPLIT: tl.constexpr, DOT: tl.constexpr, SWAP: tl.constexpr,
-                 IEEE: tl.constexpr, PDL: tl.constexpr, NORM: tl.constexpr,
-                 HAS_RES: tl.constexpr):
+                 IEEE: tl.constexpr, PDL: tl.constexpr):
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
     offs_k = tl.arange(0, BK)
     m_ok, n_ok = offs_m < M, offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm
-    r_ptrs = res_ptr + offs_m[:, None] * stride_rm
-    ro_ptrs = res_out_ptr + offs_m[:, None] * stride_rom
-    ss = tl.zeros([BM], tl.float32)  # NORM: the rows' sums of squares
     w_ptrs = w_ptr + offs_n[:, None] * stride_wn
     u_ptrs = w_ptrs + N * stride_wn
     if SWAP:  # transposed back after the K loop
@@ -68,14 +57,12 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
     if GATED:
         u = tl.load(u_ptrs + kk[None, :], mask=wk_ok, other=0.0)
     pdl_wait(PDL)
-    x, ss = _x_tile(x_ptrs, r_ptrs, ro_ptrs, nw_ptr, kk, m_ok, kk < K, ss, norm_offset,
-                    pid_n == 0, NORM, HAS_RES)
+    x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0)
     acc, acc_up = mac(acc, acc_up, x, w, u, GATED, DOT, IEEE, SWAP)
     for k0 in range(k_start + BK, tl.minimum(k_start + K_SPLIT, K), BK):
         kk = k0 + offs_k
         k_ok = kk < K
-        x, ss = _x_tile(x_ptrs, r_ptrs, ro_ptrs, nw_ptr, kk, m_ok, k_ok, ss, norm_offset,
-                        pid_n == 0, NORM, HAS_RES)
+        x = tl.load(x_ptrs + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         if GATED:
             u = tl.load(u_ptrs + kk[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
@@ -87,10 +74,6 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
     elif not DOT:
         acc = tl.sum(acc, axis=2)
         acc_up = tl.sum(acc_up, axis=2)
-    if NORM:
-        rstd = tl.rsqrt(ss / K + eps)[:, None]
-        acc = acc * rstd
-        acc_up = acc_up * rstd
     mn_ok = m_ok[:, None] & n_ok[None, :]
     if not SPLIT:
         _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
@@ -117,26 +100,6 @@ def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, ws_ptr, lock_ptr, M, N, K, K_S
             _finish(acc, acc_up, bias_ptr, out_ptr, offs_m, offs_n, mn_ok, N, stride_om,
                     GATED, ACT, HAS_BIAS)
             tl.atomic_xchg(lock, 0)
-
-
-@triton.jit
-def _x_tile(x_ptrs, r_ptrs, ro_ptrs, nw_ptr, kk, m_ok, k_ok, ss, norm_offset, store_res,
-            NORM: tl.constexpr, HAS_RES: tl.constexpr):
-    """One x tile [BM, BK]; with ``NORM`` RMSNorm's input (plus the residual) scaled by the norm
-    weight, in x's dtype, and ``ss`` plus its squares."""
-    ok = m_ok[:, None] & k_ok[None, :]
-    x = tl.load(x_ptrs + kk[None, :], mask=ok, other=0.0)
-    if NORM:
-        if HAS_RES:
-            r = tl.load(r_ptrs + kk[None, :], mask=ok, other=0.0)
-            x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
-            if store_res:
-                tl.store(ro_ptrs + kk[None, :], x, mask=ok)
-        xf = x.to(tl.float32)
-        ss += tl.sum(xf * xf, axis=1)
-        g = tl.load(nw_ptr + kk, mask=k_ok, other=0.0)
-        x = (xf * (norm_offset + g.to(tl.float32))[None, :]).to(x.dtype)
-    return x, ss
 
 
 @triton.jit
@@ -177,15 +140,9 @@ def check_config(cfg: dict) -> None:
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: dict,
-         activation: str | None = None, pdl: bool = False,
-         norm_weight: torch.Tensor | None = None, eps: float = 1e-6, norm_offset: float = 0.0,
-         residual: torch.Tensor | None = None):
+         activation: str | None = None, pdl: bool = False) -> torch.Tensor:
     """``x [M, K] @ weight[N, K]^T + bias`` for M <= 256; with ``activation`` ("silu" or
-    "gelu_tanh") weight is [2I, K] and the result ``act(gate) * up`` is [M, I].
-
-    With ``norm_weight`` [K] x is first RMSNorm-ed (``rms_norm(x, norm_weight, eps, residual,
-    norm_offset)``, fused; configs with one K split only); with ``residual`` too the result is
-    ``(out, x + residual)``."""
+    "gelu_tanh") weight is [2I, K] and the result ``act(gate) * up`` is [M, I]."""
     check_tensor("x", x, 2)
     check_tensor("weight", weight, 2, device=x.device)
     if x.dtype != weight.dtype or x.dtype not in FLOAT_DTYPES:
@@ -204,17 +161,6 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
         if bias.shape[0] != rows:
             raise ValueError(f"bias has {bias.shape[0]} entries for {rows} weight rows")
     check_config(cfg)
-    if norm_weight is not None:
-        check_tensor("norm_weight", norm_weight, 1, device=x.device)
-        if norm_weight.shape[0] != k:
-            raise ValueError(f"norm_weight has {norm_weight.shape[0]} entries, x rows have {k}")
-        if residual is not None:
-            check_tensor("residual", residual, 2, device=x.device)
-            if residual.shape != x.shape or residual.dtype != x.dtype:
-                raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match "
-                                 f"x {tuple(x.shape)} {x.dtype}")
-    elif residual is not None:
-        raise ValueError("gemv takes a residual only with norm_weight")
     n = rows // 2 if activation else rows
     bm, bn, split = cfg["BM"], cfg["BN"], cfg["SPLIT_K"]
     k_split = cdiv(cdiv(k, split), cfg["BK"]) * cfg["BK"]
@@ -225,20 +171,13 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cfg: 
     if split > 1 and grid[0] * grid[2] > NUM_LOCKS:
         raise ValueError(f"gemv config {cfg} needs {grid[0] * grid[2]} tile counters "
                          f"(max {NUM_LOCKS}): use a larger BN")
-    if norm_weight is not None and split > 1:
-        raise ValueError(f"gemv config {cfg} splits K {split} ways: a fused RMSNorm needs one")
     ws = torch.empty(split, m, rows, dtype=torch.float32, device=x.device) if split > 1 else out
-    res = residual if residual is not None else x
-    res_out = torch.empty_like(x) if residual is not None else x
     _gemv_kernel[grid](
         x, weight, bias if bias is not None else x, out, ws, locks, m, n, k, k_split, split,
-        x.stride(0), weight.stride(0), out.stride(0), res,
-        norm_weight if norm_weight is not None else x, res_out, res.stride(0),
-        res_out.stride(0), float(eps), float(norm_offset), GATED=activation is not None,
+        x.stride(0), weight.stride(0), out.stride(0), GATED=activation is not None,
         ACT=ACTS.get(activation, 0), HAS_BIAS=bias is not None, BM=bm, BN=bn, BK=cfg["BK"],
         SPLIT=split > 1, DOT=bool(cfg["DOT"]), SWAP=bool(cfg.get("SWAP")),
-        IEEE=x.dtype == torch.float32, PDL=pdl, NORM=norm_weight is not None,
-        HAS_RES=residual is not None,
+        IEEE=x.dtype == torch.float32, PDL=pdl,
         num_warps=cfg.get("num_warps", 4), num_stages=cfg.get("num_stages", 3),
         **pdl_launch(pdl))
-    return out if residual is None else (out, res_out)
+    return out
