@@ -92,8 +92,9 @@ def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
             yield dict(t, SPLIT_K=split)
 
 
-def time_graph(fn, copies: int, reps: int = 10) -> float:
-    """Microseconds per call of ``fn(i)`` replayed as one graph over ``copies`` weights."""
+def time_graph(fn, copies: int, reps: int = 10, trials: int = 3) -> float:
+    """Microseconds per call of ``fn(i)`` replayed as one graph over ``copies`` weights (the
+    best of ``trials``)."""
     for i in range(copies):  # compile and warm outside the capture
         fn(i)
     torch.cuda.synchronize()
@@ -105,7 +106,7 @@ def time_graph(fn, copies: int, reps: int = 10) -> float:
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(trials):
         start.record()
         for _ in range(reps):
             graph.replay()

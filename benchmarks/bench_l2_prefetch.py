@@ -25,6 +25,8 @@ from litevllm_triton.gemv_table import gemv_config
 from litevllm_triton.kernels._common import pdl_enabled, pdl_launch, pdl_trigger, pdl_wait
 from litevllm_triton.kernels.gemv import gemv
 
+from bench_gemv import time_graph as _time_graph  # benchmarks/ is on sys.path
+
 SHAPES = {  # name: (rows, K, gated)
     "tl_qkv": (2560, 2048, False), "tl_o": (2048, 2048, False),
     "tl_gate_up": (11264, 2048, True), "tl_down": (2048, 5632, False),
@@ -80,26 +82,8 @@ def norm(x, w, out, pf=None, programs=64, chunk=4096, rows=None, pdl=None):
     return out
 
 
-def time_graph(fn, copies, reps=10):
-    for i in range(copies):
-        fn(i)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(copies):
-            fn(i)
-    g.replay()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(5):
-        s.record()
-        for _ in range(reps):
-            g.replay()
-        e.record()
-        e.synchronize()
-        best = min(best, s.elapsed_time(e) * 1e3 / (reps * copies))
-    return best
+def time_graph(fn, copies):
+    return _time_graph(fn, copies, trials=5)
 
 
 def run_shape(name, programs, chunk):
