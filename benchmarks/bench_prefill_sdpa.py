@@ -2,7 +2,7 @@
 attention (SDPA's flash and cuDNN backends, one call per sequence), µs per layer.
 
 GPU only: python benchmarks/bench_prefill_sdpa.py [--out F]
-H200, seventeenth session: the Triton kernel is faster but at Llama-3-8B's heads (RESULTS.md).
+H200, seventeenth session: the Triton kernel is faster except at Llama-3-8B's heads (RESULTS.md).
 """
 from __future__ import annotations
 
