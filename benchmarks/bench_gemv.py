@@ -92,9 +92,8 @@ def candidates(m: int, n: int, k: int, gated: bool, wide: bool = False):
             yield dict(t, SPLIT_K=split)
 
 
-def time_graph(fn, copies: int, reps: int = 10, trials: int = 3) -> float:
-    """Microseconds per call of ``fn(i)`` replayed as one graph over ``copies`` weights (the
-    best of ``trials``)."""
+def time_graph(fn, copies: int, reps: int = 10) -> float:
+    """Microseconds per call of ``fn(i)`` replayed as one graph over ``copies`` weights."""
     for i in range(copies):  # compile and warm outside the capture
         fn(i)
     torch.cuda.synchronize()
@@ -106,7 +105,7 @@ def time_graph(fn, copies: int, reps: int = 10, trials: int = 3) -> float:
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     best = float("inf")
-    for _ in range(trials):
+    for _ in range(3):
         start.record()
         for _ in range(reps):
             graph.replay()
